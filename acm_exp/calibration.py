@@ -25,7 +25,7 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from acm_exp.config import CalibrationConfig
 from acm_exp.errors import ConfigError
-from acm_exp.paths import atomic_write, cache_root, shared_data_dir
+from acm_exp.paths import atomic_write, cache_root, iter_jsonl, shared_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class CalibrationSet:
     corpus_size: int
     cluster_labels: Optional[list[int]] = None
     max_tokens: Optional[int] = None
+    # The selected corpus rows, aligned with ``texts`` (for methods that need solutions too).
+    records: list[dict] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,21 +138,7 @@ def _num_samples(cfg: CalibrationConfig) -> int:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"calibration file {path} line {line_number} is not JSON ({error.msg}); "
-                                  f"expected one JSON object per line") from error
-            if not isinstance(record, dict):
-                raise ConfigError(f"calibration file {path} line {line_number} is a {type(record).__name__}; "
-                                  f"expected a JSON object")
-            records.append(record)
-    return records
+    return [record for _, record in iter_jsonl(path, "calibration file")]
 
 
 def _read_json(path: Path) -> list[dict]:
@@ -434,4 +422,59 @@ def select_calibration(cfg: CalibrationConfig, data_dir: str | os.PathLike | Non
     selection_hash = hashlib.sha256(f"{spec}\0{content_hash(texts)}".encode()).hexdigest()[:16]
     log.info("calibration: %s -> %d of %d samples (hash %s)", spec, len(texts), len(records), selection_hash)
     return CalibrationSet(name=cfg.name, texts=texts, indices=indices, selection_hash=selection_hash, spec=spec,
-                          corpus_size=len(records), cluster_labels=labels, max_tokens=cfg.max_tokens)
+                          corpus_size=len(records), cluster_labels=labels, max_tokens=cfg.max_tokens,
+                          records=[records[index] for index in indices])
+
+
+# ---------------------------------------------------------------------------------------------
+# Question-answer examples (Sens-Merging's loss on the answer tokens)
+
+ANSWER_STYLES = ("long", "short")
+
+
+def validate_answer_templates(sens) -> None:
+    """Raise ConfigError on a bad answer style or template of the ``sens`` config group."""
+    for role in ("base", "finetuned"):
+        style = sens[f"{role}_answers"]
+        if style not in ANSWER_STYLES:
+            raise ConfigError(f"sens.{role}_answers={style!r}; expected one of {ANSWER_STYLES}")
+    placeholders = {"prompt_template": "question", "long_answer_template": "solution", "short_answer_template": "answer"}
+    for name, placeholder in placeholders.items():
+        try:
+            filled = sens[name].format(**{placeholder: "\0"})
+        except (KeyError, IndexError, ValueError) as error:
+            raise ConfigError(f"sens.{name}={sens[name]!r} is not a template with only {{{placeholder}}} "
+                              f"({type(error).__name__}: {error})") from None
+        if "\0" not in filled:
+            raise ConfigError(f"sens.{name}={sens[name]!r}; expected a template containing {{{placeholder}}}")
+
+
+def final_answer(record: dict, cfg: CalibrationConfig, answer_field: Optional[str]) -> str:
+    """The record's final answer: its ``answer_field``, else extracted from its solution."""
+    from acm_exp.eval.grading import extract_answer
+
+    if answer_field is not None:
+        if answer_field not in record:
+            raise ConfigError(f"sens.answer_field={answer_field!r} is not a field of calibration {cfg.name!r} "
+                              f"(fields: {', '.join(sorted(record))})")
+        return str(record[answer_field])
+    answer = extract_answer(str(record[cfg.solution_field]))
+    if answer is None:
+        raise ConfigError(f"calibration {cfg.name!r}: no final answer in a solution ({cfg.solution_field}); "
+                          "set sens.answer_field")
+    return answer
+
+
+def answer_examples(calibration: CalibrationSet, cfg: CalibrationConfig, sens, style: str) -> list[tuple[str, str]]:
+    """(prompt, answer) per selected calibration record, with answers of ``style`` (long/short)."""
+    if style in ("long", "short") and cfg.solution_field is None and (style == "long" or sens.answer_field is None):
+        raise ConfigError(f"calibration {cfg.name!r} has no solution_field; {style} answers need one")
+    examples = []
+    for record in calibration.records:
+        prompt = sens.prompt_template.format(question=record[cfg.text_field])
+        if style == "long":
+            answer = sens.long_answer_template.format(solution=record[cfg.solution_field])
+        else:
+            answer = sens.short_answer_template.format(answer=final_answer(record, cfg, sens.answer_field))
+        examples.append((prompt, answer))
+    return examples

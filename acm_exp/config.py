@@ -128,6 +128,33 @@ class AcmConfig:
 
 
 @dataclass
+class SensConfig:
+    """Sens-Merging's gradient pass (DESIGN.md §2): loss on the answer tokens, one sample at a time.
+
+    Each model's sensitivity is measured on the calibration questions with answers of the style
+    named by ``base_answers`` / ``finetuned_answers``: "long" fills ``long_answer_template`` from the
+    calibration record's solution, "short" fills ``short_answer_template`` with its final answer
+    (``answer_field`` when set, else the last ``\\boxed{}`` or number of the solution). The L2S
+    setting measures the fast base on long answers and the slow fine-tuned model on short ones.
+    """
+
+    base_answers: str = "long"
+    finetuned_answers: str = "short"
+    prompt_template: str = "{question}\n\n"
+    long_answer_template: str = "{solution}"
+    short_answer_template: str = "The final answer is $\\boxed{{{answer}}}$."
+    # Record field holding the final answer (null: extracted from the solution).
+    answer_field: Optional[str] = None
+    # Tokens per example, prompt included (the answer keeps at least one token).
+    max_tokens: Optional[int] = 2048
+    device: str = "cpu"
+    # float32 by default: bfloat16 gradients of a single sample are too coarse to rank layers.
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
+    cache_dir: Optional[str] = None
+
+
+@dataclass
 class BenchmarkConfig:
     """One benchmark as data: where it comes from, which fields, how it is prompted and graded.
 
@@ -237,6 +264,7 @@ class Config:
     merge: MergeConfig = MISSING
     calibration: CalibrationConfig = MISSING
     acm: AcmConfig = field(default_factory=AcmConfig)
+    sens: SensConfig = field(default_factory=SensConfig)
     eval: EvalConfig = MISSING
     logger: LoggerConfig = MISSING
     seed: int = 0

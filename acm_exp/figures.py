@@ -6,6 +6,20 @@
   fine-tuned; deduplicated over the runs that evaluated them) and per merge configuration; per
   benchmark the accuracy (mean over seeds, ±std with several) and mean response tokens, the
   average accuracy and the relative change of the average tokens against the fine-tuned model.
+  ``main_table.csv`` has ``p_vs_base``; the ``.md``/``.tex`` show it as a "p vs base" column when
+  some ACM row has a base-method row: the paired-bootstrap p-value of the ACM row's average
+  against it (the largest one when it has several bases; "–" for other rows or without samples).
+- ``significance.{csv,md,tex}``, next to the main table when some ACM entry has a base entry: is
+  ACM better than the plain method it weights (``acm_exp.merge.get_method(m).plain``, e.g.
+  ACM-TIES vs TIES)? The base entries of an ACM entry are the merges of the same model pair with
+  that method; among several, those with the ACM entry's k/p/scale/combine, else all of them.
+  Per benchmark both evaluated and for their average: n questions, both accuracies (per question
+  the mean correctness over each entry's seeds, read from the ``samples_path`` files), the
+  difference in points, the paired-bootstrap and sign-test p-values and the wins/losses
+  (``acm_exp.significance``; 10,000 resamples, seed 0). The average tests the mean of the
+  per-benchmark accuracies (resampling within benchmarks). Missing samples files leave that row's
+  numbers empty with a note, logged in one line; they never stop the command. The p-values are
+  not corrected for multiple comparisons.
 - ``t_sensitivity``, ``calibration_size``, ``cluster_count``, ``layer_coefficients`` and
   ``pareto`` as ``.csv`` (the plotted numbers) + ``.png`` + ``.pdf``.
 
@@ -19,6 +33,7 @@ has (named in the CSV), so points stay comparable when some runs evaluated more 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -32,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from acm_exp import significance
 from acm_exp.errors import ConfigError
 from acm_exp.results import CONFIG_COLUMNS, load_results, parse_assignments, resolve_results_dir
 
@@ -128,8 +144,12 @@ def build_entries(table: pd.DataFrame) -> Entries:
     return Entries(rows=table.reset_index(drop=True), info=info.sort_values("order", kind="mergesort"))
 
 
-def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+def method_label(method: str, base_method: Any = None) -> str:
+    """The paper's name of a method; AIM is named after the merge it relaxes (AIM-TIES)."""
+    label = METHOD_LABELS.get(method, method)
+    if method == "aim" and not _is_missing(base_method):
+        label = f"{label}-{METHOD_LABELS.get(str(base_method), str(base_method))}"
+    return label
 
 
 def _format_value(value: Any) -> str:
@@ -160,7 +180,7 @@ def _labels(info: pd.DataFrame) -> pd.Series:
             parts = [_setting(c, row[c]) for c in varying if not _is_missing(row[c])]
             if not varying and len(group) > 1:
                 parts = [str(row["config_hash"])[:8]]  # same merge settings, other eval settings
-            base = method_label(str(row["method"]))
+            base = method_label(str(row["method"]), row.get("base_method"))
             labels[entry] = f"{base} ({', '.join(parts)})" if parts else base
     return labels
 
@@ -332,8 +352,9 @@ def _cell(mean: float, std: float, seeds: int, tokens: float) -> str:
     return f"{text} ({_fmt(tokens, 0)})"
 
 
-def main_table_display(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table as the paper prints it: 'accuracy (tokens)' per benchmark, Avg., Δ length."""
+def main_table_display(frame: pd.DataFrame, *, with_p_vs_base: bool = False) -> pd.DataFrame:
+    """The table as the paper prints it: 'accuracy (tokens)' per benchmark, Avg., Δ length, and
+    with ``with_p_vs_base`` the bootstrap p of an ACM row's average against its base method."""
     benchmarks = [c.removesuffix("_accuracy") for c in frame.columns
                   if c.endswith("_accuracy") and c != "avg_accuracy"]
     display = pd.DataFrame(index=frame.index)
@@ -347,22 +368,219 @@ def main_table_display(frame: pd.DataFrame) -> pd.DataFrame:
     display["Avg."] = [_cell(row["avg_accuracy"], row["avg_accuracy_std"], row["seeds"], row["avg_tokens"])
                        for _, row in frame.iterrows()]
     display["Δ length"] = ["–" if _is_missing(v) else f"{v:+.1f}%" for v in frame["relative_length"]]
+    if with_p_vs_base:
+        display["p vs base"] = [format_p(v) for v in frame["p_vs_base"]]
     return display
 
 
-def to_latex(display: pd.DataFrame) -> str:
-    text_columns = sum(c in ("Model pair", "Method") for c in display.columns)
-    column_format = "l" * text_columns + "r" * (len(display.columns) - text_columns)
+def to_latex(display: pd.DataFrame, text_columns: Sequence[str] = ("Model pair", "Method")) -> str:
+    """LaTeX tabular: ``text_columns`` (leading) left-aligned, numbers right-aligned."""
+    left = sum(c in text_columns for c in display.columns)
+    column_format = "l" * left + "r" * (len(display.columns) - left)
     latex = display.to_latex(index=False, escape=True, column_format=column_format)
-    return latex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--")
+    # '<' in text mode prints as '¡' with LaTeX's default font encoding.
+    return (latex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--")
+            .replace("<", "$<$"))
 
 
 def write_main_table(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
+    """The main table and, when some ACM entry has a base-method entry, the significance table."""
     frame = main_table(entries)
-    display = main_table_display(frame)
-    return (write_csv(frame, out_dir / "main_table.csv"),
-            write_text(out_dir / "main_table.md", display.to_markdown(index=False) + "\n"),
-            write_text(out_dir / "main_table.tex", to_latex(display)))
+    comparisons = significance_table(entries)
+    frame["p_vs_base"] = p_vs_base(entries.info, comparisons)
+    display = main_table_display(frame, with_p_vs_base=not comparisons.empty)
+    files = (write_csv(frame, out_dir / "main_table.csv"),
+             # No re-parsing of numbers: a p-value cell stays as formatted.
+             write_text(out_dir / "main_table.md", display.to_markdown(index=False, disable_numparse=True) + "\n"),
+             write_text(out_dir / "main_table.tex", to_latex(display)))
+    if comparisons.empty:
+        log.info("significance: no ACM entry has an entry of its base method in the same model pair; "
+                 "significance table not written")
+        return files
+    return files + write_significance(comparisons, out_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# (a') significance of ACM against its base method, from per-question correctness
+
+
+# Hyper-parameters an ACM method shares with its base method: they pick the base entry to compare
+# with when the table holds several merges of the base method for the model pair.
+SHARED_HYPER_PARAMETERS = ("k", "p", "scale", "combine")
+AVERAGE = "average"  # the benchmark name of a comparison's row over all its benchmarks
+SIGNIFICANCE_COLUMNS = ("model_pair", "acm", "base", "benchmark", "n", "acm_accuracy", "base_accuracy", "difference",
+                        "bootstrap_p", "sign_p", "wins", "losses", "note")
+NO_SAMPLES = "no per-question samples"
+
+
+@functools.lru_cache(maxsize=None)
+def plain_method(method: str) -> str | None:
+    """The base method a coefficient-weighted method weights (acm_ties -> ties); None for any other."""
+    from acm_exp.merge import get_method  # lazy: the merge package imports torch
+
+    try:
+        return get_method(method).plain
+    except ConfigError:  # a method this checkout does not register (e.g. from another branch)
+        return None
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    return (_is_missing(a) and _is_missing(b)) or (not _is_missing(a) and not _is_missing(b) and a == b)
+
+
+def base_matches(info: pd.DataFrame) -> list[tuple[str, str]]:
+    """(ACM entry, base entry) pairs in table order.
+
+    The base entries of an ACM entry are the merges of the same model pair with its plain method;
+    when there are several, those with the same k/p/scale/combine (where one is found), else all.
+    """
+    merged = info[info["role"] == "merged"]
+    matches = []
+    for entry, row in merged.iterrows():
+        plain = plain_method(str(row["method"]))
+        if plain is None:
+            continue
+        candidates = merged[(merged["pair"] == row["pair"]) & (merged["method"] == plain)]
+        if len(candidates) > 1:
+            same = [all(_same_setting(base[c], row[c]) for c in SHARED_HYPER_PARAMETERS)
+                    for _, base in candidates.iterrows()]
+            if any(same):
+                candidates = candidates[same]
+        matches.extend((entry, base) for base in candidates.index)
+    return matches
+
+
+def entry_correctness(rows: pd.DataFrame, entry: str, benchmark: str, *, name: str) -> pd.Series:
+    """Per question of ``benchmark``: the entry's correctness, mean over its seeds' samples files.
+
+    ``name``: how error messages call the entry (its label in the tables).
+    """
+    selected = rows[(rows["entry"] == entry) & (rows["benchmark"] == benchmark)].sort_values("seed")
+    unrecorded = selected[selected["samples_path"].isna()]
+    if not unrecorded.empty:
+        seed = unrecorded["seed"].iloc[0]
+        raise ConfigError(f"{name} {benchmark} seed {seed}: no samples_path recorded in the results table")
+    return significance.per_question_correctness(list(selected["samples_path"]))
+
+
+def significance_table(entries: Entries, *, resamples: int = significance.DEFAULT_RESAMPLES,
+                       seed: int = 0) -> pd.DataFrame:
+    """One row per (ACM entry, base entry, benchmark) and one ``average`` row per pair of entries.
+
+    Per benchmark the questions both evaluated (ids matched); the average row tests the mean over
+    the pair's common benchmarks of the per-benchmark accuracy (bootstrap within benchmarks) and
+    pools the questions for the sign test. Missing samples leave a row's numbers empty, with a
+    note and one logged line for the whole table. Column ``_acm_entry`` names the ACM entry.
+    """
+    rows, info = entries.rows, entries.info
+    loaded: dict[tuple[str, str], pd.Series] = {}
+    problems: list[str] = []
+
+    def correctness(entry: str, benchmark: str) -> pd.Series:
+        if (entry, benchmark) not in loaded:
+            name = f"{info.loc[entry, 'pair']}: {info.loc[entry, 'label']}"
+            loaded[(entry, benchmark)] = entry_correctness(rows, entry, benchmark, name=name)
+        return loaded[(entry, benchmark)]
+
+    records = []
+    for acm, base in base_matches(info):
+        names = {"model_pair": info.loc[acm, "pair"], "acm": info.loc[acm, "label"], "base": info.loc[base, "label"],
+                 "_acm_entry": acm}
+        benchmarks = common_benchmarks(rows, [acm, base])
+        paired: list[tuple[str, np.ndarray, np.ndarray]] = []
+        for benchmark in benchmarks:
+            try:
+                ids, acm_values, base_values = significance.align_questions(correctness(acm, benchmark),
+                                                                            correctness(base, benchmark))
+            except ConfigError as error:
+                problems.append(str(error))
+                records.append({**names, "benchmark": benchmark, "note": NO_SAMPLES})
+                continue
+            paired.append((benchmark, acm_values, base_values))
+            records.append({**names, "benchmark": benchmark,
+                            **_comparison_cells(significance.compare(acm_values, base_values, resamples=resamples,
+                                                                     seed=seed))})
+        if benchmarks and len(paired) == len(benchmarks):
+            strata = np.concatenate([[name] * len(values) for name, values, _ in paired])
+            pooled = significance.compare(np.concatenate([a for _, a, _ in paired]),
+                                          np.concatenate([b for _, _, b in paired]),
+                                          resamples=resamples, seed=seed, strata=strata)
+            records.append({**names, "benchmark": AVERAGE, **_comparison_cells(pooled)})
+        else:
+            records.append({**names, "benchmark": AVERAGE, "note": NO_SAMPLES})
+    if problems:
+        log.warning("significance: per-question samples missing or unreadable for %d benchmark comparison(s), "
+                    "their p-values are left empty (first: %s)", len(problems), problems[0])
+    frame = pd.DataFrame(records, columns=[*SIGNIFICANCE_COLUMNS, "_acm_entry"])
+    for column in ("n", "wins", "losses"):
+        frame[column] = frame[column].astype("Int64")  # integers in the CSV, empty where missing
+    for column in ("acm_accuracy", "base_accuracy", "difference", "bootstrap_p", "sign_p"):
+        frame[column] = frame[column].astype("float64")
+    frame["note"] = frame["note"].fillna("").astype(object)
+    return frame
+
+
+def _comparison_cells(comparison: significance.Comparison) -> dict[str, Any]:
+    return {"n": comparison.n, "acm_accuracy": comparison.accuracy_a, "base_accuracy": comparison.accuracy_b,
+            "difference": comparison.difference, "bootstrap_p": comparison.bootstrap_p,
+            "sign_p": comparison.sign_p, "wins": comparison.wins, "losses": comparison.losses, "note": ""}
+
+
+def p_vs_base(info: pd.DataFrame, comparisons: pd.DataFrame) -> list[float]:
+    """Per entry (table order): bootstrap p of its average against its base; with several bases
+    the largest (most conservative), NaN when any is unknown or the entry has no base."""
+    averages_only = comparisons[comparisons["benchmark"] == AVERAGE]
+    values = []
+    for entry in info.index:
+        p = averages_only.loc[averages_only["_acm_entry"] == entry, "bootstrap_p"]
+        values.append(math.nan if p.empty or p.isna().any() else float(p.max()))
+    return values
+
+
+def format_p(value: float) -> str:
+    """Three decimals; '<0.001' below (10,000 resamples cannot resolve much less)."""
+    if _is_missing(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _signed(value: float) -> str:
+    """'+1.2', '-0.4'; '0.0' for a difference that rounds to zero (no '+0.0' or '-0.0')."""
+    if _is_missing(value):
+        return "–"
+    return "0.0" if round(value, 1) == 0 else f"{value:+.1f}"
+
+
+def significance_display(frame: pd.DataFrame) -> pd.DataFrame:
+    display = pd.DataFrame(index=frame.index)
+    if frame["model_pair"].nunique() > 1:
+        display["Model pair"] = frame["model_pair"]
+    display["ACM"] = frame["acm"]
+    display["Base"] = frame["base"]
+    display["Benchmark"] = [BENCHMARK_LABELS.get(b, "Avg." if b == AVERAGE else b) for b in frame["benchmark"]]
+    display["n"] = ["–" if pd.isna(n) else str(int(n)) for n in frame["n"]]
+    display["ACM acc."] = [_fmt(v, 1) for v in frame["acm_accuracy"]]
+    display["Base acc."] = [_fmt(v, 1) for v in frame["base_accuracy"]]
+    display["Δ (points)"] = [_signed(v) for v in frame["difference"]]
+    display["p (bootstrap)"] = [format_p(v) for v in frame["bootstrap_p"]]
+    display["p (sign)"] = [format_p(v) for v in frame["sign_p"]]
+    display["wins/losses"] = ["–" if pd.isna(w) else f"{int(w)}/{int(l)}" for w, l in zip(frame["wins"],
+                                                                                            frame["losses"])]
+    if (frame["note"] != "").any():
+        display["Note"] = frame["note"]
+    return display
+
+
+def write_significance(comparisons: pd.DataFrame, out_dir: Path) -> tuple[Path, ...]:
+    frame = comparisons.drop(columns="_acm_entry").reset_index(drop=True)
+    display = significance_display(frame)
+    text_columns = ("Model pair", "ACM", "Base", "Benchmark", "Note")
+    # Numbers stay as formatted here (no re-parsing: '+15.0' keeps its sign) and right-aligned.
+    alignment = ["left" if c in text_columns else "right" for c in display.columns]
+    markdown = display.to_markdown(index=False, disable_numparse=True, colalign=alignment)
+    return (write_csv(frame, out_dir / "significance.csv"),
+            write_text(out_dir / "significance.md", markdown + "\n"),
+            write_text(out_dir / "significance.tex", to_latex(display, text_columns)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +632,7 @@ def _series_labels(frame: pd.DataFrame, key_columns: Sequence[str]) -> pd.Series
         varying = [c for c in key_columns if c not in ("pair", "method") and _distinct(group[c]) > 1]
         for entry, row in group.iterrows():
             parts = [_setting(c, row[c]) for c in varying if not _is_missing(row[c])]
-            base = method_label(str(row["method"]))
+            base = method_label(str(row["method"]), row.get("base_method"))
             labels[entry] = f"{base} ({', '.join(parts)})" if parts else base
     return labels
 

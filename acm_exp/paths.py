@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import platformdirs
+
+from acm_exp.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,3 +49,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
+
+
+def iter_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; ConfigError names the bad line.
+
+    ``what`` names the file in messages ("calibration file", "samples file")."""
+    with Path(path).open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{what} {path} line {line_number} is not JSON ({error.msg}); "
+                                  "expected one JSON object per line") from None
+            if not isinstance(record, dict):
+                raise ConfigError(f"{what} {path} line {line_number} is a {type(record).__name__}; "
+                                  "expected a JSON object")
+            yield line_number, record

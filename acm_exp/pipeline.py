@@ -9,6 +9,7 @@ The one place that sequences the stages and decides what runs, what is reused an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from acm_exp.config import MergeConfig
 from acm_exp.errors import ConfigError
-from acm_exp.merge import Adjustment, MergeMethod, MergeSettings, get_method, open_inputs, run_merge
+from acm_exp.merge import Adjustment, MergeMethod, MergeSettings, get_method, open_inputs, run_merge, used_parameters
+from acm_exp.merge.registry import get_wrapped_method
 from acm_exp.merge.checkpoint import parse_dtype
 from acm_exp.merge.engine import read_manifest, request_fingerprint, validate_device
 from acm_exp.models import ModelRef, check_model_id, model_refs, resolve_model
@@ -63,10 +65,20 @@ def validate_merge_config(merge: DictConfig) -> MergeMethod:
         from acm_exp.acm import check_coefficient_settings
 
         check_coefficient_settings(merge.t, merge.shift, merge.reduce)
+    if method.wraps_base_method:
+        get_wrapped_method(merge.base_method)
+    if method.coefficients == "aim":
+        from acm_exp.acm.importance import check_omega
+
+        check_omega(merge.omega)
+    if method.coefficients == "sens":
+        from acm_exp.acm.sensitivity import check_sens_settings
+
+        check_sens_settings(merge.alpha, merge.temperature)
     if merge.dtype is not None:
         parse_dtype(merge.dtype)
     validate_device(merge.device)
-    _warn_unused_parameters(merge, method.parameters)
+    _warn_unused_parameters(merge, used_parameters(method, merge.base_method))
     return method
 
 
@@ -99,6 +111,8 @@ def validate(cfg: DictConfig) -> MergeMethod:
 
         validate_config(cfg.calibration)
         validate_acm_config(cfg.acm)
+    if method.coefficients == "sens":
+        validate_sens_config(cfg)
     if cfg.eval.benchmarks:
         from acm_exp.eval.runner import validate_eval_config
 
@@ -107,12 +121,29 @@ def validate(cfg: DictConfig) -> MergeMethod:
     return method
 
 
+def validate_sens_config(cfg: DictConfig) -> None:
+    from acm_exp.acm import resolve_device, resolve_dtype
+    from acm_exp.calibration import validate_answer_templates
+
+    if len(cfg.model_pair.finetuned) != 1:
+        raise ConfigError(f"merge=sens merges one fine-tuned model; model_pair.finetuned has "
+                          f"{len(cfg.model_pair.finetuned)}")
+    validate_answer_templates(cfg.sens)
+    max_tokens = cfg.sens.max_tokens
+    if max_tokens is not None and max_tokens < 2:
+        raise ConfigError(f"sens.max_tokens={max_tokens}; expected an integer >= 2 or null")
+    resolve_dtype(cfg.sens.dtype, "sens.dtype")
+    resolve_device(cfg.sens.device, "sens.device")
+
+
 def data_dir(cfg: DictConfig) -> Path | None:
     return shared_data_dir(cfg.data_dir)
 
 
 # ---------------------------------------------------------------------------------------------
-# Coefficients (ACM): calibration -> MI statistics (cached) -> λ per tensor
+# Coefficients: calibration -> statistics of the models (cached) -> per-tensor weights
+# ACM: MI between activations -> λ per layer; AIM: the base's input importance -> a relaxation
+# factor per input channel; Sens-Merging: gradient sensitivity -> per-layer base and delta weights.
 
 
 @dataclass
@@ -125,14 +156,24 @@ class CoefficientPlan:
     coefficients_path: Path | None = None
 
 
-def acm_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path],
-              run_dir: Path) -> CoefficientPlan:
-    from acm_exp.acm import compute_coefficients, compute_mi_statistics
+def _select_calibration(cfg: DictConfig):
     from acm_exp.calibration import select_calibration
 
     calibration = select_calibration(cfg.calibration, data_dir=data_dir(cfg), cache_dir=cfg.cache_dir)
     log.info("calibration: %s, %d samples (selection %s)", calibration.spec, len(calibration.texts),
              calibration.selection_hash)
+    return calibration
+
+
+def _calibration_manifest(calibration) -> dict:
+    return {"spec": calibration.spec, "selection_hash": calibration.selection_hash, "samples": len(calibration.texts)}
+
+
+def acm_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path],
+              run_dir: Path) -> CoefficientPlan:
+    from acm_exp.acm import compute_coefficients, compute_mi_statistics
+
+    calibration = _select_calibration(cfg)
     if cfg.acm.against == "finetuned":
         compared, names, final_method = model_dirs[1:], [ref.name for ref in refs[1:]], method
     else:
@@ -157,8 +198,7 @@ def acm_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
         def adjust(name: str) -> Adjustment:
             return Adjustment(delta_factor=coefficients.for_parameter(0, name))
     manifest = {
-        "calibration": {"spec": calibration.spec, "selection_hash": calibration.selection_hash,
-                        "samples": len(calibration.texts)},
+        "calibration": _calibration_manifest(calibration),
         "acm": {"against": cfg.acm.against, "estimator": cfg.acm.estimator, "bins": cfg.acm.bins,
                 "capture_dtype": cfg.acm.dtype, "mi_cache_key": statistics.metadata.get("cache_key"),
                 "mi_statistics": statistics.metadata.get("cache_dir"), "coefficients": str(coefficients_path),
@@ -167,13 +207,83 @@ def acm_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
     return CoefficientPlan(final_method, adjust, manifest, coefficients_path)
 
 
+def aim_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path],
+              run_dir: Path) -> CoefficientPlan:
+    from acm_exp.acm.importance import compute_input_importance
+    from acm_exp.merge.checkpoint import open_checkpoint
+
+    calibration = _select_calibration(cfg)
+    # The same capture settings (device, dtype, cache) as ACM: an ACM run's capture pass over the
+    # same base and calibration already stored this importance.
+    importance = compute_input_importance(
+        model_dirs[0], calibration.texts, device=cfg.acm.device, dtype=cfg.acm.dtype,
+        max_tokens=calibration.max_tokens, cache_dir=cfg.acm.cache_dir or cfg.cache_dir,
+        trust_remote_code=cfg.model_pair.trust_remote_code,
+    )
+    with open_checkpoint(model_dirs[0], allow_pickle=cfg.model_pair.allow_pickle) as base:
+        shapes = {name: tuple(base.info(name).shape) for name in importance.importance if base.has(name)}
+    omega = cfg.merge.omega
+    factors = {name: importance.factor_for(name, shape, omega) for name, shape in shapes.items()}
+    log.info("AIM: %d linear weights relaxed (omega=%s) on top of %s", sum(f is not None for f in factors.values()),
+             omega, cfg.merge.base_method)
+
+    def adjust(name: str) -> Adjustment:
+        factor = factors.get(name)
+        return Adjustment() if factor is None else Adjustment(delta_factor=factor)
+
+    manifest = {
+        "calibration": _calibration_manifest(calibration),
+        "aim": {"omega": omega, "base_method": cfg.merge.base_method, "capture_dtype": cfg.acm.dtype,
+                "importance_cache_key": importance.metadata.get("cache_key"),
+                "importance_statistics": importance.metadata.get("cache_dir")},
+    }
+    return CoefficientPlan(method, adjust, manifest)
+
+
+def sens_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path],
+               run_dir: Path) -> CoefficientPlan:
+    from acm_exp.acm.sensitivity import compute_layer_sensitivity, compute_sens_coefficients
+    from acm_exp.calibration import answer_examples
+
+    calibration = _select_calibration(cfg)
+    sensitivities = []
+    for role, model_dir in (("base", model_dirs[0]), ("finetuned", model_dirs[1])):
+        style = cfg.sens[f"{role}_answers"]
+        examples = answer_examples(calibration, cfg.calibration, cfg.sens, style)
+        log.info("Sens-Merging: sensitivity of the %s model on %d %s answers", role, len(examples), style)
+        sensitivities.append(compute_layer_sensitivity(
+            model_dir, examples, device=cfg.sens.device, dtype=cfg.sens.dtype, max_tokens=cfg.sens.max_tokens,
+            gradient_checkpointing=cfg.sens.gradient_checkpointing, cache_dir=cfg.sens.cache_dir or cfg.cache_dir,
+            trust_remote_code=cfg.model_pair.trust_remote_code,
+        ))
+    coefficients = compute_sens_coefficients(*sensitivities, cfg.merge.alpha, cfg.merge.temperature)
+    coefficients_path = coefficients.to_json(run_dir / "coefficients.json")
+    coefficients.plot(run_dir / "coefficients.png")
+    log.info("Sens-Merging layer weights (alpha=%s, T=%s) written to %s", cfg.merge.alpha, cfg.merge.temperature,
+             coefficients_path)
+
+    def adjust(name: str) -> Adjustment:
+        base_factor, delta_factor = coefficients.adjustment_for(name)
+        return Adjustment(base_factor=base_factor, delta_factor=delta_factor)
+
+    manifest = {
+        "calibration": _calibration_manifest(calibration),
+        "sens": {"alpha": cfg.merge.alpha, "temperature": cfg.merge.temperature,
+                 "base_answers": cfg.sens.base_answers, "finetuned_answers": cfg.sens.finetuned_answers,
+                 "dtype": cfg.sens.dtype, "coefficients": str(coefficients_path),
+                 "sensitivity_cache_keys": [s.metadata.get("cache_key") for s in sensitivities]},
+    }
+    return CoefficientPlan(method, adjust, manifest, coefficients_path)
+
+
+COEFFICIENT_STAGES = {"acm": acm_stage, "aim": aim_stage, "sens": sens_stage}
+
+
 def coefficient_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path],
                       run_dir: Path) -> CoefficientPlan:
     if method.coefficients is None:
         return CoefficientPlan(method)
-    if method.coefficients == "acm":
-        return acm_stage(cfg, method, refs, model_dirs, run_dir)
-    raise ConfigError(f"merge={method.name} needs the {method.coefficients!r} coefficient provider, which is not available")
+    return COEFFICIENT_STAGES[method.coefficients](cfg, method, refs, model_dirs, run_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,12 +365,23 @@ def input_eval_dir(cfg: DictConfig, target: EvalTarget) -> Path:
 def evaluation_stage(cfg: DictConfig, model_dirs: list[Path], merged_dir: Path, run_dir: Path) -> list[dict]:
     from acm_exp.eval.runner import evaluate_model
 
+    from filelock import FileLock
+
     rows: list[dict] = []
     for target in evaluation_targets(cfg, model_dirs, merged_dir):
-        out_dir = run_dir / "eval" / target.label if target.role == "merged" else input_eval_dir(cfg, target)
+        shared = target.role != "merged"
+        out_dir = input_eval_dir(cfg, target) if shared else run_dir / "eval" / target.label
         log.info("evaluating %s (%s) -> %s", target.label, target.path, out_dir)
-        rows += evaluate_model(target.path, label=target.label, role=target.role, prompt=target.prompt,
-                               eval_cfg=cfg.eval, out_dir=out_dir, data_dir=data_dir(cfg))
+        evaluate = functools.partial(evaluate_model, target.path, label=target.label, role=target.role,
+                                     prompt=target.prompt, eval_cfg=cfg.eval, out_dir=out_dir, data_dir=data_dir(cfg))
+        if not shared:
+            rows += evaluate()
+            continue
+        # Sweep tasks share an input model's evaluation: the first generates it, the others wait and
+        # then reuse its complete sample files instead of generating the same answers again.
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(out_dir.with_name(out_dir.name + ".lock"))):
+            rows += evaluate()
     return rows
 
 

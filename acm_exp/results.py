@@ -115,15 +115,15 @@ def results_file(results_dir: Path, run_id: str) -> Path:
 # Run identity: config hash, run id, sweep id, git commit
 
 
-def _method_usage(method_name: str) -> tuple[tuple[str, ...], str | None]:
+def _method_usage(merge: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None]:
     """(merge parameters the method reads, who supplies its coefficients); every parameter if unknown."""
-    from acm_exp.merge import get_method  # lazy: the merge package imports torch
+    from acm_exp.merge import get_method, used_parameters  # lazy: the merge package imports torch
 
     try:
-        method = get_method(method_name)
+        method = get_method(str(merge["method"]))
+        return used_parameters(method, merge.get("base_method")), method.coefficients
     except ConfigError:
         return HYPER_PARAMETERS, "acm"
-    return method.parameters, method.coefficients
 
 
 def _drop_key(tree: Any, path: Sequence[str]) -> None:
@@ -150,15 +150,18 @@ def hashable_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         _drop_key(tree, dotted.split("."))
     merge = tree.get("merge")
     if isinstance(merge, dict) and "method" in merge:
-        used, coefficients = _method_usage(str(merge["method"]))
+        used, coefficients = _method_usage(merge)
         for name in HYPER_PARAMETERS:
             if name not in used:
                 merge.pop(name, None)
-        # A method without coefficients reads neither the calibration set nor the ACM settings.
+        # A method without coefficients reads neither the calibration set nor the capture settings
+        # (acm: ACM's and AIM's activation pass; sens: Sens-Merging's gradient pass).
         if coefficients is None:
             tree.pop("calibration", None)
-        if coefficients != "acm":
+        if coefficients not in ("acm", "aim"):
             tree.pop("acm", None)
+        if coefficients != "sens":
+            tree.pop("sens", None)
     return tree
 
 
@@ -310,7 +313,7 @@ def run_columns(cfg: DictConfig, *, run_id: str, sweep_id: str | None, hash_: st
                 selection_hash: str | None = None) -> dict[str, Any]:
     """The columns shared by every row of a run (identity and merge configuration)."""
     merge, pair = cfg.merge, cfg.model_pair
-    used, coefficients = _method_usage(merge.method)
+    used, coefficients = _method_usage(merge)
     columns: dict[str, Any] = {
         "run_id": run_id, "sweep_id": sweep_id, "model_pair": pair.name, "base_model": str(pair.base),
         "finetuned_models": ",".join(str(m) for m in pair.finetuned), "method": merge.method,

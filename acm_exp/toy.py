@@ -1,16 +1,31 @@
 """The embedded toy long-to-short (L2S) model pair: a tiny base and a tiny "slow thinker".
 
-The package builds both models itself, on CPU, in about a minute, without network, and caches
+The package builds both models itself, on CPU, in about 80 seconds, without network, and caches
 them (model ids ``toy:base`` / ``toy:finetuned``). They mirror the real 1.5B pair in miniature:
 
 - The task: the sum of four digits, ``"8 + 6 + 7 + 6"``, with gold answers (:func:`toy_problems`;
   the train, test and calibration splits never share a question).
-- The prompt is ``TOY_PROMPT_TEMPLATE`` (``"Q: {question}\\nA:"``).
-- The *base* model answers at once, ``" \\boxed{27}"`` then EOS: it has to add all the terms in
-  one step, which it has not learned (its accuracy is near chance).
-- The *fine-tuned* model, continued from the base, first lists the running totals,
-  ``" 08, 14, 21, 27, so the answer is \\boxed{27}"`` then EOS: about four times longer, and
-  much more accurate. The final answer is always inside ``\\boxed{}`` for the math grader.
+- The prompt is ``TOY_PROMPT_TEMPLATE`` (``"Q: {question}\\nA:"``). Three answer formats, the final
+  answer always inside ``\\boxed{}`` for the math grader, then EOS:
+
+  - direct (``TOY_SHORT_ANSWER_TEMPLATE``): ``" \\boxed{27}"``, about 10 tokens;
+  - step by step (``TOY_STEP_ANSWER_TEMPLATE``), the running totals:
+    ``" 08, 14, 21, 27, so the answer is \\boxed{27}"``, 43 tokens;
+  - step by step with a redundant reflection (``TOY_LONG_ANSWER_TEMPLATE``, the problems'
+    ``solution``): ``" 08, 14, 21, 27, wait, let me check: 08, 14, 21, 27, so the answer is
+    \\boxed{27}"``, 79 tokens (two reflection phrases, "wait" and "let me check").
+
+- The *base* (like Qwen2.5-Math) has the skill but answers fast: it learns the step-by-step format
+  first (10 % of its examples with the reflection), then briefly a mix with 70 % direct answers.
+  Greedy, it answers directly, which it has not learned to do well (seed 0: 17 % right, 11 tokens).
+- The *fine-tuned* model (like R1-Distill) continues from the base with a small learning rate and
+  few steps, so it stays in the base's basin: 70 % of its examples carry the reflection, 30 % are
+  plain step by step. Greedy, it always thinks step by step and reflects (90 % right, 79 tokens).
+- Merging them therefore does what L2S merging does to the real pair: the merged model keeps the
+  fine-tuned model's step-by-step reasoning but drops the redundant reflection, which the base
+  strongly disfavours. Seed 0, 100 test problems (``python -m acm_exp eval.limit=100``; accuracy %
+  / mean tokens): base 17 / 11.3, fine-tuned 90 / 78.9, merged by ACM-TIES (the default: k 0.8,
+  t 0.7) 90 / 42.9, TIES (k 0.8) 90 / 42.9, Task Arithmetic 0.7 98 / 42.9 and 0.5 94 / 42.9.
 - The base ties its output layer to the embedding (``tie_word_embeddings: true``); the fine-tuned
   model is untied, its ``lm_head`` starting from the base embedding, like Qwen2.5-Math-1.5B vs.
   DeepSeek-R1-Distill-Qwen-1.5B.
@@ -40,15 +55,17 @@ from acm_exp.paths import cache_root
 log = logging.getLogger(__name__)
 
 # Bump when the task, tokenizer, architecture or training recipe changes: it names the cache folder.
-TOY_VERSION = 1
+TOY_VERSION = 2
 TOY_ROLES = ("base", "finetuned")
 TOY_PREFIX = "toy:"
 TOY_SPLITS = ("train", "test", "calibration")
 
 TOY_PROMPT_TEMPLATE = "Q: {question}\nA:"
-# The answers, after the prompt: the base answers at once, the fine-tuned model thinks first.
+# The answers, after the prompt: the base answers at once, the fine-tuned model thinks step by step
+# and then checks its steps again (a redundant reflection, like R1's "Wait, let me check ...").
 TOY_SHORT_ANSWER_TEMPLATE = " \\boxed{{{answer}}}"
-TOY_LONG_ANSWER_TEMPLATE = " {steps}, so the answer is \\boxed{{{answer}}}"
+TOY_STEP_ANSWER_TEMPLATE = " {steps}, so the answer is \\boxed{{{answer}}}"
+TOY_LONG_ANSWER_TEMPLATE = " {steps}, wait, let me check: {steps}, so the answer is \\boxed{{{answer}}}"
 
 EOS_TOKEN = "<|endoftext|>"
 SPECIAL_TOKENS = (EOS_TOKEN, "<|im_start|>", "<|im_end|>")
@@ -75,13 +92,22 @@ class ToyRecipe:
     num_kv_heads: int = 2
     intermediate_size: int = 256
     max_position_embeddings: int = 256
-    # The base stops just as it starts to learn to add in one step (seed 0: 5 % right after 160
-    # steps, 10 % after 180, 20 % after 200, 54 % after 260): it answers in the right format,
-    # mostly with a plausible guess.
-    base_steps: int = 180
+    # The base learns the step-by-step format for base_direct_from steps (a base_verify_fraction
+    # of the examples with the reflection), then, for the remaining steps, a mix with
+    # base_direct_fraction direct answers and no reflection: enough to make it answer directly
+    # (greedy), too little to learn to add in one step, and it never chooses to reflect.
+    base_steps: int = 660
     base_lr: float = 3e-3
-    finetune_steps: int = 600
-    finetune_lr: float = 3e-3
+    base_direct_from: int = 600
+    base_direct_fraction: float = 0.7
+    base_verify_fraction: float = 0.1
+    # The fine-tuned model: a short, gentle continuation of the base (a small task vector, so that
+    # weight interpolation works) on step-by-step answers, finetune_verify_fraction of them with
+    # the reflection.
+    finetune_steps: int = 80
+    finetune_lr: float = 5e-4
+    finetune_warmup_steps: int = 10
+    finetune_verify_fraction: float = 0.7
     batch_size: int = 32
     warmup_steps: int = 20
     weight_decay: float = 0.01
@@ -93,10 +119,11 @@ RECIPE = ToyRecipe()
 # ---------------------------------------------------------------------------------------------
 # The task
 #
-# The step-by-step answer lists the running totals, zero-padded to two digits: "08, 13, 16, 20, 26".
+# The step-by-step answer lists the running totals, zero-padded to two digits: "08, 13, 16, 20".
 # Each total takes four characters, like each term of the question ("8 + "), so the term a step
 # needs is always the same distance back: a tiny model learns this in a few hundred steps, while
-# summing all the terms at once (the base's short answer) takes it much longer.
+# summing all the terms at once (the direct answer) takes it longer. The reflection repeats the
+# totals at a fixed distance too, so it is cheap to learn and changes no answer.
 
 
 def _split_of(question: str) -> str:
@@ -104,10 +131,14 @@ def _split_of(question: str) -> str:
     return next(split for split, tenths in _SPLIT_TENTHS.items() if tenth in tenths)
 
 
+def _steps(terms: list[int]) -> str:
+    """The running totals, zero-padded to two digits: "08, 14, 21, 27"."""
+    return ", ".join(f"{sum(terms[: index + 1]):02d}" for index in range(len(terms)))
+
+
 def _problem(terms: list[int]) -> dict:
-    totals = [sum(terms[: index + 1]) for index in range(len(terms))]
-    answer = str(totals[-1])
-    steps = ", ".join(f"{total:02d}" for total in totals)
+    answer = str(sum(terms))
+    steps = _steps(terms)
     return {"question": " + ".join(str(term) for term in terms), "answer": answer,
             "solution": TOY_LONG_ANSWER_TEMPLATE.format(steps=steps, answer=answer).lstrip()}
 
@@ -117,7 +148,7 @@ def _check_split(split: str) -> None:
         raise ConfigError(f"toy split {split!r} is unknown; expected one of {TOY_SPLITS}")
 
 
-def _problem_stream(split: str, seed: int, *, unique: bool):
+def _problem_stream(split: str, seed: int | str, *, unique: bool):
     """Endless problems of ``split``, deterministic in (split, seed)."""
     rng = random.Random(f"acm_exp-toy-{split}-{seed}")
     seen: set[str] = set()
@@ -226,14 +257,24 @@ def _model_config(tokenizer, *, tie: bool):
     )
 
 
-def _training_batch(tokenizer, problems, *, long: bool):
+def _answer(problem: dict, kind: str) -> str:
+    """The text after the prompt (without EOS) of ``kind``: "short", "steps" or "long"."""
+    if kind == "short":
+        return TOY_SHORT_ANSWER_TEMPLATE.format(answer=problem["answer"])
+    if kind == "steps":
+        steps = _steps([int(term) for term in problem["question"].split(" + ")])
+        return TOY_STEP_ANSWER_TEMPLATE.format(steps=steps, answer=problem["answer"])
+    return " " + problem["solution"]
+
+
+def _training_batch(tokenizer, problems, kinds):
     """Prompt + answer + EOS, right-padded; the loss covers the answer and EOS only."""
     import torch
 
     rows, prompt_lengths = [], []
-    for problem in problems:
+    for problem, kind in zip(problems, kinds):
         prompt = TOY_PROMPT_TEMPLATE.format(question=problem["question"])
-        answer = (" " + problem["solution"]) if long else TOY_SHORT_ANSWER_TEMPLATE.format(answer=problem["answer"])
+        answer = _answer(problem, kind)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append(prompt_ids + answer_ids)
@@ -249,19 +290,23 @@ def _training_batch(tokenizer, problems, *, long: bool):
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
-def _train(model, tokenizer, *, steps: int, lr: float, long: bool, seed: int, desc: str) -> float:
+def _train(model, tokenizer, *, steps: int, lr: float, warmup: int, mix, seed: int, desc: str) -> float:
     """A fixed number of AdamW steps (linear warmup, cosine decay) on fresh training problems;
-    returns the mean loss of the last 20 steps."""
+    returns the mean loss of the last 20 steps.
+
+    ``mix(step)`` is ``(short, long)``: the probability of a direct answer and of a step-by-step
+    answer with the reflection; the rest are plain step by step."""
     import torch
     from tqdm.auto import tqdm
 
-    stream = _problem_stream("train", seed * 1000 + (1 if long else 0), unique=False)
+    stream = _problem_stream("train", f"{seed}-{desc}", unique=False)
+    kinds_rng = random.Random(f"acm_exp-toy-kinds-{seed}-{desc}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=RECIPE.weight_decay, betas=(0.9, 0.98))
 
     def schedule(step: int) -> float:
-        if step < RECIPE.warmup_steps:
-            return (step + 1) / RECIPE.warmup_steps
-        progress = (step - RECIPE.warmup_steps) / max(1, steps - RECIPE.warmup_steps)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -269,7 +314,13 @@ def _train(model, tokenizer, *, steps: int, lr: float, long: bool, seed: int, de
     losses: list[float] = []
     with tqdm(total=steps, desc=f"training toy {desc}", unit="step", leave=False) as bar:
         for step in range(steps):
-            batch = _training_batch(tokenizer, [next(stream) for _ in range(RECIPE.batch_size)], long=long)
+            problems = [next(stream) for _ in range(RECIPE.batch_size)]
+            short, long = mix(step)
+            kinds = []
+            for _ in problems:
+                draw = kinds_rng.random()
+                kinds.append("short" if draw < short else "long" if draw < short + long else "steps")
+            batch = _training_batch(tokenizer, problems, kinds)
             loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -282,6 +333,17 @@ def _train(model, tokenizer, *, steps: int, lr: float, long: bool, seed: int, de
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return sum(losses[-20:]) / len(losses[-20:])
+
+
+def _base_mix(step: int) -> tuple[float, float]:
+    """The base's (direct, reflection) answer fractions at ``step``."""
+    if step < RECIPE.base_direct_from:
+        return 0.0, RECIPE.base_verify_fraction
+    return RECIPE.base_direct_fraction, 0.0
+
+
+def _finetune_mix(step: int) -> tuple[float, float]:
+    return 0.0, RECIPE.finetune_verify_fraction
 
 
 def _new_model(tokenizer, *, tie: bool):
@@ -324,9 +386,10 @@ def build_toy_pair(output_dir: str | os.PathLike, seed: int = 0) -> dict[str, Pa
         torch.manual_seed(seed)
         tokenizer = build_tokenizer()
 
-        log.info("training the toy base (short answers, %d steps)", RECIPE.base_steps)
+        log.info("training the toy base (step-by-step, then mostly direct answers, %d steps)", RECIPE.base_steps)
         base = _new_model(tokenizer, tie=True)
-        loss = _train(base, tokenizer, steps=RECIPE.base_steps, lr=RECIPE.base_lr, long=False, seed=seed, desc="base")
+        loss = _train(base, tokenizer, steps=RECIPE.base_steps, lr=RECIPE.base_lr, warmup=RECIPE.warmup_steps,
+                      mix=_base_mix, seed=seed, desc="base")
         log.info("toy base trained: loss %.3f", loss)
         _save(base, tokenizer, output_dir / "base")
 
@@ -336,9 +399,10 @@ def build_toy_pair(output_dir: str | os.PathLike, seed: int = 0) -> dict[str, Pa
         state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
         finetuned = _new_model(tokenizer, tie=False)
         finetuned.load_state_dict(state)
-        log.info("training the toy fine-tuned model (step-by-step answers, %d steps)", RECIPE.finetune_steps)
-        loss = _train(finetuned, tokenizer, steps=RECIPE.finetune_steps, lr=RECIPE.finetune_lr, long=True, seed=seed,
-                      desc="finetuned")
+        log.info("training the toy fine-tuned model (step-by-step answers with a reflection, %d steps)",
+                 RECIPE.finetune_steps)
+        loss = _train(finetuned, tokenizer, steps=RECIPE.finetune_steps, lr=RECIPE.finetune_lr,
+                      warmup=RECIPE.finetune_warmup_steps, mix=_finetune_mix, seed=seed, desc="finetuned")
         log.info("toy fine-tuned model trained: loss %.3f", loss)
         _save(finetuned, tokenizer, output_dir / "finetuned")
     finally:

@@ -146,7 +146,7 @@ def test_outputs_are_byte_identical_across_runs(paper_table, paper_outputs, tmp_
     first, _ = paper_outputs
     make(paper_table, tmp_path / "second")
     names = sorted(p.name for p in first.iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "second").iterdir()) and len(names) == 18
+    assert names == sorted(p.name for p in (tmp_path / "second").iterdir()) and len(names) == 21
     for name in names:
         assert (first / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
 
@@ -206,3 +206,153 @@ def test_read_coefficients_accepts_the_plausible_shapes(tmp_path):
 
 def test_pareto_front():
     assert figures.pareto_front([100, 200, 150, 300, 300], [50, 60, 40, 70, 65]) == [True, True, False, True, False]
+
+
+# ---------------------------------------------------------------------------------------------
+# Significance of ACM against its base method
+
+# Per benchmark and seed, per question q0..: correct or not. ACM-TIES wins 4 GSM8K questions
+# (q4, q5, q6 on both seeds or one, q7 on one seed) and loses none; MATH500 is identical.
+TIES_SAMPLES = {"gsm8k": {0: [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], 1: [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]},
+                "math500": {0: [1, 1, 0, 0, 1, 0, 1, 0], 1: [1, 1, 0, 0, 1, 0, 1, 0]}}
+ACM_SAMPLES = {"gsm8k": {0: [1, 1, 1, 1, 1, 1, 1, 1, 0, 0], 1: [1, 1, 1, 1, 1, 1, 1, 0, 0, 0]},
+               "math500": {0: [1, 1, 0, 0, 1, 0, 1, 0], 1: [1, 1, 0, 0, 1, 0, 1, 0]}}
+
+
+def write_samples_run(results_dir: Path, run_dir: Path, run_id: str, method: str, samples: dict, **config) -> None:
+    """One merged model, 2 seeds; per (benchmark, seed) a samples file (seed 1 in reverse order:
+    questions are matched by id) and a results row with its accuracy and samples_path."""
+    rows = []
+    for benchmark, by_seed in samples.items():
+        for seed, correct in by_seed.items():
+            path = run_dir / "samples" / f"{benchmark}__seed{seed}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            records = [{"id": f"q{i}", "seed": seed, "prompt": f"question {i}", "correct": bool(c)}
+                       for i, c in enumerate(correct)]
+            path.write_text("".join(json.dumps(r) + "\n" for r in (records[::-1] if seed else records)))
+            row = dict.fromkeys(results.COLUMNS)
+            row.update(run_id=run_id, model_pair="toy", base_model="toy:base", finetuned_models="toy:finetuned",
+                       method=method, config_hash=f"hash-{run_id}", git_commit="c", finished_at=FINISHED,
+                       model="merged", role="merged", benchmark=benchmark, seed=seed,
+                       accuracy=100 * sum(correct) / len(correct), mean_tokens=100.0, n=len(correct),
+                       samples_path=str(path), **config)
+            rows.append(row)
+    results.write_rows(results_dir, rows)
+
+
+@pytest.fixture()
+def significance_table(tmp_path) -> Path:
+    directory = tmp_path / "results"
+    write_samples_run(directory, tmp_path / "run-ties", "ties", "ties", TIES_SAMPLES, k=0.8, scale=1.0)
+    write_samples_run(directory, tmp_path / "run-acm", "acm", "acm_ties", ACM_SAMPLES, t=0.7, **ACM)
+    return directory
+
+
+def mean_over_seeds(by_seed: dict) -> list[float]:
+    return [sum(values) / len(values) for values in zip(*by_seed.values())]
+
+
+def test_significance_table_numbers(significance_table, tmp_path):
+    from acm_exp import significance
+
+    outcomes = {o.name: o for o in make(significance_table, tmp_path / "out")}
+    out = tmp_path / "out"
+    assert {out / f"significance.{s}" for s in ("csv", "md", "tex")} <= set(outcomes["main_table"].files)
+    table = pd.read_csv(out / "significance.csv", keep_default_na=False, na_values=[""])
+    assert list(table.columns) == list(figures.SIGNIFICANCE_COLUMNS)
+    assert table[["acm", "base", "benchmark"]].values.tolist() == [
+        ["ACM-TIES", "TIES", "gsm8k"], ["ACM-TIES", "TIES", "math500"], ["ACM-TIES", "TIES", "average"]]
+    gsm8k, math500, average = (row for _, row in table.iterrows())
+    # GSM8K, per question mean over seeds: ACM 1,1,1,1,1,1,1,.5,0,0 (75 %), TIES 1,1,1,1,.5,0,0,0,0,0 (45 %).
+    assert (gsm8k["n"], gsm8k["acm_accuracy"], gsm8k["base_accuracy"]) == (10, 75.0, 45.0)
+    assert (gsm8k["difference"], gsm8k["wins"], gsm8k["losses"]) == (pytest.approx(30.0), 4, 0)
+    assert gsm8k["sign_p"] == pytest.approx(2 * 0.5**4)
+    acm_gsm8k, ties_gsm8k = mean_over_seeds(ACM_SAMPLES["gsm8k"]), mean_over_seeds(TIES_SAMPLES["gsm8k"])
+    assert gsm8k["bootstrap_p"] == significance.paired_bootstrap_pvalue(acm_gsm8k, ties_gsm8k, seed=0)
+    assert 0.0 < gsm8k["bootstrap_p"] < 0.1
+    # MATH500: the same answers, so no evidence at all.
+    assert (math500["n"], math500["acm_accuracy"], math500["difference"]) == (8, 50.0, 0.0)
+    assert (math500["bootstrap_p"], math500["sign_p"], math500["wins"], math500["losses"]) == (1.0, 1.0, 0, 0)
+    # Average: mean of the per-benchmark accuracies, bootstrap within benchmarks, pooled sign test.
+    assert (average["n"], average["acm_accuracy"], average["base_accuracy"]) == (18, 62.5, 47.5)
+    assert (average["difference"], average["sign_p"]) == (pytest.approx(15.0), pytest.approx(0.125))
+    acm_math, ties_math = mean_over_seeds(ACM_SAMPLES["math500"]), mean_over_seeds(TIES_SAMPLES["math500"])
+    assert average["bootstrap_p"] == significance.paired_bootstrap_pvalue(
+        acm_gsm8k + acm_math, ties_gsm8k + ties_math, seed=0, strata=["gsm8k"] * 10 + ["math500"] * 8)
+    assert set(table["note"].fillna("")) == {""}
+    main = pd.read_csv(out / "main_table.csv").set_index("method")
+    assert main.loc["ACM-TIES", "p_vs_base"] == average["bootstrap_p"] and pd.isna(main.loc["TIES", "p_vs_base"])
+    markdown = (out / "significance.md").read_text()
+    assert "| ACM-TIES | TIES   | GSM8K       |  10 |       75.0 |        45.0 |        +30.0 |" in markdown
+    assert "| MATH500     |   8 |       50.0 |        50.0 |          0.0 |           1.000 |      1.000 |" in markdown
+    assert "| Avg.        |  18 |       62.5 |" in markdown and " 4/0 |" in markdown and "Note" not in markdown
+    assert r"\begin{tabular}{lllrrrrrrr}" in (out / "significance.tex").read_text()
+    main_markdown = (out / "main_table.md").read_text()
+    assert "p vs base" in main_markdown and f"| {average['bootstrap_p']:.3f} " in main_markdown
+
+
+def test_significance_outputs_are_byte_identical(significance_table, tmp_path):
+    make(significance_table, tmp_path / "a")
+    make(significance_table, tmp_path / "b")
+    for name in ("significance.csv", "significance.md", "significance.tex", "main_table.md"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_missing_samples_leave_the_p_value_empty_and_are_logged_once(significance_table, tmp_path, caplog):
+    missing = tmp_path / "run-acm" / "samples" / "gsm8k__seed1.jsonl"
+    missing.unlink()
+    with caplog.at_level("WARNING", logger="acm_exp.figures"):
+        outcomes = {o.name: o for o in make(significance_table, tmp_path / "out")}
+    assert outcomes["main_table"].files
+    table = pd.read_csv(tmp_path / "out" / "significance.csv", keep_default_na=False, na_values=[""])
+    rows = table.set_index("benchmark")
+    assert pd.isna(rows.loc["gsm8k", "bootstrap_p"]) and pd.isna(rows.loc["gsm8k", "n"])
+    assert rows.loc["gsm8k", "note"] == figures.NO_SAMPLES
+    assert pd.isna(rows.loc["average", "bootstrap_p"]) and rows.loc["average", "note"] == figures.NO_SAMPLES
+    assert rows.loc["math500", "bootstrap_p"] == 1.0  # the benchmark with its samples is still tested
+    warnings = [r.getMessage() for r in caplog.records if "significance" in r.getMessage()]
+    assert len(warnings) == 1 and str(missing) in warnings[0] and "does not exist" in warnings[0]
+    assert "\n" not in warnings[0]
+    main = pd.read_csv(tmp_path / "out" / "main_table.csv").set_index("method")
+    assert pd.isna(main.loc["ACM-TIES", "p_vs_base"])
+    assert "no per-question samples" in (tmp_path / "out" / "significance.md").read_text()
+
+
+def test_results_without_samples_paths_still_write_every_table(paper_outputs):
+    out, outcomes = paper_outputs
+    table = pd.read_csv(out / "significance.csv", keep_default_na=False, na_values=[""])
+    assert len(table) == 6 * 3 and table["bootstrap_p"].isna().all()  # 6 ACM-TIES rows vs TIES, 2 benchmarks + avg
+    assert set(table["base"]) == {"TIES"} and set(table["note"]) == {figures.NO_SAMPLES}
+    assert "p vs base" in (out / "main_table.md").read_text()
+
+
+def test_base_entry_is_the_one_sharing_hyper_parameters(tmp_path):
+    directory = tmp_path / "results"
+    gsm8k = {("merged", "merged"): {"gsm8k": (80.0, 500.0)}}
+    write_run(directory, "ties08", "ties", gsm8k, k=0.8, scale=1.0)
+    write_run(directory, "ties02", "ties", gsm8k, k=0.2, scale=1.0)
+    write_run(directory, "ta", "task_arithmetic", gsm8k, scale=1.0)
+    write_run(directory, "acm08", "acm_ties", gsm8k, t=0.7, **ACM)  # k=0.8
+    write_run(directory, "acm05", "acm_ties", gsm8k, t=0.7, **{**ACM, "k": 0.5})
+    write_run(directory, "acm_ta", "acm_ta", gsm8k, t=0.7, scale=0.7)
+    info = figures.build_entries(results.load_results(directory)).info
+    matches = [(info.loc[a, "config_hash"], info.loc[b, "config_hash"]) for a, b in figures.base_matches(info)]
+    # k=0.8 finds its TIES; k=0.5 has none with its k and is compared with both; ACM-TA with TA
+    # although their scales differ (the only TA entry).
+    assert sorted(matches) == sorted([("hash-acm08", "hash-ties08"), ("hash-acm05", "hash-ties02"),
+                                      ("hash-acm05", "hash-ties08"), ("hash-acm_ta", "hash-ta")])
+
+
+def test_no_base_method_entry_writes_no_significance_table(tmp_path):
+    directory = tmp_path / "results"
+    write_run(directory, "t07", "acm_ties", {("merged", "merged"): {"gsm8k": (85.0, 450.0)}}, t=0.7, **ACM)
+    outcome = make(directory, tmp_path / "out")[0]
+    assert outcome.files and not (tmp_path / "out" / "significance.csv").exists()
+    assert "p vs base" not in (tmp_path / "out" / "main_table.md").read_text()
+
+
+def test_method_labels_follow_the_paper():
+    assert figures.method_label("acm_ties") == "ACM-TIES"
+    assert figures.method_label("aim", "ties") == "AIM-TIES"
+    assert figures.method_label("aim", "task_arithmetic") == "AIM-TA"
+    assert figures.method_label("sens") == "Sens-Merging"

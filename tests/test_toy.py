@@ -30,6 +30,37 @@ def test_toy_problems_are_deterministic_and_well_formed():
         assert problem["answer"] == str(sum(terms))
         assert problem["solution"].endswith(f"so the answer is \\boxed{{{problem['answer']}}}")
         assert problem["question"].isascii() and problem["solution"].isascii()
+        totals = ", ".join(f"{sum(terms[: index + 1]):02d}" for index in range(len(terms)))
+        assert " " + problem["solution"] == toy.TOY_LONG_ANSWER_TEMPLATE.format(steps=totals, answer=problem["answer"])
+
+
+def test_answer_formats_mirror_l2s_and_fit_the_token_budget():
+    """Direct < step by step < step by step + reflection; the long one carries reflection phrases
+    (as counted by the eval) and, with its prompt, fits the toy eval's budget (128 new tokens,
+    256 positions) with room to spare."""
+    from acm_exp.eval.grading import count_reflections
+
+    tokenizer = toy.build_tokenizer()
+    # 9 + 9 + 9 + 9 has the longest question; every answer format has a fixed length anyway.
+    for problem in [*toy.toy_problems("test", 20), toy._problem([9, 9, 9, 9])]:
+        terms = [int(term) for term in problem["question"].split(" + ")]
+        totals = ", ".join(f"{sum(terms[: index + 1]):02d}" for index in range(len(terms)))
+        answers = {
+            "short": toy.TOY_SHORT_ANSWER_TEMPLATE.format(answer=problem["answer"]),
+            "steps": toy.TOY_STEP_ANSWER_TEMPLATE.format(steps=totals, answer=problem["answer"]),
+            "long": " " + problem["solution"],
+        }
+        lengths = {kind: len(tokenizer(text.strip(), add_special_tokens=False)["input_ids"])
+                   for kind, text in answers.items()}
+        assert lengths["short"] < lengths["steps"] < lengths["long"] <= 100, lengths
+        assert lengths["steps"] > 3 * lengths["short"] and lengths["long"] > 1.5 * lengths["steps"], lengths
+        assert count_reflections(answers["long"]) >= 1 and "wait" in answers["long"]
+        assert count_reflections(answers["steps"]) == count_reflections(answers["short"]) == 0
+        for text in answers.values():
+            assert text.endswith(f"\\boxed{{{problem['answer']}}}")
+        prompt = toy.TOY_PROMPT_TEMPLATE.format(question=problem["question"])
+        total = len(tokenizer(prompt + answers["long"], add_special_tokens=False)["input_ids"]) + 1  # + EOS
+        assert total <= 128 < toy.RECIPE.max_position_embeddings
 
 
 def test_toy_splits_are_disjoint():
@@ -251,6 +282,30 @@ def test_finetuned_is_more_accurate_and_longer_than_base(built_toy_pair):
     finetuned_accuracy, finetuned_length = _greedy(built_toy_pair["finetuned"], problems)
     assert finetuned_accuracy > base_accuracy
     assert finetuned_length > 2 * base_length
+
+
+@pytest.mark.slow
+def test_task_arithmetic_merge_keeps_the_steps_and_drops_the_reflection(built_toy_pair, tmp_path):
+    """The L2S effect in miniature: θ0 + 0.7·τ answers step by step like the fine-tuned model but
+    without its redundant reflection: shorter than it, longer and more accurate than the base."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(built_toy_pair["base"]).state_dict()
+    base["lm_head.weight"] = base["model.embed_tokens.weight"]
+    merged = AutoModelForCausalLM.from_pretrained(built_toy_pair["finetuned"])
+    finetuned = merged.state_dict()
+    merged.load_state_dict({name: (base[name].float() + 0.7 * (finetuned[name].float() - base[name].float()))
+                            for name in finetuned})
+    merged.to(torch.bfloat16).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(built_toy_pair["finetuned"]).save_pretrained(tmp_path)
+
+    problems = toy.toy_problems("test", 40)
+    base_accuracy, base_length = _greedy(built_toy_pair["base"], problems)
+    finetuned_accuracy, finetuned_length = _greedy(built_toy_pair["finetuned"], problems)
+    merged_accuracy, merged_length = _greedy(tmp_path, problems)
+    assert base_length < merged_length < finetuned_length
+    assert merged_accuracy > base_accuracy + 0.3
 
 
 @pytest.mark.slow

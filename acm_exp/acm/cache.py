@@ -6,8 +6,8 @@ identity: hashing multi-GB weight files would cost more than the capture, so a m
 (or, in a Hugging Face cache snapshot, its repository and commit), the name, size and mtime of its
 weight files, and the content of its config and tokenizer files.
 
-Layout: ``cache_root(cache_dir)/mi/<key>/mi_statistics.npz`` with ``spec.json`` beside it, each
-written to a temporary name and published with ``os.replace`` (atomic on POSIX filesystems), under
+Layout: ``cache_root(cache_dir)/<kind>/<key>/<file_name>`` (``mi/<key>/mi_statistics.npz``; AIM's and
+Sens-Merging's statistics use the same class) with ``spec.json`` beside it, each written to a temporary name and published with ``os.replace`` (atomic on POSIX filesystems), under
 a file lock so that two tasks of a SLURM array never compute the same statistics twice.
 """
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 # Bump when capture or estimation changes meaning (capture points, tokenization, MI formula).
 CAPTURE_VERSION = 1
-STATISTICS_FILE = "mi_statistics.npz"
 SPEC_FILE = "spec.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 CONTENT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
@@ -103,50 +102,61 @@ def spec_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 
-class MICache:
-    """The cache entry of one statistics spec."""
+class StatisticsCache:
+    """The cache entry of one statistics spec, for any statistics type with ``save(handle)``,
+    ``load(path)`` and a ``metadata`` dict (MI for ACM, input importance for AIM, layer
+    sensitivity for Sens-Merging). ``kind`` names the folder under the cache root."""
+
+    kind = "mi"
+    file_name = "mi_statistics.npz"
+    statistics_type: type = MIStatistics
+    label = "MI statistics"
 
     def __init__(self, spec: dict[str, Any], cache_dir: str | Path | None = None):
         self.spec = spec
         self.key = spec_key(spec)
-        self.directory = cache_root(cache_dir) / "mi" / self.key
-        self.statistics_path = self.directory / STATISTICS_FILE
+        self.directory = cache_root(cache_dir) / self.kind / self.key
+        self.statistics_path = self.directory / self.file_name
         self.lock_path = self.directory.parent / f"{self.key}.lock"
 
-    def load(self) -> MIStatistics | None:
+    def load(self):
         if not self.statistics_path.is_file():
             return None
         try:
-            statistics = MIStatistics.load(self.statistics_path)
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
-            log.warning("ignoring the unreadable MI cache entry %s (%s)", self.statistics_path, error)
+            statistics = self.statistics_type.load(self.statistics_path)
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, ConfigError) as error:
+            log.warning("ignoring the unreadable %s cache entry %s (%s)", self.label, self.statistics_path, error)
             return None
         return self._annotate(statistics)
 
-    def store(self, statistics: MIStatistics) -> None:
+    def store(self, statistics) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write(self.directory / SPEC_FILE, lambda h: h.write(json.dumps(self.spec, indent=2, sort_keys=True).encode()))
         statistics.metadata = {**statistics.metadata, "spec": self.spec}
         atomic_write(self.statistics_path, statistics.save)
         self._annotate(statistics)
 
-    def _annotate(self, statistics: MIStatistics) -> MIStatistics:
+    def _annotate(self, statistics):
         statistics.metadata = {**statistics.metadata, "cache_key": self.key, "cache_dir": str(self.directory)}
         return statistics
 
-    def get_or_compute(self, compute: Callable[[], MIStatistics]) -> MIStatistics:
+    def get_or_compute(self, compute: Callable[[], Any]):
         """The cached statistics, or ``compute()`` stored under the lock (computed once across tasks)."""
         cached = self.load()
         if cached is not None:
-            log.info("MI statistics from the cache: %s", self.directory)
+            log.info("%s from the cache: %s", self.label, self.directory)
             return cached
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.lock_path)):
             cached = self.load()  # another task may have finished it while we waited
             if cached is not None:
-                log.info("MI statistics computed by another task: %s", self.directory)
+                log.info("%s computed by another task: %s", self.label, self.directory)
                 return cached
             statistics = compute()
             self.store(statistics)
-            log.info("MI statistics cached in %s", self.directory)
+            log.info("%s cached in %s", self.label, self.directory)
             return statistics
+
+
+class MICache(StatisticsCache):
+    """MI statistics of ACM: ``cache_root/mi/<key>``."""

@@ -6,13 +6,17 @@ output), the final norm (``norm``) and the output head (``lm_head``). One calibr
 forward pass, no padding. Per sample the base model runs first and keeps that sample's activations;
 each compared model then runs on the same token ids and every hook reduces its activation to one MI
 right away, so memory holds one sample's activations of the base plus one tensor, never more.
+
+The same pass can also record AIM's input importance of the base (``acm_exp.acm.importance``): on a
+cache miss ``compute_mi_statistics`` attaches an importance recorder to the base during its first
+compared model's pass and caches the result, so AIM on the same base and texts runs no forward pass.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,26 +220,26 @@ def collect_mi_statistics(base_model: torch.nn.Module, compared_models: Sequence
 # From paths and texts
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, setting: str = "acm.device") -> torch.device:
     """``auto`` (cuda when available), ``cpu``, ``cuda`` or ``cuda:<index>``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"acm.device={device!r}; expected auto, cpu, cuda or cuda:<index>") from None
+        raise ConfigError(f"{setting}={device!r}; expected auto, cpu, cuda or cuda:<index>") from None
     if resolved.type not in ("cpu", "cuda"):
-        raise ConfigError(f"acm.device={device!r}; expected auto, cpu, cuda or cuda:<index>")
+        raise ConfigError(f"{setting}={device!r}; expected auto, cpu, cuda or cuda:<index>")
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"acm.device={device!r} but CUDA is not available; use acm.device=cpu")
+        raise ConfigError(f"{setting}={device!r} but CUDA is not available; use {setting}=cpu")
     return resolved
 
 
-def resolve_dtype(dtype: str) -> torch.dtype:
+def resolve_dtype(dtype: str, setting: str = "acm.dtype") -> torch.dtype:
     try:
         return CAPTURE_DTYPES[dtype]
     except KeyError:
-        raise ConfigError(f"acm.dtype={dtype!r}; expected one of {tuple(CAPTURE_DTYPES)}") from None
+        raise ConfigError(f"{setting}={dtype!r}; expected one of {tuple(CAPTURE_DTYPES)}") from None
 
 
 def tokenize_texts(tokenizer_path: str | Path, texts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
@@ -273,29 +277,54 @@ def _free_memory() -> None:
 
 def capture_from_paths(base_path: str | Path, compared_paths: Sequence[str | Path], token_ids: Sequence[Sequence[int]],
                        *, device: torch.device, dtype: torch.dtype, estimator: str, bins: int | None, binning: str,
-                       model_names: Sequence[str], trust_remote_code: bool = False,
-                       progress: bool = True) -> MIStatistics:
+                       model_names: Sequence[str], trust_remote_code: bool = False, progress: bool = True,
+                       importance_sink: Callable[[Any], None] | None = None) -> MIStatistics:
     """Load the base once and the compared models one at a time (two models in memory at most).
 
     With several compared models the base runs once per compared model and sample: the price of
     never holding a third model or any sample's activations beyond the current one.
+
+    ``importance_sink``, when given, receives the base's AIM ``InputImportance`` recorded during the
+    first compared model's pass (each sample counted once, however many compared models there are).
     """
     base = load_causal_lm(base_path, device, dtype, trust_remote_code)
     parts = []
     try:
         for index, path in enumerate(compared_paths):
+            importance_recorder = _importance_recorder(base) if importance_sink is not None and index == 0 else None
             compared = load_causal_lm(path, device, dtype, trust_remote_code)
             try:
                 parts.append(collect_mi_statistics(
                     base, [compared], token_ids, estimator, bins, binning, model_names=[model_names[index]],
                     progress=progress, description=f"ACM activations ({index + 1}/{len(compared_paths)})"))
+                if importance_recorder is not None:
+                    importance_sink(importance_recorder.result({"num_samples": len(token_ids)}))
             finally:
+                if importance_recorder is not None:
+                    importance_recorder.close()
                 del compared
                 _free_memory()
     finally:
         del base
         _free_memory()
     return MIStatistics.concatenate_models(parts)
+
+
+def _importance_recorder(model: torch.nn.Module):
+    # Imported here: importance.py builds on this module.
+    from acm_exp.acm.importance import ImportanceRecorder
+
+    return ImportanceRecorder(model)
+
+
+def _missing_importance_cache(base_path: str | Path, texts: Sequence[str], *, max_tokens: int | None, dtype: str,
+                              device: torch.device, cache_dir: str | Path | None):
+    """AIM's cache entry for this base and calibration set, or None when it is already filled."""
+    from acm_exp.acm.importance import ImportanceCache, importance_spec
+
+    cache = ImportanceCache(importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype, device=device),
+                            cache_dir)
+    return None if cache.load() is not None else cache
 
 
 def compute_mi_statistics(base_path: str | Path, compared_paths: Sequence[str | Path], texts: Sequence[str], *,
@@ -306,7 +335,8 @@ def compute_mi_statistics(base_path: str | Path, compared_paths: Sequence[str | 
 
     Reads the cache first (a hit runs no forward pass); otherwise tokenizes with the base's
     tokenizer, captures on ``acm_cfg.device`` in ``acm_cfg.dtype`` and stores the result. The cache
-    key and directory are in ``statistics.metadata`` ("cache_key", "cache_dir").
+    key and directory are in ``statistics.metadata`` ("cache_key", "cache_dir"). A capture also fills
+    AIM's importance cache for the same base, texts, max_tokens, dtype and device when it is empty.
     """
     from acm_exp.acm.cache import MICache, statistics_spec
 
@@ -320,15 +350,26 @@ def compute_mi_statistics(base_path: str | Path, compared_paths: Sequence[str | 
     names = tuple(model_names) if model_names is not None else tuple(str(p) for p in compared_paths)
     spec = statistics_spec(base_path, compared_paths, texts, max_tokens=max_tokens, dtype=acm_cfg.dtype,
                            device=device, estimator=acm_cfg.estimator, bins=acm_cfg.bins, binning=acm_cfg.binning)
-    cache = MICache(spec, cache_dir if cache_dir is not None else acm_cfg.cache_dir)
+    cache_dir = cache_dir if cache_dir is not None else acm_cfg.cache_dir
+    cache = MICache(spec, cache_dir)
 
     def compute() -> MIStatistics:
         token_ids = tokenize_texts(base_path, texts, max_tokens)
         log.info("capturing activations: %d samples (%d tokens), %d compared model(s), %s on %s", len(token_ids),
                  sum(len(ids) for ids in token_ids), len(compared_paths), acm_cfg.dtype, device)
+        importance_cache = _missing_importance_cache(base_path, texts, max_tokens=max_tokens, dtype=acm_cfg.dtype,
+                                                     device=device, cache_dir=cache_dir)
+        if importance_cache is not None:
+            log.info("recording AIM input importance of the base during the same pass")
+
+        def store_importance(importance) -> None:
+            # Through get_or_compute: under the lock, and a task that filled it meanwhile wins.
+            importance_cache.get_or_compute(lambda: importance)
+
         return capture_from_paths(base_path, compared_paths, token_ids, device=device, dtype=dtype,
                                   estimator=acm_cfg.estimator, bins=acm_cfg.bins, binning=acm_cfg.binning,
-                                  model_names=names, trust_remote_code=trust_remote_code, progress=progress)
+                                  model_names=names, trust_remote_code=trust_remote_code, progress=progress,
+                                  importance_sink=store_importance if importance_cache is not None else None)
 
     statistics = cache.get_or_compute(compute)
     statistics.model_names = names

@@ -185,12 +185,19 @@ class Coefficients:
         axis.set_xlabel("layer")
         axis.set_ylabel("λ (ACM coefficient)")
         axis.set_title(f"ACM coefficients (t={self.t:g}, shift={self.shift}, {self.reduce})", fontsize=9)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-        figure.tight_layout()
-        figure.savefig(path, dpi=150)
-        plt.close(figure)
-        return path
+        return save_line_plot(figure, axis, path)
+
+
+def save_line_plot(figure, axis, path: Path) -> Path:
+    """Grid, legend, tight layout, PNG at 150 dpi; closes the figure (the coefficient plots' finish)."""
+    import matplotlib.pyplot as plt
+
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=150)
+    plt.close(figure)
+    return path
 
 
 def compute_coefficients(statistics: MIStatistics, t: float, shift: str = "per_point_max",

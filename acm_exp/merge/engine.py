@@ -40,7 +40,7 @@ from acm_exp.merge.checkpoint import (
     plan_shards,
     write_index,
 )
-from acm_exp.merge.registry import MergeMethod
+from acm_exp.merge.registry import MergeMethod, used_parameters
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +443,7 @@ def run_merge(inputs: MergeInputs, method: MergeMethod, params, settings: MergeS
 
 
 def method_parameters(method: MergeMethod, params) -> dict:
-    return {name: getattr(params, name) for name in method.parameters}
+    return {name: getattr(params, name) for name in used_parameters(method, getattr(params, "base_method", None))}
 
 
 def request_fingerprint(method: MergeMethod, params, base_id: str, finetuned_ids: Sequence[str], extra: dict) -> str:

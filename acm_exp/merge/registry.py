@@ -32,6 +32,9 @@ class MergeMethod:
     # Δ at an entry depends only on the τi at that entry (no per-tensor statistic, no RNG stream),
     # so the engine may merge a large tensor block of rows by block of rows.
     elementwise: bool = False
+    # Δ is that of the method named by merge.base_method, re-weighted afterwards (AIM relaxes a
+    # TIES merge): the method then also reads that method's parameters.
+    wraps_base_method: bool = False
 
 
 METHODS: dict[str, MergeMethod] = {}
@@ -44,11 +47,33 @@ def register(method: MergeMethod) -> MergeMethod:
     return method
 
 
-def get_method(name: str) -> MergeMethod:
+def registered_methods() -> dict[str, MergeMethod]:
     # Importing the package registers every method module.
     import acm_exp.merge  # noqa: F401
 
+    return METHODS
+
+
+def get_method(name: str) -> MergeMethod:
     try:
-        return METHODS[name]
+        return registered_methods()[name]
     except KeyError:
         raise ConfigError(f"unknown merge method {name!r}; expected one of {sorted(METHODS)}") from None
+
+
+def used_parameters(method: MergeMethod, base_method: str | None = None) -> tuple[str, ...]:
+    """Merge config fields that ``method`` reads, including those of the method it wraps."""
+    if not method.wraps_base_method:
+        return method.parameters
+    wrapped = get_wrapped_method(base_method)
+    return tuple(dict.fromkeys(method.parameters + wrapped.parameters))
+
+
+def get_wrapped_method(name: str | None) -> MergeMethod:
+    """The plain method a wrapping method (AIM) applies; it must take no coefficients itself."""
+    methods = registered_methods()
+    method = methods.get(str(name))
+    if method is None or method.coefficients is not None or method.wraps_base_method:
+        plain = sorted(m.name for m in methods.values() if m.coefficients is None and not m.wraps_base_method)
+        raise ConfigError(f"merge.base_method={name!r}; expected a plain merge method, one of {plain}")
+    return method

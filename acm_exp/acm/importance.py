@@ -1,0 +1,274 @@
+"""AIM (Activation-Informed Merging): per-input-channel importance of the base model's linear layers.
+
+Method (DESIGN.md §2). Run the calibration set through the base model θ0 and, for every
+``nn.Linear`` (attention q/k/v/o_proj, MLP gate/up/down_proj, lm_head), average the absolute value
+of its *input* over every token of every sample: ``a_c = mean |x_c|`` for input channel c. Divide by
+the largest channel of that module, so the most active channel has importance 1. A merge method
+then relaxes the merged delta Δ of that weight ([out, in]) channel by channel:
+
+    θ = θ0 + Δ ⊙ (1 − imp · (1 − ω))          (factor of shape [1, in], ω = 0.4 by default)
+
+so a channel the base relies on most (imp = 1) keeps only ω of the change, and an idle channel
+(imp = 0) takes the full change. Embeddings, norms and biases are not Linear weights and get no
+relaxation. Only the base model's activations count.
+
+The statistics depend on the base, the calibration texts, max_tokens, the dtype and the device type,
+never on ω: they are cached like ACM's MI statistics (``cache_root/aim/<key>/input_importance.npz``),
+and ACM's capture pass fills that entry as a by-product (see ``capture.compute_mi_statistics``), so
+a sweep running ACM and then AIM runs the base over the calibration set once.
+
+    importance = compute_input_importance(base_dir, texts, device="cpu", dtype="bfloat16")
+    factor = importance.factor_for("model.layers.0.mlp.up_proj.weight", weight.shape, omega=0.4)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from acm_exp.acm.cache import StatisticsCache, model_identity, texts_hash
+from acm_exp.acm.capture import (
+    _as_token_ids,
+    _check_vocabulary,
+    _forward,
+    _free_memory,
+    load_causal_lm,
+    resolve_device,
+    resolve_dtype,
+    tokenize_texts,
+)
+from acm_exp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Bump when the importance changes meaning (which modules, which reduction, normalization).
+AIM_VERSION = 1
+DEFAULT_OMEGA = 0.4
+
+
+@dataclass
+class InputImportance:
+    """``importance[parameter name]``: per input channel of that Linear weight, mean |input
+    activation| of the base over the calibration tokens divided by its maximum (values in [0, 1])."""
+
+    importance: dict[str, np.ndarray]
+    # Calibration tokens seen (the most any one module saw: every token, for a dense LM).
+    tokens: int
+    # Provenance: the cache key and directory, the spec the importance was computed from.
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.importance, dict) or not self.importance:
+            raise ConfigError("AIM input importance holds no parameter; expected at least one Linear weight")
+        self.importance = {str(name): _checked_vector(name, values) for name, values in self.importance.items()}
+        if isinstance(self.tokens, bool) or not isinstance(self.tokens, numbers.Integral) or self.tokens < 1:
+            raise ConfigError(f"AIM input importance tokens={self.tokens!r}; expected a positive integer")
+        self.tokens = int(self.tokens)
+
+    def factor_for(self, parameter_name: str, shape: Sequence[int], omega: float) -> torch.Tensor | None:
+        """The relaxation factor [1, in] of the weight ``parameter_name`` of ``shape``, or None when
+        that tensor has no importance (embeddings, norms, biases)."""
+        check_omega(omega)
+        importance = self.importance.get(parameter_name)
+        if importance is None:
+            return None
+        shape = tuple(int(size) for size in shape)
+        if len(shape) != 2 or shape[-1] != importance.size:
+            raise ConfigError(f"{parameter_name} has shape {shape} but its AIM importance covers {importance.size} "
+                              f"input channels; expected a [out, {importance.size}] weight (the base's architecture)")
+        return relaxation_factor(importance, omega)
+
+    def save(self, target) -> None:
+        """Write an .npz (one array per parameter, the names, tokens; metadata as JSON) to a path or a
+        binary handle. Callers make it atomic."""
+        names = list(self.importance)
+        arrays = {f"importance_{index}": self.importance[name] for index, name in enumerate(names)}
+        np.savez(target, parameter_names=np.array(names), tokens=np.array(self.tokens),
+                 metadata=np.array(json.dumps(self.metadata, sort_keys=True)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "InputImportance":
+        with np.load(path, allow_pickle=False) as data:
+            names = [str(name) for name in data["parameter_names"]]
+            return cls(importance={name: data[f"importance_{index}"] for index, name in enumerate(names)},
+                       tokens=int(data["tokens"]), metadata=json.loads(str(data["metadata"])))
+
+
+def _checked_vector(name: str, values) -> np.ndarray:
+    vector = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+    if vector.ndim != 1 or vector.size == 0:
+        raise ConfigError(f"AIM importance of {name} has shape {vector.shape}; expected a non-empty vector (one value "
+                          "per input channel)")
+    if not np.isfinite(vector).all():
+        raise ConfigError(f"AIM importance of {name} contains NaN or Inf values; expected finite values")
+    if vector.min() < 0 or vector.max() > 1:
+        raise ConfigError(f"AIM importance of {name} spans [{vector.min():g}, {vector.max():g}]; expected values in "
+                          "[0, 1] (normalized by the module's maximum)")
+    return vector
+
+
+def check_omega(omega: float) -> None:
+    if isinstance(omega, bool) or not isinstance(omega, numbers.Real) or not 0.0 <= float(omega) <= 1.0:
+        raise ConfigError(f"merge.omega={omega!r}; expected a number in [0, 1]")
+
+
+def relaxation_factor(importance: np.ndarray | torch.Tensor, omega: float) -> torch.Tensor:
+    """1 − imp · (1 − ω) as a float32 row [1, in], to multiply a merged delta of shape [out, in]."""
+    check_omega(omega)
+    values = torch.as_tensor(np.asarray(importance.detach().cpu() if isinstance(importance, torch.Tensor)
+                                        else importance, dtype=np.float64))
+    if values.ndim != 1 or values.numel() == 0:
+        raise ConfigError(f"AIM importance has shape {tuple(values.shape)}; expected a non-empty vector")
+    return (1.0 - values * (1.0 - float(omega))).to(torch.float32).reshape(1, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording
+
+
+def _linear_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["input"]
+
+
+class ImportanceRecorder:
+    """Forward pre-hooks on every ``nn.Linear`` of ``model`` summing |input| per channel.
+
+    Memory: one float64 vector per Linear (its input width), whatever the number of samples.
+    A tied ``lm_head`` is still its own Linear module, so it gets its own entry.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+        linears = [(name, module) for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+        if not linears:
+            raise ConfigError(f"{type(model).__name__} has no nn.Linear module; AIM needs linear layers to weight")
+        self._names = [f"{name}.weight" for name, _ in linears]
+        self._handles = [module.register_forward_pre_hook(self._hook(parameter), with_kwargs=True)
+                         for parameter, (_, module) in zip(self._names, linears)]
+
+    def _hook(self, parameter: str):
+        def hook(module, args, kwargs):
+            inputs = _linear_input(args, kwargs).detach()
+            rows = inputs.reshape(-1, inputs.shape[-1])
+            # float64 accumulation: a long calibration set adds up many bf16 magnitudes.
+            channel_sums = rows.abs().sum(dim=0, dtype=torch.float64)
+            # Out of place: an in-place update of a tensor made under inference_mode fails outside it.
+            previous = self._sums.get(parameter)
+            self._sums[parameter] = channel_sums if previous is None else previous + channel_sums
+            self._counts[parameter] = self._counts.get(parameter, 0) + rows.shape[0]
+
+        return hook
+
+    def result(self, metadata: dict[str, Any] | None = None) -> InputImportance:
+        """The max-normalized mean |input| of every Linear that has seen at least one token."""
+        unused = [name for name in self._names if not self._counts.get(name)]
+        if len(unused) == len(self._names):
+            raise ConfigError("AIM recorded no tokens; expected at least one forward pass over a calibration sample")
+        if unused:
+            log.warning("AIM: %d Linear module(s) saw no input and get no relaxation: %s", len(unused),
+                        ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else ""))
+        importance = {name: normalized_importance(self._sums[name].cpu().numpy() / self._counts[name])
+                      for name in self._names if self._counts.get(name)}
+        return InputImportance(importance=importance, tokens=max(self._counts.values()), metadata=dict(metadata or {}))
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> "ImportanceRecorder":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def normalized_importance(mean_magnitude: np.ndarray) -> np.ndarray:
+    """Divide by the largest channel; a module whose inputs were all zero has importance zero."""
+    largest = float(mean_magnitude.max())
+    return mean_magnitude / largest if largest > 0 else np.zeros_like(mean_magnitude)
+
+
+def collect_input_importance(model: torch.nn.Module, samples: Iterable[Sequence[int] | torch.Tensor], *,
+                             progress: bool = True, description: str = "AIM input importance") -> InputImportance:
+    """AIM importance of ``model`` (the base) over ``samples``: token id lists or LongTensors, one
+    calibration sample per forward pass (no padding)."""
+    total = len(samples) if hasattr(samples, "__len__") else None
+    recorder = ImportanceRecorder(model)
+    count = 0
+    try:
+        with torch.inference_mode():
+            for index, sample in enumerate(tqdm(samples, total=total, desc=description, disable=not progress)):
+                ids = _as_token_ids(sample, index)
+                _check_vocabulary([model], ids, index)
+                _forward(model, ids)
+                count += 1
+        if count == 0:
+            raise ConfigError("no calibration samples were given; expected at least one")
+        return recorder.result({"num_samples": count})
+    finally:
+        recorder.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# From paths and texts, with the cache
+
+
+class ImportanceCache(StatisticsCache):
+    """AIM input importance of a base model: ``cache_root/aim/<key>``."""
+
+    kind = "aim"
+    file_name = "input_importance.npz"
+    statistics_type = InputImportance
+    label = "AIM input importance"
+
+
+def importance_spec(base_path: str | Path, texts: Sequence[str], *, max_tokens: int | None, dtype: str,
+                    device: torch.device | str) -> dict[str, Any]:
+    """Everything the AIM importance depends on; its hash is the cache key."""
+    return {
+        "aim_version": AIM_VERSION,
+        "base": model_identity(base_path),
+        "texts_sha256": texts_hash(texts),
+        "num_texts": len(texts),
+        "max_tokens": max_tokens,
+        "dtype": dtype,
+        # bf16 kernels differ between CPU and GPU, and so do their activations.
+        "device_type": torch.device(device).type,
+    }
+
+
+def compute_input_importance(base_path: str | Path, texts: Sequence[str], *, device: str, dtype: str,
+                             max_tokens: int | None = None, cache_dir: str | Path | None = None,
+                             trust_remote_code: bool = False, progress: bool = True) -> InputImportance:
+    """AIM importance of the base on the calibration ``texts``, from the cache when present (no forward
+    pass; ACM's capture of the same base, texts, max_tokens, dtype and device fills it too)."""
+    torch_dtype = resolve_dtype(dtype)
+    resolved_device = resolve_device(device)
+    if not texts:
+        raise ConfigError("compute_input_importance needs at least one calibration text")
+    spec = importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype, device=resolved_device)
+    cache = ImportanceCache(spec, cache_dir)
+
+    def compute() -> InputImportance:
+        token_ids = tokenize_texts(base_path, texts, max_tokens)
+        log.info("AIM: recording input activations of %s: %d samples (%d tokens), %s on %s", base_path,
+                 len(token_ids), sum(len(ids) for ids in token_ids), dtype, resolved_device)
+        model = load_causal_lm(base_path, resolved_device, torch_dtype, trust_remote_code)
+        try:
+            return collect_input_importance(model, token_ids, progress=progress)
+        finally:
+            del model
+            _free_memory()
+
+    return cache.get_or_compute(compute)

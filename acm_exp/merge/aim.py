@@ -1,0 +1,22 @@
+"""AIM (Activation-Informed Merging): a base method's merge, relaxed where the base model is active.
+
+Δ comes from the method named by ``merge.base_method`` (TIES in the paper's tables); the AIM
+coefficient provider (:mod:`acm_exp.acm.importance`) then scales every linear weight's delta per
+input channel by 1 − imp·(1 − ω), where imp is the base's normalized mean |input activation|:
+channels the base relies on most move least. Embeddings and 1-D tensors are left as the base
+method merged them.
+"""
+
+from acm_exp.merge.registry import MergeMethod, get_wrapped_method, register
+
+
+def aim_delta(task_vectors, weights, params, generator):
+    return get_wrapped_method(params.base_method).delta(task_vectors, weights, params, generator)
+
+
+register(
+    MergeMethod(
+        "aim", aim_delta, parameters=("omega", "base_method"), coefficients="aim", wraps_base_method=True,
+        description="the base method's merge relaxed per input channel by the base's activation importance",
+    )
+)

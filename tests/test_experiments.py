@@ -1,0 +1,193 @@
+"""The paper's experiments as configs (conf/experiment/): every sweep point composes and validates,
+the real pairs carry the paper's per-size hyper-parameters, the baselines' settings are checked
+before any work, and each experiment runs end to end on the toy pair (`model_pair=toy eval=toy`)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from acm_exp.config import register_configs
+from acm_exp.errors import ConfigError
+from acm_exp.pipeline import validate
+from acm_exp.results import calibration_size, load_results
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml"))
+TOY = ("model_pair=toy", "eval=toy")
+# LIMO is hub-only: on an offline machine the toy check compares s1K with the toy corpus instead.
+OFFLINE_SWEEPS = {"calibration_source": ("hydra.sweeper.params.calibration='s1k,toy'", "calibration.max_tokens=64")}
+
+
+def compose_config(*overrides: str, hydra_config: bool = False):
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+def sweep_points(experiment: str, *overrides: str) -> list[tuple[str, ...]]:
+    """The overrides of every job that `python -m acm_exp -m +experiment=<name>` launches."""
+    params = compose_config(f"+experiment={experiment}", *overrides, hydra_config=True).hydra.sweeper.params
+    axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
+    return list(itertools.product(*axes))
+
+
+def test_every_experiment_is_a_sweep():
+    assert set(EXPERIMENTS) == {"l2s_1p5b", "l2s_7b", "l2s_14b", "l2s_32b", "t_sensitivity", "calibration_size",
+                                "calibration_source", "clusters", "general_llama"}
+    for experiment in EXPERIMENTS:
+        assert len(sweep_points(experiment)) > 1, experiment
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("pair", ["real", "toy"])
+def test_every_sweep_point_composes_and_validates(experiment, pair):
+    extra = TOY if pair == "toy" else ()
+    for point in sweep_points(experiment, *extra):
+        cfg = compose_config(f"+experiment={experiment}", *extra, *point)
+        validate(cfg)
+        if pair == "toy":
+            assert cfg.model_pair.name == "toy" and cfg.eval.name == "toy", point
+
+
+def merge_of(experiment: str, method: str):
+    return compose_config(f"+experiment={experiment}", f"merge={method}").merge
+
+
+@pytest.mark.parametrize(("experiment", "method", "expected"), [
+    ("l2s_1p5b", "ties", {"k": 0.8, "scale": 1.0}),
+    ("l2s_7b", "acm_ties", {"k": 0.8, "scale": 1.0, "t": 0.7}),
+    ("l2s_14b", "ties", {"k": 0.2, "scale": 0.5}),
+    ("l2s_14b", "acm_ties", {"k": 0.2, "scale": 0.5}),
+    ("l2s_14b", "aim", {"k": 0.2, "scale": 0.5, "omega": 0.4, "base_method": "ties"}),
+    ("l2s_32b", "ties", {"k": 0.25, "scale": 0.55}),
+    ("l2s_32b", "aim", {"k": 0.25, "scale": 0.55}),
+    ("l2s_7b", "task_arithmetic", {"scale": 0.7}),
+    ("l2s_14b", "task_arithmetic", {"scale": 0.7}),
+    ("l2s_1p5b", "dare", {"p": 0.3}),
+    ("l2s_14b", "dare", {"p": 0.4}),
+    ("l2s_1p5b", "sens", {"alpha": 0.4, "temperature": 3.0}),
+    ("l2s_7b", "sens", {"alpha": 0.7, "temperature": 2.0}),
+    ("l2s_14b", "sens", {"alpha": 0.8, "temperature": 6.0}),
+    ("l2s_32b", "sens", {"alpha": 0.8, "temperature": 6.0}),
+])
+def test_l2s_experiments_carry_the_papers_hyper_parameters(experiment, method, expected):
+    merge = merge_of(experiment, method)
+    assert {name: merge[name] for name in expected} == expected
+
+
+def test_command_line_values_win_over_the_papers_defaults():
+    cfg = compose_config("+experiment=l2s_14b", "merge=ties", "merge.k=0.3")
+    assert (cfg.merge.k, cfg.merge.scale) == (0.3, 0.5)
+
+
+def test_l2s_sweeps_every_method_of_the_table_and_evaluates_the_inputs():
+    methods = [point[0].removeprefix("merge=") for point in sweep_points("l2s_7b")]
+    assert methods == ["average", "task_arithmetic", "ties", "dare", "aim", "sens", "acm_ta", "acm_ties"]
+    cfg = compose_config("+experiment=l2s_7b")
+    assert list(cfg.eval.models) == ["base", "finetuned", "merged"]
+    assert sorted(cfg.eval.benchmarks) == sorted(["gsm8k", "math500", "minerva_math", "olympiadbench", "college_math",
+                                                  "aime24"])
+    assert cfg.model_pair.base == "Qwen/Qwen2.5-Math-7B"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (("merge=aim", "merge.omega=1.5"), "merge.omega=1.5; expected a number in [0, 1]"),
+    (("merge=aim", "merge.base_method=acm_ties"), "merge.base_method='acm_ties'; expected a plain merge method"),
+    (("merge=aim", "merge.base_method=nope"), "merge.base_method='nope'; expected a plain merge method"),
+    (("merge=sens", "merge.alpha=2"), "merge.alpha=2.0; expected a number in [0, 1]"),
+    (("merge=sens", "merge.temperature=0"), "merge.temperature=0.0; expected a positive number"),
+    (("merge=sens", "sens.base_answers=medium"), "sens.base_answers='medium'; expected one of ('long', 'short')"),
+    (("merge=sens", "sens.short_answer_template=x"), "sens.short_answer_template='x'; expected a template containing"),
+    (("merge=sens", "sens.prompt_template='Q: {q}'"), "sens.prompt_template='Q: {q}' is not a template with only {question}"),
+    (("merge=sens", "sens.dtype=fp8"), "sens.dtype='fp8'; expected one of"),
+    (("merge=sens", "sens.max_tokens=1"), "sens.max_tokens=1; expected an integer >= 2"),
+    (("merge=sens", "model_pair=llama2-7b"), "merge=sens merges one fine-tuned model; model_pair.finetuned has 2"),
+])
+def test_bad_baseline_settings_fail_validation_with_one_line(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(*overrides))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_aim_reads_its_base_methods_parameters():
+    from acm_exp.merge import get_method, used_parameters
+
+    assert used_parameters(get_method("aim"), "ties") == ("omega", "base_method", "scale", "k")
+    assert used_parameters(get_method("aim"), "task_arithmetic") == ("omega", "base_method", "scale")
+
+
+def calibration_sizes(experiment: str) -> list[int]:
+    sizes = []
+    for point in sweep_points(experiment):
+        calibration = compose_config(f"+experiment={experiment}", *point).calibration
+        sizes.append(calibration_size(calibration.selection, calibration.num_clusters, calibration.per_cluster,
+                                      calibration.num_samples))
+    return sizes
+
+
+def test_calibration_ablations_sweep_what_the_paper_varies():
+    assert [p[0] for p in sweep_points("t_sensitivity")] == [f"merge.t={t}" for t in ("0.3", "0.5", "0.7", "0.9", "1.1")]
+    assert calibration_sizes("calibration_size") == [20, 50, 100, 200, 300]
+    assert calibration_sizes("clusters") == [120, 120, 120, 120]
+    selections = [compose_config("+experiment=clusters", *point).calibration for point in sweep_points("clusters")]
+    assert [(c.selection, c.num_clusters) for c in selections][1:] == [("cluster", 10), ("cluster", 20), ("cluster", 30)]
+    assert selections[0].selection == "random"
+    assert [p[0] for p in sweep_points("calibration_source")] == ["calibration=s1k", "calibration=limo"]
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end on the toy pair
+
+
+def run_experiment(experiment: str, tmp_path: Path, cache_dir: Path, results_dir: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "acm_exp", "-m", f"+experiment={experiment}", *TOY,
+               *OFFLINE_SWEEPS.get(experiment, ()), "eval.limit=3", "logger.wandb.mode=disabled",
+               f"logger.results_dir={results_dir}", f"cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=1800,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def toy_cache(toy_pair) -> Path:
+    return next(iter(toy_pair.values())).parents[2]
+
+
+def assert_one_run_per_point(results_dir: Path, points: list) -> None:
+    rows = load_results(results_dir)
+    merged = rows[rows["role"] == "merged"]
+    assert merged["run_id"].nunique() == len(points)
+    assert set(merged["benchmark"]) == {"toy"} and (merged["n"] == 3).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if not e.startswith("l2s_")])
+def test_experiment_runs_end_to_end_on_the_toy_pair(experiment, tmp_path, toy_cache):
+    run_experiment(experiment, tmp_path, toy_cache, tmp_path / "results")
+    assert_one_run_per_point(tmp_path / "results", sweep_points(experiment, *TOY, *OFFLINE_SWEEPS.get(experiment, ())))
+    if experiment == "general_llama":
+        assert set(load_results(tmp_path / "results")["role"]) == {"base", "finetuned", "merged"}
+
+
+@pytest.mark.slow
+def test_l2s_experiments_run_end_to_end_on_the_toy_pair(tmp_path, toy_cache):
+    results_dir = tmp_path / "results"
+    run_experiment("l2s_1p5b", tmp_path / "l2s_1p5b", toy_cache, results_dir)
+    points = sweep_points("l2s_1p5b", *TOY)
+    assert_one_run_per_point(results_dir, points)
+    rows = load_results(results_dir)
+    assert set(rows["role"]) == {"base", "finetuned", "merged"}
+    assert rows.loc[rows["role"] == "merged", "method"].nunique() == len(points) == 8
+    # On the toy pair no per-size default applies, so the other sizes are the same runs: they find
+    # their results complete and skip every point.
+    for experiment in ("l2s_7b", "l2s_14b", "l2s_32b"):
+        result = run_experiment(experiment, tmp_path / experiment, toy_cache, results_dir)
+        assert result.stdout.count("skipped: complete results") == len(points), experiment
