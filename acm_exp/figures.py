@@ -858,7 +858,10 @@ def read_coefficients(path: str | Path) -> pd.DataFrame:
 
 def write_layer_coefficients(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
     merged = merged_info(entries)
-    with_path = merged[merged["coefficients_path"].notna()]
+    # ACM methods (those weighting a plain method) write λ; Sens-Merging's coefficients.json holds
+    # other per-layer weights.
+    is_acm = merged["method"].map(lambda method: plain_method(str(method)) is not None)
+    with_path = merged[merged["coefficients_path"].notna() & is_acm]
     frames, problems = [], []
     for entry, row in with_path.iterrows():
         path = Path(str(row["coefficients_path"])).with_suffix(".json")

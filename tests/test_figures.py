@@ -356,3 +356,15 @@ def test_method_labels_follow_the_paper():
     assert figures.method_label("aim", "ties") == "AIM-TIES"
     assert figures.method_label("aim", "task_arithmetic") == "AIM-TA"
     assert figures.method_label("sens") == "Sens-Merging"
+
+
+def test_layer_coefficients_leave_out_sens_merging_weights(tmp_path, capsys):
+    directory = tmp_path / "results"
+    sens_json = tmp_path / "sens" / "coefficients.json"
+    sens_json.parent.mkdir()
+    sens_json.write_text(json.dumps({"method": "sens", "layers": [{"layer": 0, "c_base": 0.9, "c_ft": 1.1}]}))
+    write_run(directory, "sens", "sens", merged((80.0, 500.0), (70.0, 900.0)), alpha=0.7, temperature=2.0,
+              coefficients_path=str(sens_json))
+    outcome = {o.name: o for o in make(directory, tmp_path / "out")}["layer_coefficients"]
+    assert "found 0 of 1 merged runs with a path" in outcome.message
+    assert "unreadable" not in outcome.message + capsys.readouterr().err

@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 # Bump when the importance changes meaning (which modules, which reduction, normalization).
 AIM_VERSION = 1
-DEFAULT_OMEGA = 0.4
 
 
 @dataclass
