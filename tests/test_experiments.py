@@ -17,6 +17,7 @@ from acm_exp.config import register_configs
 from acm_exp.errors import ConfigError
 from acm_exp.pipeline import validate
 from acm_exp.results import calibration_size, load_results
+from acm_exp.sweep import sweep_points
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml"))
@@ -31,26 +32,26 @@ def compose_config(*overrides: str, hydra_config: bool = False):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
-def sweep_points(experiment: str, *overrides: str) -> list[tuple[str, ...]]:
-    """The overrides of every job that `python -m acm_exp -m +experiment=<name>` launches."""
-    params = compose_config(f"+experiment={experiment}", *overrides, hydra_config=True).hydra.sweeper.params
-    axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
-    return list(itertools.product(*axes))
+def experiment_points(experiment: str, *overrides: str) -> list[list[str]]:
+    """The overrides of every job that `python -m acm_exp -m +experiment=<name> ...` launches."""
+    arguments = (f"+experiment={experiment}", *overrides)
+    params = compose_config(*arguments, hydra_config=True).hydra.sweeper.params
+    return sweep_points(params, arguments)
 
 
 def test_every_experiment_is_a_sweep():
     assert set(EXPERIMENTS) == {"l2s_1p5b", "l2s_7b", "l2s_14b", "l2s_32b", "t_sensitivity", "calibration_size",
                                 "calibration_source", "clusters", "general_llama"}
     for experiment in EXPERIMENTS:
-        assert len(sweep_points(experiment)) > 1, experiment
+        assert len(experiment_points(experiment)) > 1, experiment
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize("pair", ["real", "toy"])
 def test_every_sweep_point_composes_and_validates(experiment, pair):
     extra = TOY if pair == "toy" else ()
-    for point in sweep_points(experiment, *extra):
-        cfg = compose_config(f"+experiment={experiment}", *extra, *point)
+    for point in experiment_points(experiment, *extra):
+        cfg = compose_config(*point)
         validate(cfg)
         if pair == "toy":
             assert cfg.model_pair.name == "toy" and cfg.eval.name == "toy", point
@@ -88,7 +89,7 @@ def test_command_line_values_win_over_the_papers_defaults():
 
 
 def test_l2s_sweeps_every_method_of_the_table_and_evaluates_the_inputs():
-    methods = [point[0].removeprefix("merge=") for point in sweep_points("l2s_7b")]
+    methods = [point[0].removeprefix("merge=") for point in experiment_points("l2s_7b")]
     assert methods == ["average", "task_arithmetic", "ties", "dare", "aim", "sens", "acm_ta", "acm_ties"]
     cfg = compose_config("+experiment=l2s_7b")
     assert list(cfg.eval.models) == ["base", "finetuned", "merged"]
@@ -125,21 +126,21 @@ def test_aim_reads_its_base_methods_parameters():
 
 def calibration_sizes(experiment: str) -> list[int]:
     sizes = []
-    for point in sweep_points(experiment):
-        calibration = compose_config(f"+experiment={experiment}", *point).calibration
+    for point in experiment_points(experiment):
+        calibration = compose_config(*point).calibration
         sizes.append(calibration_size(calibration.selection, calibration.num_clusters, calibration.per_cluster,
                                       calibration.num_samples))
     return sizes
 
 
 def test_calibration_ablations_sweep_what_the_paper_varies():
-    assert [p[0] for p in sweep_points("t_sensitivity")] == [f"merge.t={t}" for t in ("0.3", "0.5", "0.7", "0.9", "1.1")]
+    assert [p[0] for p in experiment_points("t_sensitivity")] == [f"merge.t={t}" for t in ("0.3", "0.5", "0.7", "0.9", "1.1")]
     assert calibration_sizes("calibration_size") == [20, 50, 100, 200, 300]
     assert calibration_sizes("clusters") == [120, 120, 120, 120]
-    selections = [compose_config("+experiment=clusters", *point).calibration for point in sweep_points("clusters")]
+    selections = [compose_config(*point).calibration for point in experiment_points("clusters")]
     assert [(c.selection, c.num_clusters) for c in selections][1:] == [("cluster", 10), ("cluster", 20), ("cluster", 30)]
     assert selections[0].selection == "random"
-    assert [p[0] for p in sweep_points("calibration_source")] == ["calibration=s1k", "calibration=limo"]
+    assert [p[0] for p in experiment_points("calibration_source")] == ["calibration=s1k", "calibration=limo"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def assert_one_run_per_point(results_dir: Path, points: list) -> None:
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if not e.startswith("l2s_")])
 def test_experiment_runs_end_to_end_on_the_toy_pair(experiment, tmp_path, toy_cache):
     run_experiment(experiment, tmp_path, toy_cache, tmp_path / "results")
-    assert_one_run_per_point(tmp_path / "results", sweep_points(experiment, *TOY, *OFFLINE_SWEEPS.get(experiment, ())))
+    assert_one_run_per_point(tmp_path / "results", experiment_points(experiment, *TOY, *OFFLINE_SWEEPS.get(experiment, ())))
     if experiment == "general_llama":
         assert set(load_results(tmp_path / "results")["role"]) == {"base", "finetuned", "merged"}
 
@@ -181,7 +182,7 @@ def test_experiment_runs_end_to_end_on_the_toy_pair(experiment, tmp_path, toy_ca
 def test_l2s_experiments_run_end_to_end_on_the_toy_pair(tmp_path, toy_cache):
     results_dir = tmp_path / "results"
     run_experiment("l2s_1p5b", tmp_path / "l2s_1p5b", toy_cache, results_dir)
-    points = sweep_points("l2s_1p5b", *TOY)
+    points = experiment_points("l2s_1p5b", *TOY)
     assert_one_run_per_point(results_dir, points)
     rows = load_results(results_dir)
     assert set(rows["role"]) == {"base", "finetuned", "merged"}
@@ -191,3 +192,26 @@ def test_l2s_experiments_run_end_to_end_on_the_toy_pair(tmp_path, toy_cache):
     for experiment in ("l2s_7b", "l2s_14b", "l2s_32b"):
         result = run_experiment(experiment, tmp_path / experiment, toy_cache, results_dir)
         assert result.stdout.count("skipped: complete results") == len(points), experiment
+
+
+# ---------------------------------------------------------------------------------------------
+# Every sweep point is validated before the first job
+
+
+def test_sweep_points_expand_like_hydras_basic_sweeper():
+    assert sweep_points({"merge": "ties,dare"}, ["merge.k=0.2,0.5", "eval=none", "~merge.p"]) == [
+        ["merge=ties", "merge.k=0.2", "eval=none", "~merge.p"], ["merge=ties", "merge.k=0.5", "eval=none", "~merge.p"],
+        ["merge=dare", "merge.k=0.2", "eval=none", "~merge.p"], ["merge=dare", "merge.k=0.5", "eval=none", "~merge.p"]]
+    assert sweep_points({}, ["seed=range(0,3)"]) == [["seed=0"], ["seed=1"], ["seed=2"]]
+
+
+def test_a_bad_sweep_point_stops_the_sweep_before_any_job(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "acm_exp", "-m", "merge=ties", "merge.k=0.5,1.5", "eval=none", "logger=disabled",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("acm_exp: error:")]
+    assert errors == ["acm_exp: error: sweep point [merge=ties merge.k=1.5 eval=none logger=disabled]: "
+                      "merge.k=1.5; expected a fraction in [0, 1)"]
+    assert not (tmp_path / "sweep").exists() and "Launching" not in result.stdout + result.stderr
