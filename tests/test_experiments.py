@@ -4,7 +4,6 @@ before any work, and each experiment runs end to end on the toy pair (`model_pai
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import sys
