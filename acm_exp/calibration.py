@@ -435,18 +435,19 @@ ANSWER_STYLES = ("long", "short")
 def validate_answer_templates(sens) -> None:
     """Raise ConfigError on a bad answer style or template of the ``sens`` config group."""
     for role in ("base", "finetuned"):
-        style = sens[f"{role}_answers"]
+        style = getattr(sens, f"{role}_answers")
         if style not in ANSWER_STYLES:
             raise ConfigError(f"sens.{role}_answers={style!r}; expected one of {ANSWER_STYLES}")
     placeholders = {"prompt_template": "question", "long_answer_template": "solution", "short_answer_template": "answer"}
     for name, placeholder in placeholders.items():
+        template = getattr(sens, name)
         try:
-            filled = sens[name].format(**{placeholder: "\0"})
+            filled = template.format(**{placeholder: "\0"})
         except (KeyError, IndexError, ValueError) as error:
-            raise ConfigError(f"sens.{name}={sens[name]!r} is not a template with only {{{placeholder}}} "
+            raise ConfigError(f"sens.{name}={template!r} is not a template with only {{{placeholder}}} "
                               f"({type(error).__name__}: {error})") from None
         if "\0" not in filled:
-            raise ConfigError(f"sens.{name}={sens[name]!r}; expected a template containing {{{placeholder}}}")
+            raise ConfigError(f"sens.{name}={template!r}; expected a template containing {{{placeholder}}}")
 
 
 def final_answer(record: dict, cfg: CalibrationConfig, answer_field: Optional[str]) -> str:
@@ -467,7 +468,8 @@ def final_answer(record: dict, cfg: CalibrationConfig, answer_field: Optional[st
 
 def answer_examples(calibration: CalibrationSet, cfg: CalibrationConfig, sens, style: str) -> list[tuple[str, str]]:
     """(prompt, answer) per selected calibration record, with answers of ``style`` (long/short)."""
-    if style in ("long", "short") and cfg.solution_field is None and (style == "long" or sens.answer_field is None):
+    needs_solution = style == "long" or sens.answer_field is None
+    if needs_solution and cfg.solution_field is None:
         raise ConfigError(f"calibration {cfg.name!r} has no solution_field; {style} answers need one")
     examples = []
     for record in calibration.records:

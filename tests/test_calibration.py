@@ -322,3 +322,34 @@ def test_unloadable_embedding_model_is_a_config_error(jsonl_corpus, tmp_path, mo
                             embedding_model="someone/not-a-model")
     with pytest.raises(ConfigError, match="embedding_model='someone/not-a-model'"):
         select_calibration(cfg, cache_dir=tmp_path)
+
+
+def test_answer_examples_give_each_model_its_answer_style():
+    from acm_exp.config import SensConfig
+
+    records = [{"question": "What is 2+3?", "solution": "2 plus 3 is $\\boxed{5}$."},
+               {"question": "What is 7-1?", "solution": "Seven minus one: the answer is 6"}]
+    selected = CalibrationSet(name="c", texts=[r["question"] for r in records], indices=[0, 1], selection_hash="h",
+                              spec="s", corpus_size=2, records=records)
+    cfg = CalibrationConfig(name="c", source="local.jsonl")
+    sens = SensConfig()
+    long = calibration.answer_examples(selected, cfg, sens, "long")
+    assert long == [("What is 2+3?\n\n", records[0]["solution"]), ("What is 7-1?\n\n", records[1]["solution"])]
+    short = calibration.answer_examples(selected, cfg, sens, "short")
+    assert [answer for _, answer in short] == ["The final answer is $\\boxed{5}$.", "The final answer is $\\boxed{6}$."]
+    with pytest.raises(ConfigError, match="sens.answer_field='gold' is not a field"):
+        calibration.answer_examples(selected, cfg, replace(sens, answer_field="gold"), "short")
+    with pytest.raises(ConfigError, match="no solution_field; long answers need one"):
+        calibration.answer_examples(selected, replace(cfg, solution_field=None), sens, "long")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("base_answers", "medium", "sens.base_answers='medium'; expected one of"),
+    ("long_answer_template", "{steps}", "is not a template with only {solution}"),
+    ("short_answer_template", "no placeholder", "expected a template containing {answer}"),
+])
+def test_answer_templates_are_validated(field, value, message):
+    from acm_exp.config import SensConfig
+
+    with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        calibration.validate_answer_templates(replace(SensConfig(), **{field: value}))
