@@ -10,22 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from app_config import compose_config
 from model_factory import load_state
 
 from acm_exp.acm import Coefficients
 from acm_exp.acm import capture
-from acm_exp.config import register_configs
 from acm_exp.pipeline import run
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.fixture(scope="module")

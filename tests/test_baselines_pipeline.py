@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from app_config import compose_config
 from model_factory import load_state
 
 from acm_exp.acm import capture
@@ -15,7 +16,6 @@ from acm_exp.acm.sensitivity import SensCoefficients
 from acm_exp.calibration import select_calibration
 from acm_exp.merge.sparsify import magnitude_trim, sign_consensus_mean
 from acm_exp.pipeline import run
-from test_acm_pipeline import compose_config
 
 pytestmark = pytest.mark.slow
 

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from app_config import compose_config
 
-from acm_exp.config import register_configs
 from acm_exp.errors import ConfigError
 from acm_exp.eval import validate_eval_config
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 L2S = ["gsm8k", "math500", "minerva_math", "olympiadbench", "college_math", "aime24"]
 CODE = ["humaneval_pro", "livecodebench"]
-
-
-def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("suite, benchmarks", [

@@ -7,20 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from app_config import compose_config
 from model_factory import save_tokenizer
 
-from acm_exp.config import register_configs
 from acm_exp.eval import evaluate_model
 from acm_exp.eval.backends import Generation, SamplingSettings
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def compose_eval(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return compose("config", overrides=list(overrides)).eval
+    return compose_config(*overrides).eval
 
 
 def gsm8k_and_math500(*overrides: str):

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from app_config import compose_config
 
-from acm_exp.config import register_configs
 from acm_exp.errors import ConfigError
 from acm_exp.pipeline import validate
 from acm_exp.results import calibration_size, load_results
@@ -23,12 +22,6 @@ EXPERIMENTS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("
 TOY = ("model_pair=toy", "eval=toy")
 # LIMO is hub-only: on an offline machine the toy check compares s1K with the toy corpus instead.
 OFFLINE_SWEEPS = {"calibration_source": ("hydra.sweeper.params.calibration='s1k,toy'", "calibration.max_tokens=64")}
-
-
-def compose_config(*overrides: str, hydra_config: bool = False):
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def experiment_points(experiment: str, *overrides: str) -> list[list[str]]:

@@ -11,19 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from app_config import compose_config
 
 from acm_exp import results
-from acm_exp.config import register_configs
 from acm_exp.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return compose("config", overrides=list(overrides))
 
 
 def eval_rows(samples_dir: Path | None = None) -> list[dict]:

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
+from app_config import compose_config
 
-from acm_exp.config import register_configs
 from acm_exp.eval import runner
 from acm_exp.merge.engine import MANIFEST_NAME
 from acm_exp.pipeline import run
 from acm_exp.results import load_results
 
-REPO = Path(__file__).resolve().parent.parent
 REAL_RUN_JOB = runner.run_job
 pytestmark = pytest.mark.slow
 
 
 class Killed(BaseException):
     """Stands in for SIGTERM/preemption: not an Exception, so nothing on the way swallows it."""
-
-
-def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.fixture

@@ -9,21 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from app_config import compose_config
 
 from acm_exp import tracking
-from acm_exp.config import LoggerConfig, register_configs
+from acm_exp.config import LoggerConfig
 from acm_exp.errors import ConfigError
 from acm_exp.results import metric_frame
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return compose("config", overrides=list(overrides))
 
 
 def logger_config(**wandb) -> object:
