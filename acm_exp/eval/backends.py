@@ -296,8 +296,7 @@ class VllmBackend:
                  max_model_len: int | None = None, enforce_eager: bool = False):
         from vllm import LLM
 
-        if dtype not in DTYPES:
-            raise ConfigError(f"eval.dtype={dtype!r}; expected one of {DTYPES}")
+        resolve_dtype(dtype)
         log.info("vllm backend: loading %s (%s, tp=%d, max_model_len=%s)", model_path, dtype,
                  tensor_parallel_size, max_model_len)
         self.llm = LLM(

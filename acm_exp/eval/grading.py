@@ -55,26 +55,28 @@ _NUMBER = re.compile(
 )
 
 
-def _braced_group(text: str, open_index: int) -> tuple[str, int] | None:
-    """The content of the group opening at text[open_index] == "{" and the index after it.
-
-    Escaped braces (``\\{``) and other control sequences are skipped, as TeX does; None when the
-    group never closes (a truncated response).
-    """
-    depth = 0
-    index = open_index
+def _unescaped_braces(text: str, start: int = 0):
+    """(index, "{" or "}") of every brace from ``start`` on, skipping escapes (``\\{``) and other
+    control sequences, as TeX does."""
+    index = start
     while index < len(text):
         char = text[index]
         if char == "\\":
             index += 2
             continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_index + 1:index], index + 1
+        if char in "{}":
+            yield index, char
         index += 1
+
+
+def _braced_group(text: str, open_index: int) -> tuple[str, int] | None:
+    """The content of the group opening at text[open_index] == "{" and the index after it; None
+    when the group never closes (a truncated response)."""
+    depth = 0
+    for index, char in _unescaped_braces(text, open_index):
+        depth += 1 if char == "{" else -1
+        if depth == 0:
+            return text[open_index + 1:index], index + 1
     return None
 
 
@@ -85,17 +87,11 @@ def _brace_pairs(text: str) -> dict[int, int]:
     """
     pairs: dict[int, int] = {}
     open_indices: list[int] = []
-    index = 0
-    while index < len(text):
-        char = text[index]
-        if char == "\\":
-            index += 2
-            continue
+    for index, char in _unescaped_braces(text):
         if char == "{":
             open_indices.append(index)
-        elif char == "}" and open_indices:
+        elif open_indices:
             pairs[open_indices.pop()] = index
-        index += 1
     return pairs
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from acm_exp.errors import ConfigError
 from acm_exp.eval.backends import (
-    DTYPES,
     Backend,
     Generation,
     SamplingSettings,
@@ -24,6 +23,7 @@ from acm_exp.eval.backends import (
     load_backend,
     load_tokenizer,
     resolve_device,
+    resolve_dtype,
 )
 from acm_exp.eval.benchmarks import Example, load_benchmark, validate_benchmark
 from acm_exp.eval.graders import GRADERS, Grade, grade_all
@@ -71,8 +71,7 @@ def validate_eval_config(eval_cfg: Any, data_dir: Path | str | None = None, *, p
         raise ConfigError(f"eval.models has unknown role(s) {unknown_roles}; expected any of {ROLES}")
     check_backend(eval_cfg.backend)
     resolve_device(eval_cfg.device)
-    if eval_cfg.dtype not in DTYPES:
-        raise ConfigError(f"eval.dtype={eval_cfg.dtype!r}; expected one of {DTYPES}")
+    resolve_dtype(eval_cfg.dtype)
     _check_positive("eval.batch_size", eval_cfg.batch_size)
     _check_positive("eval.max_new_tokens", eval_cfg.max_new_tokens)
     _check_positive("eval.base_max_new_tokens", eval_cfg.base_max_new_tokens)
