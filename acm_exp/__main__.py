@@ -1,19 +1,46 @@
-"""Hydra entry point: ``python -m acm_exp [overrides]``."""
+"""Hydra entry point: ``python -m acm_exp [overrides]``.
+
+Every failure ends the same way: exit status 2 (130 for Ctrl-C) and exactly one line on stderr,
+``acm_exp: error: ...``, saying what failed and what to do. A bad input names the bad value; a
+runtime failure also names the log file that holds its traceback (never the console).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from acm_exp.config import register_configs
-from acm_exp.errors import ConfigError
+from acm_exp.errors import UserError
+from acm_exp.failures import failure_line, write_traceback
 
 log = logging.getLogger("acm_exp")
 
+EXIT_FAILURE = 2
+EXIT_INTERRUPTED = 130
+
 register_configs()
+
+
+def _run_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not running under Hydra
+        return None
+
+
+def _fail(error: BaseException, status: int) -> None:
+    log_file = None if isinstance(error, UserError) else write_traceback(error, _run_dir())
+    line = failure_line(error, log_file)
+    log.error("%s", line.removeprefix("acm_exp: error: "))
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
@@ -22,10 +49,10 @@ def main(cfg: DictConfig) -> None:
 
     try:
         run(cfg)
-    except ConfigError as error:
-        log.error("%s", error)
-        print(f"acm_exp: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except KeyboardInterrupt as error:
+        _fail(error, EXIT_INTERRUPTED)
+    except Exception as error:  # noqa: BLE001 - the CLI's last line: every failure becomes one line
+        _fail(error, EXIT_FAILURE)
 
 
 if __name__ == "__main__":

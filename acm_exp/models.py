@@ -7,6 +7,7 @@ anything is downloaded or loaded; :func:`resolve_model` then returns a local dir
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -30,6 +31,20 @@ class ModelRef:
     revision: str | None = None
 
 
+def read_model_config(directory: str | Path) -> dict:
+    """A model directory's config.json as a dict; a missing or malformed one is a one-line error."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"model directory {Path(directory)} has no config.json")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} holds a JSON {type(config).__name__}; expected an object (key: value)")
+    return config
+
+
 def is_local_reference(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
 
@@ -48,6 +63,7 @@ def check_model_id(name: str, role: str) -> None:
             raise ConfigError(f"model_pair.{role}={name!r}: no such local directory")
         if not (path / "config.json").is_file():
             raise ConfigError(f"model_pair.{role}={name!r}: directory has no config.json (not a transformers model)")
+        read_model_config(path)
         return
     if not HUB_ID.match(name):
         raise ConfigError(
@@ -84,3 +100,114 @@ def model_refs(model_pair) -> list[ModelRef]:
     refs = [ModelRef("base", model_pair.base, model_pair.base_revision)]
     refs += [ModelRef(f"finetuned[{i}]", name, rev) for i, (name, rev) in enumerate(zip(finetuned, revisions))]
     return refs
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer files and vocabularies
+
+# A directory holds a usable tokenizer when it has one of these; the other tokenizer files
+# (tokenizer_config.json, special_tokens_map.json, ...) only configure one.
+TOKENIZER_VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "tiktoken.model")
+
+
+def has_tokenizer(directory: str | Path) -> bool:
+    directory = Path(directory)
+    return any((directory / name).is_file() for name in TOKENIZER_VOCABULARY_FILES) \
+        or any(directory.glob("*.tiktoken"))
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A tokenizer's token ids: its model's own vocabulary and the tokens added on top of it."""
+
+    regular: dict[int, str]
+    # Added tokens (special or not), by id; a token may be both regular and added.
+    added: dict[int, str]
+
+    def token(self, token_id: int) -> str | None:
+        return self.added.get(token_id, self.regular.get(token_id))
+
+
+@dataclass(frozen=True)
+class TokenDifference:
+    token_id: int
+    base: str | None
+    other: str | None
+
+    def describe(self) -> str:
+        return f"id {self.token_id}: {self.base!r} vs {self.other!r}"
+
+
+def load_vocabulary(directory: str | Path) -> Vocabulary | None:
+    """The vocabulary of the tokenizer saved in ``directory``; None when it holds no tokenizer."""
+    directory = Path(directory)
+    try:
+        if (directory / "tokenizer.json").is_file():
+            return _vocabulary_from_tokenizer_json(directory / "tokenizer.json")
+        if (directory / "vocab.json").is_file():
+            return _vocabulary_from_vocab_json(directory)
+        if has_tokenizer(directory):
+            return _vocabulary_from_transformers(directory)
+    except ConfigError:
+        raise
+    except Exception as error:  # tokenizers and transformers raise many types; the user needs one line
+        raise ConfigError(f"cannot read the tokenizer in {directory}: {type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}") from error
+    return None
+
+
+def _vocabulary_from_tokenizer_json(path: Path) -> Vocabulary:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    regular = {index: token for token, index in tokenizer.get_vocab(with_added_tokens=False).items()}
+    added = {index: token.content for index, token in tokenizer.get_added_tokens_decoder().items()}
+    return Vocabulary(regular, added)
+
+
+def _vocabulary_from_vocab_json(directory: Path) -> Vocabulary:
+    # A slow BPE tokenizer: vocab.json is its model vocabulary; added tokens live in
+    # added_tokens.json (token -> id) and in tokenizer_config.json's added_tokens_decoder.
+    regular = {index: token for token, index in _json_object(directory / "vocab.json").items()}
+    added: dict[int, str] = {}
+    if (directory / "added_tokens.json").is_file():
+        added.update({index: token for token, index in _json_object(directory / "added_tokens.json").items()})
+    if (directory / "tokenizer_config.json").is_file():
+        decoder = _json_object(directory / "tokenizer_config.json").get("added_tokens_decoder") or {}
+        added.update({int(index): entry["content"] for index, entry in decoder.items()})
+    return Vocabulary(regular, added)
+
+
+def _vocabulary_from_transformers(directory: Path) -> Vocabulary:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    added = {index: token.content for index, token in tokenizer.added_tokens_decoder.items()}
+    regular = {index: token for token, index in tokenizer.get_vocab().items() if index not in added}
+    return Vocabulary(regular, added)
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} holds a JSON {type(value).__name__}; expected an object")
+    return value
+
+
+def vocabulary_differences(base: Vocabulary, other: Vocabulary) -> tuple[list[TokenDifference], list[TokenDifference]]:
+    """(regular, added) differences by token id, each sorted by id.
+
+    An id that is an added token in either tokenizer counts as added: fine-tuned releases rename
+    special tokens (R1-Distill-Qwen's ``<｜end▁of▁sentence｜>`` where Qwen has ``<|endoftext|>``)
+    without changing what the embedding rows mean to the regular vocabulary.
+    """
+    added_ids = base.added.keys() | other.added.keys()
+    regular_ids = (base.regular.keys() | other.regular.keys()) - added_ids
+    regular = [TokenDifference(i, base.regular.get(i), other.regular.get(i))
+               for i in sorted(regular_ids) if base.regular.get(i) != other.regular.get(i)]
+    added = [TokenDifference(i, base.token(i), other.token(i))
+             for i in sorted(added_ids) if base.token(i) != other.token(i)]
+    return regular, added

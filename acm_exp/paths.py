@@ -30,6 +30,29 @@ def shared_data_dir(configured: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
+def check_writable_dir(path: str | os.PathLike, key: str) -> Path:
+    """Raise ConfigError unless ``path`` is, or can be created as, a writable directory.
+
+    Probes with a temporary file in the directory, or in its nearest existing ancestor when it does
+    not exist yet, so a read-only or misplaced output fails at validation instead of after the work;
+    nothing is left behind."""
+    target = Path(path).expanduser().absolute()
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == target else f"is below the file {existing}"
+        raise ConfigError(f"{key}={str(target)!r} {where}; expected a directory (created if missing)")
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=".acm_exp-write-probe-")
+    except OSError as error:
+        raise ConfigError(f"{key}={str(target)!r} is not writable ({error.strerror} in {existing}); "
+                          "expected a writable directory") from None
+    os.close(descriptor)
+    os.unlink(probe)
+    return target
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Write a file through ``write(handle)`` under a temporary name beside it, then rename it over.
 

@@ -23,18 +23,29 @@ from omegaconf import DictConfig, OmegaConf
 
 from acm_exp.config import MergeConfig
 from acm_exp.errors import ConfigError
+from acm_exp.failures import stage
 from acm_exp.merge import Adjustment, MergeMethod, MergeSettings, get_method, open_inputs, run_merge, used_parameters
+from acm_exp.merge.dare import check_combine
 from acm_exp.merge.registry import get_wrapped_method
-from acm_exp.merge.checkpoint import parse_dtype
-from acm_exp.merge.engine import read_manifest, request_fingerprint, validate_device
+from acm_exp.merge.checkpoint import parse_dtype, parse_shard_size
+from acm_exp.merge.engine import (
+    TIED_HEAD_MODES,
+    MergeInputs,
+    check_output_location,
+    output_lock,
+    preflight,
+    read_manifest,
+    request_fingerprint,
+    validate_device,
+)
 from acm_exp.models import ModelRef, check_model_id, model_refs, resolve_model
-from acm_exp.paths import cache_root, shared_data_dir
+from acm_exp.paths import cache_root, check_writable_dir, shared_data_dir
 
 log = logging.getLogger("acm_exp")
 
 TOKENIZER_SOURCES = ("base", "finetuned")
-METHOD_FIELDS = ("scale", "k", "p", "combine", "gamma", "t", "shift", "reduce", "omega", "base_method", "alpha",
-                 "temperature")
+METHOD_FIELDS = ("scale", "k", "p", "combine", "gamma", "t", "shift", "reduce", "omega", "base_method", "relax",
+                 "alpha", "temperature")
 
 
 def run_directory() -> Path:
@@ -59,8 +70,7 @@ def validate_merge_config(merge: DictConfig) -> MergeMethod:
         raise ConfigError(f"merge.scale={merge.scale}; expected a finite number")
     for name in ("k", "p", "gamma"):
         _check_fraction(name, merge[name])
-    if merge.combine not in ("ta", "ties"):
-        raise ConfigError(f"merge.combine={merge.combine!r}; expected 'ta' or 'ties'")
+    check_combine(merge.combine)
     if method.coefficients == "acm":
         from acm_exp.acm import check_coefficient_settings
 
@@ -68,9 +78,10 @@ def validate_merge_config(merge: DictConfig) -> MergeMethod:
     if method.wraps_base_method:
         get_wrapped_method(merge.base_method)
     if method.coefficients == "aim":
-        from acm_exp.acm.importance import check_omega
+        from acm_exp.acm.importance import check_omega, check_relax
 
         check_omega(merge.omega)
+        check_relax(merge.relax)
     if method.coefficients == "sens":
         from acm_exp.acm.sensitivity import check_sens_settings
 
@@ -78,7 +89,12 @@ def validate_merge_config(merge: DictConfig) -> MergeMethod:
     if merge.dtype is not None:
         parse_dtype(merge.dtype)
     validate_device(merge.device)
-    _warn_unused_parameters(merge, used_parameters(method, merge.base_method))
+    parse_shard_size(merge.shard_size)
+    used = used_parameters(method, merge.base_method)
+    _warn_unused_parameters(merge, used)
+    if "scale" in used and merge.scale < 0:
+        log.warning("merge.scale=%s is negative: the merge subtracts the task vectors (task-vector negation) instead "
+                    "of adding them", merge.scale)
     return method
 
 
@@ -103,8 +119,12 @@ def validate(cfg: DictConfig) -> MergeMethod:
     method = validate_merge_config(cfg.merge)
     if cfg.model_pair.tokenizer_from not in TOKENIZER_SOURCES:
         raise ConfigError(f"model_pair.tokenizer_from={cfg.model_pair.tokenizer_from!r}; expected one of {TOKENIZER_SOURCES}")
+    if cfg.model_pair.tied_head not in TIED_HEAD_MODES:
+        raise ConfigError(f"model_pair.tied_head={cfg.model_pair.tied_head!r}; expected one of {TIED_HEAD_MODES}")
     for ref in model_refs(cfg.model_pair):
         check_model_id(ref.name, ref.role)
+    if cfg.merge.output_dir:
+        check_output_location(Path(cfg.merge.output_dir).expanduser().resolve(), overwrite=cfg.merge.overwrite)
     if method.coefficients is not None:
         from acm_exp.acm import validate_acm_config
         from acm_exp.calibration import validate_config
@@ -118,6 +138,10 @@ def validate(cfg: DictConfig) -> MergeMethod:
 
         validate_eval_config(cfg.eval, data_dir(cfg), prompts=_evaluated_prompts(cfg))
     validate_logger_config(cfg.logger)
+    if cfg.eval.benchmarks:
+        from acm_exp.results import resolve_results_dir
+
+        check_writable_dir(resolve_results_dir(cfg.logger.results_dir), "logger.results_dir")
     return method
 
 
@@ -156,12 +180,13 @@ class CoefficientPlan:
     coefficients_path: Path | None = None
 
 
-def _select_calibration(cfg: DictConfig):
-    from acm_exp.calibration import select_calibration
+def _select_calibration(cfg: DictConfig, run_dir: Path):
+    from acm_exp.calibration import select_calibration, write_calibration_record
 
     calibration = select_calibration(cfg.calibration, data_dir=data_dir(cfg), cache_dir=cfg.cache_dir)
-    log.info("calibration: %s, %d samples (selection %s)", calibration.spec, len(calibration.texts),
-             calibration.selection_hash)
+    record_path = write_calibration_record(calibration, cfg.calibration, run_dir)
+    log.info("calibration: %s, %d samples (selection %s), recorded in %s", calibration.spec, len(calibration.texts),
+             calibration.selection_hash, record_path)
     return calibration
 
 
@@ -173,7 +198,7 @@ def acm_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
               run_dir: Path) -> CoefficientPlan:
     from acm_exp.acm import compute_coefficients, compute_mi_statistics
 
-    calibration = _select_calibration(cfg)
+    calibration = _select_calibration(cfg, run_dir)
     if cfg.acm.against == "finetuned":
         compared, names, final_method = model_dirs[1:], [ref.name for ref in refs[1:]], method
     else:
@@ -212,7 +237,7 @@ def aim_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
     from acm_exp.acm.importance import compute_input_importance
     from acm_exp.merge.checkpoint import open_checkpoint
 
-    calibration = _select_calibration(cfg)
+    calibration = _select_calibration(cfg, run_dir)
     # The same capture settings (device, dtype, cache) as ACM: an ACM run's capture pass over the
     # same base and calibration already stored this importance.
     importance = compute_input_importance(
@@ -223,9 +248,9 @@ def aim_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
     with open_checkpoint(model_dirs[0], allow_pickle=cfg.model_pair.allow_pickle) as base:
         shapes = {name: tuple(base.info(name).shape) for name in importance.importance if base.has(name)}
     omega = cfg.merge.omega
-    factors = {name: importance.factor_for(name, shape, omega) for name, shape in shapes.items()}
-    log.info("AIM: %d linear weights relaxed (omega=%s) on top of %s", sum(f is not None for f in factors.values()),
-             omega, cfg.merge.base_method)
+    factors = {name: importance.factor_for(name, shape, omega, cfg.merge.relax) for name, shape in shapes.items()}
+    log.info("AIM: %d weights relaxed (omega=%s, relax=%s) on top of %s", sum(f is not None for f in factors.values()),
+             omega, cfg.merge.relax, cfg.merge.base_method)
 
     def adjust(name: str) -> Adjustment:
         factor = factors.get(name)
@@ -233,7 +258,8 @@ def aim_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
 
     manifest = {
         "calibration": _calibration_manifest(calibration),
-        "aim": {"omega": omega, "base_method": cfg.merge.base_method, "capture_dtype": cfg.acm.dtype,
+        "aim": {"omega": omega, "base_method": cfg.merge.base_method, "relax": cfg.merge.relax,
+                "capture_dtype": cfg.acm.dtype,
                 "importance_cache_key": importance.metadata.get("cache_key"),
                 "importance_statistics": importance.metadata.get("cache_dir")},
     }
@@ -243,14 +269,14 @@ def aim_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
 def sens_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path],
                run_dir: Path) -> CoefficientPlan:
     from acm_exp.acm.sensitivity import compute_layer_sensitivity, compute_sens_coefficients
-    from acm_exp.calibration import answer_examples
+    from acm_exp.calibration import sens_examples
 
-    calibration = _select_calibration(cfg)
-    sensitivities = []
+    calibration = _select_calibration(cfg, run_dir)
+    sensitivities, texts = [], {}
     for role, model_dir in (("base", model_dirs[0]), ("finetuned", model_dirs[1])):
-        style = cfg.sens[f"{role}_answers"]
-        examples = answer_examples(calibration, cfg.calibration, cfg.sens, style)
-        log.info("Sens-Merging: sensitivity of the %s model on %d %s answers", role, len(examples), style)
+        examples, texts[role] = sens_examples(calibration, cfg.calibration, cfg.sens, role)
+        log.info("Sens-Merging: sensitivity of the %s model on %d examples, %s texts", role, len(examples),
+                 texts[role])
         sensitivities.append(compute_layer_sensitivity(
             model_dir, examples, device=cfg.sens.device, dtype=cfg.sens.dtype, max_tokens=cfg.sens.max_tokens,
             gradient_checkpointing=cfg.sens.gradient_checkpointing, cache_dir=cfg.sens.cache_dir or cfg.cache_dir,
@@ -270,6 +296,7 @@ def sens_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model
         "calibration": _calibration_manifest(calibration),
         "sens": {"alpha": cfg.merge.alpha, "temperature": cfg.merge.temperature,
                  "base_answers": cfg.sens.base_answers, "finetuned_answers": cfg.sens.finetuned_answers,
+                 "texts": texts,
                  "dtype": cfg.sens.dtype, "coefficients": str(coefficients_path),
                  "sensitivity_cache_keys": [s.metadata.get("cache_key") for s in sensitivities]},
     }
@@ -297,29 +324,61 @@ def merged_output_dir(cfg: DictConfig, run_dir: Path) -> Path:
 def merge_stage(cfg: DictConfig, method: MergeMethod, model_dirs: list[Path], output_dir: Path,
                 plan: CoefficientPlan | None = None) -> Path:
     refs = model_refs(cfg.model_pair)
-    extra = {"dtype": cfg.merge.dtype, "seed": cfg.merge.seed, "coefficients": (plan.manifest if plan else {})}
+    extra = {"dtype": cfg.merge.dtype, "seed": cfg.merge.seed, "coefficients": (plan.manifest if plan else {}),
+             "tokenizer_from": cfg.model_pair.tokenizer_from, "tied_head": cfg.model_pair.tied_head}
     fingerprint = request_fingerprint(method, cfg.merge, refs[0].name, [r.name for r in refs[1:]], extra)
-    existing = read_manifest(output_dir)
-    if existing is not None and existing.get("request_fingerprint") == fingerprint and not cfg.merge.overwrite:
-        log.info("reusing the complete merge in %s (same method, parameters and inputs)", output_dir)
-        return output_dir
-    inputs = open_inputs(model_dirs[0], model_dirs[1:], allow_pickle=cfg.model_pair.allow_pickle, dtype=cfg.merge.dtype)
+    # Checked even when an identical earlier merge is reused: the inputs and settings must still be sound.
+    inputs = open_merge_inputs(cfg, model_dirs)
     try:
-        settings = MergeSettings(
-            output_dir=output_dir,
-            shard_size=cfg.merge.shard_size,
-            device=cfg.merge.device,
-            dtype=cfg.merge.dtype,
-            overwrite=cfg.merge.overwrite,
-            seed=cfg.merge.seed,
-            tokenizer_from=cfg.model_pair.tokenizer_from,
+        settings = merge_settings(
+            cfg, output_dir,
             manifest_extra={
                 "request_fingerprint": fingerprint,
                 "models": {ref.role: {"id": ref.name, "revision": ref.revision} for ref in refs},
+                "side_files_from": cfg.model_pair.tokenizer_from, "tied_head": cfg.model_pair.tied_head,
                 **(plan.manifest if plan else {}),
             },
         )
-        return run_merge(inputs, method, cfg.merge, settings, adjust=plan.adjust if plan else None).output_dir
+        preflight(inputs, settings)
+        # A second identical run waits here for the first, then reuses its output.
+        with output_lock(output_dir):
+            existing = read_manifest(output_dir)
+            if existing is not None and existing.get("request_fingerprint") == fingerprint and not cfg.merge.overwrite:
+                log.info("reusing the complete merge in %s (same method, parameters and inputs)", output_dir)
+                return output_dir
+            return run_merge(inputs, method, cfg.merge, settings, adjust=plan.adjust if plan else None).output_dir
+    finally:
+        inputs.close()
+
+
+def merged_model_evaluated(cfg: DictConfig) -> bool:
+    return bool(cfg.eval.benchmarks) and "merged" in cfg.eval.models
+
+
+def open_merge_inputs(cfg: DictConfig, model_dirs: list[Path]) -> MergeInputs:
+    return open_inputs(model_dirs[0], model_dirs[1:], allow_pickle=cfg.model_pair.allow_pickle, dtype=cfg.merge.dtype,
+                       tied_head=cfg.model_pair.tied_head)
+
+
+def merge_settings(cfg: DictConfig, output_dir: Path, manifest_extra: dict | None = None) -> MergeSettings:
+    return MergeSettings(
+        output_dir=output_dir,
+        shard_size=cfg.merge.shard_size,
+        device=cfg.merge.device,
+        dtype=cfg.merge.dtype,
+        overwrite=cfg.merge.overwrite,
+        seed=cfg.merge.seed,
+        tokenizer_from=cfg.model_pair.tokenizer_from,
+        require_tokenizer=merged_model_evaluated(cfg),
+        manifest_extra=manifest_extra or {},
+    )
+
+
+def check_merge_inputs(cfg: DictConfig, model_dirs: list[Path], output_dir: Path) -> None:
+    """Before any heavy stage: the models' shards, vocabularies and tokenizer, and the output's place."""
+    inputs = open_merge_inputs(cfg, model_dirs)
+    try:
+        preflight(inputs, merge_settings(cfg, output_dir))
     finally:
         inputs.close()
 
@@ -385,6 +444,26 @@ def evaluation_stage(cfg: DictConfig, model_dirs: list[Path], merged_dir: Path, 
     return rows
 
 
+def check_generation_inputs(cfg: DictConfig, model_dirs: list[Path]) -> None:
+    """Before any heavy stage: every tokenizer that will generate can represent its stop strings."""
+    if not cfg.eval.benchmarks:
+        return
+    from acm_exp.eval.backends import load_tokenizer
+    from acm_exp.eval.prompts import stop_strings, unencodable_stops
+
+    # The merged model generates with the tokenizer it is saved with.
+    merged_tokenizer_dir = model_dirs[0] if cfg.model_pair.tokenizer_from == "base" else model_dirs[1]
+    for target in evaluation_targets(cfg, model_dirs, merged_tokenizer_dir):
+        tokenizer = load_tokenizer(target.path)
+        prompt = cfg.eval.prompt or target.prompt
+        for key, benchmark in cfg.eval.benchmarks.items():
+            bad = unencodable_stops(tokenizer, stop_strings(prompt, benchmark))
+            if bad:
+                raise ConfigError(f"the tokenizer in {target.path} (used for {target.label}) cannot encode the stop "
+                                  f"string(s) {bad} of prompt {prompt!r} on eval.benchmarks.{key}; expected a "
+                                  "tokenizer that represents them (or another eval.prompt)")
+
+
 def summary_table(rows: list[dict]) -> str:
     """Accuracy and mean response tokens per model and benchmark (seed means when several)."""
     import pandas as pd
@@ -434,16 +513,26 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     started = datetime.now(timezone.utc)
     refs = model_refs(cfg.model_pair)
     with WandbLogger.from_config(cfg, run_dir) as tracker:
-        model_dirs = [resolve_model(ref, cache_dir=cfg.cache_dir, toy_seed=cfg.seed) for ref in refs]
-        plan = coefficient_stage(cfg, method, refs, model_dirs, run_dir)
-        merged_dir = merge_stage(cfg, plan.method, model_dirs, merged_output_dir(cfg, run_dir), plan)
+        with stage("resolving the models"):
+            model_dirs = [resolve_model(ref, cache_dir=cfg.cache_dir, toy_seed=cfg.seed) for ref in refs]
+        with stage("checking the models and the merge output"):
+            check_merge_inputs(cfg, model_dirs, merged_output_dir(cfg, run_dir))
+        with stage("checking the models' tokenizers"):
+            check_generation_inputs(cfg, model_dirs)
+        with stage(f"computing {method.coefficients} coefficients" if method.coefficients else "planning"):
+            plan = coefficient_stage(cfg, method, refs, model_dirs, run_dir)
+        with stage("the merge"):
+            merged_dir = merge_stage(cfg, plan.method, model_dirs, merged_output_dir(cfg, run_dir), plan)
         print(f"merged model: {merged_dir}")
-        rows = evaluation_stage(cfg, model_dirs, merged_dir, run_dir) if benchmarks else []
+        with stage("evaluation"):
+            rows = evaluation_stage(cfg, model_dirs, merged_dir, run_dir) if benchmarks else []
         manifest = read_manifest(merged_dir)
         if rows:
-            table_path = record_run(cfg, run_dir, rows, manifest=manifest, coefficients_path=plan.coefficients_path,
-                                    started_at=started, results_dir=results_dir)
-            tracker.log_results(rows, manifest=manifest, coefficients_path=plan.coefficients_path)
+            with stage("recording the results"):
+                table_path = record_run(cfg, run_dir, rows, manifest=manifest,
+                                        coefficients_path=plan.coefficients_path, started_at=started,
+                                        results_dir=results_dir)
+                tracker.log_results(rows, manifest=manifest, coefficients_path=plan.coefficients_path)
             print(summary_table(rows))
             print(f"results: {table_path}")
     return merged_dir

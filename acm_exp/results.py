@@ -69,7 +69,11 @@ SCHEMA = pa.schema([
     ("n", _INT), ("relative_length", _FLOAT),
     ("config_hash", _STRING), ("git_commit", _STRING), ("started_at", _STRING), ("finished_at", _STRING),
     ("run_dir", _STRING), ("samples_path", _STRING), ("coefficients_path", _STRING),
+    ("sandbox", _STRING), ("code_grading", _STRING), ("lcb_release", _STRING), ("lcb_start_date", _STRING),
+    ("lcb_end_date", _STRING), ("math_numeric", _STRING),
 ])
+# How a benchmark's rows were graded (grading_columns); null on benchmarks they do not apply to.
+GRADING_COLUMNS = ("sandbox", "code_grading", "lcb_release", "lcb_start_date", "lcb_end_date", "math_numeric")
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 _INT_COLUMNS = tuple(f.name for f in SCHEMA if f.type == _INT)
 _BOOL_COLUMNS = tuple(f.name for f in SCHEMA if f.type == _BOOL)
@@ -363,11 +367,37 @@ def build_rows(cfg: DictConfig, run_dir: str | os.PathLike, rows: Iterable[Mappi
     metrics = metric_frame(rows)
     records = []
     for row in metrics.to_dict("records"):
-        record = {**shared, **row}
+        record = {**shared, **grading_columns(cfg, str(row["benchmark"])), **row}
         if isinstance(record["samples_path"], str):
             record["samples_path"] = str(Path(record["samples_path"]).absolute())
         records.append({name: _cell(name, record.get(name)) for name in COLUMNS})
     return records
+
+
+def grading_columns(cfg: DictConfig, benchmark: str) -> dict[str, Any]:
+    """A code benchmark's sandbox isolation ("bwrap", or "none" when explicitly waived) and grading
+    mode; LiveCodeBench's release and contest-date window; a math benchmark's numeric rule
+    (eval.grading.numeric). Nulls where they do not apply."""
+    columns: dict[str, Any] = dict.fromkeys(GRADING_COLUMNS)
+    eval_cfg = cfg.get("eval")
+    benchmark_cfg = (eval_cfg.get("benchmarks") or {}).get(benchmark) if eval_cfg is not None else None
+    if benchmark_cfg is None:
+        return columns
+    from acm_exp.eval.code import livecodebench_window
+    from acm_exp.eval.graders import GRADERS
+    from acm_exp.eval.grading import DEFAULT_NUMERIC_RULE
+    from acm_exp.eval.sandbox import resolve_isolation
+
+    grader = benchmark_cfg.get("grader")
+    if grader in GRADERS and GRADERS[grader].runs_code:
+        columns["sandbox"] = resolve_isolation(eval_cfg.get("sandbox"))
+        columns["code_grading"] = eval_cfg.get("code_grading", "official")
+    if grader in GRADERS and not GRADERS[grader].runs_code:
+        columns["math_numeric"] = (eval_cfg.get("grading") or {}).get("numeric", DEFAULT_NUMERIC_RULE)
+    if grader == "livecodebench":
+        release, start, end = livecodebench_window(benchmark_cfg.get("options") or {})
+        columns.update({"lcb_release": release, "lcb_start_date": start, "lcb_end_date": end})
+    return columns
 
 
 def _cell(column: str, value: Any) -> Any:

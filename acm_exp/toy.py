@@ -30,9 +30,11 @@ them (model ids ``toy:base`` / ``toy:finetuned``). They mirror the real 1.5B pai
   model is untied, its ``lm_head`` starting from the base embedding, like Qwen2.5-Math-1.5B vs.
   DeepSeek-R1-Distill-Qwen-1.5B.
 
-Both are Qwen2-architecture causal LMs (2 layers, hidden 64) saved in bfloat16, each directory
-with a byte-level ``tokenizers`` tokenizer (``tokenizer.json``, ChatML chat template) and a greedy
-``generation_config.json``.
+Both are Qwen2-architecture causal LMs (2 layers, hidden 64, 2 attention heads of size 32 and
+one key/value head: vLLM's CPU attention supports head sizes 32 and up) saved in bfloat16, each
+directory with a byte-level ``tokenizers`` tokenizer (``tokenizer.json``, ChatML chat template)
+and a greedy ``generation_config.json``. ``toy_build.json`` lists every file's size and sha256;
+a cached pair whose files no longer match is rebuilt.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from acm_exp.paths import cache_root
 log = logging.getLogger(__name__)
 
 # Bump when the task, tokenizer, architecture or training recipe changes: it names the cache folder.
-TOY_VERSION = 2
+TOY_VERSION = 3
 TOY_ROLES = ("base", "finetuned")
 TOY_PREFIX = "toy:"
 TOY_SPLITS = ("train", "test", "calibration")
@@ -88,8 +90,10 @@ class ToyRecipe:
 
     hidden_size: int = 64
     num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
+    # Head size hidden_size / num_heads = 32: the smallest that vLLM's CPU attention accepts (v2's
+    # 4 heads of 16 did not load there). One key/value head keeps v2's projection shapes.
+    num_heads: int = 2
+    num_kv_heads: int = 1
     intermediate_size: int = 256
     max_position_embeddings: int = 256
     # The base learns the step-by-step format for base_direct_from steps (a base_verify_fraction
@@ -417,14 +421,51 @@ def build_toy_pair(output_dir: str | os.PathLike, seed: int = 0) -> dict[str, Pa
 _COMPLETE_MARKER = "toy_build.json"
 
 
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_manifest(pair_dir: Path) -> dict[str, dict]:
+    """Size and sha256 of every file of the pair's model folders, by path relative to ``pair_dir``."""
+    return {path.relative_to(pair_dir).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+            for role in TOY_ROLES for path in sorted((pair_dir / role).rglob("*")) if path.is_file()}
+
+
+def manifest_problem(pair_dir: Path, manifest: dict[str, dict]) -> str | None:
+    """Why the files under ``pair_dir`` do not match ``manifest`` (sizes first: cheap), or None."""
+    if not manifest:
+        return "no file manifest"
+    for name, expected in manifest.items():
+        path = pair_dir / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
+    for name, expected in manifest.items():
+        if _sha256_file(pair_dir / name) != expected["sha256"]:
+            return f"{name} does not match its sha256"
+    return None
+
+
 def toy_cache_dir(cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
     """Where the pair of ``seed`` lives: ``<cache root>/toy/v<TOY_VERSION>-seed<seed>``."""
     return cache_root(cache_dir) / "toy" / f"v{TOY_VERSION}-seed{seed}"
 
 
-def _is_complete(pair_dir: Path) -> bool:
-    return (pair_dir / _COMPLETE_MARKER).is_file() and all((pair_dir / role / "config.json").is_file()
-                                                           for role in TOY_ROLES)
+def _pair_problem(pair_dir: Path) -> str | None:
+    """Why the cached pair cannot be used (absent, unfinished, corrupt), or None when it can."""
+    marker = pair_dir / _COMPLETE_MARKER
+    if not marker.is_file():
+        return "it has no completion marker" if pair_dir.exists() else "absent"
+    try:
+        manifest = json.loads(marker.read_text()).get("files")
+    except (OSError, ValueError, AttributeError) as error:
+        return f"its {_COMPLETE_MARKER} is unreadable ({error})"
+    return manifest_problem(pair_dir, manifest)
 
 
 def _check_role(role: str) -> None:
@@ -438,21 +479,23 @@ def ensure_toy_model(role: str, cache_dir: str | os.PathLike | None = None, seed
 
     The pair is built in a temporary folder beside its final place and renamed when complete, so an
     interrupted build never looks finished; a file lock makes concurrent callers (processes, SLURM
-    tasks) build it once and wait for it.
+    tasks) build it once and wait for it. A cached pair whose files differ from the manifest written
+    at build time (a truncated or overwritten file) is rebuilt.
     """
     from filelock import FileLock
 
     _check_role(role)
     pair_dir = toy_cache_dir(cache_dir, seed)
-    if _is_complete(pair_dir):
+    if _pair_problem(pair_dir) is None:
         return pair_dir / role
     pair_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(pair_dir.parent / f"{pair_dir.name}.lock"))
     with lock:
-        if _is_complete(pair_dir):  # another process built it while this one waited
+        problem = _pair_problem(pair_dir)
+        if problem is None:  # another process built it while this one waited
             return pair_dir / role
         if pair_dir.exists():
-            log.warning("toy pair at %s is incomplete; rebuilding it", pair_dir)
+            log.warning("toy pair at %s cannot be used (%s); rebuilding it", pair_dir, problem)
             shutil.rmtree(pair_dir)
         # Builds run under the lock only, so any staging folder seen here was left by a killed one.
         for stale in pair_dir.parent.glob(f".{pair_dir.name}.tmp-*"):
@@ -463,7 +506,7 @@ def ensure_toy_model(role: str, cache_dir: str | os.PathLike | None = None, seed
             started = time.perf_counter()
             build_toy_pair(staging, seed=seed)
             info = {"toy_version": TOY_VERSION, "seed": seed, "build_seconds": round(time.perf_counter() - started, 2),
-                    "roles": list(TOY_ROLES)}
+                    "roles": list(TOY_ROLES), "files": file_manifest(staging)}
             (staging / _COMPLETE_MARKER).write_text(json.dumps(info, indent=2) + "\n")
             os.replace(staging, pair_dir)
         finally:

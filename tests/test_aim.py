@@ -71,12 +71,15 @@ def test_sequential_of_linears_matches_hand_computation():
     assert max(values.max() for values in importance.importance.values()) == 1.0
 
 
-def reference_linear_inputs(model, samples) -> dict[str, list[torch.Tensor]]:
-    """The input of every Linear of a Qwen2 model, per sample, mostly rebuilt from hidden states.
+def reference_weight_inputs(model, samples) -> dict[str, list[torch.Tensor]]:
+    """The input of every weight but the embedding of a Qwen2 model, per sample, mostly rebuilt from
+    hidden states.
 
-    q/k/v see the input norm of the layer's hidden state; gate/up see the MLP's input (taken from a
-    hook on the MLP module); down_proj sees act(gate(x)) * up(x); lm_head sees the final norm's
-    output (the last hidden state). Only o_proj's input (the attention mix) comes from a post hook.
+    The input norm sees the layer's hidden state h, q/k/v its normed value; the post-attention norm
+    sees the residual r = h + o_proj(attention mix); gate/up see the MLP's input (taken from a hook on
+    the MLP module); down_proj sees act(gate(x)) * up(x); the final norm sees the last layer's
+    r + mlp(x); lm_head sees the final norm's output (the last hidden state). Only o_proj's input
+    (the attention mix) comes from a post hook.
     """
     inputs: dict[str, list[torch.Tensor]] = {}
 
@@ -96,6 +99,9 @@ def reference_linear_inputs(model, samples) -> dict[str, list[torch.Tensor]]:
                 handle.remove()
             for k, layer in enumerate(model.model.layers):
                 prefix = f"model.layers.{k}"
+                add(f"{prefix}.input_layernorm.weight", output.hidden_states[k])
+                residual = output.hidden_states[k] + layer.self_attn.o_proj(attention_mixes[k])
+                add(f"{prefix}.post_attention_layernorm.weight", residual)
                 normed = layer.input_layernorm(output.hidden_states[k])
                 for projection in ("q_proj", "k_proj", "v_proj"):
                     add(f"{prefix}.self_attn.{projection}.weight", normed)
@@ -104,6 +110,9 @@ def reference_linear_inputs(model, samples) -> dict[str, list[torch.Tensor]]:
                 add(f"{prefix}.mlp.gate_proj.weight", x)
                 add(f"{prefix}.mlp.up_proj.weight", x)
                 add(f"{prefix}.mlp.down_proj.weight", layer.mlp.act_fn(layer.mlp.gate_proj(x)) * layer.mlp.up_proj(x))
+            last = len(model.model.layers) - 1
+            last_residual = inputs[f"model.layers.{last}.post_attention_layernorm.weight"][-1]
+            add("model.norm.weight", last_residual + model.model.layers[last].mlp(mlp_inputs[last]))
             add("lm_head.weight", output.hidden_states[-1])
     return inputs
 
@@ -117,10 +126,11 @@ def test_causal_lm_matches_hand_computation(tie):
     importance = collect_input_importance(model, samples, progress=False)
     assert capture.FORWARD_PASSES - before == len(samples)
     assert sum(len(module._forward_pre_hooks) for module in model.modules()) == pre_hooks  # hooks removed
-    reference = reference_linear_inputs(model, samples)
-    # Every Linear, lm_head included even when tied to the embedding; no embedding, no norm.
+    reference = reference_weight_inputs(model, samples)
+    # Every weight but the embedding: the linears, lm_head (even when tied to the embedding) and the
+    # norms (as the official AIM code hooks them).
     assert set(importance.importance) == set(reference)
-    assert len(importance.importance) == 2 * 7 + 1
+    assert len(importance.importance) == 2 * (7 + 2) + 1 + 1
     for name, per_sample in reference.items():
         np.testing.assert_allclose(importance.importance[name], expected_importance(per_sample), rtol=1e-9,
                                    err_msg=name)
@@ -169,10 +179,38 @@ def test_factor_for_weights_only():
         assert importance.factor_for(name, shape, 0.4) is None, name
     with pytest.raises(ConfigError, match=r"up_proj.weight has shape \(4, 5\).*3 input channels"):
         importance.factor_for("model.layers.0.mlp.up_proj.weight", (4, 5), 0.4)
-    with pytest.raises(ConfigError, match=r"lm_head.weight has shape \(3,\)"):
-        importance.factor_for("lm_head.weight", (3,), 0.4)
+    with pytest.raises(ConfigError, match=r"lm_head.weight has shape \(2, 2, 3\)"):
+        importance.factor_for("lm_head.weight", (2, 2, 3), 0.4)
     with pytest.raises(ConfigError, match="merge.omega=1.5"):
         importance.factor_for("model.norm.weight", (3,), 1.5)
+
+
+def test_norm_weights_are_relaxed_elementwise_unless_relax_is_linear():
+    importance = InputImportance({"model.norm.weight": np.array([1.0, 0.5, 0.0]),
+                                  "model.layers.0.mlp.up_proj.weight": np.array([0.0, 1.0])}, tokens=4)
+    factor = importance.factor_for("model.norm.weight", (3,), omega=0.4)
+    assert factor.shape == (3,)
+    torch.testing.assert_close(factor, torch.tensor([0.4, 0.7, 1.0]))
+    # θ0 + Δ ⊙ (1 − imp·(1 − ω)) on a norm weight, by hand: [1 + 0.4·1.0, 1 + 0.7·(-2.0), 1 + 1.0·0.5]
+    merged = torch.ones(3) + torch.tensor([1.0, -2.0, 0.5]) * factor
+    torch.testing.assert_close(merged, torch.tensor([1.4, -0.4, 1.5]))
+    assert importance.factor_for("model.norm.weight", (3,), 0.4, relax="linear") is None
+    torch.testing.assert_close(importance.factor_for("model.layers.0.mlp.up_proj.weight", (5, 2), 0.4, relax="linear"),
+                               torch.tensor([[1.0, 0.4]]))
+    with pytest.raises(ConfigError, match="merge.relax='norms'"):
+        importance.factor_for("model.norm.weight", (3,), 0.4, relax="norms")
+
+
+def test_tiny_model_relaxes_its_norm_weights():
+    model = tiny_qwen()
+    importance = collect_input_importance(model, token_samples(), progress=False)
+    hidden = model.config.hidden_size
+    for name in ("model.norm.weight", "model.layers.0.input_layernorm.weight",
+                 "model.layers.1.post_attention_layernorm.weight"):
+        factor = importance.factor_for(name, (hidden,), omega=0.4)
+        assert factor is not None and factor.shape == (hidden,), name
+        assert float(factor.min()) == pytest.approx(0.4)  # the most active channel keeps ω of its change
+    assert importance.factor_for("model.embed_tokens.weight", (64, hidden), 0.4) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +261,7 @@ def test_second_computation_comes_from_the_cache(model_dirs, tmp_path):
     assert entry.parent == tmp_path / "aim" and entry.name == second.metadata["cache_key"]
     assert sorted(p.name for p in entry.iterdir()) == ["input_importance.npz", "spec.json"]
     spec = json.loads((entry / "spec.json").read_text())
-    assert spec["aim_version"] == 1 and spec["dtype"] == "bfloat16" and spec["device_type"] == "cpu"
+    assert spec["aim_version"] == 2 and spec["dtype"] == "bfloat16" and spec["device_type"] == "cpu"
     assert spec["num_texts"] == len(TEXTS) and second.metadata["spec"] == spec
 
 
@@ -310,7 +348,7 @@ def test_bad_samples_and_models(model_dirs):
         collect_input_importance(model, [[1, 2], []], progress=False)
     with pytest.raises(ConfigError, match="token id 64"):
         collect_input_importance(model, [[1, 64]], progress=False)
-    with pytest.raises(ConfigError, match="no nn.Linear"):
+    with pytest.raises(ConfigError, match="no module with a weight"):
         ImportanceRecorder(torch.nn.Sequential(torch.nn.ReLU()))
     with ImportanceRecorder(model) as recorder, pytest.raises(ConfigError, match="recorded no tokens"):
         recorder.result()

@@ -353,3 +353,179 @@ def test_answer_templates_are_validated(field, value, message):
 
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
         calibration.validate_answer_templates(replace(SensConfig(), **{field: value}))
+
+
+# --- the ACM reference script's pick -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 100, 1000])
+@pytest.mark.parametrize("seed", [0, 54, 12345])
+def test_shuffled_order_is_the_datasets_librarys_shuffle(size, seed):
+    datasets = pytest.importorskip("datasets")
+    rows = datasets.Dataset.from_dict({"row": list(range(size))}).shuffle(seed=seed)["row"]
+    assert list(rows) == calibration.shuffled_order(size, seed).tolist()
+
+
+TOPICS = 4
+
+
+def _clustered_rows() -> list[dict]:
+    """48 questions in 4 topics; a few blank or padded with whitespace, topics unevenly sized."""
+    rows = []
+    for index in range(48):
+        topic = index % TOPICS if index < 40 else 0
+        question = f"  question {index} on topic {topic}\n" if index % 5 == 0 else f"question {index} on topic {topic}"
+        if index in (3, 8, 17, 26, 41):
+            question = " \n " if index % 2 else ""
+        rows.append({"idx": index, "question": question, "solution": f"solution {index}", "topic": topic})
+    return rows
+
+
+def _topic_embeddings(rows: list[dict]):
+    """An embedding per question text: its topic's axis plus a small per-row offset (blank questions
+    share a text, and so a vector, per blank form)."""
+    table = {}
+    for row in rows:
+        vector = np.zeros(8)
+        vector[row["topic"]] = 1.0
+        vector[4 + row["idx"] % 4] = 0.01 * (1 + row["idx"] % 3)
+        table.setdefault(row["question"], vector / np.linalg.norm(vector))
+
+    def embed(texts, model_name=calibration.DEFAULT_EMBEDDING_MODEL):
+        return np.asarray([table[text] for text in texts], dtype=np.float32)
+
+    return embed
+
+
+def _script_pick(rows: list[dict], per_cluster: int, seed: int) -> list[int]:
+    """The reference script's walk (get_calib_dataset of project_new/ACM/methods/acm.py), run on a
+    `datasets` table with string cluster ids, shuffled by the library itself."""
+    datasets = pytest.importorskip("datasets")
+    table = datasets.Dataset.from_list([{"idx": r["idx"], "sentence": r["question"], "cluster_id": str(r["topic"])}
+                                        for r in rows]).shuffle(seed=seed)
+    target_cluster_ids = {str(i) for i in range(TOPICS)}
+    counter = {cid: 0 for cid in target_cluster_ids}
+    picked = []
+    for data in table:
+        cid = data["cluster_id"]
+        if cid not in target_cluster_ids or counter[cid] >= per_cluster:
+            continue
+        if not data["sentence"].strip():
+            continue
+        picked.append(data["idx"])
+        counter[cid] += 1
+        if all(count >= per_cluster for count in counter.values()):
+            break
+    return picked
+
+
+@pytest.mark.parametrize(("per_cluster", "seed"), [(3, 54), (5, 54), (4, 7)])
+def test_reference_pick_reproduces_the_scripts_procedure(tmp_path, monkeypatch, per_cluster, seed):
+    rows = _clustered_rows()
+    path = tmp_path / "clustered.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    monkeypatch.setattr(calibration, "embed_texts", _topic_embeddings(rows))
+    cfg = CalibrationConfig(name="clustered", source=str(path), num_clusters=TOPICS, per_cluster=per_cluster,
+                            cluster_pick="reference", shuffle_seed=seed)
+    selected = select_calibration(cfg, cache_dir=tmp_path / "cache")
+    expected = _script_pick(rows, per_cluster, seed)
+    assert selected.indices == expected
+    assert selected.texts == [rows[index]["question"].strip() for index in expected]
+    assert all(text for text in selected.texts)
+    # K-means found the topics: each picked cluster label stands for one topic.
+    topics_of_label = {}
+    for index, label in zip(selected.indices, selected.cluster_labels):
+        assert topics_of_label.setdefault(label, rows[index]["topic"]) == rows[index]["topic"]
+    assert selected.spec == f"clustered:cluster(k={TOPICS},per={per_cluster},seed=42,pick=reference,shuffle_seed={seed})"
+
+
+def test_reference_pick_takes_all_of_a_small_cluster_and_skips_blank_questions():
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    questions = ["a", "  ", "b", "c", "d", "e"]
+    order = calibration.shuffled_order(6, 1).tolist()
+    picked = calibration.reference_pick(labels, questions, 3, 2, shuffle_seed=1)
+    assert 1 not in picked and sorted(picked) == sorted(set(picked))
+    assert sorted(picked, key=order.index) == picked  # walk order
+    assert {int(labels[i]) for i in picked} == {0, 1, 2}
+    assert sum(labels[picked] == 1) == 2 and sum(labels[picked] == 0) == 1
+
+
+def test_questions_are_stripped_in_every_mode(tmp_path, counted_embeddings):
+    path = tmp_path / "padded.jsonl"
+    path.write_text("".join(json.dumps({"question": f"  q{i} \n", "solution": f" s{i} "}) + "\n" for i in range(12)))
+    for pick in ("nearest", "random", "reference"):
+        cfg = CalibrationConfig(name="p", source=str(path), num_clusters=3, per_cluster=2, cluster_pick=pick)
+        selected = select_calibration(cfg, cache_dir=tmp_path)
+        assert selected.texts == [f"q{i}" for i in selected.indices], pick
+    for selection in ("random", "all"):
+        cfg = CalibrationConfig(name="p", source=str(path), selection=selection, num_samples=4)
+        assert all(text == text.strip() for text in select_calibration(cfg, cache_dir=tmp_path).texts)
+    with_solution = CalibrationConfig(name="p", source=str(path), selection="all", include_solution=True)
+    assert select_calibration(with_solution, cache_dir=tmp_path).texts[0] == "q0\n\ns0"
+
+
+def test_calibration_record_names_the_source_rows_and_settings(tmp_path, counted_embeddings):
+    rows = _clustered_rows()
+    path = tmp_path / "clustered.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    cfg = CalibrationConfig(name="clustered", source=str(path), num_clusters=TOPICS, per_cluster=2,
+                            cluster_pick="reference")
+    selected = select_calibration(cfg, cache_dir=tmp_path / "cache")
+    written = calibration.write_calibration_record(selected, cfg, tmp_path / "run")
+    assert written == tmp_path / "run" / "calibration.json"
+    record = json.loads(written.read_text())
+    assert record["source"] == str(path) and record["indices"] == selected.indices
+    assert [rows[i]["question"].strip() for i in record["indices"]] == selected.texts
+    assert record["settings"]["cluster_pick"] == "reference" and record["settings"]["shuffle_seed"] == 54
+    assert record["settings"]["num_clusters"] == TOPICS and record["settings"]["per_cluster"] == 2
+    assert record["selection_hash"] == selected.selection_hash
+
+
+# --- Sens-Merging texts in the L2S code's format -----------------------------------------------
+
+
+def _sens_calibration(records):
+    return CalibrationSet(name="c", texts=[r["question"] for r in records], indices=list(range(len(records))),
+                          selection_hash="h", spec="s", corpus_size=len(records), records=records)
+
+
+def test_l2s_texts_score_the_base_on_the_short_solution_and_the_finetuned_model_on_its_response():
+    from acm_exp.config import SensConfig
+
+    records = [{"question": " What is 2+3? ", "solution": "2 plus 3 is $\\boxed{5}$.\n",
+                "dpsk_res": "<think>\nTwo and three make five.\n</think>\n\n**5**  "}]
+    selected, cfg, sens = _sens_calibration(records), CalibrationConfig(name="c", source="x.jsonl"), SensConfig()
+    base, base_texts = calibration.sens_examples(selected, cfg, sens, "base")
+    # layer_sensitivity_sens.py, prompt_format "question_cot" / "question_dpsk" (the EOS is added when tokenizing)
+    assert base == [("<|question|>\nWhat is 2+3?\n\n<|cot_solution|>\n", "2 plus 3 is $\\boxed{5}$.")]
+    finetuned, finetuned_texts = calibration.sens_examples(selected, cfg, sens, "finetuned")
+    assert finetuned == [("<|question|>\nWhat is 2+3?\n\n<|dpsk_res|>\n",
+                          "<think>\nTwo and three make five.\n</think>\n\n**5**")]
+    assert base_texts == "l2s (solution)" and finetuned_texts == "l2s (dpsk_res)"
+
+
+def test_l2s_texts_fall_back_to_the_templates_without_a_response_and_say_so(caplog):
+    from acm_exp.config import SensConfig
+
+    records = [{"question": "What is 2+3?", "solution": "so $\\boxed{5}$"},
+               {"question": "What is 7-1?", "solution": "so $\\boxed{6}$", "dpsk_res": "6"}]
+    selected, cfg, sens = _sens_calibration(records), CalibrationConfig(name="c", source="x.jsonl"), SensConfig()
+    with caplog.at_level("WARNING", logger="acm_exp.calibration"):
+        examples, texts = calibration.sens_examples(selected, cfg, sens, "finetuned")
+    assert examples == calibration.answer_examples(selected, cfg, sens, "short")
+    assert texts == "template (short answers)"
+    assert "1 of 2 calibration records of 'c' have no 'dpsk_res'" in caplog.text
+    # The base keeps the L2S format: its solution is there.
+    assert calibration.sens_examples(selected, cfg, sens, "base")[1] == "l2s (solution)"
+
+
+def test_template_format_keeps_the_templates_for_both_models():
+    from acm_exp.config import SensConfig
+
+    records = [{"question": "What is 2+3?", "solution": "so $\\boxed{5}$", "dpsk_res": "5"}]
+    selected, cfg = _sens_calibration(records), CalibrationConfig(name="c", source="x.jsonl")
+    sens = SensConfig(format="template")
+    assert calibration.sens_examples(selected, cfg, sens, "base") == (
+        calibration.answer_examples(selected, cfg, sens, "long"), "template (long answers)")
+    with pytest.raises(ConfigError, match="sens.format='mixed'"):
+        calibration.validate_answer_templates(SensConfig(format="mixed"))

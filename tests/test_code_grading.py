@@ -41,11 +41,11 @@ from acm_exp.eval.code import (
     ("```cpp\nint main() {}\n```", ""),  # no Python block
     ("```python\nx = 1\n```\n```text\nnot code\n```", "x = 1"),
 ])
-def test_extract_code_takes_the_last_python_block(response: str, expected: str) -> None:
+def test_lenient_extract_code_takes_the_last_python_block(response: str, expected: str) -> None:
     assert extract_code(response) == expected
 
 
-def test_extract_code_with_a_prefix_takes_the_block_the_prefix_opened() -> None:
+def test_lenient_extract_code_with_a_prefix_takes_the_block_the_prefix_opened() -> None:
     prefix = "```python\ndef f(x):\n"
     continuation = "    return x + 1\n```\n\nExample:\n```python\nprint(f(1))\n```"
     assert extract_code(continuation, prefix) == "def f(x):\n    return x + 1"
@@ -108,20 +108,20 @@ def test_humaneval_pro_continuation_of_the_response_prefix_passes(shared_data_di
     assert all(g.passed for g in grades), [g.detail for g in grades if not g.passed]
 
 
-def test_humaneval_pro_bare_continuation_passes_without_the_prefix(shared_data_dir: Path) -> None:
+def test_lenient_humaneval_pro_bare_continuation_passes_without_the_prefix(shared_data_dir: Path) -> None:
     # What a backend returns when the prompt ends with the response prefix and generation stops at
     # "\n```": the continuation alone, no fences. program = raw_problem + completion + test_code.
     examples = _humaneval_pro(shared_data_dir)
     responses = [e["raw_solution"] + e["new_problem"] + e["new_solution"] for e in examples]
-    grades = _grade_all(examples, responses, timeout_s=20)
+    grades = _grade_all(examples, responses, timeout_s=20, mode="lenient")
     assert [(e["id"], g.detail) for e, g in zip(examples, grades) if not g.passed] == []
 
 
-def test_humaneval_pro_response_without_the_raw_function_gets_the_raw_problem(shared_data_dir: Path) -> None:
+def test_lenient_humaneval_pro_response_without_the_raw_function_gets_the_raw_problem(shared_data_dir: Path) -> None:
     example = _humaneval_pro(shared_data_dir)[0]
     # Only the body of the raw function, then the new function: the raw stub is put in front.
     response = "```python\n" + example["raw_solution"] + example["new_problem"] + example["new_solution"] + "```"
-    assert grade_humaneval_pro(example, response, timeout_s=20).passed
+    assert grade_humaneval_pro(example, response, timeout_s=20, mode="lenient").passed
 
 
 def test_humaneval_pro_wrong_answer_is_reported() -> None:

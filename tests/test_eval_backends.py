@@ -5,23 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import json
+
 import pytest
 import torch
 from model_factory import save_tokenizer
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from acm_exp.errors import ConfigError
 from acm_exp.eval.backends import (
     Generation,
     HfBackend,
     SamplingSettings,
+    batches_of_equal_limit,
     check_backend,
+    context_length,
     cut_at_stop,
     generation_from_vllm,
+    new_token_limits,
     resolve_backend_name,
     resolve_device,
     resolve_dtype,
+    resolve_gpu_memory_utilization,
     split_stops,
+    vllm_max_model_len,
 )
 
 PROMPTS = [
@@ -35,12 +42,12 @@ PROMPTS = [
 ]
 
 
-def build_tiny_model(directory: Path, seed: int = 0) -> Path:
+def build_tiny_model(directory: Path, seed: int = 0, context: int = 256) -> Path:
     """A random Qwen2 with a character tokenizer. initializer_range 0.2 (not 0.02) makes the logits
     far apart, so that greedy choices are decided by the model rather than by rounding noise."""
     torch.manual_seed(seed)
     config = Qwen2Config(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
                          eos_token_id=0, pad_token_id=0, bos_token_id=None, initializer_range=0.2)
     Qwen2ForCausalLM(config).save_pretrained(directory)
     save_tokenizer(directory)
@@ -117,11 +124,109 @@ def test_cut_at_stop_takes_the_earliest():
     assert cut_at_stop("abc", []) == ("abc", False)
 
 
-def test_generation_from_vllm_output():
-    completion = SimpleNamespace(text="x = 2", token_ids=[5, 6, 7], finish_reason="length")
-    assert generation_from_vllm(SimpleNamespace(outputs=[completion])) == Generation("x = 2", 3, "length")
-    completion = SimpleNamespace(text="done", token_ids=[5], finish_reason="stop")
-    assert generation_from_vllm(SimpleNamespace(outputs=[completion])).finish_reason == "stop"
+def test_generation_from_vllm_output_counts_tokens_like_hf():
+    def output(token_ids, finish_reason, stop_reason=None):
+        completion = SimpleNamespace(text="x = 2", token_ids=token_ids, finish_reason=finish_reason,
+                                     stop_reason=stop_reason)
+        return generation_from_vllm(SimpleNamespace(outputs=[completion]))
+
+    # Truncated: every token counts.
+    assert output([5, 6, 7], "length") == Generation("x = 2", 3, "length")
+    # Ended by EOS (stop_reason None) or a stop token id: vLLM keeps that token, hf does not count it.
+    assert output([5, 6, 0], "stop") == Generation("x = 2", 2, "stop")
+    assert output([5, 6, 9], "stop", stop_reason=9) == Generation("x = 2", 2, "stop")
+    # Ended by a stop string: the tokens that spelled it count under both backends.
+    assert output([5, 6, 7], "stop", stop_reason="\nQ:") == Generation("x = 2", 3, "stop")
+
+
+def test_gpu_memory_utilization_defaults_per_platform():
+    assert resolve_gpu_memory_utilization(None, "cuda") == 0.9
+    assert resolve_gpu_memory_utilization(None, "cpu") == 0.2
+    assert resolve_gpu_memory_utilization(0.5, "cpu") == 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# A context shorter than prompt + max_new_tokens
+
+
+def test_context_length_is_the_smallest_limit_as_vllm_derives_it():
+    config = SimpleNamespace(max_position_embeddings=4096)
+    assert context_length(config) == 4096
+    assert context_length(config, SimpleNamespace(model_max_length=int(1e30))) == 4096  # transformers' "unset"
+    assert context_length(config, SimpleNamespace(model_max_length=1024)) == 1024
+    assert context_length(SimpleNamespace(max_position_embeddings=4096, n_positions=2048)) == 2048
+    assert context_length(SimpleNamespace(), None) is None
+
+
+def test_new_token_limits_cap_at_context_minus_prompt():
+    assert new_token_limits([10, 40, 64, 70], 128, 64) == [54, 24, 0, 0]
+    assert new_token_limits([10, 40], 20, 64) == [20, 20]
+    assert new_token_limits([10, 40], 128, None) == [128, 128]
+
+
+def test_batches_share_one_limit_and_respect_the_size():
+    order = [0, 1, 2, 3, 4, 5]
+    limits = [5, 5, 5, 7, 7, 9]
+    assert batches_of_equal_limit(order, limits, 2) == [[0, 1], [2], [3, 4], [5]]
+    assert batches_of_equal_limit(order, [9] * 6, 4) == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_vllm_max_model_len_never_exceeds_the_context(tmp_path):
+    model = build_tiny_model(tmp_path / "m", context=64)
+    assert vllm_max_model_len(model, None, 200, None) == 64
+    assert vllm_max_model_len(model, None, 50, None) == 50
+    assert vllm_max_model_len(model, 32, 200, None) == 32
+    with pytest.raises(ConfigError, match="eval.vllm.max_model_len=100 exceeds the 64-token context"):
+        vllm_max_model_len(model, 100, 50, None)
+
+
+@pytest.fixture(scope="module")
+def short_context_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("short_context_model"), context=64)
+
+
+def test_hf_caps_new_tokens_at_the_context(short_context_model, caplog):
+    hf = HfBackend(short_context_model, device="cpu", dtype="float32", batch_size=4)
+    try:
+        lengths = [len(hf.encode(prompt)) for prompt in PROMPTS]
+        too_long = "9" * 70  # longer than the whole context
+        with caplog.at_level("WARNING", logger="acm_exp.eval.backends"):
+            outputs = hf.generate(PROMPTS + [too_long], SamplingSettings(max_new_tokens=128))
+            hf.generate(PROMPTS[:2], SamplingSettings(max_new_tokens=128))
+        assert caplog.text.count("64-token context") == 1  # logged once per model
+        assert outputs[-1] == Generation("", 0, "length")
+        for output, length in zip(outputs, lengths):
+            assert output.num_tokens <= 64 - length
+            assert output.finish_reason == ("length" if output.num_tokens == 64 - length else "stop")
+        assert any(output.finish_reason == "length" for output in outputs)
+        # The cap only stops generation early: each text is what that prompt gives with its own cap.
+        for prompt, output, length in zip(PROMPTS, outputs, lengths):
+            assert hf.generate([prompt], SamplingSettings(max_new_tokens=64 - length)) == [output]
+    finally:
+        hf.close()
+
+
+@pytest.mark.parametrize("backend_name", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+def test_short_context_model_evaluates_and_reports_truncation(short_context_model, tmp_path, backend_name):
+    """A 64-token context with max_new_tokens 128: generations stop at the context, count as truncated."""
+    from app_config import compose_config
+
+    from acm_exp.eval import evaluate_model
+    from acm_exp.eval.backends import vllm_platform
+
+    if backend_name == "vllm" and vllm_platform() is None:
+        pytest.skip("vllm is not installed")
+    eval_cfg = compose_config("eval=toy", f"eval.backend={backend_name}", "eval.limit=6",
+                              "eval.max_new_tokens=128", "eval.vllm.gpu_memory_utilization=0.2").eval
+    rows = evaluate_model(short_context_model, label="short", role="merged", prompt="toy", eval_cfg=eval_cfg,
+                          out_dir=tmp_path)
+    assert rows[0]["n"] == 6 and rows[0]["truncation_rate"] > 0
+    records = [json.loads(line) for line in Path(rows[0]["samples_path"]).read_text().splitlines()]
+    tokenizer = AutoTokenizer.from_pretrained(short_context_model)
+    for record in records:
+        prompt_tokens = len(tokenizer(record["prompt"])["input_ids"])
+        assert record["generated_tokens"] <= 64 - prompt_tokens
+        assert (record["finish_reason"] == "length") == (record["generated_tokens"] == 64 - prompt_tokens)
 
 
 def test_backend_choice_and_checks(monkeypatch):
@@ -132,6 +237,16 @@ def test_backend_choice_and_checks(monkeypatch):
     with pytest.raises(ConfigError, match="vllm is not installed"):
         check_backend("vllm")
     monkeypatch.setattr(backends, "vllm_available", lambda: True)
+    # vLLM's CPU build: allowed when asked for, never chosen by auto.
+    monkeypatch.setattr(backends, "vllm_platform", lambda: "cpu")
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    check_backend("vllm")
+    assert resolve_backend_name("auto") == "hf"
+    # The CUDA build without a GPU: refused before anything loads.
+    monkeypatch.setattr(backends, "vllm_platform", lambda: None)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        check_backend("vllm")
+    monkeypatch.setattr(backends, "vllm_platform", lambda: "cuda")
     monkeypatch.setattr(backends, "cuda_available", lambda: True)
     assert resolve_backend_name("auto") == "vllm"
     with pytest.raises(ConfigError, match="eval.backend='tgi'"):

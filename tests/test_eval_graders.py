@@ -78,5 +78,8 @@ def test_livecodebench_from_a_local_file_through_the_registry(tmp_path):
     ]
     grades = grade_all("livecodebench", examples, responses, timeout_s=10, workers=2)
     assert [g.correct for g in grades] == [True, True]
-    wrong = grade_all("livecodebench", examples, ["```python\nprint(0)\n```"] * 2, timeout_s=10, workers=2)
+    # (Code without `class Solution` would be graded by its module-level `add`, which lcb_runner's
+    # import preamble supplies as operator.add: the wrong functional answer needs the class.)
+    wrong_responses = ["```python\nprint(0)\n```", "```python\nclass Solution:\n    def add(self, a, b):\n        return 0\n```"]
+    wrong = grade_all("livecodebench", examples, wrong_responses, timeout_s=10, workers=2)
     assert [g.correct for g in wrong] == [False, False]

@@ -112,8 +112,8 @@ def test_bad_baseline_settings_fail_validation_with_one_line(overrides, message)
 def test_aim_reads_its_base_methods_parameters():
     from acm_exp.merge import get_method, used_parameters
 
-    assert used_parameters(get_method("aim"), "ties") == ("omega", "base_method", "scale", "k")
-    assert used_parameters(get_method("aim"), "task_arithmetic") == ("omega", "base_method", "scale")
+    assert used_parameters(get_method("aim"), "ties") == ("omega", "base_method", "relax", "scale", "k")
+    assert used_parameters(get_method("aim"), "task_arithmetic") == ("omega", "base_method", "relax", "scale")
 
 
 def calibration_sizes(experiment: str) -> list[int]:

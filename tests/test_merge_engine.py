@@ -19,9 +19,9 @@ from acm_exp.merge import Adjustment, MergeSettings, get_method, open_inputs, ru
 from acm_exp.merge.engine import MANIFEST_NAME, merge_tensor
 
 
-def merge_dirs(base, finetuned, output, method="ties", settings=None, **params):
+def merge_dirs(base, finetuned, output, method="ties", settings=None, tied_head="tie", **params):
     config = MergeConfig(method=method, **params)
-    inputs = open_inputs(base, finetuned)
+    inputs = open_inputs(base, finetuned, tied_head=tied_head)
     try:
         settings = settings or MergeSettings(output_dir=output)
         return run_merge(inputs, get_method(method), config, settings)
@@ -69,10 +69,10 @@ def test_single_file_output_below_shard_size(tmp_path):
     assert not (result.output_dir / "model.safetensors.index.json").exists()
 
 
-def test_tied_base_with_untied_finetuned_writes_untied_model(tmp_path):
+def test_tied_base_with_untied_finetuned_writes_untied_model_when_asked(tmp_path):
     base, finetuned = make_pair(tmp_path / "in", base_tie=True, finetuned_tie=False)
     assert "lm_head.weight" not in load_state(base)
-    result = merge_dirs(base, finetuned, tmp_path / "out", method="task_arithmetic", scale=0.5)
+    result = merge_dirs(base, finetuned, tmp_path / "out", method="task_arithmetic", tied_head="untie", scale=0.5)
     merged = load_state(result.output_dir)
     base_state, finetuned_state = load_state(base), load_state(finetuned[0])
     expected_head = base_state["model.embed_tokens.weight"] + 0.5 * (

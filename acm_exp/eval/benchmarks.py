@@ -7,6 +7,7 @@ own loader (acm_exp.eval.code). ``limit`` keeps a deterministic subset (see ``su
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from acm_exp.errors import ConfigError
+from acm_exp.paths import iter_jsonl
 from acm_exp.eval.grading import ANSWER_FORMATS, gold_answer
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,26 @@ def validate_benchmark(key: str, cfg: Mapping, data_dir: Path | None, graders: M
         wanted = cfg.get("local_path") or "(no local_path)"
         raise ConfigError(f"{where}: local file {wanted!r} not found under data_dir={data_dir} and no hub source set; "
                           "expected an existing local_path or a Hugging Face dataset id in source")
+    path = local_file(cfg, data_dir)
+    if path is not None and cfg.get("grader") != LIVECODEBENCH_GRADER:
+        stat = path.stat()
+        check_local_rows(str(path), stat.st_mtime_ns, stat.st_size, field_spec(cfg, from_hub=False), str(cfg["name"]))
+
+
+@functools.lru_cache(maxsize=64)
+def check_local_rows(path: str, mtime_ns: int, size: int, fields: FieldSpec, benchmark: str) -> int:
+    """Parse every row of a local benchmark file, so a malformed row fails at validation, not mid-run.
+
+    Cached on (path, mtime, size): a sweep validates the same files once per point."""
+    rows = read_rows(Path(path))
+    if not rows:
+        raise ConfigError(f"benchmark {benchmark}: {path} has no rows; expected at least one example")
+    for position, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ConfigError(f"benchmark {benchmark}: row {position} of {path} is a {type(row).__name__}; "
+                              "expected an object with the configured columns")
+        parse_example(row, position, fields, benchmark)
+    return len(rows)
 
 
 def _allowed_options(cfg: Mapping) -> tuple[str, ...]:
@@ -163,10 +185,10 @@ def field_spec(cfg: Mapping, *, from_hub: bool) -> FieldSpec:
 
 
 def parse_example(row: Mapping[str, Any], position: int, fields: FieldSpec, benchmark: str) -> Example:
-    question = _column(row, fields.question_field, benchmark)
+    question = _column(row, fields.question_field, benchmark, position)
     gold = None
     if fields.answer_field:
-        raw_gold = _column(row, fields.answer_field, benchmark)
+        raw_gold = _column(row, fields.answer_field, benchmark, position)
         gold = gold_answer(gold_text(raw_gold), fields.answer_format)
     identifier = row.get(fields.id_field) if fields.id_field else None
     return Example(
@@ -186,9 +208,10 @@ def gold_text(raw_gold: Any) -> str:
     return str(raw_gold)
 
 
-def _column(row: Mapping[str, Any], column: str, benchmark: str) -> Any:
+def _column(row: Mapping[str, Any], column: str, benchmark: str, position: int) -> Any:
     if column not in row:
-        raise ConfigError(f"benchmark {benchmark}: column {column!r} not in the data; expected one of {sorted(row)}")
+        raise ConfigError(f"benchmark {benchmark}: column {column!r} not in row {position}; "
+                          f"expected one of {sorted(row)}")
     return row[column]
 
 
@@ -196,10 +219,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a .jsonl, .json (a list, or an object with a list under "data") or .parquet file."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        return [row for _, row in iter_jsonl(path, "benchmark file")]
     if suffix == ".json":
-        content = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"benchmark file {path} is not valid JSON ({error}); expected a JSON list of rows") from None
         if isinstance(content, dict) and isinstance(content.get("data"), list):
             return content["data"]
         if isinstance(content, list):
@@ -237,15 +262,11 @@ def _load_toy(cfg: Mapping) -> list[dict[str, Any]]:
 
 
 def _load_livecodebench(cfg: Mapping, path: Path | None) -> list[dict[str, Any]]:
-    from acm_exp.eval.code import load_livecodebench
+    from acm_exp.eval.code import livecodebench_window, load_livecodebench
 
     source = str(path) if path is not None else cfg.get("source")
     if not source:
         raise ConfigError(f"benchmark {cfg['name']}: no LiveCodeBench source; expected a hub id or a local file")
-    options = dict(cfg.get("options") or {})
-    return [dict(row) for row in load_livecodebench(
-        source,
-        release=options.get("release", "release_v6"),
-        start_date=options.get("start_date"),
-        end_date=options.get("end_date"),
-    )]
+    release, start_date, end_date = livecodebench_window(dict(cfg.get("options") or {}))
+    return [dict(row) for row in load_livecodebench(source, release=release, start_date=start_date,
+                                                    end_date=end_date)]

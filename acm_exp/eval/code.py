@@ -1,10 +1,17 @@
 """Code benchmarks: HumanEval-Pro and LiveCodeBench prompts, loading and grading.
 
 Every program a grade needs runs through acm_exp.eval.sandbox; a grade never raises for what the
-model wrote. HumanEval-Pro follows the CodeEval-Pro harness (prompt with both stubs, the completion
-starts with the raw problem, program = completion + test_code). LiveCodeBench follows lcb_runner
-(official prompt; stdin problems compare stdout line by line; functional problems call
-``Solution().<func_name>(*args)`` with JSON-decoded arguments; every test must pass).
+model wrote. Two grading modes (``eval.code_grading``):
+
+- ``official`` (default): the benchmarks' own harnesses, so pass@1 compares with published
+  numbers. LiveCodeBench as lcb_runner grades (code between the last two lines holding three
+  backticks, or the whole output for base-model prompts; its stdin wrapping and call-based
+  comparison; 6 s per test). HumanEval-Pro as CodeEval-Pro + Hugging Face ``code_eval`` (the
+  completion ends at the first three backticks; ``exec`` with ``__name__ != "__main__"``; 3 s for
+  the whole program; passed when the raw or the sanitised completion passes). The execution
+  itself is acm_exp.eval.harness_driver, run inside the sandbox.
+- ``lenient``: this framework's earlier grading (last Python block, prefix de-duplication,
+  stdin programs run as scripts, results compared after a JSON round trip).
 """
 
 from __future__ import annotations
@@ -21,11 +28,14 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from acm_exp.errors import ConfigError
-from acm_exp.eval.sandbox import SandboxLimits, run_program
+from acm_exp.eval import harness_driver
+from acm_exp.eval.harness_driver import sanitize_humaneval_pro
+from acm_exp.eval.sandbox import ProgramResult, SandboxLimits, run_program
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +43,63 @@ GRADE_PASSED = "passed"
 GRADE_WRONG_ANSWER = "wrong_answer"
 GRADE_NO_TESTS = "no_tests"
 
+OFFICIAL = "official"
+LENIENT = "lenient"
+CODE_GRADING_MODES = (OFFICIAL, LENIENT)
+# The harnesses' time limits: lcb_runner's per test, HF code_eval's for the whole program.
+LIVECODEBENCH_TIMEOUT_S = 6.0
+HUMANEVAL_PRO_TIMEOUT_S = 3.0
+DEFAULT_TIMEOUTS_S = {"livecodebench": LIVECODEBENCH_TIMEOUT_S, "humaneval_pro": HUMANEVAL_PRO_TIMEOUT_S}
+
+
+def check_code_grading(mode: str) -> str:
+    if mode not in CODE_GRADING_MODES:
+        raise ConfigError(f"eval.code_grading={mode!r}; expected one of {CODE_GRADING_MODES}")
+    return mode
+
 
 @dataclass(frozen=True)
 class CodeGrade:
     """passed: every test passed. extracted: the code taken from the response.
     status: "passed", "wrong_answer", "no_tests", or the sandbox status of the failing run
-    ("error", "timeout", "oom", "output_limit"). detail: one line on why (for logs)."""
+    ("error", "timeout", "oom", "output_limit"). detail: one line on why (for logs).
+    HumanEval-Pro, official mode: raw_passed / sanitized_passed are the verdicts on the
+    completion as written and cut by CodeEval-Pro's sanitiser (passed = either)."""
 
     passed: bool
     extracted: str
     status: str
     detail: str
+    raw_passed: bool | None = None
+    sanitized_passed: bool | None = None
+
+
+@lru_cache(maxsize=1)
+def _driver_source() -> str:
+    return Path(harness_driver.__file__).read_text(encoding="utf-8")
+
+
+def _run_driver(payload: dict[str, Any], timeout_s: float, limits: SandboxLimits | None,
+                isolation: str | None) -> tuple[ProgramResult, list[dict[str, Any]]]:
+    """Run harness_driver on `payload` in the sandbox; its records, in order. The token that
+    marks them reaches the program only on stdin, never in its source."""
+    token = f"ACM_EXP_RECORD_{secrets.token_hex(8)}:"
+    result = run_program(_driver_source(), stdin=json.dumps({**payload, "token": token}),
+                         timeout_s=timeout_s, limits=limits, isolation=isolation)
+    records = []
+    for line in result.stdout.splitlines():
+        if line.startswith(token):
+            try:
+                records.append(json.loads(line[len(token):]))
+            except json.JSONDecodeError:
+                continue
+    return result, records
+
+
+def _missing_record(result: ProgramResult, where: str) -> tuple[str, str]:
+    """(status, detail) when the driver stopped without a verdict (killed, exited, crashed)."""
+    status = result.status if result.status != "ok" else "error"
+    return status, f"{where}: no result ({_last_line(result.stderr) or status})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,21 +218,67 @@ def _last_line(text: str) -> str:
     return lines[-1].strip()[:300] if lines else ""
 
 
-def grade_humaneval_pro(example: Mapping, response: str, timeout_s: float = 6.0,
-                        response_prefix: str | None = None,
-                        limits: SandboxLimits | None = None) -> CodeGrade:
-    """Pass when completion + test_code runs to its end with every assert holding.
+def humaneval_pro_completion(response: str, response_prefix: str | None = None) -> str:
+    """CodeEval-Pro's completion. With a response prefix (the model continued it): the text before
+    the first three backticks anywhere, nothing de-duplicated. Without one (its API path): the
+    text after the first "```python", cut the same way."""
+    text = response if response_prefix is not None else response.split("```python", 1)[-1]
+    index = text.find("```")
+    return text if index == -1 else text[:index]
 
-    `response_prefix`: the prefix the model continued, if the prompt used one
-    (humaneval_pro_response_prefix); it is put back in front of the response.
-    """
-    _require_fields(example, _HUMANEVAL_PRO_FIELDS, "HumanEval-Pro")
+
+def humaneval_pro_official_program(example: Mapping, completion: str, continued: bool) -> str:
+    """What CodeEval-Pro hands to code_eval: raw_problem + completion when the model continued the
+    prefix (which opens with the raw problem), else the completion; then "\n" + test_code."""
+    head = example["raw_problem"] if continued else ""
+    return head + completion + "\n" + example["test_code"]
+
+
+def _humaneval_official_verdict(program: str, timeout_s: float, limits: SandboxLimits | None,
+                                isolation: str | None) -> tuple[bool, str, str]:
+    # HF code_eval joins its worker after timeout + 1 s; the extra seconds cover the sandbox's start.
+    result, records = _run_driver({"kind": "humaneval", "program": program, "timeout": timeout_s},
+                                  timeout_s + 3.0, limits, isolation)
+    if not records:
+        status, detail = _missing_record(result, "program")
+        return False, status, detail
+    record = records[-1]
+    if record.get("status") == "passed":
+        return True, GRADE_PASSED, "all asserts passed"
+    detail = str(record.get("detail", ""))
+    if record.get("status") == "timeout":
+        return False, "timeout", detail
+    return False, GRADE_WRONG_ANSWER if "AssertionError" in detail else "error", detail
+
+
+def _grade_humaneval_pro_official(example: Mapping, response: str, timeout_s: float,
+                                  response_prefix: str | None, limits: SandboxLimits | None,
+                                  isolation: str | None) -> CodeGrade:
+    completion = humaneval_pro_completion(response, response_prefix)
+    continued = response_prefix is not None
+    raw = _humaneval_official_verdict(humaneval_pro_official_program(example, completion, continued),
+                                      timeout_s, limits, isolation)
+    sanitized_completion = sanitize_humaneval_pro(completion)
+    if sanitized_completion == completion:
+        sanitized = raw
+    else:
+        sanitized = _humaneval_official_verdict(
+            humaneval_pro_official_program(example, sanitized_completion, continued), timeout_s, limits, isolation)
+    passed, status, detail = raw if raw[0] or not sanitized[0] else sanitized
+    if sanitized is not raw:
+        detail = f"{detail} (raw {'passed' if raw[0] else 'failed'}, sanitised {'passed' if sanitized[0] else 'failed'})"
+    return CodeGrade(passed, completion, status, detail, raw_passed=raw[0], sanitized_passed=sanitized[0])
+
+
+def _grade_humaneval_pro_lenient(example: Mapping, response: str, timeout_s: float,
+                                 response_prefix: str | None, limits: SandboxLimits | None,
+                                 isolation: str | None) -> CodeGrade:
     code = extract_code(response, response_prefix)
     # The tests are bare asserts: a program that exits early (sys.exit, os._exit) would "pass" on
     # exit status alone, so success also needs a line only the end of the tests prints.
     token = f"ACM_EXP_TESTS_DONE_{secrets.token_hex(8)}"
     program = humaneval_pro_program(example, code) + f"print({token!r})\n"
-    result = run_program(program, timeout_s=timeout_s, limits=limits)
+    result = run_program(program, timeout_s=timeout_s, limits=limits, isolation=isolation)
     finished = result.stdout.rstrip().endswith(token)
     if result.ok and finished:
         return CodeGrade(True, code, GRADE_PASSED, "all asserts passed")
@@ -185,6 +287,24 @@ def grade_humaneval_pro(example: Mapping, response: str, timeout_s: float = 6.0,
     last = _last_line(result.stderr)
     status = GRADE_WRONG_ANSWER if last.startswith("AssertionError") else result.status
     return CodeGrade(False, code, status, last or f"{result.status} (exit {result.returncode})")
+
+
+def grade_humaneval_pro(example: Mapping, response: str, timeout_s: float = HUMANEVAL_PRO_TIMEOUT_S,
+                        response_prefix: str | None = None, limits: SandboxLimits | None = None, *,
+                        mode: str = OFFICIAL, isolation: str | None = None) -> CodeGrade:
+    """Pass when the program runs to its end with every assert holding.
+
+    `response_prefix`: the prefix the model continued, if the prompt used one
+    (humaneval_pro_response_prefix). Official mode: the program is raw_problem + completion
+    (+ test_code), the completion cut at the first three backticks; `timeout_s` bounds the whole
+    program (3 s, code_eval's default). Lenient mode: the prefix is put back in front of the
+    response unless repeated, and the first code block is the answer. `isolation`: see
+    acm_exp.eval.sandbox (None: $ACM_EXP_SANDBOX, else auto).
+    """
+    _require_fields(example, _HUMANEVAL_PRO_FIELDS, "HumanEval-Pro")
+    grade = (_grade_humaneval_pro_official if check_code_grading(mode) == OFFICIAL
+             else _grade_humaneval_pro_lenient)
+    return grade(example, response, timeout_s, response_prefix, limits, isolation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +500,24 @@ def _source_files(source: str, release: str) -> list[Path]:
                       f"directory/file or a hub id like {LIVECODEBENCH_HUB_ID}")
 
 
-def load_livecodebench(source: str, release: str = "release_v6", start_date: str | None = None,
+# The problems the DeepSeek-R1 report evaluated its distilled models on: LiveCodeBench 2024-08 to
+# 2025-01 (both ends inclusive, compared as lcb_runner compares them); release_v5 is the release
+# of that time (release_v6 only adds Feb-Apr 2025).
+LIVECODEBENCH_DEFAULT_RELEASE = "release_v5"
+LIVECODEBENCH_DEFAULT_START = "2024-08-01"
+LIVECODEBENCH_DEFAULT_END = "2025-01-31"
+
+
+def livecodebench_window(options: Mapping) -> tuple[str, str | None, str | None]:
+    """(release, start_date, end_date) from a benchmark's options: absent keys take the defaults
+    above; an explicit null leaves that end of the window open."""
+    release = str(options.get("release", LIVECODEBENCH_DEFAULT_RELEASE))
+    start = options.get("start_date", LIVECODEBENCH_DEFAULT_START)
+    end = options.get("end_date", LIVECODEBENCH_DEFAULT_END)
+    return release, None if start is None else str(start), None if end is None else str(end)
+
+
+def load_livecodebench(source: str, release: str = LIVECODEBENCH_DEFAULT_RELEASE, start_date: str | None = None,
                        end_date: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """LiveCodeBench problems with decoded tests and metadata, in file order.
 
@@ -464,12 +601,12 @@ def _with_output_room(limits: SandboxLimits | None, expected_chars: int) -> Sand
 
 
 def _grade_stdin(code: str, tests: list[dict], timeout_s: float,
-                 limits: SandboxLimits | None) -> CodeGrade:
+                 limits: SandboxLimits | None, isolation: str | None) -> CodeGrade:
     program = LIVECODEBENCH_IMPORTS + "\n" + code + "\n"
     for index, test in enumerate(tests):
         expected = str(test.get("output", ""))
         result = run_program(program, stdin=str(test.get("input", "")), timeout_s=timeout_s,
-                             limits=_with_output_room(limits, len(expected)))
+                             limits=_with_output_room(limits, len(expected)), isolation=isolation)
         where = f"test {index + 1}/{len(tests)}"
         if result.status != "ok":
             return CodeGrade(False, code, result.status,
@@ -540,7 +677,7 @@ def _normalize(value: Any) -> Any:
 
 
 def _grade_functional(code: str, tests: list[dict], func_name: str, timeout_s: float,
-                      limits: SandboxLimits | None) -> CodeGrade:
+                      limits: SandboxLimits | None, isolation: str | None) -> CodeGrade:
     try:
         calls = [[json.loads(line) for line in str(test["input"]).split("\n")] for test in tests]
         expected = [_normalize(json.loads(str(test["output"]))) for test in tests]
@@ -552,7 +689,7 @@ def _grade_functional(code: str, tests: list[dict], func_name: str, timeout_s: f
     expected_chars = sum(len(str(test["output"])) for test in tests)
     # The per-test alarm enforces timeout_s per call; the whole run gets every test's budget.
     result = run_program(program, stdin=payload, timeout_s=timeout_s * len(tests) + 2.0,
-                         limits=_with_output_room(limits, expected_chars))
+                         limits=_with_output_room(limits, expected_chars), isolation=isolation)
     records = {}
     for line in result.stdout.splitlines():
         if line.startswith(token):
@@ -576,20 +713,74 @@ def _grade_functional(code: str, tests: list[dict], func_name: str, timeout_s: f
     return CodeGrade(True, code, GRADE_PASSED, f"{len(tests)} tests passed")
 
 
-def grade_livecodebench(example: Mapping, response: str, timeout_s: float = 6.0,
-                        limits: SandboxLimits | None = None) -> CodeGrade:
+def extract_livecodebench_code(response: str, base_model_style: bool = False) -> str:
+    """lcb_runner's extraction: the lines between the last two lines that contain three backticks
+    (whatever their tag); "" with fewer than two. Base-model style: the whole output, stripped."""
+    if base_model_style:
+        return response.strip()
+    lines = response.split("\n")
+    fences = [index for index, line in enumerate(lines) if "```" in line]
+    if len(fences) < 2:
+        return ""
+    return "\n".join(lines[fences[-2] + 1:fences[-1]])
+
+
+def _official_output_room(limits: SandboxLimits | None, expected_chars: int) -> SandboxLimits:
+    # Records carry each passing test's output JSON-escaped (a newline takes two characters).
+    return _with_output_room(limits, 2 * expected_chars)
+
+
+def _grade_livecodebench_official(code: str, tests: list[dict], func_name: str | None, timeout_s: float,
+                                  limits: SandboxLimits | None, isolation: str | None) -> CodeGrade:
+    inputs = [str(test.get("input", "")) for test in tests]
+    outputs = [str(test.get("output", "")) for test in tests]
+    payload = {"kind": "lcb_call" if func_name else "lcb_stdin", "code": code, "fn_name": func_name,
+               "preamble": LIVECODEBENCH_IMPORTS, "timeout": timeout_s, "inputs": inputs, "outputs": outputs}
+    # lcb_runner's global limit on one problem's worker: (timeout + 1) per test, plus 5 s.
+    overall_s = (timeout_s + 1.0) * len(tests) + 5.0
+    result, records = _run_driver(payload, overall_s, _official_output_room(limits, sum(map(len, outputs))),
+                                  isolation)
+    by_test = {record["i"]: record for record in records if isinstance(record.get("i"), int)}
+    for record in records:
+        for stage in ("compile", "abort"):
+            if stage in record:
+                return CodeGrade(False, code, record[stage].get("status", "error"),
+                                 f"{stage}: {record[stage].get('detail', '')}")
+    for index, expected in enumerate(outputs):
+        where = f"test {index + 1}/{len(tests)}"
+        record = by_test.get(index)
+        if record is None:
+            status, detail = _missing_record(result, where)
+            return CodeGrade(False, code, status, detail)
+        if record.get("status") != "ok":
+            return CodeGrade(False, code, record.get("status", "error"), f"{where}: {record.get('detail', '')}")
+        # The harness re-checks stdin outputs itself; call results were compared with == in the
+        # program's own process, as lcb_runner compares them (objects need not survive a transfer).
+        passed = record.get("passed") if func_name else stdout_matches(str(record.get("stdout", "")), expected)
+        if not passed:
+            return CodeGrade(False, code, GRADE_WRONG_ANSWER, f"{where}: wrong answer")
+    return CodeGrade(True, code, GRADE_PASSED, f"{len(tests)} tests passed")
+
+
+def grade_livecodebench(example: Mapping, response: str, timeout_s: float = LIVECODEBENCH_TIMEOUT_S,
+                        limits: SandboxLimits | None = None, *, mode: str = OFFICIAL,
+                        base_model_style: bool = False, isolation: str | None = None) -> CodeGrade:
     """Pass when the response's program passes every public and private test.
 
     `example`: a row as load_livecodebench returns it (or a raw dataset row). `timeout_s` is per
-    test, as in lcb_runner.
+    test, as in lcb_runner. `base_model_style`: the prompt was a completion (base-model) prompt,
+    whose whole output is the code (official mode). `isolation`: see acm_exp.eval.sandbox.
     """
-    code = extract_code(response)
+    official = check_code_grading(mode) == OFFICIAL
+    code = extract_livecodebench_code(response, base_model_style) if official else extract_code(response)
     tests = _all_tests(example)
     if not tests:
         return CodeGrade(False, code, GRADE_NO_TESTS, "the example has no test cases")
     if not code.strip():
         return CodeGrade(False, code, GRADE_WRONG_ANSWER, "no code in the response")
-    if _is_functional(example):
-        func_name = str(_as_json(example.get("metadata"), {})["func_name"])
-        return _grade_functional(code, tests, func_name, timeout_s, limits)
-    return _grade_stdin(code, tests, timeout_s, limits)
+    func_name = str(_as_json(example.get("metadata"), {})["func_name"]) if _is_functional(example) else None
+    if official:
+        return _grade_livecodebench_official(code, tests, func_name, timeout_s, limits, isolation)
+    if func_name:
+        return _grade_functional(code, tests, func_name, timeout_s, limits, isolation)
+    return _grade_stdin(code, tests, timeout_s, limits, isolation)

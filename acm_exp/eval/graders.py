@@ -7,6 +7,7 @@ pool overlaps them (the threads only wait on subprocesses).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,38 +27,40 @@ class Grade:
 
 @dataclass(frozen=True)
 class Grader:
-    grade: Callable[[Example, str, float], Grade]
+    grade: Callable[..., Grade]  # (example, response, timeout_s[, code options]) -> Grade
     # Whether grading runs programs (worth running in parallel, needs the sandbox timeout).
     runs_code: bool
 
 
-def _grade_math(example: Example, response: str, timeout_s: float) -> Grade:
+def _grade_math(example: Example, response: str, timeout_s: float | None, *, numeric: str = "precision") -> Grade:
     from acm_exp.eval.grading import grade_math
 
-    extracted, correct = grade_math(response, example.gold or "")
+    extracted, correct = grade_math(response, example.gold or "", numeric=numeric)
     return Grade(extracted, bool(correct))
 
 
-def _grade_gsm8k(example: Example, response: str, timeout_s: float) -> Grade:
+def _grade_gsm8k(example: Example, response: str, timeout_s: float | None, *, numeric: str = "precision") -> Grade:
     from acm_exp.eval.grading import grade_gsm8k
 
-    extracted, correct = grade_gsm8k(response, example.gold or "")
+    extracted, correct = grade_gsm8k(response, example.gold or "", numeric=numeric)
     return Grade(extracted, bool(correct))
 
 
-def _grade_humaneval_pro(example: Example, response: str, timeout_s: float) -> Grade:
-    from acm_exp.eval.code import grade_humaneval_pro, humaneval_pro_response_prefix
+def _grade_humaneval_pro(example: Example, response: str, timeout_s: float | None, **code_options) -> Grade:
+    from acm_exp.eval.code import HUMANEVAL_PRO_TIMEOUT_S, grade_humaneval_pro, humaneval_pro_response_prefix
 
     # Every prompt format opens the response with this prefix (acm_exp.eval.prompts): put it back.
     prefix = humaneval_pro_response_prefix(example.row)
-    result = grade_humaneval_pro(example.row, response, timeout_s=timeout_s, response_prefix=prefix)
+    result = grade_humaneval_pro(example.row, response, timeout_s=timeout_s or HUMANEVAL_PRO_TIMEOUT_S,
+                                 response_prefix=prefix, **code_options)
     return Grade(result.extracted, bool(result.passed), result.status)
 
 
-def _grade_livecodebench(example: Example, response: str, timeout_s: float) -> Grade:
-    from acm_exp.eval.code import grade_livecodebench
+def _grade_livecodebench(example: Example, response: str, timeout_s: float | None, **code_options) -> Grade:
+    from acm_exp.eval.code import LIVECODEBENCH_TIMEOUT_S, grade_livecodebench
 
-    result = grade_livecodebench(example.row, response, timeout_s=timeout_s)
+    result = grade_livecodebench(example.row, response, timeout_s=timeout_s or LIVECODEBENCH_TIMEOUT_S,
+                                 **code_options)
     return Grade(result.extracted, bool(result.passed), result.status)
 
 
@@ -69,20 +72,28 @@ GRADERS: dict[str, Grader] = {
 }
 
 
-def grade_all(grader_name: str, examples: Sequence[Example], responses: Sequence[str], *, timeout_s: float,
-              workers: int, desc: str = "grading") -> list[Grade]:
-    """Grade every (example, response) pair, in order; code graders run ``workers`` at a time."""
+def grade_all(grader_name: str, examples: Sequence[Example], responses: Sequence[str], *,
+              timeout_s: float | None = None, workers: int, desc: str = "grading",
+              code_grading: str = "official", isolation: str | None = None,
+              math_numeric: str = "precision") -> list[Grade]:
+    """Grade every (example, response) pair, in order; code graders run ``workers`` at a time.
+
+    Code graders only: ``timeout_s`` (None: the benchmark's official limit), ``code_grading``
+    ("official" or "lenient") and the sandbox ``isolation`` (see acm_exp.eval.sandbox). Math
+    graders only: the numeric rule ``math_numeric`` (eval.grading.numeric)."""
     grader = GRADERS[grader_name]
+    grade = (functools.partial(grader.grade, mode=code_grading, isolation=isolation) if grader.runs_code
+             else functools.partial(grader.grade, numeric=math_numeric))
     pairs = list(zip(examples, responses, strict=True))
     with tqdm(total=len(pairs), desc=desc, unit="ex") as progress:
         if not grader.runs_code or workers <= 1:
             grades = []
             for example, response in pairs:
-                grades.append(grader.grade(example, response, timeout_s))
+                grades.append(grade(example, response, timeout_s))
                 progress.update(1)
             return grades
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(grader.grade, example, response, timeout_s) for example, response in pairs]
+            futures = [pool.submit(grade, example, response, timeout_s) for example, response in pairs]
             for future in futures:
                 future.add_done_callback(lambda _: progress.update(1))
             return [future.result() for future in futures]

@@ -237,3 +237,20 @@ def stop_strings(prompt_name: str, benchmark_cfg: Mapping | None = None) -> tupl
     if benchmark_cfg is not None and is_code(benchmark_cfg):
         stops = stops + tuple(s for s in code_task(benchmark_cfg).stop if s not in stops)
     return stops
+
+
+def unencodable_stops(tokenizer: Any, stops: tuple[str, ...]) -> list[str]:
+    """Stop strings the tokenizer cannot represent: they encode to its unknown token or do not decode
+    back to themselves, so generation could never see them and would run to the token limit."""
+    special = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
+    bad = []
+    for text in stops:
+        if text in special:
+            continue
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        decoded = tokenizer.decode(ids, skip_special_tokens=False)
+        has_unknown = tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids
+        # Whitespace is compared loosely: SentencePiece tokenizers add or drop a leading space.
+        if not ids or has_unknown or "".join(decoded.split()) != "".join(text.split()):
+            bad.append(text)
+    return bad

@@ -27,7 +27,7 @@ from acm_exp.eval.backends import (
 )
 from acm_exp.eval.benchmarks import Example, load_benchmark, validate_benchmark
 from acm_exp.eval.graders import GRADERS, Grade, grade_all
-from acm_exp.eval.grading import count_reflections
+from acm_exp.eval.grading import DEFAULT_NUMERIC_RULE, check_numeric_rule, count_reflections
 from acm_exp.eval.metrics import benchmark_metrics, count_tokens, metric_rows
 from acm_exp.eval.prompts import build_prompt, get_prompt, stop_strings, validate_prompt
 from acm_exp.eval.samples import reusable_records, samples_path, write_atomic, write_records
@@ -87,9 +87,9 @@ def validate_eval_config(eval_cfg: Any, data_dir: Path | str | None = None, *, p
         raise ConfigError(f"eval.top_p={eval_cfg.top_p}; expected a number in (0, 1]")
     if eval_cfg.num_fewshot < 0:
         raise ConfigError(f"eval.num_fewshot={eval_cfg.num_fewshot}; expected an integer >= 0")
-    if not eval_cfg.sandbox_timeout_s > 0:
-        raise ConfigError(f"eval.sandbox_timeout_s={eval_cfg.sandbox_timeout_s}; expected a positive number of seconds")
     _validate_vllm(eval_cfg.vllm)
+    validate_code_grading(eval_cfg)
+    check_numeric_rule(math_numeric_rule(eval_cfg))
     prompt_names = [eval_cfg.prompt] if eval_cfg.prompt else list(dict.fromkeys(prompts))
     for name in prompt_names:
         get_prompt(name)
@@ -99,6 +99,40 @@ def validate_eval_config(eval_cfg: Any, data_dir: Path | str | None = None, *, p
             validate_prompt(name, benchmark, eval_cfg.num_fewshot)
 
 
+def validate_code_grading(eval_cfg: Any) -> None:
+    """Code benchmarks: the grading mode, their time limits, and working isolation (fails closed:
+    without usable bubblewrap and no explicit eval.sandbox=none this raises, before any model loads)."""
+    from acm_exp.eval.code import check_code_grading
+    from acm_exp.eval.sandbox import resolve_isolation
+
+    check_code_grading(eval_cfg.get("code_grading", "official"))
+    code_benchmarks = [key for key, cfg in eval_cfg.benchmarks.items()
+                       if cfg.get("grader") in GRADERS and GRADERS[cfg["grader"]].runs_code]
+    for key in code_benchmarks:
+        timeout_s = eval_cfg.benchmarks[key].get("timeout_s")
+        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+            raise ConfigError(f"eval.benchmarks.{key}.timeout_s={timeout_s}; expected a positive number of "
+                              "seconds or null (the benchmark's official limit)")
+    if code_benchmarks:
+        resolve_isolation(eval_cfg.get("sandbox"))
+
+
+def code_sandbox_record(eval_cfg: Any) -> dict[str, Any] | None:
+    """For records and manifests: the isolation code benchmarks ran under, the grading mode, and
+    whether isolation was waived (eval.sandbox=none / ACM_EXP_SANDBOX=none); None without code."""
+    from acm_exp.eval.sandbox import isolation_record
+
+    if not any(GRADERS[cfg.get("grader")].runs_code for cfg in eval_cfg.benchmarks.values()
+               if cfg.get("grader") in GRADERS):
+        return None
+    return {**isolation_record(eval_cfg.get("sandbox")), "code_grading": eval_cfg.get("code_grading", "official")}
+
+
+def math_numeric_rule(eval_cfg: Any) -> str:
+    """eval.grading.numeric (configs written before it existed: the default rule)."""
+    return (eval_cfg.get("grading") or {}).get("numeric", DEFAULT_NUMERIC_RULE)
+
+
 def _check_positive(name: str, value: Any) -> None:
     if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name}={value}; expected a positive integer")
@@ -106,8 +140,10 @@ def _check_positive(name: str, value: Any) -> None:
 
 def _validate_vllm(vllm_cfg: Any) -> None:
     _check_positive("eval.vllm.tensor_parallel_size", vllm_cfg.tensor_parallel_size)
-    if not 0 < vllm_cfg.gpu_memory_utilization <= 1:
-        raise ConfigError(f"eval.vllm.gpu_memory_utilization={vllm_cfg.gpu_memory_utilization}; expected (0, 1]")
+    utilization = vllm_cfg.gpu_memory_utilization
+    if utilization is not None and not 0 < utilization <= 1:
+        raise ConfigError(f"eval.vllm.gpu_memory_utilization={utilization}; expected (0, 1] or null (platform default)")
+    _check_positive("eval.vllm.cpu_kvcache_space_gib", vllm_cfg.cpu_kvcache_space_gib)
     if vllm_cfg.max_model_len is not None:
         _check_positive("eval.vllm.max_model_len", vllm_cfg.max_model_len)
 
@@ -187,8 +223,9 @@ def run_job(job: Job, backend: Backend, *, prompt: str, eval_cfg: Any, tokenizer
     if len(generations) != len(job.prompts):
         raise RuntimeError(f"backend {backend.name} returned {len(generations)} generations for {len(job.prompts)} prompts")
     grades = grade_all(job.cfg["grader"], job.examples, [g.text for g in generations],
-                       timeout_s=float(eval_cfg.sandbox_timeout_s), workers=int(eval_cfg.grading_workers),
-                       desc=f"grading {job.benchmark}")
+                       timeout_s=job.cfg.get("timeout_s"), workers=int(eval_cfg.grading_workers),
+                       desc=f"grading {job.benchmark}", code_grading=eval_cfg.get("code_grading", "official"),
+                       isolation=eval_cfg.get("sandbox"), math_numeric=math_numeric_rule(eval_cfg))
     return make_records(job, generations, grades, tokenizer)
 
 
@@ -231,7 +268,8 @@ def evaluate_model(model_path: str | Path, *, label: str, role: str, prompt: str
     paths = {(job.benchmark, job.seed): str(job.path) for job in jobs}
     for row in rows:
         row["samples_path"] = paths.get((row["benchmark"], row["seed"]))  # None on aggregate rows
-    summary = {"model": label, "role": role, "model_path": str(model_path), "prompt": prompt, "rows": rows}
+    summary = {"model": label, "role": role, "model_path": str(model_path), "prompt": prompt,
+               "code_sandbox": code_sandbox_record(eval_cfg), "rows": rows}
     write_atomic(out_dir / METRICS_FILE, json.dumps(summary, indent=2, allow_nan=True) + "\n")
     several_seeds = len(list(eval_cfg.seeds)) > 1
     for row in rows:

@@ -6,15 +6,18 @@ file size, no core dumps), with stdout/stderr read incrementally and capped.
 
 Isolation modes (``isolation=`` argument, else the ``ACM_EXP_SANDBOX`` environment variable):
 
-- ``auto`` (default): ``bwrap`` when bubblewrap is installed and works here, else ``none``.
+- ``auto`` (default): ``bwrap``. Where bubblewrap is missing or cannot create namespaces, this
+  fails closed: ConfigError with how to install it, before any program runs.
 - ``bwrap``: bubblewrap with the namespaces unshared (no network, own PID namespace, own user
   namespace), a read-only view of only the system and Python directories, a small tmpfs /tmp and
-  the working directory as the one writable place; programs run as uid 65534 without
+  the working directory (a size-limited tmpfs) as the one writable place; programs run as uid 65534 without
   capabilities. A root harness runs bwrap privileged and drops to uid 65534 (setpriv) right
   before Python starts, because the kernel never applies RLIMIT_NPROC to real root. Fails with
-  ConfigError if bwrap is unusable. (Debian/Ubuntu: ``apt-get install -y bubblewrap``.)
-- ``none``: the resource limits and the scrubbed environment only. The program can still read
-  and write whatever the harness user can, and reach the network; one warning per process says so.
+  ConfigError if bwrap is unusable. (Debian/Ubuntu: ``apt-get install bubblewrap``.)
+- ``none``: the explicit opt-out (eval.sandbox=none or ACM_EXP_SANDBOX=none): the resource
+  limits and the scrubbed environment only. The program can still read and write whatever the
+  harness user can, and reach the network; one warning per process says so, and results record
+  the waiver. Never chosen implicitly.
 
 Outcomes are data, never exceptions: a program that hangs, forks wildly, allocates without
 bound, floods its output or exits early gets a ProgramResult with a failing status, every
@@ -50,6 +53,7 @@ logger = logging.getLogger(__name__)
 ISOLATION_ENV_VAR = "ACM_EXP_SANDBOX"
 ISOLATION_MODES = ("auto", "bwrap", "none")
 RUN_MARKER_VAR = "ACM_EXP_SANDBOX_RUN"
+SCRIPT_NAME = "main.py"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -84,7 +88,7 @@ class SandboxLimits:
     max_processes: int = 64  # RLIMIT_NPROC headroom: processes + threads the program may add
     max_file_mb: int = 64  # RLIMIT_FSIZE: the largest file the program may write
     max_output_bytes: int = _MIB  # cap on stdout and on stderr, each
-    tmpfs_mb: int = 64  # size of the private /tmp under bwrap
+    tmpfs_mb: int = 64  # size of the private /tmp and of the working directory under bwrap, each
 
     def __post_init__(self) -> None:
         for name in ("memory_mb", "max_processes", "max_file_mb", "max_output_bytes", "tmpfs_mb"):
@@ -123,23 +127,42 @@ _bwrap_probe: bool | None = None
 _fallback_warned = False
 
 
-def resolve_isolation(isolation: str | None = None) -> str:
-    """The isolation actually used: "bwrap" or "none" (see the module docstring)."""
-    requested = isolation if isolation is not None else os.environ.get(ISOLATION_ENV_VAR, "auto")
+WAIVED = "none"
+INSTALL_HINT = "apt-get install bubblewrap"
+
+
+def requested_isolation(isolation: str | None = None) -> str:
+    """The mode asked for: the argument, else $ACM_EXP_SANDBOX, else "auto" (checked, lower case)."""
+    requested = isolation if isolation is not None else os.environ.get(ISOLATION_ENV_VAR) or "auto"
     requested = str(requested).strip().lower()
     if requested not in ISOLATION_MODES:
         raise ConfigError(
-            f"sandbox isolation {requested!r} (argument or ${ISOLATION_ENV_VAR}): "
+            f"sandbox isolation {requested!r} (eval.sandbox, argument or ${ISOLATION_ENV_VAR}): "
             f"expected one of {', '.join(ISOLATION_MODES)}")
-    if requested != "none" and bwrap_available():
+    return requested
+
+
+def resolve_isolation(isolation: str | None = None) -> str:
+    """The isolation actually used: "bwrap", or "none" only when explicitly waived.
+
+    Fails closed: without a working bubblewrap, "auto" and "bwrap" raise ConfigError.
+    """
+    requested = requested_isolation(isolation)
+    if requested == WAIVED:
+        _warn_waiver_once()
+        return WAIVED
+    if bwrap_available():
         return "bwrap"
-    if requested == "bwrap":
-        raise ConfigError(
-            "sandbox isolation 'bwrap': bubblewrap is missing or cannot create namespaces here; "
-            "expected `bwrap` on PATH and working (apt-get install bubblewrap), or use 'auto'/'none'")
-    _warn_fallback_once("forced by configuration" if requested == "none"
-                        else "bubblewrap is missing or not usable")
-    return "none"
+    raise ConfigError(
+        f"code sandbox: bubblewrap is missing or cannot create namespaces here (isolation={requested!r}), "
+        f"and model-written code runs only isolated; install it ({INSTALL_HINT}) or opt out explicitly "
+        f"with eval.sandbox=none (or {ISOLATION_ENV_VAR}=none)")
+
+
+def isolation_record(isolation: str | None = None) -> dict[str, object]:
+    """What results and manifests record about the sandbox: the mode used and whether it was waived."""
+    used = resolve_isolation(isolation)
+    return {"isolation": used, "waived": used == WAIVED}
 
 
 def bwrap_available() -> bool:
@@ -151,8 +174,14 @@ def bwrap_available() -> bool:
         return _bwrap_probe
 
 
+def _bwrap_executable() -> str | None:
+    """bwrap as the harness's PATH finds it: the one probed is the one run (the program's own
+    environment has a PATH of its own, which subprocess would otherwise search)."""
+    return shutil.which("bwrap")
+
+
 def _probe_bwrap() -> bool:
-    if shutil.which("bwrap") is None:
+    if _bwrap_executable() is None:
         return False
     result = _run_isolated("print('sandbox-ok')", "", 30.0, SandboxLimits(), "bwrap")
     if result.status == STATUS_OK and result.stdout.strip() == "sandbox-ok":
@@ -161,16 +190,16 @@ def _probe_bwrap() -> bool:
     return False
 
 
-def _warn_fallback_once(reason: str) -> None:
+def _warn_waiver_once() -> None:
     global _fallback_warned
     with _probe_lock:
         if _fallback_warned:
             return
         _fallback_warned = True
     logger.warning(
-        "Code sandbox without bubblewrap (%s): programs run with resource limits and a scrubbed "
-        "environment only; they can read and write the harness user's files and reach the "
-        "network. Install bubblewrap for filesystem, network and process isolation.", reason)
+        "Code sandbox without bubblewrap (explicit opt-out, isolation=none): programs run with "
+        "resource limits and a scrubbed environment only; they can read and write the harness "
+        "user's files and reach the network. Results record the waiver.")
 
 
 @dataclass(frozen=True)
@@ -188,7 +217,7 @@ def _bwrap_features() -> _BwrapFeatures:
     global _features_cache
     if _features_cache is None:
         try:
-            help_text = subprocess.run(["bwrap", "--help"], capture_output=True, text=True,
+            help_text = subprocess.run([_bwrap_executable() or "bwrap", "--help"], capture_output=True, text=True,
                                        timeout=10).stdout
         except (OSError, subprocess.SubprocessError):
             help_text = ""
@@ -234,7 +263,7 @@ def _drop_root_argv() -> list[str]:
 def _bwrap_argv(workdir: Path, limits: SandboxLimits, as_root: bool) -> list[str]:
     """bwrap's command line up to (and including) the step that becomes unprivileged."""
     features = _bwrap_features()
-    argv = ["bwrap"]
+    argv = [_bwrap_executable() or "bwrap"]
     if as_root:
         # Privileged bwrap: no user namespace, so the program's real uid is nobody's and
         # RLIMIT_NPROC applies to it (see _SANDBOX_UID).
@@ -263,8 +292,17 @@ def _bwrap_argv(workdir: Path, limits: SandboxLimits, as_root: bool) -> list[str
     argv += ["--tmpfs", "/tmp"]
     for path in _python_dirs():
         argv += ["--ro-bind", path, path]
-    argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir),
-             "--remount-ro", "/", "--"]
+    if features.tmpfs_size:
+        # The working directory is a tmpfs of its own, so what a program writes there is bounded
+        # in total (RLIMIT_FSIZE bounds each file only) and never reaches the host's disk; the
+        # script is the one host file shown in it, read-only.
+        if features.tmpfs_perms:
+            argv += ["--perms", "1777"]
+        script = str(workdir / SCRIPT_NAME)
+        argv += ["--size", str(limits.tmpfs_mb * _MIB), "--tmpfs", str(workdir), "--ro-bind", script, script]
+    else:
+        argv += ["--bind", str(workdir), str(workdir)]
+    argv += ["--chdir", str(workdir), "--remount-ro", "/", "--"]
     if as_root:
         argv += _drop_root_argv()
     return argv
@@ -492,7 +530,7 @@ def _run_isolated(code: str, stdin: str, timeout_s: float, limits: SandboxLimits
     as_root = isolation == "bwrap" and os.geteuid() == 0
     run_uid = _SANDBOX_UID if as_root else os.getuid()
     try:
-        script = workdir / "main.py"
+        script = workdir / SCRIPT_NAME
         script.write_text(code, encoding="utf-8")
         argv = _python_argv(script)
         if as_root:
@@ -547,7 +585,8 @@ def run_program(code: str, stdin: str = "", timeout_s: float = 6.0,
                 limits: SandboxLimits | None = None, isolation: str | None = None) -> ProgramResult:
     """Run Python source `code` as a script with `stdin` fed (closed when empty).
 
-    Never raises for anything the program does; bad arguments raise ConfigError.
+    Never raises for anything the program does; bad arguments raise ConfigError, and so does
+    a missing isolation that was not explicitly waived (see resolve_isolation).
     """
     timeout_s = _validate_timeout(timeout_s)
     mode = resolve_isolation(isolation)

@@ -1,10 +1,11 @@
 """AIM (Activation-Informed Merging): a base method's merge, relaxed where the base model is active.
 
 Δ comes from the method named by ``merge.base_method`` (TIES in the paper's tables); the AIM
-coefficient provider (:mod:`acm_exp.acm.importance`) then scales every linear weight's delta per
-input channel by 1 − imp·(1 − ω), where imp is the base's normalized mean |input activation|:
-channels the base relies on most move least. Embeddings and 1-D tensors are left as the base
-method merged them.
+coefficient provider (:mod:`acm_exp.acm.importance`) then scales the delta of every weight but the
+embeddings (linear and norm weights, as the official AIM code does; ``relax=linear``: linear weights
+only) per input channel by 1 − imp·(1 − ω), where imp is the base's normalized mean |input
+activation|: channels the base relies on most move least. Embeddings and biases are left as the
+base method merged them.
 """
 
 from acm_exp.merge.registry import MergeMethod, get_wrapped_method, register
@@ -16,7 +17,7 @@ def aim_delta(task_vectors, weights, params, generator):
 
 register(
     MergeMethod(
-        "aim", aim_delta, parameters=("omega", "base_method"), coefficients="aim", wraps_base_method=True,
+        "aim", aim_delta, parameters=("omega", "base_method", "relax"), coefficients="aim", wraps_base_method=True,
         description="the base method's merge relaxed per input channel by the base's activation importance",
     )
 )

