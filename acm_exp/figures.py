@@ -67,7 +67,8 @@ BENCHMARK_LABELS = {
 # Config columns that may tell two merges of the same method apart (a label shows the varying ones).
 VARYING_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c not in ("model_pair", "base_model", "finetuned_models",
                                                                 "method", "calibration_samples"))
-FIGURES = ("main_table", "t_sensitivity", "calibration_size", "cluster_count", "layer_coefficients", "pareto")
+FIGURES = ("main_table", "t_sensitivity", "calibration_size", "cluster_count", "layer_coefficients", "pareto",
+           "cost_table")
 # Matplotlib settings fixed here so that a user's matplotlibrc cannot change the output.
 RC_PARAMS = {"font.family": "DejaVu Sans", "font.size": 8, "axes.grid": True, "grid.alpha": 0.3,
              "savefig.dpi": 150, "figure.dpi": 100, "pdf.fonttype": 42, "lines.markersize": 4}
@@ -984,6 +985,20 @@ def plot_pareto(points: pd.DataFrame, *, stem: Path) -> tuple[Path, Path]:
 # Driver
 
 
+def write_cost_table(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
+    """Per method and model pair: coefficient time and peak memory, merge time, evaluation tokens/s."""
+    from acm_exp.cost_table import cost_display, cost_frame, plot_costs
+
+    frame = cost_frame(entries.rows, METHOD_LABELS, METHOD_ORDER)
+    if frame.empty:
+        raise MissingRuns("cost_table: no merged runs in the results")
+    display = cost_display(frame)
+    return (write_csv(frame, out_dir / "cost_table.csv"),
+            write_text(out_dir / "cost_table.md", display.to_markdown(index=False, disable_numparse=True) + "\n"),
+            write_text(out_dir / "cost_table.tex", to_latex(display, text_columns=("Method",))),
+            *plot_costs(frame, out_dir / "cost_table", new_figure, save_figure))
+
+
 WRITERS: dict[str, Callable[[Entries, Path], tuple[Path, ...]]] = {
     "main_table": write_main_table,
     "t_sensitivity": write_t_sensitivity,
@@ -991,6 +1006,7 @@ WRITERS: dict[str, Callable[[Entries, Path], tuple[Path, ...]]] = {
     "cluster_count": write_cluster_count,
     "layer_coefficients": write_layer_coefficients,
     "pareto": write_pareto,
+    "cost_table": write_cost_table,
 }
 
 

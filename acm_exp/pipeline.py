@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from acm_exp.config import MergeConfig
 from acm_exp.errors import ConfigError
+from acm_exp import costs
+from acm_exp.costs import measure, note_cache_hit
 from acm_exp.failures import stage
 from acm_exp.merge import Adjustment, MergeMethod, MergeSettings, get_method, open_inputs, run_merge, used_parameters
 from acm_exp.merge.dare import check_combine
@@ -39,7 +41,7 @@ from acm_exp.merge.engine import (
     validate_device,
 )
 from acm_exp.models import ModelRef, check_model_id, model_refs, resolve_model
-from acm_exp.paths import cache_root, check_writable_dir, shared_data_dir
+from acm_exp.paths import atomic_write, cache_root, check_writable_dir, shared_data_dir
 
 log = logging.getLogger("acm_exp")
 
@@ -183,7 +185,8 @@ class CoefficientPlan:
 def _select_calibration(cfg: DictConfig, run_dir: Path):
     from acm_exp.calibration import select_calibration, write_calibration_record
 
-    calibration = select_calibration(cfg.calibration, data_dir=data_dir(cfg), cache_dir=cfg.cache_dir)
+    with measure("calibration"):
+        calibration = select_calibration(cfg.calibration, data_dir=data_dir(cfg), cache_dir=cfg.cache_dir)
     record_path = write_calibration_record(calibration, cfg.calibration, run_dir)
     log.info("calibration: %s, %d samples (selection %s), recorded in %s", calibration.spec, len(calibration.texts),
              calibration.selection_hash, record_path)
@@ -345,6 +348,7 @@ def merge_stage(cfg: DictConfig, method: MergeMethod, model_dirs: list[Path], ou
             existing = read_manifest(output_dir)
             if existing is not None and existing.get("request_fingerprint") == fingerprint and not cfg.merge.overwrite:
                 log.info("reusing the complete merge in %s (same method, parameters and inputs)", output_dir)
+                note_cache_hit(existing.get("cost") or {"wall_s": existing.get("seconds")})
                 return output_dir
             return run_merge(inputs, method, cfg.merge, settings, adjust=plan.adjust if plan else None).output_dir
     finally:
@@ -433,14 +437,15 @@ def evaluation_stage(cfg: DictConfig, model_dirs: list[Path], merged_dir: Path, 
         log.info("evaluating %s (%s) -> %s", target.label, target.path, out_dir)
         evaluate = functools.partial(evaluate_model, target.path, label=target.label, role=target.role,
                                      prompt=target.prompt, eval_cfg=cfg.eval, out_dir=out_dir, data_dir=data_dir(cfg))
-        if not shared:
-            rows += evaluate()
-            continue
-        # Sweep tasks share an input model's evaluation: the first generates it, the others wait and
-        # then reuse its complete sample files instead of generating the same answers again.
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(out_dir.with_name(out_dir.name + ".lock"))):
-            rows += evaluate()
+        with measure("evaluation", model=target.label):
+            if not shared:
+                rows += evaluate()
+                continue
+            # Sweep tasks share an input model's evaluation: the first generates it, the others wait and
+            # then reuse its complete sample files instead of generating the same answers again.
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(out_dir.with_name(out_dir.name + ".lock"))):
+                rows += evaluate()
     return rows
 
 
@@ -462,6 +467,12 @@ def check_generation_inputs(cfg: DictConfig, model_dirs: list[Path]) -> None:
                 raise ConfigError(f"the tokenizer in {target.path} (used for {target.label}) cannot encode the stop "
                                   f"string(s) {bad} of prompt {prompt!r} on eval.benchmarks.{key}; expected a "
                                   "tokenizer that represents them (or another eval.prompt)")
+
+
+def write_costs(book: costs.CostLedger, run_dir: Path) -> Path:
+    """``<run dir>/costs.json``: every stage's wall and CPU time, peak memory, cache use and the hardware."""
+    text = json.dumps(book.to_dict(), indent=2, sort_keys=True) + "\n"
+    return atomic_write(run_dir / "costs.json", lambda handle: handle.write(text.encode()))
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -512,27 +523,31 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
 
     started = datetime.now(timezone.utc)
     refs = model_refs(cfg.model_pair)
-    with WandbLogger.from_config(cfg, run_dir) as tracker:
+    with WandbLogger.from_config(cfg, run_dir) as tracker, costs.ledger() as book:
         with stage("resolving the models"):
             model_dirs = [resolve_model(ref, cache_dir=cfg.cache_dir, toy_seed=cfg.seed) for ref in refs]
         with stage("checking the models and the merge output"):
             check_merge_inputs(cfg, model_dirs, merged_output_dir(cfg, run_dir))
         with stage("checking the models' tokenizers"):
             check_generation_inputs(cfg, model_dirs)
-        with stage(f"computing {method.coefficients} coefficients" if method.coefficients else "planning"):
+        with stage(f"computing {method.coefficients} coefficients" if method.coefficients else "planning"), \
+                measure("coefficients", provider=method.coefficients):
             plan = coefficient_stage(cfg, method, refs, model_dirs, run_dir)
-        with stage("the merge"):
+        with stage("the merge"), measure("merge", method=plan.method.name):
             merged_dir = merge_stage(cfg, plan.method, model_dirs, merged_output_dir(cfg, run_dir), plan)
         print(f"merged model: {merged_dir}")
         with stage("evaluation"):
             rows = evaluation_stage(cfg, model_dirs, merged_dir, run_dir) if benchmarks else []
         manifest = read_manifest(merged_dir)
+        costs_path = write_costs(book, run_dir)
         if rows:
             with stage("recording the results"):
                 table_path = record_run(cfg, run_dir, rows, manifest=manifest,
                                         coefficients_path=plan.coefficients_path, started_at=started,
-                                        results_dir=results_dir)
-                tracker.log_results(rows, manifest=manifest, coefficients_path=plan.coefficients_path)
+                                        results_dir=results_dir, costs=book.to_dict())
+                tracker.log_results(rows, manifest=manifest, coefficients_path=plan.coefficients_path,
+                                    costs=book.to_dict())
             print(summary_table(rows))
             print(f"results: {table_path}")
+    log.info("stage costs: %s", costs_path)
     return merged_dir

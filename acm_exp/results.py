@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
+from acm_exp.costs import COST_COLUMNS, cost_columns
 from acm_exp.errors import ConfigError
 from acm_exp.paths import REPO_ROOT, atomic_write
 
@@ -71,6 +72,7 @@ SCHEMA = pa.schema([
     ("run_dir", _STRING), ("samples_path", _STRING), ("coefficients_path", _STRING),
     ("sandbox", _STRING), ("code_grading", _STRING), ("lcb_release", _STRING), ("lcb_start_date", _STRING),
     ("lcb_end_date", _STRING), ("math_numeric", _STRING),
+    *((name, {float: _FLOAT, int: _INT, bool: _BOOL, str: _STRING}[kind]) for name, kind in COST_COLUMNS.items()),
 ])
 # How a benchmark's rows were graded (grading_columns); null on benchmarks they do not apply to.
 GRADING_COLUMNS = ("sandbox", "code_grading", "lcb_release", "lcb_start_date", "lcb_end_date", "math_numeric")
@@ -352,8 +354,9 @@ def build_rows(cfg: DictConfig, run_dir: str | os.PathLike, rows: Iterable[Mappi
                run_id: str | None = None, sweep_id: str | None = None,
                coefficients_path: str | os.PathLike | None = None, selection_hash: str | None = None,
                started_at: datetime | str | None = None, finished_at: datetime | str | None = None,
-               commit: str | None = None) -> list[dict[str, Any]]:
-    """A run's table rows: its evaluation rows joined with the run's identity and configuration."""
+               commit: str | None = None, costs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A run's table rows: its evaluation rows joined with the run's identity and configuration, and
+    with what its stages cost (``costs``: a ``CostLedger.to_dict()``; see acm_exp.costs)."""
     hash_ = config_hash(cfg)
     shared = run_columns(cfg, run_id=run_id or default_run_id(cfg, hash_), sweep_id=sweep_id, hash_=hash_,
                          selection_hash=selection_hash)
@@ -368,6 +371,9 @@ def build_rows(cfg: DictConfig, run_dir: str | os.PathLike, rows: Iterable[Mappi
     records = []
     for row in metrics.to_dict("records"):
         record = {**shared, **grading_columns(cfg, str(row["benchmark"])), **row}
+        if costs:
+            record.update(cost_columns(dict(costs), model=str(row["model"]), benchmark=str(row["benchmark"]),
+                                       seed=row["seed"]))
         if isinstance(record["samples_path"], str):
             record["samples_path"] = str(Path(record["samples_path"]).absolute())
         records.append({name: _cell(name, record.get(name)) for name in COLUMNS})
@@ -429,7 +435,8 @@ def record_run(cfg: DictConfig, run_dir: str | os.PathLike, rows: Iterable[Mappi
                manifest: Mapping[str, Any] | None = None, coefficients_path: str | os.PathLike | None = None,
                selection_hash: str | None = None, started_at: datetime | str | None = None,
                finished_at: datetime | str | None = None, run_id: str | None = None,
-               sweep_id: str | None = None, results_dir: str | os.PathLike | None = None) -> Path | None:
+               sweep_id: str | None = None, results_dir: str | os.PathLike | None = None,
+               costs: Mapping[str, Any] | None = None) -> Path | None:
     """Write a finished run's rows to the results table; returns the run's file (None: no rows).
 
     ``sweep_id`` defaults to the Hydra multirun's (None outside one); ``results_dir`` to
@@ -443,7 +450,7 @@ def record_run(cfg: DictConfig, run_dir: str | os.PathLike, rows: Iterable[Mappi
             selection_hash = calibration.get("selection_hash")
     records = build_rows(cfg, run_dir, rows, run_id=run_id, sweep_id=sweep_id or detect_sweep_id(),
                          coefficients_path=coefficients_path, selection_hash=selection_hash,
-                         started_at=started_at, finished_at=finished_at)
+                         started_at=started_at, finished_at=finished_at, costs=costs)
     if not records:
         log.info("no evaluation rows: nothing recorded in the results table")
         return None

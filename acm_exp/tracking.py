@@ -44,6 +44,26 @@ _PROJECT_FORBIDDEN = set("/\\#?%:")
 # Validation
 
 
+def cost_summary(costs: Mapping[str, Any]) -> dict[str, Any]:
+    """W&B summary metrics of a run's stage costs: ``cost/<stage>[/<model>/<benchmark>]/<measure>``."""
+    summary: dict[str, Any] = {f"hardware/{key}": value for key, value in (costs.get("hardware") or {}).items()}
+    for stage in costs.get("stages", []):
+        details = stage.get("details") or {}
+        parts = [stage["stage"], *(str(details[key]) for key in ("model", "benchmark") if details.get(key))]
+        if details.get("seed") not in (None, 0):
+            parts.append(f"seed{details['seed']}")
+        prefix = "cost/" + "/".join(parts)
+        summary.update({f"{prefix}/wall_s": stage["wall_s"], f"{prefix}/cpu_s": stage["cpu_s"],
+                        f"{prefix}/peak_rss_gb": stage["peak_rss_bytes"] / 1024**3, f"{prefix}/cached": stage["cached"]})
+        if stage.get("tokens_per_s") is not None:
+            summary[f"{prefix}/tokens_per_s"] = stage["tokens_per_s"]
+        if stage.get("original"):
+            summary[f"{prefix}/original_wall_s"] = stage["original"].get("wall_s")
+        for device, peak in (stage.get("cuda_peak_bytes") or {}).items():
+            summary[f"{prefix}/peak_{device.replace(':', '')}_gb"] = peak / 1024**3
+    return summary
+
+
 def validate_logger_config(logger_cfg: DictConfig | Any) -> None:
     """Raise ConfigError on a bad ``logger`` value (call before heavy work; takes ``cfg.logger``)."""
     wandb_cfg = logger_cfg.wandb
@@ -258,12 +278,16 @@ class WandbLogger:
             log.warning("W&B: could not log %s (%s: %s)", what, type(error).__name__, error)
 
     def log_results(self, rows: Iterable[Mapping[str, Any]], *, manifest: Mapping[str, Any] | None = None,
-                    coefficients_path: str | os.PathLike | None = None) -> None:
-        """Log a run's evaluation rows (the ones given to ``results.record_run``) and artifacts."""
+                    coefficients_path: str | os.PathLike | None = None,
+                    costs: Mapping[str, Any] | None = None) -> None:
+        """Log a run's evaluation rows (the ones given to ``results.record_run``), its stage costs
+        (``CostLedger.to_dict()``, as summary metrics) and artifacts."""
         if self.run is None:
             return
         from acm_exp.results import metric_frame
 
+        if costs:
+            self._guard("the stage costs", lambda: self.run.summary.update(cost_summary(costs)))
         frame = metric_frame(rows)
         if manifest is not None:
             self._guard("the merge manifest",

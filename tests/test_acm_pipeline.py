@@ -28,8 +28,10 @@ def cache_dir(toy_pair) -> Path:
 
 
 def run_toy(tmp_path: Path, cache_dir: Path, *overrides: str) -> Path:
+    # untie: these hand computations cover every tensor of the fine-tuned model, lm_head included
+    # (the tied default is checked in test_faithful_defaults.py).
     cfg = compose_config("eval=none", "logger.wandb.mode=disabled", f"logger.results_dir={tmp_path / 'results'}",
-                         f"cache_dir={cache_dir}", *overrides)
+                         f"cache_dir={cache_dir}", "model_pair.tied_head=untie", *overrides)
     return run(cfg, run_dir=tmp_path / "run")
 
 
@@ -57,7 +59,8 @@ def test_acm_ta_equals_base_plus_lambda_times_task_vector(tmp_path, toy_pair, ca
     assert set(lambdas) == {"embed_tokens", "layers.0", "layers.1", "norm", "lm_head"}
     assert all(0.0 <= value <= 1.0 for value in lambdas.values())
     base, finetuned = load_state(toy_pair["base"]), load_state(toy_pair["finetuned"])
-    expected = expected_merge(base, [finetuned], lambda name: coefficients.for_parameter(0, name))
+    # ACM-TA's default α is TA's 0.7: θ0 + α·λ·τ
+    expected = expected_merge(base, [finetuned], lambda name: 0.7 * coefficients.for_parameter(0, name))
     assert_state_close(load_state(merged_dir), expected)
     # the layer a parameter belongs to decides its λ
     assert coefficients.for_parameter(0, "model.layers.1.self_attn.q_proj.bias") == lambdas["layers.1"]

@@ -29,8 +29,11 @@ def cache_dir(toy_pair, tmp_path_factory) -> Path:
 
 
 def run_toy(tmp_path: Path, cache_dir: Path, *overrides: str) -> Path:
+    # untie: these hand computations cover every tensor of the fine-tuned model, lm_head included
+    # (the tied default is checked in test_faithful_defaults.py).
     cfg = compose_config("eval=none", "logger.wandb.mode=disabled", f"logger.results_dir={tmp_path / 'results'}",
-                         f"cache_dir={cache_dir}", "calibration.per_cluster=3", *overrides)
+                         f"cache_dir={cache_dir}", "calibration.per_cluster=3", "model_pair.tied_head=untie",
+                         *overrides)
     return run(cfg, run_dir=tmp_path / "run")
 
 
@@ -52,7 +55,7 @@ def test_aim_relaxes_the_ties_delta_per_input_channel_and_reuses_the_acm_capture
 
     cfg = compose_config("calibration=toy", "calibration.per_cluster=3")
     texts = select_calibration(cfg.calibration, cache_dir=cache_dir).texts
-    importance = compute_input_importance(toy_pair["base"], texts, device="cpu", dtype="bfloat16", cache_dir=cache_dir)
+    importance = compute_input_importance(toy_pair["base"], texts, device="auto", dtype="bfloat16", cache_dir=cache_dir)
     base, finetuned, merged = load_state(toy_pair["base"]), load_state(toy_pair["finetuned"]), load_state(merged_dir)
     relaxed = 0
     for name, tensor in finetuned.items():
@@ -64,7 +67,8 @@ def test_aim_relaxes_the_ties_delta_per_input_channel_and_reuses_the_acm_capture
             delta = delta * relaxation_factor(values, 0.4)
             relaxed += 1
         assert_bf16_equal(merged[name], theta0 + delta, name)
-    assert relaxed == 2 * 7 + 1  # q/k/v/o/gate/up/down of both layers, and lm_head; not the embedding
+    # q/k/v/o/gate/up/down and both norms of both layers, the final norm and lm_head; not the embedding
+    assert relaxed == 2 * (7 + 2) + 1 + 1
     assert '"importance_cache_key"' in (merged_dir / "merge_manifest.json").read_text()
 
 

@@ -353,3 +353,191 @@ def test_livecodebench_prompt_formats() -> None:
     assert "### Format: You will use the following starter code" in functional_prompt
     assert f"```python\n{_functional_row()['starter_code']}\n```\n\n" in functional_prompt
     assert code_module.LIVECODEBENCH_SYSTEM_MESSAGE.startswith("You are an expert Python programmer.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Official grading (eval.code_grading=official, the default): each rule of lcb_runner and of
+# CodeEval-Pro + HF code_eval, with a response on which the lenient (earlier) grading disagrees.
+
+from acm_exp.eval.code import (  # noqa: E402
+    HUMANEVAL_PRO_TIMEOUT_S,
+    LIVECODEBENCH_TIMEOUT_S,
+    extract_livecodebench_code,
+    humaneval_pro_completion,
+)
+from acm_exp.eval.harness_driver import clean_if_name, make_function, sanitize_humaneval_pro  # noqa: E402
+
+
+def _stdin_problem(tests: list[tuple[str, str]]) -> dict:
+    cases = [{"input": given, "output": wanted, "testtype": "stdin"} for given, wanted in tests]
+    return {"question_id": "p", "metadata": "{}", "starter_code": "", "public_test_cases": json.dumps(cases),
+            "private_test_cases": "[]"}
+
+
+def _call_problem(func_name: str, tests: list[tuple[str, str]]) -> dict:
+    cases = [{"input": given, "output": wanted, "testtype": "functional"} for given, wanted in tests]
+    return {"question_id": "c", "metadata": json.dumps({"func_name": func_name}), "starter_code": "",
+            "public_test_cases": json.dumps(cases), "private_test_cases": "[]"}
+
+
+def _fenced(code: str) -> str:
+    return f"```python\n{code}\n```"
+
+
+def _official_and_lenient(example: dict, response: str) -> tuple[bool, bool]:
+    official = grade_livecodebench(example, response, timeout_s=10)
+    lenient = grade_livecodebench(example, response, timeout_s=10, mode="lenient")
+    return official.passed, lenient.passed
+
+
+SUM_PROBLEM = _stdin_problem([("1 2\n", "3\n"), ("5 5\n", "10\n")])
+
+
+@pytest.mark.parametrize("response, official_code, lenient_code", [
+    # A python block followed by a text block: the text block is "the code" there.
+    ("```python\nprint(3)\n```\nOutput:\n```text\n3\n```", "3", "print(3)"),
+    # No fence at all: nothing.
+    ("print(3)", "", "print(3)"),
+    # A truncated final block: the text between the draft's closing fence and the final opening.
+    ("```python\nprint(1)\n```\nBetter:\n```python\nprint(3)", "Better:", "print(3)"),
+    ("```python\nprint(3)", "", "print(3)"),
+    # Any line holding three backticks counts, whatever else it holds.
+    ("Code: ```python\nprint(3)\nend ```", "print(3)", "Code: ```python\nprint(3)\nend ```"),
+])
+def test_livecodebench_extraction_between_the_last_two_fence_lines(response: str, official_code: str,
+                                                                   lenient_code: str) -> None:
+    assert extract_livecodebench_code(response) == official_code
+    assert extract_code(response) == lenient_code
+
+
+def test_livecodebench_base_model_style_takes_the_whole_output() -> None:
+    output = "a, b = map(int, input().split())\nprint(a + b)\n\n### Question\nnext..."
+    assert extract_livecodebench_code(output, base_model_style=True) == output.strip()
+    assert extract_livecodebench_code(output) == ""
+    grade = grade_livecodebench(SUM_PROBLEM, "a, b = map(int, input().split())\nprint(a + b)\n",
+                                base_model_style=True)
+    assert grade.passed
+
+
+def test_python_block_then_text_block_fails_officially() -> None:
+    response = _fenced("a, b = map(int, input().split())\nprint(a + b)") + "\nExample:\n```text\n3\n```"
+    assert _official_and_lenient(SUM_PROBLEM, response) == (False, True)
+
+
+@pytest.mark.parametrize("code, official, lenient", [
+    # The final __main__ guard is unwrapped, so main() runs although __name__ is not "__main__".
+    ("import sys\ndef main():\n    a, b = map(int, sys.stdin.readline().split())\n    print(a + b)\n"
+     "if __name__ == '__main__':\n    main()", True, True),
+    # Every statement but the imports becomes the body of one function: module "globals" are locals.
+    ("total = 0\ndef add(x):\n    global total\n    total += x\nfor x in map(int, input().split()):\n"
+     "    add(x)\nprint(total)", False, True),
+    # stdin is an in-memory object: descriptor 0 itself is empty.
+    ("print(sum(map(int, open(0).read().split())))", False, True),
+    # buffer.readline() always returns the first line there.
+    ("import sys\nfirst = sys.stdin.buffer.readline().split()\nsecond = sys.stdin.buffer.readline().split()\n"
+     "print(sum(map(int, first + second)))", False, True),
+    # The in-memory stdin of the newer lcb_runner is not iterable.
+    ("import sys\nfor line in sys.stdin:\n    print(sum(map(int, line.split())))", False, True),
+    # SystemExit is swallowed: a non-zero exit after the right output still passes.
+    ("import sys\nprint(sum(map(int, input().split())))\nsys.exit(1)", True, False),
+    # quit is unavailable (reliability_guard), exit is not.
+    ("print(sum(map(int, input().split())))\nquit()", False, True),
+    ("print(sum(map(int, input().split())))\nexit()", True, True),
+    # lcb_runner instantiates Solution whenever the text says "class Solution", stdin code included.
+    ("class Solution:\n    pass\nprint(sum(map(int, input().split())))", False, True),
+])
+def test_livecodebench_stdin_runs_as_lcb_runner_runs_it(code: str, official: bool, lenient: bool) -> None:
+    assert _official_and_lenient(SUM_PROBLEM, _fenced(code)) == (official, lenient)
+
+
+def test_lcb_source_transformations() -> None:
+    guarded = "x = 1\nif __name__ == '__main__':\n    print(x)"
+    assert clean_if_name(guarded) == "x = 1\nprint(x)"
+    not_last = "if __name__ == '__main__':\n    print(1)\ny = 2"
+    assert clean_if_name(not_last) == not_last  # only a final guard is unwrapped
+    assert clean_if_name("def broken(:") == "def broken(:"
+    wrapped = make_function("import os\nx = 1\nfrom sys import argv\nprint(x)", "PREAMBLE")
+    assert wrapped == "PREAMBLE\nimport os\nfrom sys import argv\ndef wrapped_function():\n    x = 1\n    print(x)"
+    assert make_function("def broken(:", "PREAMBLE") == "def broken(:"
+
+
+@pytest.mark.parametrize("code, official, lenient", [
+    # Without class Solution the module-level function is called.
+    ("def pairSum(a, b):\n    return [a + b]", True, False),
+    ("class Solution:\n    def pairSum(self, a, b):\n        return (a + b,)", True, True),  # top-level tuple
+    # Only a top-level tuple becomes a list; a nested one stays a tuple and differs from the list.
+    ("class Solution:\n    def pairSum(self, a, b):\n        return [(a + b,)][0:1]", False, True),
+])
+def test_livecodebench_call_based_as_lcb_runner(code: str, official: bool, lenient: bool) -> None:
+    expected = "[[3]]" if "[0:1]" in code else "[3]"
+    problem = _call_problem("pairSum", [("1\n2", expected)])
+    assert _official_and_lenient(problem, _fenced(code)) == (official, lenient)
+
+
+def test_livecodebench_dict_keys_are_not_stringified() -> None:
+    problem = _call_problem("counts", [("[1, 1, 2]", '{"1": 2, "2": 1}')])
+    int_keys = "from collections import Counter\nclass Solution:\n    def counts(self, xs):\n        return dict(Counter(xs))"
+    assert _official_and_lenient(problem, _fenced(int_keys)) == (False, True)
+    str_keys = int_keys.replace("dict(Counter(xs))", "{str(k): v for k, v in Counter(xs).items()}")
+    assert _official_and_lenient(problem, _fenced(str_keys)) == (True, True)
+
+
+def test_official_timeouts_are_per_benchmark() -> None:
+    import inspect
+
+    assert LIVECODEBENCH_TIMEOUT_S == 6.0 and HUMANEVAL_PRO_TIMEOUT_S == 3.0
+    assert inspect.signature(grade_livecodebench).parameters["timeout_s"].default == LIVECODEBENCH_TIMEOUT_S
+    assert inspect.signature(grade_humaneval_pro).parameters["timeout_s"].default == HUMANEVAL_PRO_TIMEOUT_S
+    example = {"id": 0, "raw_problem": "def slow():\n", "new_problem": "", "test_code": "assert slow() == 1\n"}
+    # 4 s of work: over HumanEval-Pro's 3 s for the whole program (the earlier default was 6 s).
+    response = "    import time\n    time.sleep(4)\n    return 1\n"
+    prefix = "```python\ndef slow():\n"
+    assert grade_humaneval_pro(example, response, response_prefix=prefix).status == "timeout"
+    assert grade_humaneval_pro(example, response, timeout_s=10, response_prefix=prefix).passed
+
+
+HEP_EXAMPLE = {"id": 0, "raw_problem": "def double(x):\n    \"\"\"Twice x.\"\"\"\n", "new_problem": "def quadruple(x):\n",
+               "test_code": "assert quadruple(2) == 8\n"}
+HEP_PREFIX = "```python\ndef double(x):\n    \"\"\"Twice x.\"\"\"\n"
+HEP_BODY = "    return 2 * x\n\ndef quadruple(x):\n    return double(double(x))\n"
+
+
+def _hep_official_and_lenient(response: str) -> tuple[bool, bool]:
+    official = grade_humaneval_pro(HEP_EXAMPLE, response, timeout_s=10, response_prefix=HEP_PREFIX)
+    lenient = grade_humaneval_pro(HEP_EXAMPLE, response, timeout_s=10, response_prefix=HEP_PREFIX, mode="lenient")
+    return official.passed, lenient.passed
+
+
+def test_humaneval_pro_completion_ends_at_the_first_fence_anywhere() -> None:
+    assert humaneval_pro_completion("    return 1\n```\nmore\n```python\nx\n```", "p") == "    return 1\n"
+    assert humaneval_pro_completion("no fence", "p") == "no fence"
+    assert humaneval_pro_completion("Sure:\n```python\ncode\n```\n", None) == "\ncode\n"  # API path
+    # A code block after the first fence is ignored there; the lenient grader read it.
+    later_block = "    pass\n```\nFixed version:\n```python\n" + HEP_BODY.replace("    return 2 * x\n", "") + "```"
+    assert humaneval_pro_completion(later_block, HEP_PREFIX) == "    pass\n"
+
+
+def test_humaneval_pro_repeated_prefix_is_not_deduplicated() -> None:
+    assert _hep_official_and_lenient(HEP_PREFIX + HEP_BODY + "```") == (False, True)
+    assert _hep_official_and_lenient(HEP_BODY + "```") == (True, True)
+
+
+def test_humaneval_pro_runs_with_name_not_main() -> None:
+    with_main_block = HEP_BODY + "\nif __name__ == '__main__':\n    raise SystemExit(1)\n"
+    assert _hep_official_and_lenient(with_main_block) == (True, False)
+
+
+def test_humaneval_pro_sanitised_completion_counts() -> None:
+    assert sanitize_humaneval_pro("a\nif __name__ == 'x':\n# Test\n") == "a\n"
+    assert sanitize_humaneval_pro("a\n# Test cases\nb") == "a\n"
+    assert sanitize_humaneval_pro("a\n# Example usage\nb") == "a\n"
+    assert sanitize_humaneval_pro("a\n# Examples:\nb") == "a\n# Examples:\nb"  # tested with, cut without the space
+    response = HEP_BODY + "\n# Test\nprint(undefined_name)\n"
+    grade = grade_humaneval_pro(HEP_EXAMPLE, response, timeout_s=10, response_prefix=HEP_PREFIX)
+    assert grade.passed and grade.raw_passed is False and grade.sanitized_passed is True
+    assert _hep_official_and_lenient(response) == (True, False)
+
+
+def test_unknown_grading_mode_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="code_grading"):
+        grade_livecodebench(SUM_PROBLEM, _fenced("print(3)"), mode="strict")

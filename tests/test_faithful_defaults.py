@@ -168,3 +168,32 @@ def test_bad_tied_head_is_refused_at_validation():
 
     with pytest.raises(ConfigError, match="model_pair.tied_head='both'"):
         validate(compose_config("model_pair=qwen2.5-7b", "model_pair.tied_head=both"))
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration.json in the run directory of every calibrated method
+
+
+@pytest.mark.parametrize("method", ["acm_ties", "aim", "sens"])
+def test_calibrated_runs_record_their_calibration(tmp_path, monkeypatch, method):
+    import numpy as np
+
+    from acm_exp import calibration, pipeline
+
+    def fake_embeddings(texts, model_name=calibration.DEFAULT_EMBEDDING_MODEL):
+        rng = np.random.default_rng(len(texts))
+        rows = rng.normal(size=(len(texts), 8))
+        return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+    monkeypatch.setattr(calibration, "embed_texts", fake_embeddings)
+    rows = [{"question": f" question {i} ", "solution": f"so $\\boxed{{{i}}}$"} for i in range(30)]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cfg = compose_config("model_pair=qwen2.5-7b", f"merge={method}", f"calibration.source={corpus}",
+                         "calibration.num_clusters=3", "calibration.per_cluster=2", f"cache_dir={tmp_path / 'cache'}")
+    assert get_method(cfg.merge.method).coefficients is not None
+    selected = pipeline._select_calibration(cfg, tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    assert record["source"] == str(corpus) and record["indices"] == selected.indices and len(record["indices"]) == 6
+    assert record["settings"]["cluster_pick"] == "reference" and record["settings"]["shuffle_seed"] == 54
+    assert selected.texts == [rows[i]["question"].strip() for i in record["indices"]]

@@ -146,7 +146,7 @@ def test_outputs_are_byte_identical_across_runs(paper_table, paper_outputs, tmp_
     first, _ = paper_outputs
     make(paper_table, tmp_path / "second")
     names = sorted(p.name for p in first.iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "second").iterdir()) and len(names) == 21
+    assert names == sorted(p.name for p in (tmp_path / "second").iterdir()) and len(names) == 26
     for name in names:
         assert (first / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
 
@@ -368,3 +368,31 @@ def test_layer_coefficients_leave_out_sens_merging_weights(tmp_path, capsys):
     outcome = {o.name: o for o in make(directory, tmp_path / "out")}["layer_coefficients"]
     assert "found 0 of 1 merged runs with a path" in outcome.message
     assert "unreadable" not in outcome.message + capsys.readouterr().err
+
+
+def test_cost_table_from_the_results_is_exact_and_deterministic(tmp_path):
+    directory = tmp_path / "results"
+    inputs = {("finetuned[0]", "finetuned"): {"gsm8k": (90.0, 1000.0)}}
+    costs = {"ties": dict(merge_s=2.0, eval_tokens_per_s=50.0),
+             "acm_ties": dict(coefficients_s=0.5, coefficients_cached=True, coefficients_original_s=30.0,
+                              coefficients_original_peak_rss_gb=1.5, merge_s=2.5, eval_tokens_per_s=48.0),
+             "sens": dict(coefficients_s=90.0, coefficients_peak_rss_gb=3.0, merge_s=2.2, eval_tokens_per_s=49.0)}
+    for method, cost in costs.items():
+        write_run(directory, method, method, {**inputs, **merged((80.0, 500.0), (70.0, 900.0))}, **cost)
+    # A second ACM-TIES run of the same entry: the median of the two original times is reported.
+    write_run(directory, "acm_ties_again", "acm_ties", merged((80.0, 500.0), (70.0, 900.0)),
+              **{**costs["acm_ties"], "coefficients_original_s": 34.0})
+    table = results.load_results(directory)
+    for out in (tmp_path / "a", tmp_path / "b"):
+        (outcome,) = figures.make_figures(table, out, only=["cost_table"])
+        assert {p.name for p in outcome.files} == {"cost_table.csv", "cost_table.md", "cost_table.tex",
+                                                   "cost_table.png", "cost_table.pdf"}
+    for name in ("cost_table.csv", "cost_table.md", "cost_table.tex", "cost_table.png", "cost_table.pdf"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    frame = pd.read_csv(tmp_path / "a" / "cost_table.csv").set_index("label")
+    assert list(frame.index) == ["TIES", "Sens-Merging", "ACM-TIES"]  # the paper's method order
+    assert frame.loc["TIES", "coefficient time [s]"] == 0.0  # no calibration pass: zero, not unknown
+    assert frame.loc["ACM-TIES", "coefficient time [s]"] == 32.0  # cached runs report the original cost
+    assert frame.loc["ACM-TIES", "coefficient peak memory [GB]"] == 1.5
+    assert frame.loc["Sens-Merging", "coefficient time [s]"] == 90.0  # computed in the run itself
+    assert frame.loc["TIES", "evaluation tokens/s"] == 50.0

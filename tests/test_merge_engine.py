@@ -106,7 +106,7 @@ def test_manifest_records_method_parameters_inputs_and_hashes(tmp_path):
     result = merge_dirs(base, finetuned, tmp_path / "out", method="dare", p=0.2, scale=0.7, combine="ta")
     manifest = json.loads((result.output_dir / MANIFEST_NAME).read_text())
     assert manifest["method"] == "dare"
-    assert manifest["parameters"] == {"scale": 0.7, "p": 0.2, "combine": "ta"}
+    assert manifest["parameters"] == {"scale": 0.7, "p": 0.2, "combine": "ta", "k": 0.8}
     assert [entry["role"] for entry in manifest["inputs"]] == ["base", "finetuned[0]"]
     hashes = {entry["content_hash"] for entry in manifest["inputs"]}
     assert len(hashes) == 2 and all(h.startswith("xxh3_128:") for h in hashes)

@@ -26,6 +26,7 @@ import torch
 from filelock import FileLock
 
 from acm_exp.acm.stats import MIStatistics
+from acm_exp.costs import measure, note_cache_hit, note_computed
 from acm_exp.errors import ConfigError
 from acm_exp.paths import atomic_write, cache_root
 
@@ -145,14 +146,20 @@ class StatisticsCache:
         cached = self.load()
         if cached is not None:
             log.info("%s from the cache: %s", self.label, self.directory)
+            note_cache_hit(cached.metadata.get("cost"))
             return cached
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.lock_path)):
             cached = self.load()  # another task may have finished it while we waited
             if cached is not None:
                 log.info("%s computed by another task: %s", self.label, self.directory)
+                note_cache_hit(cached.metadata.get("cost"))
                 return cached
-            statistics = compute()
+            with measure(self.label) as cost:
+                statistics = compute()
+            # The entry keeps what computing it cost, so a later run served from it can report that.
+            statistics.metadata = {**statistics.metadata, "cost": cost.as_original()}
+            note_computed(statistics.metadata["cost"])
             self.store(statistics)
             log.info("%s cached in %s", self.label, self.directory)
             return statistics

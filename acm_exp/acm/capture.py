@@ -4,8 +4,10 @@ Capture points (DESIGN.md §1 item 2), in this order: the token embedding's outp
 (``embed_tokens``), each decoder layer's MLP output projection (``layers.i`` = ``mlp.down_proj``'s
 output), the final norm (``norm``) and the output head (``lm_head``). One calibration sample per
 forward pass, no padding. Per sample the base model runs first and keeps that sample's activations;
-each compared model then runs on the same token ids and every hook reduces its activation to one MI
-right away, so memory holds one sample's activations of the base plus one tensor, never more.
+each compared model then runs on the same token ids and every hook hands its activation to one
+worker thread that reduces it to one MI while the forward passes go on (the MI kernels release the
+GIL, so counting overlaps the next layers' compute). A sample's MI values are collected once the
+next sample has been handed over, so memory holds the activations of two samples at most.
 
 The same pass can also record AIM's input importance of the base (``acm_exp.acm.importance``): on a
 cache miss ``compute_mi_statistics`` attaches an importance recorder to the base during its first
@@ -17,6 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,11 +139,14 @@ def _forward(model: torch.nn.Module, ids: torch.Tensor) -> None:
 
 
 class _Recorder:
-    """Forward hooks on every capture point: the base keeps outputs, a compared model reduces them."""
+    """Forward hooks on every capture point: the base keeps outputs, a compared model reduces them.
+
+    ``reduce`` returns a value or a Future of one (the MI, computed on the worker thread).
+    """
 
     def __init__(self, model: torch.nn.Module, reduce=None):
         self.outputs: dict[str, torch.Tensor] = {}
-        self.reduced: dict[str, float] = {}
+        self.reduced: dict[str, float | Future] = {}
         self._reduce = reduce
         self._handles = [module.register_forward_hook(self._hook(name)) for name, module in capture_modules(model)]
 
@@ -183,16 +189,27 @@ def collect_mi_statistics(base_model: torch.nn.Module, compared_models: Sequence
         raise ConfigError(f"{len(names)} model names for {len(compared_models)} compared models")
 
     base_recorder = _Recorder(base_model)
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acm-mi")
 
-    def reduce(name: str, activation: torch.Tensor) -> float:
+    def measure(reference: torch.Tensor, activation: torch.Tensor) -> float:
+        with torch.inference_mode():
+            return mutual_information(reference, activation, estimator=estimator, bins=bins, binning=binning)
+
+    def reduce(name: str, activation: torch.Tensor) -> Future:
         reference = base_recorder.outputs[name]
         if reference.shape != activation.shape:
             raise ConfigError(f"capture point {name}: the base's activation has shape {tuple(reference.shape)} and a "
                               f"compared model's {tuple(activation.shape)}; expected equal shapes")
-        return mutual_information(reference, activation, estimator=estimator, bins=bins, binning=binning)
+        # The future holds both tensors until its MI is done; the forward passes go on meanwhile.
+        return worker.submit(measure, reference, activation)
 
     compared_recorders = [_Recorder(model, reduce) for model in compared_models]
     per_sample: list[np.ndarray] = []
+    pending: list[list[dict[str, Future]]] = []  # per sample, per compared model: point -> its MI
+
+    def collect(futures: list[dict[str, Future]]) -> None:
+        per_sample.append(np.array([[reduced[name].result() for name in points] for reduced in futures]))
+
     total = len(samples) if hasattr(samples, "__len__") else None
     try:
         with torch.inference_mode():
@@ -200,14 +217,19 @@ def collect_mi_statistics(base_model: torch.nn.Module, compared_models: Sequence
                 ids = _as_token_ids(sample, index)
                 _check_vocabulary([base_model, *compared_models], ids, index)
                 _forward(base_model, ids)
-                values = np.empty((len(compared_models), len(points)))
-                for model_index, (model, recorder) in enumerate(zip(compared_models, compared_recorders)):
-                    recorder.reduced.clear()
+                futures = []
+                for model, recorder in zip(compared_models, compared_recorders):
+                    recorder.reduced = {}
                     _forward(model, ids)
-                    values[model_index] = [recorder.reduced[name] for name in points]
-                base_recorder.outputs.clear()
-                per_sample.append(values)
+                    futures.append(recorder.reduced)
+                base_recorder.outputs = {}
+                pending.append(futures)
+                if len(pending) == 2:  # the previous sample's MI ran during this sample's passes
+                    collect(pending.pop(0))
+            for futures in pending:
+                collect(futures)
     finally:
+        worker.shutdown(wait=True, cancel_futures=True)
         base_recorder.close()
         for recorder in compared_recorders:
             recorder.close()

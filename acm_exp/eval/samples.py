@@ -32,6 +32,24 @@ def write_records(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     write_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
+def cost_path(samples: Path) -> Path:
+    """``<benchmark>.jsonl.cost.json`` beside a samples file: what generating it cost, for reuse reports."""
+    return samples.with_name(samples.name + ".cost.json")
+
+
+def write_cost(samples: Path, cost: Mapping[str, Any]) -> None:
+    write_atomic(cost_path(samples), json.dumps(dict(cost), sort_keys=True) + "\n")
+
+
+def read_cost(samples: Path) -> dict[str, Any] | None:
+    """The recorded cost of a samples file, or None (older files have none)."""
+    try:
+        cost = json.loads(cost_path(samples).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return cost if isinstance(cost, dict) else None
+
+
 def read_records(path: Path) -> list[dict[str, Any]] | None:
     """The records of a samples file, or None when it is missing or unreadable."""
     if not path.is_file():

@@ -30,6 +30,7 @@ import xxhash
 from tqdm.auto import tqdm
 
 import acm_exp
+from acm_exp.costs import cost_so_far
 from acm_exp.errors import ConfigError, RuntimeFailure
 from acm_exp.merge.checkpoint import (
     EMBEDDING_NAME,
@@ -624,6 +625,7 @@ def run_merge(inputs: MergeInputs, method: MergeMethod, params, settings: MergeS
                                   output_dtype=output_dtype)
         manifest["tokenizer_files"] = checked.tokenizer
         manifest["vocabulary_check"] = inputs.vocabulary_check
+        manifest["cost"] = cost_so_far()  # wall/CPU time, peak memory and hardware of this merge
         (temporary / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         publish_directory(temporary, output_dir, overwrite=settings.overwrite)
     except OSError as error:

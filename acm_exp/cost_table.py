@@ -1,0 +1,94 @@
+"""The cost table: what each method's coefficients, merge and evaluation cost, per model pair.
+
+Rows are methods (TA, TIES, DARE, AIM, Sens-Merging, ACM-TA, ACM-TIES, and any other merged method
+in the results); columns are model pair x {coefficient time, coefficient peak memory, merge time,
+evaluation tokens/s}. Times are what the first computation paid (a run served from the statistics
+cache reports the cached entry's original cost), taken as the median over an entry's runs so one
+slow run does not decide it; written as CSV, Markdown and LaTeX, plus a bar chart (PNG and PDF).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# The measures, in table order: (column name, results column, fallback column, how runs combine).
+MEASURES = (
+    ("coefficient time [s]", "coefficients_original_s", "coefficients_s", "median"),
+    ("coefficient peak memory [GB]", "coefficients_original_peak_rss_gb", "coefficients_peak_rss_gb", "max"),
+    ("merge time [s]", "merge_original_s", "merge_s", "median"),
+    ("evaluation tokens/s", "eval_tokens_per_s", None, "median"),
+)
+# Methods whose coefficients come from no calibration pass: their coefficient cost is zero, not unknown.
+NO_COEFFICIENTS = ("average", "task_arithmetic", "ties", "dare", "breadcrumbs")
+
+
+def _measure_values(rows: pd.DataFrame, column: str, fallback: str | None) -> pd.Series:
+    values = rows[column].astype("float64") if column in rows else pd.Series(np.nan, index=rows.index)
+    if fallback is not None and fallback in rows:
+        values = values.fillna(rows[fallback].astype("float64"))
+    return values
+
+
+def cost_frame(rows: pd.DataFrame, method_labels: dict[str, str], method_order: Sequence[str]) -> pd.DataFrame:
+    """Long form: one row per (model pair, method) with the four measures; deterministic order."""
+    merged = rows[rows["role"] == "merged"]
+    records = []
+    for (pair, method), group in merged.groupby(["pair", "method"], sort=True):
+        # One value per run: a run's rows (one per benchmark) share its coefficient and merge costs.
+        per_run = group.drop_duplicates(["run_id", "benchmark"])
+        record = {"model_pair": pair, "method": method, "label": method_labels.get(method, method)}
+        for name, column, fallback, how in MEASURES:
+            values = _measure_values(per_run, column, fallback).dropna()
+            if column.startswith("coefficients") and method in NO_COEFFICIENTS:
+                record[name] = 0.0
+            elif values.empty:
+                record[name] = np.nan
+            else:
+                record[name] = float(values.max() if how == "max" else values.median())
+        records.append(record)
+    frame = pd.DataFrame(records, columns=["model_pair", "method", "label", *(m[0] for m in MEASURES)])
+    rank = {method: position for position, method in enumerate(method_order)}
+    frame["_rank"] = frame["method"].map(lambda m: rank.get(m, len(rank)))
+    return frame.sort_values(["_rank", "method", "model_pair"], kind="mergesort").drop(columns="_rank") \
+        .reset_index(drop=True)
+
+
+def _fmt(value: float) -> str:
+    if pd.isna(value):
+        return "–"
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def cost_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Wide form: rows = methods, columns = '<pair>: <measure>'."""
+    pairs = sorted(frame["model_pair"].unique())
+    labels = list(dict.fromkeys(frame["label"]))
+    table = pd.DataFrame({"Method": labels})
+    for pair in pairs:
+        subset = frame[frame["model_pair"] == pair].set_index("label")
+        for name, *_ in MEASURES:
+            table[f"{pair}: {name}"] = [_fmt(subset[name].get(label, np.nan)) for label in labels]
+    return table
+
+
+def plot_costs(frame: pd.DataFrame, stem: Path, new_figure, save_figure) -> tuple[Path, Path]:
+    """Grouped bars per method: coefficient time and coefficient peak memory, one bar per model pair."""
+    pairs = sorted(frame["model_pair"].unique())
+    labels = list(dict.fromkeys(frame["label"]))
+    figure, axes = new_figure(2, width=max(3.5, 0.6 * len(labels) + 1.5), height=3.0)
+    width = 0.8 / max(len(pairs), 1)
+    positions = np.arange(len(labels))
+    for axis, (name, *_) in zip(axes, MEASURES[:2]):
+        for index, pair in enumerate(pairs):
+            subset = frame[frame["model_pair"] == pair].set_index("label")
+            heights = [subset[name].get(label, np.nan) for label in labels]
+            axis.bar(positions + index * width, heights, width, label=pair)
+        axis.set_xticks(positions + width * (len(pairs) - 1) / 2, labels, rotation=45, ha="right")
+        axis.set_ylabel(name)
+    axes[0].legend(fontsize=6)
+    figure.suptitle("What the coefficients cost")
+    return save_figure(figure, stem)
