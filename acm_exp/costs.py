@@ -351,3 +351,81 @@ def cost_columns(book: dict[str, Any], *, model: str, benchmark: str, seed: int 
     columns.update({"hardware_cpu": hardware_info.get("cpu"), "hardware_cpu_cores": hardware_info.get("cpu_cores"),
                     "hardware_gpu": hardware_info.get("gpu"), "hardware_gpu_count": hardware_info.get("gpu_count")})
     return columns
+
+
+# ---------------------------------------------------------------------------------------------
+# Computed memory needs of the paper's model sizes (from their configs' shapes; nothing measured)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def parameters(self) -> int:
+        kv = self.kv_heads * self.head_dim
+        attention = 2 * self.hidden * self.hidden + 2 * self.hidden * kv + self.hidden + 2 * kv  # q, o; k, v; biases
+        layer = attention + 3 * self.hidden * self.intermediate + 2 * self.hidden
+        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
+        return embeddings + self.layers * layer + self.hidden
+
+    @property
+    def largest_tensor(self) -> int:
+        return max(self.vocab * self.hidden, self.hidden * self.intermediate)
+
+
+# The base models of the paper's pairs (Qwen2.5-Math-1.5B/7B, Qwen2.5-14B/32B, as in their config.json);
+# R1-Distill-Qwen models share these shapes except that the 1.5B one is untied.
+PAPER_SHAPES = (
+    ModelShape("1.5B", 1536, 8960, 28, 12, 2, 151936, tied=True),
+    ModelShape("7B", 3584, 18944, 28, 28, 4, 152064, tied=False),
+    ModelShape("14B", 5120, 13824, 48, 40, 8, 152064, tied=False),
+    ModelShape("32B", 5120, 27648, 64, 40, 8, 152064, tied=False),
+)
+BF16, FP32 = 2, 4
+
+
+def memory_needs(shape: ModelShape, *, calibration_tokens: int = 4096, eval_tokens: int = 10240,
+                 eval_batch: int = 32) -> dict[str, float]:
+    """GB each stage needs for one model size, bf16 weights:
+    - capture (ACM MI, AIM importance): base + compared model, plus one sample's lm_head outputs of both;
+    - sensitivity (Sens-Merging): one model with its bf16 gradients (gradient checkpointing on);
+    - merge: the engine streams tensors: about four fp32 copies of the largest tensor;
+    - evaluation (hf): the weights plus the KV cache of a full batch at the longest generation."""
+    weights = shape.parameters * BF16
+    logits = calibration_tokens * shape.vocab * BF16
+    kv_per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * BF16
+    return {
+        "parameters_b": round(shape.parameters / 1e9, 2),
+        "weights_gb": round(weights / 1e9, 1),
+        "capture_gb": round((2 * weights + 2 * logits) / 1e9, 1),
+        "sensitivity_gb": round(2 * weights / 1e9, 1),
+        "merge_gb": round(4 * shape.largest_tensor * FP32 / 1e9, 1),
+        "eval_hf_gb": round((weights + eval_batch * eval_tokens * kv_per_token) / 1e9, 1),
+    }
+
+
+def memory_table() -> str:
+    """The computed needs of every paper size as a Markdown table (``python -m acm_exp.costs``)."""
+    header = "| size | parameters | weights (bf16) | capture | Sens-Merging gradients | merge | hf evaluation |"
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    for shape in PAPER_SHAPES:
+        need = memory_needs(shape)
+        lines.append(f"| {shape.name} | {need['parameters_b']} B | {need['weights_gb']} GB | {need['capture_gb']} GB "
+                     f"| {need['sensitivity_gb']} GB | {need['merge_gb']} GB | {need['eval_hf_gb']} GB |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(memory_table())

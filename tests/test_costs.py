@@ -154,3 +154,28 @@ def test_toy_run_records_every_stage_and_a_rerun_reports_cache_hits(tmp_path, to
     table = load_results(tmp_path / "results")
     assert table["coefficients_s"].notna().all() and table["eval_s"].notna().all()
     assert (table["coefficients_original_s"] > 0).all()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_parameter_count_formula_equals_a_real_qwen2_model(tied):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    shape = costs.ModelShape("tiny", hidden=64, intermediate=176, layers=3, heads=4, kv_heads=2, vocab=301, tied=tied)
+    config = Qwen2Config(hidden_size=64, intermediate_size=176, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=301, tie_word_embeddings=tied)
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(config)
+    assert shape.parameters == sum(p.numel() for p in model.parameters())  # tied weights count once
+
+
+def test_paper_sizes_have_their_published_parameter_counts():
+    published = {"1.5B": 1_543_714_304, "7B": 7_615_616_512, "14B": 14_770_033_664, "32B": 32_763_876_352}
+    assert {shape.name: shape.parameters for shape in costs.PAPER_SHAPES} == published
+    needs = costs.memory_needs(costs.PAPER_SHAPES[-1])
+    assert needs["capture_gb"] > 2 * needs["weights_gb"] > 130  # 32B capture fits on no single 80 GB GPU
+
+
+def test_readme_memory_table_is_the_computed_one():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert costs.memory_table() in readme

@@ -204,12 +204,22 @@ def _last_math_expression(text: str) -> str | None:
     return matched.strip() if matched and matched.strip() else None
 
 
+def _final_statement(text: str) -> str | None:
+    """The last box, or "the answer is ..." when it comes after the last box (a reader takes the
+    answer stated last: "... \\boxed{255} ... The final answer is $10,455$")."""
+    boxes = _boxes(text)
+    answer_is = list(_ANSWER_IS.finditer(text))
+    if boxes and (not answer_is or answer_is[-1].start() < boxes[-1][1]):
+        return boxes[-1][2]
+    return _answer_is(text) or (boxes[-1][2] if boxes else None)
+
+
 def _cheap_extraction(text: str) -> str | None:
-    """Extraction without sympy: the last box, else "the answer is"."""
+    """Extraction without sympy: the last box or "the answer is", whichever comes last."""
     if not isinstance(text, str) or not text:
         return None
     try:
-        return last_boxed(text) or _answer_is(text)
+        return _final_statement(text)
     except Exception:  # noqa: BLE001 - grading must never crash an evaluation run
         log.debug("answer extraction failed", exc_info=True)
         return None
@@ -223,7 +233,7 @@ def extract_answer_unbounded(text: str) -> str | None:
         if len(text) > 200_000:
             # math-verify's regexes over megabytes of degenerate output take seconds.
             text = text[-200_000:]
-        return last_boxed(text) or _answer_is(text) or _last_math_expression(text)
+        return _final_statement(text) or _last_math_expression(text)
     except Exception:  # noqa: BLE001 - grading must never crash an evaluation run
         log.debug("answer extraction failed", exc_info=True)
         return None
@@ -720,6 +730,13 @@ def sequences_equal(pred: str, gold: str, equal: Callable[[str, str], bool],
     gold_items = _set_items(gold, gold_group)
     if len(pred_items) == 1 and len(gold_items) == 1:
         return None
+    # A bare list against a tuple: the same sequence without its parentheses ("1, 3" is (1,3)).
+    for group, items, other_items in ((gold_group, pred_items, gold_items), (pred_group, gold_items, pred_items)):
+        if group and group[0] == "(" and len(other_items) == 1:
+            tuple_items = _split_top_level(group[1], _ITEM_SEPARATORS)
+            if len(tuple_items) == len(items) > 1:
+                pairs = zip(items, tuple_items) if group is gold_group else zip(tuple_items, items)
+                return all(equal(p, g) for p, g in pairs)
     return _same_set(pred_items, gold_items, unordered_equal)
 
 
@@ -920,6 +937,7 @@ _MATH_WORDS = frozenset({
 
 
 def _is_prose(answer: str) -> bool:
+    answer = re.sub(r"\\(?:begin|end)\{[^{}]*\}", " ", answer)  # environment names are no words
     return sum(word.lower() not in _MATH_WORDS for word in _WORD.findall(answer)) >= 2
 
 
