@@ -1,3 +1,55 @@
-"""acm_exp: Activation-Guided Consensus Merging and long-to-short merging, from merge to paper figures."""
+"""acm_exp: Activation-Guided Consensus Merging and long-to-short merging, from merge to paper figures.
+
+The Python API (acm_exp.api) does what ``python -m acm_exp`` does, from plain Python values, with
+the CLI's validation, caches and outputs:
+
+- ``select_calibration(source="s1k", **settings) -> Calibration``: the calibration texts and rows.
+- ``acm_coefficients(base, finetuned, calibration, t=0.7) -> Coefficients``: λ per layer.
+- ``merge_models(base, finetuned, method="acm_ties", out=None, coefficients=None, **params) -> MergeResult``.
+- ``evaluate(model, benchmarks=None, backend=None, limit=None) -> EvalResult``: metrics and samples.
+- ``load_results(results_dir=None, **filters) -> pandas.DataFrame``: the results table.
+
+    >>> import acm_exp
+    >>> merged = acm_exp.merge_models("toy:base", "toy:finetuned", "acm_ties")
+    >>> acm_exp.evaluate(merged, limit=5)
+
+Bad values raise ``acm_exp.errors.ConfigError`` with the CLI's one-line message. The names load
+on first use, so ``import acm_exp`` stays light (no torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_API_NAMES = ("Calibration", "Coefficients", "EvalResult", "MergeResult", "acm_coefficients", "evaluate",
+              "load_results", "merge_models", "select_calibration")
+
+__all__ = ["__version__", *_API_NAMES]
+
+if TYPE_CHECKING:
+    from acm_exp.api import (
+        Calibration,
+        Coefficients,
+        EvalResult,
+        MergeResult,
+        acm_coefficients,
+        evaluate,
+        load_results,
+        merge_models,
+        select_calibration,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API_NAMES:
+        value = getattr(importlib.import_module("acm_exp.api"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'acm_exp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API_NAMES))

@@ -324,10 +324,23 @@ def merged_output_dir(cfg: DictConfig, run_dir: Path) -> Path:
     return Path(cfg.merge.output_dir).expanduser().resolve() if cfg.merge.output_dir else run_dir / "merged"
 
 
+# Where a coefficient provider left its files (the run's coefficients.json, the statistics cache):
+# not what the merge computes, so not part of its fingerprint; the cache keys and settings are.
+COEFFICIENT_LOCATION_KEYS = ("coefficients", "mi_statistics", "importance_statistics")
+
+
+def coefficient_identity(manifest: dict) -> dict:
+    """The coefficient manifest without file locations: equal for runs that merge with equal weights."""
+    return {provider: ({key: value for key, value in entry.items() if key not in COEFFICIENT_LOCATION_KEYS}
+                       if isinstance(entry, dict) else entry)
+            for provider, entry in manifest.items()}
+
+
 def merge_stage(cfg: DictConfig, method: MergeMethod, model_dirs: list[Path], output_dir: Path,
                 plan: CoefficientPlan | None = None) -> Path:
     refs = model_refs(cfg.model_pair)
-    extra = {"dtype": cfg.merge.dtype, "seed": cfg.merge.seed, "coefficients": (plan.manifest if plan else {}),
+    extra = {"dtype": cfg.merge.dtype, "seed": cfg.merge.seed,
+             "coefficients": coefficient_identity(plan.manifest if plan else {}),
              "tokenizer_from": cfg.model_pair.tokenizer_from, "tied_head": cfg.model_pair.tied_head}
     fingerprint = request_fingerprint(method, cfg.merge, refs[0].name, [r.name for r in refs[1:]], extra)
     # Checked even when an identical earlier merge is reused: the inputs and settings must still be sound.

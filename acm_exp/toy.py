@@ -17,15 +17,17 @@ them (model ids ``toy:base`` / ``toy:finetuned``). They mirror the real 1.5B pai
 
 - The *base* (like Qwen2.5-Math) has the skill but answers fast: it learns the step-by-step format
   first (10 % of its examples with the reflection), then briefly a mix with 70 % direct answers.
-  Greedy, it answers directly, which it has not learned to do well (seed 0: 17 % right, 11 tokens).
+  Greedy, it mostly answers directly, which it has not learned to do well (seed 0: 24 % right,
+  17 tokens).
 - The *fine-tuned* model (like R1-Distill) continues from the base with a small learning rate and
   few steps, so it stays in the base's basin: 70 % of its examples carry the reflection, 30 % are
-  plain step by step. Greedy, it always thinks step by step and reflects (90 % right, 79 tokens).
+  plain step by step. Greedy, it always thinks step by step and reflects (76 % right, 79 tokens).
 - Merging them therefore does what L2S merging does to the real pair: the merged model keeps the
   fine-tuned model's step-by-step reasoning but drops the redundant reflection, which the base
   strongly disfavours. Seed 0, 100 test problems (``python -m acm_exp eval.limit=100``; accuracy %
-  / mean tokens): base 17 / 11.3, fine-tuned 90 / 78.9, merged by ACM-TIES (the default: k 0.8,
-  t 0.7) 90 / 42.9, TIES (k 0.8) 90 / 42.9, Task Arithmetic 0.7 98 / 42.9 and 0.5 94 / 42.9.
+  / mean tokens; toy v3, tied merges): base 24 / 16.7, fine-tuned 76 / 79.0, merged by ACM-TIES
+  (the default: k 0.8, t 0.7) 85 / 42.9, TIES (k 0.8) 84 / 42.9, Task Arithmetic 0.7 93 / 42.9 and
+  0.5 93 / 42.9.
 - The base ties its output layer to the embedding (``tie_word_embeddings: true``); the fine-tuned
   model is untied, its ``lm_head`` starting from the base embedding, like Qwen2.5-Math-1.5B vs.
   DeepSeek-R1-Distill-Qwen-1.5B.

@@ -63,8 +63,10 @@ def test_aim_relaxes_the_ties_delta_per_input_channel_and_reuses_the_acm_capture
         delta = sign_consensus_mean([magnitude_trim(tensor.float() - theta0, 0.5)], [1.0])
         values = importance.importance.get(name)
         if values is not None:
-            # θ0 + Δ ⊙ (1 − imp·(1 − ω)), the factor broadcast over the output rows
-            delta = delta * relaxation_factor(values, 0.4)
+            # θ0 + Δ ⊙ (1 − imp·(1 − ω)), the factor broadcast over the output rows of a linear weight,
+            # elementwise on a norm weight
+            factor = relaxation_factor(values, 0.4)
+            delta = delta * (factor.reshape(-1) if delta.dim() == 1 else factor)
             relaxed += 1
         assert_bf16_equal(merged[name], theta0 + delta, name)
     # q/k/v/o/gate/up/down and both norms of both layers, the final norm and lm_head; not the embedding

@@ -529,3 +529,24 @@ def test_template_format_keeps_the_templates_for_both_models():
         calibration.answer_examples(selected, cfg, sens, "long"), "template (long answers)")
     with pytest.raises(ConfigError, match="sens.format='mixed'"):
         calibration.validate_answer_templates(SensConfig(format="mixed"))
+
+
+# The 100 rows (in pick order) that the reference script (project_new/ACM/methods/acm.py) feeds on
+# its own clustered s1K file (calibration/train.jsonl, whose cluster ids our MiniLM + K-means
+# clustering reproduces: adjusted Rand index 1.0), computed by running the script's loop on it.
+REFERENCE_SCRIPT_S1K_PICK = [
+    910, 640, 8, 360, 719, 235, 573, 190, 936, 918, 912, 677, 832, 798, 594, 889, 321, 968, 145, 134, 950, 895, 347,
+    95, 317, 307, 69, 51, 349, 124, 665, 632, 351, 763, 148, 264, 293, 466, 897, 783, 711, 64, 499, 55, 503, 814, 163,
+    619, 847, 636, 240, 576, 864, 916, 608, 616, 604, 620, 187, 381, 863, 926, 999, 922, 836, 898, 605, 346, 816, 406,
+    595, 361, 429, 908, 48, 255, 99, 586, 39, 794, 295, 267, 299, 778, 302, 370, 393, 764, 376, 16, 93, 273, 542, 772,
+    561, 261, 234, 221, 890, 808,
+]
+
+
+@pytest.mark.slow
+def test_s1k_reference_pick_is_the_scripts_selection(s1k_cache, shared_data_dir):
+    cache, _ = s1k_cache
+    with offline_only():
+        selected = select_calibration(replace(S1K, cluster_pick="reference"), data_dir=shared_data_dir, cache_dir=cache)
+    assert selected.indices == REFERENCE_SCRIPT_S1K_PICK
+    assert collections.Counter(selected.cluster_labels) == {cluster: 5 for cluster in range(20)}

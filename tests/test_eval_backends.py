@@ -44,10 +44,11 @@ PROMPTS = [
 
 def build_tiny_model(directory: Path, seed: int = 0, context: int = 256) -> Path:
     """A random Qwen2 with a character tokenizer. initializer_range 0.2 (not 0.02) makes the logits
-    far apart, so that greedy choices are decided by the model rather than by rounding noise."""
+    far apart, so that greedy choices are decided by the model rather than by rounding noise. Head
+    size 32: the smallest vLLM's CPU attention accepts."""
     torch.manual_seed(seed)
     config = Qwen2Config(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=context,
                          eos_token_id=0, pad_token_id=0, bos_token_id=None, initializer_range=0.2)
     Qwen2ForCausalLM(config).save_pretrained(directory)
     save_tokenizer(directory)
@@ -217,7 +218,7 @@ def test_short_context_model_evaluates_and_reports_truncation(short_context_mode
     if backend_name == "vllm" and vllm_platform() is None:
         pytest.skip("vllm is not installed")
     eval_cfg = compose_config("eval=toy", f"eval.backend={backend_name}", "eval.limit=6",
-                              "eval.max_new_tokens=128", "eval.vllm.gpu_memory_utilization=0.2").eval
+                              "eval.max_new_tokens=128", "eval.vllm.enforce_eager=true").eval
     rows = evaluate_model(short_context_model, label="short", role="merged", prompt="toy", eval_cfg=eval_cfg,
                           out_dir=tmp_path)
     assert rows[0]["n"] == 6 and rows[0]["truncation_rate"] > 0

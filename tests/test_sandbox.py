@@ -413,6 +413,22 @@ def test_cli_stops_before_any_model_loads(unusable_bwrap: str, tmp_path: Path) -
     assert not cache.exists() or not any(cache.rglob("*.safetensors"))  # no toy model was built
 
 
+def test_every_sweep_point_is_checked_before_any_job(unusable_bwrap: str, tmp_path: Path) -> None:
+    import subprocess
+
+    env = {key: value for key, value in os.environ.items() if key != sandbox.ISOLATION_ENV_VAR}
+    prompts = ["model_pair.base_prompt=cot", "model_pair.finetuned_prompt=cot", "model_pair.merged_prompt=cot"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "acm_exp", "-m", "model_pair=toy", "eval=toy,code", *prompts, "logger=disabled",
+         f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 2
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("acm_exp: error:")]
+    assert len(errors) == 1 and "sweep point [" in errors[0] and "eval=code" in errors[0]
+    assert "apt-get install bubblewrap" in errors[0]
+    assert not (tmp_path / "sweep").exists()  # not even the first (math-only) point ran
+
+
 # ---------------------------------------------------------------------------------------------
 # Hardening: more hostile programs, each contained, nothing left running
 

@@ -222,6 +222,9 @@ def collect_mi_statistics(base_model: torch.nn.Module, compared_models: Sequence
                     recorder.reduced = {}
                     _forward(model, ids)
                     futures.append(recorder.reduced)
+                    # A model that is also the base (or another compared model) fires these hooks in
+                    # later passes too: they must not overwrite this sample's futures.
+                    recorder.reduced = {}
                 base_recorder.outputs = {}
                 pending.append(futures)
                 if len(pending) == 2:  # the previous sample's MI ran during this sample's passes

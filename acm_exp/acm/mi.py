@@ -26,6 +26,7 @@ of the float64 sum. Without numba the numpy kernels run (the GPU machine's bundl
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any, Union
@@ -35,18 +36,18 @@ import torch
 
 from acm_exp.errors import ConfigError
 
-try:
-    import numba
-except ImportError:  # optional: the numpy kernels below compute the same counts
-    numba = None
-
 # Whether the 16-bit CPU kernels are the compiled ones (tests switch it off to check the numpy ones).
-COMPILED = numba is not None
+# numba is optional (the numpy kernels compute the same counts) and imported on first use only.
+COMPILED = importlib.util.find_spec("numba") is not None
 
 
+@functools.lru_cache(maxsize=None)
 def _compiled(function):
-    # cache=True keeps the machine code next to this module: later processes skip the ~3 s compile.
-    return numba.njit(cache=True, nogil=True)(function) if numba is not None else function
+    """``function`` compiled by numba; cache=True keeps the machine code next to this module, so
+    later processes skip the few seconds of compiling."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(function)
 
 
 ESTIMATORS = ("discrete", "histogram")
@@ -166,8 +167,7 @@ def _chunk_codes(codes: np.ndarray, start: int, buffer: np.ndarray) -> np.ndarra
     return converted
 
 
-@_compiled
-def _count_16bit_compiled(bits):
+def _count_16bit_loop(bits):
     counts = np.zeros(SYMBOLS_16BIT, dtype=np.int64)
     for code in bits:
         counts[code] += 1
@@ -176,7 +176,7 @@ def _count_16bit_compiled(bits):
 
 def _count_16bit(bits: np.ndarray) -> np.ndarray:
     if COMPILED:
-        return _count_16bit_compiled(bits)
+        return _compiled(_count_16bit_loop)(bits)
     counts = np.zeros(SYMBOLS_16BIT, dtype=np.int64)
     buffer = np.empty(min(CHUNK, bits.size), dtype=np.intp)
     for start in range(0, bits.size, CHUNK):
@@ -399,11 +399,10 @@ _XLOGX_LIMIT = 1 << 16
 @functools.lru_cache(maxsize=1)
 def _xlogx_table() -> np.ndarray:
     counts = np.arange(_XLOGX_LIMIT, dtype=np.float64)
-    counts[0] = 1.0  # 0·log 0 = 0, like 1·log 1
+    counts[0] = 1.0  # 0·log 0 = 0, like 1·log 1: a cell counted once or not at all adds nothing
     return counts * np.log(counts)
 
 
-@_compiled
 def _grouped_by_row(codes_x, codes_y, ids_x, ids_y, row_starts):
     """The y ids of the values whose x id is kept (< K_x), in groups by x id (a counting sort)."""
     kept_x = row_starts.size - 1
@@ -417,14 +416,13 @@ def _grouped_by_row(codes_x, codes_y, ids_x, ids_y, row_starts):
     return columns
 
 
-@_compiled
-def _grouped_sum_xlogx(columns, row_starts, kept_y, xlogx):
+def _grouped_sum_xlogx(columns, row_starts, counts, xlogx):
     """Σ c·log c over the pair counts, one x id's group at a time (its counts stay in L1).
 
     The trash column K_y (y seen once) is left out; the per-group sums are added with Neumaier's
     compensation, so the total does not drift with the number of groups.
     """
-    counts = np.zeros(kept_y + 1, dtype=np.int64)
+    kept_y = counts.size - 1
     total, compensation = 0.0, 0.0
     for row in range(row_starts.size - 1):
         start, stop = row_starts[row], row_starts[row + 1]
@@ -432,12 +430,17 @@ def _grouped_sum_xlogx(columns, row_starts, kept_y, xlogx):
             counts[columns[index]] += 1
         counts[kept_y] = 0
         part = 0.0
-        for index in range(start, stop):
-            column = columns[index]
-            count = counts[column]
-            if count > 1:
+        if stop - start < xlogx.size:  # no count reaches the table's end: no branch per value
+            for index in range(start, stop):
+                column = columns[index]
+                part += xlogx[counts[column]]
+                counts[column] = 0
+        else:
+            for index in range(start, stop):
+                column = columns[index]
+                count = counts[column]
                 part += xlogx[count] if count < xlogx.size else count * np.log(count)
-            counts[column] = 0
+                counts[column] = 0
         updated = total + part
         if abs(total) >= abs(part):
             compensation += (total - updated) + part
@@ -453,8 +456,10 @@ def _joint_16bit_compiled(sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: 
     row_counts = np.bincount(ids_x, weights=sx.counts, minlength=kept_x + 1)[:kept_x]
     row_starts = np.zeros(kept_x + 1, dtype=np.int64)
     np.cumsum(row_counts.astype(np.int64), out=row_starts[1:])
-    columns = _grouped_by_row(sx.codes, sy.codes, ids_x.astype(np.int32), ids_y.astype(np.uint16), row_starts)
-    return _grouped_sum_xlogx(columns, row_starts, kept_y, _xlogx_table())
+    columns = _compiled(_grouped_by_row)(sx.codes, sy.codes, ids_x.astype(np.int32), ids_y.astype(np.uint16), row_starts)
+    # Zeroed per-group counts; int32 (half the cache footprint) unless a group could overflow it.
+    counts = np.zeros(kept_y + 1, dtype=np.int32 if sx.codes.size < 2**31 else np.int64)
+    return _compiled(_grouped_sum_xlogx)(columns, row_starts, counts, _xlogx_table())
 
 
 def _joint_sum_xlogx_numpy(sx: _Symbols, sy: _Symbols) -> float:

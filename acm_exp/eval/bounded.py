@@ -216,6 +216,20 @@ def _serve() -> None:
         _, status = os.waitpid(pid, 0)
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             return  # stdin closed: the caller is gone
+        _drain_stdin()
+
+
+def _drain_stdin() -> None:
+    """Drop what a killed worker left unread: the caller writes its next call only after the next
+    worker's ``ready`` line, so anything waiting now belongs to the call that was given up."""
+    os.set_blocking(0, False)
+    try:
+        while os.read(0, 1 << 16):
+            pass
+    except BlockingIOError:
+        pass
+    finally:
+        os.set_blocking(0, True)
 
 
 if __name__ == "__main__":

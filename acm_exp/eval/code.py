@@ -64,7 +64,8 @@ class CodeGrade:
     status: "passed", "wrong_answer", "no_tests", or the sandbox status of the failing run
     ("error", "timeout", "oom", "output_limit"). detail: one line on why (for logs).
     HumanEval-Pro, official mode: raw_passed / sanitized_passed are the verdicts on the
-    completion as written and cut by CodeEval-Pro's sanitiser (passed = either)."""
+    completion as written and cut by CodeEval-Pro's sanitiser (passed = either; the sanitised
+    run is skipped, None, when the raw completion passed)."""
 
     passed: bool
     extracted: str
@@ -260,14 +261,14 @@ def _grade_humaneval_pro_official(example: Mapping, response: str, timeout_s: fl
                                       timeout_s, limits, isolation)
     sanitized_completion = sanitize_humaneval_pro(completion)
     if sanitized_completion == completion:
-        sanitized = raw
-    else:
-        sanitized = _humaneval_official_verdict(
-            humaneval_pro_official_program(example, sanitized_completion, continued), timeout_s, limits, isolation)
-    passed, status, detail = raw if raw[0] or not sanitized[0] else sanitized
-    if sanitized is not raw:
-        detail = f"{detail} (raw {'passed' if raw[0] else 'failed'}, sanitised {'passed' if sanitized[0] else 'failed'})"
-    return CodeGrade(passed, completion, status, detail, raw_passed=raw[0], sanitized_passed=sanitized[0])
+        return CodeGrade(raw[0], completion, raw[1], raw[2], raw_passed=raw[0], sanitized_passed=raw[0])
+    if raw[0]:  # passed either way: the sanitised run could not change the verdict, so it is skipped
+        return CodeGrade(True, completion, raw[1], raw[2], raw_passed=True, sanitized_passed=None)
+    sanitized = _humaneval_official_verdict(
+        humaneval_pro_official_program(example, sanitized_completion, continued), timeout_s, limits, isolation)
+    passed, status, detail = sanitized if sanitized[0] else raw
+    detail = f"{detail} (raw failed, sanitised {'passed' if sanitized[0] else 'failed'})"
+    return CodeGrade(passed, completion, status, detail, raw_passed=False, sanitized_passed=sanitized[0])
 
 
 def _grade_humaneval_pro_lenient(example: Mapping, response: str, timeout_s: float,

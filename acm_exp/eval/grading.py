@@ -187,7 +187,8 @@ def _answer_is(text: str) -> str | None:
     for match in reversed(matches):
         rest = text[match.end():]
         end = _SENTENCE_END.search(rest)
-        answer = (rest[:end.start()] if end else rest).strip().rstrip(".").strip()
+        # Quotes around an answer are punctuation ('is "$12$ and $13$".').
+        answer = (rest[:end.start()] if end else rest).strip().rstrip(".").strip().strip('\\"\'').strip()
         if answer:
             return answer
     return None
@@ -432,9 +433,12 @@ def _normalize(answer: str) -> Normalized:
     text = _brace_macro_arguments(text, "\\frac", 2)
     text = _brace_macro_arguments(text, "\\sqrt", 1)
     # A trailing line break ("185\\\\" in TeX) is layout.
-    text = re.sub(r"(?:\\\\|\s)+$", "", text)
+    text = re.sub(r"(?:\\{1,2}|\s)+$", "", text)
     text = re.sub(r"\s+", " ", text).strip().rstrip(".").strip()
     text = _unwrap_group(text)
+    choice = _CHOICE.match(text)
+    if choice:
+        return Normalized(choice.group(1), None, percent)
     label, text = _split_label(text)
     unit = _PLAIN_UNIT.match(text)
     if unit:

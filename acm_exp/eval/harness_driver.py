@@ -46,7 +46,6 @@ import sys
 import types
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from unittest import mock
 
 LCB_FUNCTION_NAME = "wrapped_function"
 # lcb_runner's compute_code_generation_metrics sets this for the whole evaluation process.
@@ -176,6 +175,8 @@ class _MockStdin:
 
 
 def _call_with_stdin(method: Any, inputs: Any) -> None:
+    from unittest import mock  # imported by main before the guard; only stdin problems need it
+
     if isinstance(inputs, list):
         inputs = "\n".join(inputs)
     lines = iter(inputs.split("\n"))
@@ -360,6 +361,9 @@ def main() -> None:
         os.dup2(sink, fd)
     if payload["kind"] != "humaneval":
         sys.set_int_max_str_digits(LCB_INT_MAX_STR_DIGITS)
+    if payload["kind"] == "lcb_stdin":
+        import unittest.mock  # noqa: F401 - before the guard, as lcb_runner imports it
+
     signal.signal(signal.SIGALRM, _on_alarm)
     reliability_guard(disable_exit=payload["kind"] == "humaneval")
     try:

@@ -67,6 +67,11 @@ ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden
 # An elementwise method merges tensors larger than this block of rows by block of rows, so the
 # float32 working copies of an embedding or lm_head (0.5-2 GB each) never exist at once.
 ROW_BLOCK_ELEMENTS = 1 << 23
+# On CPU an elementwise method runs on a block chunk by chunk: a chunk's float32 working copies
+# stay in L2 and their memory is reused, where block-sized temporaries would each be fresh pages
+# (page faults and zeroing cost more than the arithmetic). The same operations on the same
+# values, so the same result; a multiple of every SIMD width, so no element changes loop path.
+CHUNK_ELEMENTS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -464,16 +469,58 @@ def merge_tensor(base: torch.Tensor, finetuned: Sequence[torch.Tensor], method: 
                     generator)
 
 
+def _chunked_factor(factor: float | torch.Tensor, shape: torch.Size) -> float | torch.Tensor | None:
+    """The delta factor as a scalar or a flat per-entry tensor, or None when it broadcasts otherwise."""
+    if not isinstance(factor, torch.Tensor) or factor.dim() == 0:
+        return factor
+    if tuple(factor.shape) == tuple(shape):
+        return factor.reshape(-1)
+    return None
+
+
+def _merge_elementwise(inputs: MergeInputs, name: str, base: torch.Tensor, finetuned: list[torch.Tensor],
+                       method: MergeMethod, params, adjustment: Adjustment, factor: float | torch.Tensor,
+                       generator: torch.Generator, out_dtype: torch.dtype) -> torch.Tensor:
+    """An elementwise method's merge of a block, CHUNK_ELEMENTS at a time, straight into ``out_dtype``."""
+    merged = torch.empty(base.shape, dtype=out_dtype)
+    flat_merged, flat_base = merged.view(-1), base.reshape(-1)
+    flat_finetuned = [tensor.reshape(-1) for tensor in finetuned]
+    for start in range(0, flat_base.numel(), CHUNK_ELEMENTS):
+        stop = start + CHUNK_ELEMENTS
+        base_chunk = flat_base[start:stop]
+        task_vectors = []
+        for tensor, checkpoint in zip(flat_finetuned, inputs.finetuned):
+            task_vector = _task_vector(tensor[start:stop], base_chunk)
+            _check_finite(task_vector, base_chunk, tensor[start:stop], name, inputs.base, checkpoint)
+            task_vectors.append(task_vector)
+        chunk_factor = factor[start:stop] if isinstance(factor, torch.Tensor) and factor.dim() else factor
+        chunk_adjustment = replace(adjustment, delta_factor=chunk_factor)
+        flat_merged[start:stop] = _combine(base_chunk, task_vectors, method, params, chunk_adjustment, generator)
+    return merged
+
+
 def _merge_one(inputs: MergeInputs, name: str, method: MergeMethod, params, adjustment: Adjustment,
                device: torch.device, generator: torch.Generator, hasher: _ContentHasher,
-               rows: tuple[int, int] | None = None) -> torch.Tensor:
-    """Merge tensor ``name`` (or its ``rows``); each θi is held only until its τi is computed."""
+               rows: tuple[int, int] | None = None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Merge tensor ``name`` (or its ``rows``); each θi is held only until its τi is computed.
+
+    With ``out_dtype``, an elementwise method on CPU returns the block in that dtype, merged chunk by
+    chunk (then each θi is held as read, in its own dtype, until the block is done).
+    """
     base = inputs.base.get(name, rows).to(device)
     hasher.update(0, base)
     if not base.dtype.is_floating_point:
         for index, checkpoint in enumerate(inputs.finetuned, start=1):
             hasher.update(index, checkpoint.get(name, rows))
         return base
+    factor = _chunked_factor(adjustment.delta_factor, base.shape)
+    if out_dtype is not None and method.elementwise and device.type == "cpu" and factor is not None:
+        finetuned = []
+        for index, checkpoint in enumerate(inputs.finetuned, start=1):
+            finetuned.append(checkpoint.get(name, rows))
+            hasher.update(index, finetuned[-1])
+        return _merge_elementwise(inputs, name, base, finetuned, method, params, adjustment, factor, generator,
+                                  out_dtype)
     task_vectors = []
     for index, checkpoint in enumerate(inputs.finetuned, start=1):
         tensor = checkpoint.get(name, rows)
@@ -609,7 +656,7 @@ def run_merge(inputs: MergeInputs, method: MergeMethod, params, settings: MergeS
                     for rows in blocks or [None]:
                         block_adjustment = _adjustment_rows(adjustment, tensor.shape, rows) if rows else adjustment
                         merged = _merge_one(inputs, tensor.name, method, params, block_adjustment, device, generator,
-                                            hasher, rows)
+                                            hasher, rows, out_dtype=tensor.dtype)
                         if rows:
                             writer.write_rows(tensor.name, merged.to(tensor.dtype))
                         else:

@@ -6,6 +6,8 @@
 For each isolation mode (bwrap where usable, and the forced fallback) runs every canonical
 solution + its tests through acm_exp.eval.sandbox.run_programs with max_workers=1 and with
 max_workers=N (default: the CPU count), and prints programs/s and the parallel/sequential ratio.
+Then grades the 164 canonical answers with the official HumanEval-Pro grader (CodeEval-Pro + HF
+code_eval, raw and sanitised completion) under bwrap, N at a time, and prints problems/s.
 All programs must pass; the script exits 1 otherwise.
 """
 
@@ -16,10 +18,11 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from acm_exp.eval import sandbox
-from acm_exp.eval.code import extract_code, humaneval_pro_program
+from acm_exp.eval.code import extract_code, grade_humaneval_pro, humaneval_pro_program, humaneval_pro_response_prefix
 from acm_exp.paths import shared_data_dir
 
 
@@ -42,6 +45,21 @@ def timed_run(programs: list[str], workers: int, mode: str, repeats: int) -> tup
         best = min(best, time.perf_counter() - started)
         passed = sum(result.ok for result in results)
     return best, passed
+
+
+def official_grading(data_dir: Path, workers: int) -> tuple[float, int, int]:
+    """Wall time, passes and problems when the official grader grades every canonical answer."""
+    examples = json.loads((data_dir / "humaneval_pro" / "humaneval_pro.json").read_text())
+
+    def grade(example: dict) -> bool:
+        answer = example["raw_solution"] + example["new_problem"] + example["new_solution"] + "\n```"
+        return grade_humaneval_pro(example, answer, response_prefix=humaneval_pro_response_prefix(example),
+                                   isolation="bwrap").passed
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        passed = sum(pool.map(grade, examples))
+    return time.perf_counter() - started, passed, len(examples)
 
 
 def main() -> int:
@@ -72,6 +90,11 @@ def main() -> int:
         print(f"[{mode}] parallel x{args.workers}: {parallel_s:6.2f} s  {n / parallel_s:6.1f} programs/s  "
               f"({par_passed}/{n} passed)  speed-up {sequential_s / parallel_s:.2f}x")
         ok = ok and seq_passed == n and par_passed == n
+    if sandbox.bwrap_available():
+        wall_s, passed, n = official_grading(data_dir, args.workers)
+        print(f"[official HumanEval-Pro grading, bwrap] x{args.workers}: {wall_s:6.2f} s  "
+              f"{n / wall_s:6.1f} problems/s  ({passed}/{n} passed)")
+        ok = ok and passed == n
     return 0 if ok else 1
 
 
