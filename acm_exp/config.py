@@ -86,6 +86,20 @@ class MergeConfig:
     seed: int = 0
 
 
+
+# MergeConfig fields that say where and how the merge runs; every other field is a method
+# hyper-parameter (validated per method, a results column, part of the merge fingerprint).
+MERGE_EXECUTION_FIELDS = ("method", "output_dir", "shard_size", "device", "dtype", "overwrite", "seed")
+
+
+def merge_hyper_parameters() -> dict[str, type]:
+    """The merge hyper-parameters, in declaration order, with their Python type (float or str)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(MergeConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(MergeConfig) if f.name not in MERGE_EXECUTION_FIELDS}
+
 @dataclass
 class CalibrationConfig:
     """Calibration corpus and its selection (DESIGN.md §1 item 1)."""

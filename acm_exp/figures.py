@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 METHOD_LABELS = {
     "average": "Average", "task_arithmetic": "TA", "ties": "TIES", "dare": "DARE", "breadcrumbs": "Breadcrumbs",
-    "aim": "AIM", "sens": "Sens-Merging", "sens_merging": "Sens-Merging",
+    "aim": "AIM", "sens": "Sens-Merging",
     "acm_average": "ACM-Average", "acm_ta": "ACM-TA", "acm_ties": "ACM-TIES", "acm_dare": "ACM-DARE",
 }
 METHOD_ORDER = tuple(METHOD_LABELS)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from acm_exp.config import MergeConfig
+from acm_exp.config import MergeConfig, merge_hyper_parameters
 from acm_exp.errors import ConfigError
 from acm_exp import costs
 from acm_exp.costs import measure, note_cache_hit
@@ -46,8 +46,7 @@ from acm_exp.paths import atomic_write, cache_root, check_writable_dir, shared_d
 log = logging.getLogger("acm_exp")
 
 TOKENIZER_SOURCES = ("base", "finetuned")
-METHOD_FIELDS = ("scale", "k", "p", "combine", "gamma", "t", "shift", "reduce", "omega", "base_method", "relax",
-                 "alpha", "temperature")
+METHOD_FIELDS = tuple(merge_hyper_parameters())
 
 
 def run_directory() -> Path:

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
+from acm_exp.config import merge_hyper_parameters
 from acm_exp.costs import COST_COLUMNS, cost_columns
 from acm_exp.errors import ConfigError
 from acm_exp.paths import REPO_ROOT, atomic_write
@@ -44,8 +45,7 @@ RESULTS_DIR_ENV = "ACM_EXP_RESULTS_DIR"
 
 # Merge hyper-parameters (MergeConfig fields). A method records only those it uses; the others
 # are null, so filtering on t=0.7 never matches a TIES run that ignores t.
-HYPER_PARAMETERS = ("t", "scale", "k", "p", "combine", "gamma", "shift", "reduce", "omega", "base_method",
-                    "alpha", "temperature")
+HYPER_PARAMETERS = tuple(merge_hyper_parameters())
 ACM_COLUMNS = ("acm_against", "estimator", "bins")
 CALIBRATION_COLUMNS = ("calibration", "calibration_selection", "num_clusters", "per_cluster", "num_samples",
                        "include_solution", "calibration_samples", "selection_hash")
@@ -59,9 +59,7 @@ _STRING, _FLOAT, _INT, _BOOL = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 SCHEMA = pa.schema([
     ("run_id", _STRING), ("sweep_id", _STRING),
     ("model_pair", _STRING), ("base_model", _STRING), ("finetuned_models", _STRING), ("method", _STRING),
-    ("t", _FLOAT), ("scale", _FLOAT), ("k", _FLOAT), ("p", _FLOAT), ("combine", _STRING), ("gamma", _FLOAT),
-    ("shift", _STRING), ("reduce", _STRING), ("omega", _FLOAT), ("base_method", _STRING), ("alpha", _FLOAT),
-    ("temperature", _FLOAT),
+    *((name, _FLOAT if kind is float else _STRING) for name, kind in merge_hyper_parameters().items()),
     ("acm_against", _STRING), ("estimator", _STRING), ("bins", _INT),
     ("calibration", _STRING), ("calibration_selection", _STRING), ("num_clusters", _INT), ("per_cluster", _INT),
     ("num_samples", _INT), ("include_solution", _BOOL), ("calibration_samples", _INT), ("selection_hash", _STRING),

@@ -166,6 +166,15 @@ def test_bad_values_raise_the_clis_one_line_error(call, cli_overrides, tmp_path)
     assert str(error.value) == cli_error("eval=none", *cli_overrides)
 
 
+@pytest.mark.slow
+def test_the_error_is_the_line_the_cli_prints(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        acm_exp.merge_models("toy:base", "toy:finetuned", "ties", k=1.5)
+    completed = run_cli("merge=ties", "merge.k=1.5", "eval=none", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == f"acm_exp: error: {error.value}"
+
+
 def test_evaluation_values_raise_the_clis_errors(tmp_path):
     results = f"logger.results_dir={tmp_path}"
     with pytest.raises(ConfigError) as error:
@@ -397,3 +406,29 @@ def test_the_readme_example_runs(toy_runs, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list((tmp_path / "outputs" / "runs").glob("*/*/merged/merge_manifest.json"))) == 1
     assert "{'toy': " in result.stdout and "accuracy" in result.stdout
+
+
+def test_a_merges_fingerprint_ignores_where_the_coefficient_files_live():
+    from acm_exp.pipeline import coefficient_identity
+
+    def manifest(run: str, t: float) -> dict:
+        return {"calibration": {"spec": "toy", "selection_hash": "s", "samples": 8},
+                "acm": {"t": t, "mi_cache_key": "k", "coefficients": f"/{run}/coefficients.json",
+                        "mi_statistics": f"/{run}-cache/mi/k"}}
+
+    assert coefficient_identity(manifest("run1", 0.7)) == coefficient_identity(manifest("run2", 0.7))
+    assert coefficient_identity(manifest("run1", 0.7)) != coefficient_identity(manifest("run1", 0.9))
+    assert coefficient_identity({}) == {}
+
+
+def test_a_calibration_file_is_selected_with_the_clis_settings(tmp_path):
+    corpus = tmp_path / "My_Corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"question": f"  question {i} ", "solution": str(i)}) + "\n" for i in range(5)))
+    calibration = acm_exp.select_calibration(corpus, selection="all", include_solution=True, cache_dir=tmp_path)
+    assert calibration.texts == [f"question {i}\n\n{i}" for i in range(5)] and calibration.indices == [0, 1, 2, 3, 4]
+    assert calibration.spec == "my_corpus:all+solution" and calibration.settings["source"] == str(corpus)
+    # The same selection from the command-line arguments the result names.
+    from acm_exp.calibration import select_calibration
+
+    cli = compose_config(*calibration.overrides)
+    assert select_calibration(cli.calibration, cache_dir=tmp_path).texts == calibration.texts

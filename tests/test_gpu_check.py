@@ -20,6 +20,7 @@ def load_script():
     return module
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_at_tiny_size_on_cpu(tmp_path, capsys):
     gpu_check = load_script()
     status = gpu_check.main(["--tiny", "--device", "cpu", "--work-dir", str(tmp_path), "--methods",

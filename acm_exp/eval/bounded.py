@@ -141,10 +141,6 @@ class _Helper:
                 raise HelperError(f"{name} failed in the grading helper: {reply['error']}")
             return reply["result"]
 
-    def close(self) -> None:
-        with self._lock:
-            self._stop()
-
 
 def _kill(pid: int) -> None:
     try:
@@ -172,11 +168,6 @@ def call_bounded(name: str, args: list[Any], *, time_limit_s: float, start_limit
             log.warning("grading helper unavailable (%s); grading in-process without a time limit", error)
             _IN_PROCESS = True
     return _functions()[name](*args)
-
-
-def close_helper() -> None:
-    """Stop the helper process (a later call starts a new one)."""
-    _HELPER.close()
 
 
 def _serve_calls(functions: dict[str, Callable[..., Any]], replies: Any) -> None:

@@ -462,7 +462,6 @@ def _compact(text: str) -> str:
 # Numbers
 
 _PLAIN_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_INTEGER = re.compile(r"[+-]?\d+")
 _DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
 
 
