@@ -225,12 +225,12 @@ def test_results_match_collect_on_the_same_tokens(model_dirs, tmp_path):
 
 def test_cache_key_depends_on_inputs_but_not_on_t(model_dirs, tmp_path):
     base, tuned = model_dirs
-    default = dict(max_tokens=None, dtype="bfloat16", device="cpu", estimator="discrete", bins=None, binning="uniform")
+    default = dict(max_tokens=None, dtype="bfloat16", estimator="discrete", bins=None, binning="uniform")
     key = MICache(statistics_spec(base, tuned, TEXTS, **default)).key
     assert MICache(statistics_spec(base, tuned, TEXTS, **default)).key == key
     changes = [
         dict(texts=TEXTS[:-1]), dict(max_tokens=64), dict(dtype="float32"), dict(estimator="histogram", bins=16),
-        dict(compared=tuned[:1]), dict(device="cuda"),
+        dict(compared=tuned[:1]),
     ]
     for change in changes:
         settings = {**default, **{k: v for k, v in change.items() if k not in ("texts", "compared")}}
@@ -315,3 +315,25 @@ def test_config_validation(model_dirs):
         compute_mi_statistics(base, tuned, TEXTS, acm_cfg=AcmConfig(), max_tokens=0, progress=False)
     with pytest.raises(ConfigError, match="at least one calibration text"):
         compute_mi_statistics(base, tuned, [], acm_cfg=AcmConfig(), progress=False)
+
+
+def test_cache_key_is_unchanged_by_the_placement_and_other_hardware_is_logged(model_dirs, tmp_path, monkeypatch,
+                                                                              caplog):
+    from acm_exp.acm import cache as cache_module
+
+    base, tuned = model_dirs
+    first = compute_mi_statistics(base, tuned[:1], TEXTS, acm_cfg=AcmConfig(device="cpu"), cache_dir=tmp_path,
+                                  progress=False)
+    assert first.metadata["computed_on"] == "cpu" and first.metadata["cost"]["hardware"]["cpu_cores"] >= 1
+    # The same statistics asked for on an accelerator: same key, served from the cache, and the
+    # difference in hardware is logged (bf16 kernels round differently).
+    monkeypatch.setattr(cache_module, "device_kind", lambda device: "cuda: NVIDIA H200")
+    before = capture.FORWARD_PASSES
+    with caplog.at_level("WARNING"):
+        again = compute_mi_statistics(base, tuned[:1], TEXTS, acm_cfg=AcmConfig(device="auto"), cache_dir=tmp_path,
+                                      progress=False)
+    assert capture.FORWARD_PASSES == before
+    assert again.metadata["cache_key"] == first.metadata["cache_key"]
+    np.testing.assert_array_equal(again.mi, first.mi)
+    assert any("computed on cpu; this run would compute them on cuda: NVIDIA H200" in r.getMessage()
+               for r in caplog.records)

@@ -157,6 +157,12 @@ def test_a_response_that_is_only_an_answer_is_the_answer() -> None:
         ("\\begin{pmatrix} 0.33 \\\\ 0.2 \\end{pmatrix}", "\\begin{pmatrix}\\frac{1}{3}\\\\ \\frac{1}{5}\\end{pmatrix}", True),
         ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 5 \\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}", False),
         ("\\begin{pmatrix} 1 & 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", False),
+        # A written-out product compares factor by factor: these two products are equal, the
+        # factors (the answer, e.g. an inverse applied to a vector) are not.
+        ("\\begin{pmatrix}13 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
+         "\\begin{pmatrix}12 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}", False),
+        ("\\begin{pmatrix}12 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
+         "\\begin{bmatrix}12 & -7 \\\\ -5 & 3\\end{bmatrix}\\begin{bmatrix}0 \\\\ -1\\end{bmatrix}", True),
     ],
 )
 def test_matrices(pred: str, gold: str, expected: bool) -> None:
@@ -193,6 +199,10 @@ def test_labelled_answers(pred: str, gold: str, expected: bool) -> None:
         # A list that repeats an element is the set it lists.
         ("(3,17),(3,17),(17,3)", "(17,3),(3,17)", True),  # old: False
         ("1, 1, 2", "1, 2", True),
+        # A gold that repeats an element counts it (roots with multiplicity).
+        ("2, 1, 2, 3", "1, 1, 2, 3", False),
+        ("1, 2, 1, 3", "1, 1, 2, 3", True),
+        ("x \\approx 5.177, x \\approx 5503.665", "x \\approx 4.177, x \\approx 5503.665", False),
         ("1 and 3", "1, 2", False),
         ("1, 2", "1, 2, 3", False),
     ],

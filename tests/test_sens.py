@@ -257,8 +257,8 @@ def test_compute_from_path_matches_the_loaded_model_and_is_cached(model_dir, mod
 
 
 def test_cache_key_follows_examples_dtype_and_max_tokens(model_dir):
-    def key(pairs=PAIRS, dtype="float32", max_tokens=None, device="cpu"):
-        return spec_key(sensitivity_spec(model_dir, pairs, max_tokens=max_tokens, dtype=dtype, device=device))
+    def key(pairs=PAIRS, dtype="float32", max_tokens=None):
+        return spec_key(sensitivity_spec(model_dir, pairs, max_tokens=max_tokens, dtype=dtype))
 
     reference = key()
     assert key() == reference
@@ -268,7 +268,7 @@ def test_cache_key_follows_examples_dtype_and_max_tokens(model_dir):
     assert key(pairs=[(PAIRS[0][0] + "4", "2."), *PAIRS[1:]]) != reference
     assert key(dtype="bfloat16") != reference
     assert key(max_tokens=16) != reference
-    assert SensitivityCache(sensitivity_spec(model_dir, PAIRS, max_tokens=None, dtype="float32", device="cpu"),
+    assert SensitivityCache(sensitivity_spec(model_dir, PAIRS, max_tokens=None, dtype="float32"),
                             "/tmp/x").directory.parent.name == "sens"
 
 

@@ -79,10 +79,21 @@ def texts_hash(texts: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()
 
 
+def device_kind(device: torch.device | str) -> str:
+    """The kind of hardware a computation ran on: 'cpu', or the accelerator's name ('cuda: NVIDIA H200')."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(device.index or 0)}"
+    return device.type
+
+
 def statistics_spec(base_path: str | Path, compared_paths: Sequence[str | Path], texts: Sequence[str], *,
-                    max_tokens: int | None, dtype: str, device: torch.device | str, estimator: str, bins: int | None,
+                    max_tokens: int | None, dtype: str, estimator: str, bins: int | None,
                     binning: str) -> dict[str, Any]:
-    """Everything the MI statistics depend on; its hash is the cache key."""
+    """Everything the MI statistics depend on; its hash is the cache key.
+
+    What was computed, not where: the device (CPU, one GPU, a placement over several) is recorded in
+    the entry's metadata instead, and reusing an entry computed on another kind of device is logged."""
     return {
         "capture_version": CAPTURE_VERSION,
         "base": model_identity(base_path),
@@ -91,8 +102,6 @@ def statistics_spec(base_path: str | Path, compared_paths: Sequence[str | Path],
         "num_texts": len(texts),
         "max_tokens": max_tokens,
         "dtype": dtype,
-        # bf16 kernels differ between CPU and GPU, and so do their activations.
-        "device_type": torch.device(device).type,
         "estimator": estimator,
         "bins": bins if estimator == "histogram" else None,
         "binning": binning if estimator == "histogram" else None,
@@ -113,8 +122,10 @@ class StatisticsCache:
     statistics_type: type = MIStatistics
     label = "MI statistics"
 
-    def __init__(self, spec: dict[str, Any], cache_dir: str | Path | None = None):
+    def __init__(self, spec: dict[str, Any], cache_dir: str | Path | None = None,
+                 device: torch.device | str | None = None):
         self.spec = spec
+        self.device_kind = device_kind(device) if device is not None else None
         self.key = spec_key(spec)
         self.directory = cache_root(cache_dir) / self.kind / self.key
         self.statistics_path = self.directory / self.file_name
@@ -137,6 +148,13 @@ class StatisticsCache:
         atomic_write(self.statistics_path, statistics.save)
         self._annotate(statistics)
 
+    def _warn_if_other_hardware(self, statistics) -> None:
+        computed_on = statistics.metadata.get("computed_on")
+        if self.device_kind and computed_on and computed_on != self.device_kind:
+            log.warning("%s in %s were computed on %s; this run would compute them on %s. bf16 kernels round "
+                        "differently across hardware, so values may differ slightly; set another cache_dir to "
+                        "recompute here", self.label, self.directory, computed_on, self.device_kind)
+
     def _annotate(self, statistics):
         statistics.metadata = {**statistics.metadata, "cache_key": self.key, "cache_dir": str(self.directory)}
         return statistics
@@ -146,6 +164,7 @@ class StatisticsCache:
         cached = self.load()
         if cached is not None:
             log.info("%s from the cache: %s", self.label, self.directory)
+            self._warn_if_other_hardware(cached)
             note_cache_hit(cached.metadata.get("cost"))
             return cached
         self.directory.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +177,7 @@ class StatisticsCache:
             with measure(self.label) as cost:
                 statistics = compute()
             # The entry keeps what computing it cost, so a later run served from it can report that.
-            statistics.metadata = {**statistics.metadata, "cost": cost.as_original()}
+            statistics.metadata = {**statistics.metadata, "cost": cost.as_original(), "computed_on": self.device_kind}
             note_computed(statistics.metadata["cost"])
             self.store(statistics)
             log.info("%s cached in %s", self.label, self.directory)

@@ -347,8 +347,8 @@ def _missing_importance_cache(base_path: str | Path, texts: Sequence[str], *, ma
     """AIM's cache entry for this base and calibration set, or None when it is already filled."""
     from acm_exp.acm.importance import ImportanceCache, importance_spec
 
-    cache = ImportanceCache(importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype, device=device),
-                            cache_dir)
+    cache = ImportanceCache(importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype), cache_dir,
+                            device=device)
     return None if cache.load() is not None else cache
 
 
@@ -374,9 +374,9 @@ def compute_mi_statistics(base_path: str | Path, compared_paths: Sequence[str | 
         raise ConfigError("compute_mi_statistics needs at least one calibration text")
     names = tuple(model_names) if model_names is not None else tuple(str(p) for p in compared_paths)
     spec = statistics_spec(base_path, compared_paths, texts, max_tokens=max_tokens, dtype=acm_cfg.dtype,
-                           device=device, estimator=acm_cfg.estimator, bins=acm_cfg.bins, binning=acm_cfg.binning)
+                           estimator=acm_cfg.estimator, bins=acm_cfg.bins, binning=acm_cfg.binning)
     cache_dir = cache_dir if cache_dir is not None else acm_cfg.cache_dir
-    cache = MICache(spec, cache_dir)
+    cache = MICache(spec, cache_dir, device=device)
 
     def compute() -> MIStatistics:
         token_ids = tokenize_texts(base_path, texts, max_tokens)

@@ -259,9 +259,9 @@ class ImportanceCache(StatisticsCache):
     label = "AIM input importance"
 
 
-def importance_spec(base_path: str | Path, texts: Sequence[str], *, max_tokens: int | None, dtype: str,
-                    device: torch.device | str) -> dict[str, Any]:
-    """Everything the AIM importance depends on; its hash is the cache key."""
+def importance_spec(base_path: str | Path, texts: Sequence[str], *, max_tokens: int | None,
+                    dtype: str) -> dict[str, Any]:
+    """Everything the AIM importance depends on (not the device: see statistics_spec); its hash is the cache key."""
     return {
         "aim_version": AIM_VERSION,
         "base": model_identity(base_path),
@@ -269,8 +269,6 @@ def importance_spec(base_path: str | Path, texts: Sequence[str], *, max_tokens: 
         "num_texts": len(texts),
         "max_tokens": max_tokens,
         "dtype": dtype,
-        # bf16 kernels differ between CPU and GPU, and so do their activations.
-        "device_type": torch.device(device).type,
     }
 
 
@@ -283,8 +281,8 @@ def compute_input_importance(base_path: str | Path, texts: Sequence[str], *, dev
     resolved_device = resolve_device(device)
     if not texts:
         raise ConfigError("compute_input_importance needs at least one calibration text")
-    spec = importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype, device=resolved_device)
-    cache = ImportanceCache(spec, cache_dir)
+    spec = importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype)
+    cache = ImportanceCache(spec, cache_dir, device=resolved_device)
 
     def compute() -> InputImportance:
         token_ids = tokenize_texts(base_path, texts, max_tokens)

@@ -356,8 +356,9 @@ def examples_hash(examples_text: Sequence[tuple[str, str]]) -> str:
 
 
 def sensitivity_spec(model_path: str | Path, examples_text: Sequence[tuple[str, str]], *, max_tokens: int | None,
-                     dtype: str, device: torch.device | str) -> dict[str, Any]:
-    """Everything a model's layer sensitivity depends on; its hash is the cache key.
+                     dtype: str) -> dict[str, Any]:
+    """Everything a model's layer sensitivity depends on (not the device: see statistics_spec); its
+    hash is the cache key.
 
     Gradient checkpointing recomputes the same activations, so it is not part of the key.
     """
@@ -368,8 +369,6 @@ def sensitivity_spec(model_path: str | Path, examples_text: Sequence[tuple[str, 
         "num_examples": len(examples_text),
         "max_tokens": max_tokens,
         "dtype": dtype,
-        # bf16 kernels differ between CPU and GPU, and so do their gradients.
-        "device_type": torch.device(device).type,
     }
 
 
@@ -397,8 +396,8 @@ def compute_layer_sensitivity(model_path: str | Path, examples_text: Sequence[tu
     check_max_tokens(max_tokens)
     torch_dtype = resolve_dtype(dtype, "sens.dtype")
     torch_device = resolve_device(device, "sens.device")
-    spec = sensitivity_spec(model_path, examples_text, max_tokens=max_tokens, dtype=dtype, device=torch_device)
-    cache = SensitivityCache(spec, cache_dir)
+    spec = sensitivity_spec(model_path, examples_text, max_tokens=max_tokens, dtype=dtype)
+    cache = SensitivityCache(spec, cache_dir, device=torch_device)
 
     def compute() -> LayerSensitivity:
         from transformers import AutoTokenizer

@@ -693,9 +693,23 @@ def _balanced(text: str) -> bool:
 
 def _same_set(pred_items: list[str], gold_items: list[str], equal: Callable[[str, str], bool]) -> bool:
     """Every predicted item is some gold item and every gold item some predicted one: a list
-    that repeats an element (``(3,17), (3,17), (17,3)``) is the set it lists."""
+    that repeats an element (``(3,17), (3,17), (17,3)``) is the set it lists. When the gold itself
+    repeats an element (roots with multiplicity, ``1, 1, 2``), the counts must agree as well."""
+    gold_keys = [_compact(normalize(item)) for item in gold_items]
+    if len(set(gold_keys)) < len(gold_keys):
+        return _same_multiset(pred_items, gold_items, equal)
     return (all(any(equal(p, g) for g in gold_items) for p in pred_items)
             and all(any(equal(p, g) for p in pred_items) for g in gold_items))
+
+
+def _same_multiset(pred_items: list[str], gold_items: list[str], equal: Callable[[str, str], bool]) -> bool:
+    remaining = list(gold_items)
+    for item in pred_items:
+        match = next((index for index, gold in enumerate(remaining) if equal(item, gold)), None)
+        if match is None:
+            return False
+        remaining.pop(match)
+    return not remaining
 
 
 def sequences_equal(pred: str, gold: str, equal: Callable[[str, str], bool],
@@ -769,6 +783,33 @@ def _matrix_cells(answer: str) -> list[list[str]] | None:
     if rows and not rows[-1].strip():
         rows.pop()
     return [[cell.strip() for cell in row.split("&")] for row in rows]
+
+
+_MATRIX_FACTOR = re.compile(r"[(\[]?\s*\\begin\{(pmatrix|bmatrix|matrix|array)\}.*?\\end\{\1\}\s*[)\]]?", re.DOTALL)
+
+
+def _matrix_factors(answer: str) -> list[str] | None:
+    """The factors of an answer written as a product of two or more matrices, else None."""
+    factors = []
+    rest = answer.strip()
+    while rest:
+        match = _MATRIX_FACTOR.match(rest)
+        if not match:
+            return None
+        factors.append(match.group(0))
+        rest = rest[match.end():].strip()
+    return factors if len(factors) >= 2 else None
+
+
+def matrix_products_equal(pred: str, gold: str, equal: Callable[[str, str], bool]) -> bool | None:
+    """A product of matrices written out compares factor by factor: the factors are the answer (a
+    decomposition ``L U``, an inverse applied to a vector), not only their product. None unless
+    both answers are such products."""
+    pred_factors, gold_factors = _matrix_factors(pred), _matrix_factors(gold)
+    if pred_factors is None or gold_factors is None:
+        return None
+    return len(pred_factors) == len(gold_factors) and all(
+        bool(matrices_equal(p, g, equal)) for p, g in zip(pred_factors, gold_factors))
 
 
 def matrices_equal(pred: str, gold: str, equal: Callable[[str, str], bool]) -> bool | None:
@@ -1144,19 +1185,21 @@ def _is_equiv_cached(pred: str, gold: str, rule: str) -> bool:
         if intervals is not None:
             return intervals
         matrices = matrices_equal(pred_norm, gold_norm, _is_equiv)
+        if matrices is None:
+            matrices = matrix_products_equal(pred_norm, gold_norm, _is_equiv)
         if matrices is not None:
             return matrices
         labelled = _labelled_tuple_equal(pred_norm, gold_norm)
         if labelled is not None:
             return labelled
-        approximation = _approximation_equal(pred_norm, gold_norm)
-        if approximation is not None:
-            return approximation
         small = max(_item_count(pred_norm), _item_count(gold_norm)) <= UNORDERED_SYMBOLIC_MAX
         elements = sequences_equal(pred_norm, gold_norm, _is_equiv, _is_equiv if small else _cheap_element_equal)
         if elements is not None:
             # Collections compare element by element; math-verify may read only part of a list.
             return elements
+        approximation = _approximation_equal(pred_norm, gold_norm)
+        if approximation is not None:
+            return approximation
         chain = _relation_chain_equal(pred_norm, gold_norm)
         if chain is not None:
             return chain
