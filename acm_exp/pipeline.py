@@ -337,6 +337,8 @@ def coefficient_identity(manifest: dict) -> dict:
 
 def merge_stage(cfg: DictConfig, method: MergeMethod, model_dirs: list[Path], output_dir: Path,
                 plan: CoefficientPlan | None = None) -> Path:
+    from acm_exp.eval.runner import code_sandbox_record
+
     refs = model_refs(cfg.model_pair)
     extra = {"dtype": cfg.merge.dtype, "seed": cfg.merge.seed,
              "coefficients": coefficient_identity(plan.manifest if plan else {}),
@@ -351,6 +353,8 @@ def merge_stage(cfg: DictConfig, method: MergeMethod, model_dirs: list[Path], ou
                 "request_fingerprint": fingerprint,
                 "models": {ref.role: {"id": ref.name, "revision": ref.revision} for ref in refs},
                 "side_files_from": cfg.model_pair.tokenizer_from, "tied_head": cfg.model_pair.tied_head,
+                # How model-written code will be run when this merge is evaluated (an opt-out shows here).
+                "code_sandbox": code_sandbox_record(cfg.eval) if cfg.eval.benchmarks else None,
                 **(plan.manifest if plan else {}),
             },
         )

@@ -109,7 +109,7 @@ def test_missing_column_is_a_config_error(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"question": "q", "answer": "1"}\n')
     cfg = {"name": "b", "kind": "math", "local_path": "b.jsonl", "question_field": "problem", "answer_field": "answer",
            "answer_format": "plain", "grader": "math"}
-    with pytest.raises(ConfigError, match="column 'problem' not in the data"):
+    with pytest.raises(ConfigError, match="column 'problem' not in row 0"):
         load_benchmark(cfg, tmp_path)
 
 

@@ -325,6 +325,10 @@ MATH_VERIFY_ALONE_WRONG = [
     ("x \\le 3", "(-\\infty, 3]", True),  # inequality against interval
     ("x^{2}-2 x+11=0", "x^{2}-2 x+10=0", False),  # equations: proportional, not same real roots
     ("P(X_{n}=5)=5 / 8", "P(X_{n}=4)=5 / 8", False),  # both sides of a relation
+    ("2, 1, 2, 3", "1, 1, 2, 3", False),  # a gold that repeats an element counts it
+    # a product of matrices, factor by factor
+    ("\\begin{pmatrix}13 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
+     "\\begin{pmatrix}12 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}", False),
 ]
 
 

@@ -1028,6 +1028,10 @@ def _approximation_equal(pred: str, gold: str) -> bool | None:
             return _exact_form(parts, relations) or parts[-1]
         return parts[-1]
 
+    # What a chain names comes first (A(4) = ... \approx ...): two chains naming different things differ.
+    if len(pred_parts) > 2 and len(gold_parts) > 2 and pred_relations[0] == gold_relations[0] == "=":
+        if _compact(pred_parts[0]) != _compact(gold_parts[0]) and not _is_equiv(pred_parts[0], gold_parts[0]):
+            return False
     return _is_equiv(value(pred_parts, pred_relations), value(gold_parts, gold_relations))
 
 

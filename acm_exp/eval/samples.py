@@ -33,8 +33,9 @@ def write_records(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
 
 
 def cost_path(samples: Path) -> Path:
-    """``<benchmark>.jsonl.cost.json`` beside a samples file: what generating it cost, for reuse reports."""
-    return samples.with_name(samples.name + ".cost.json")
+    """``<out>/costs/<benchmark>.json`` for ``<out>/samples/<benchmark>.jsonl``: what generating that
+    samples file cost, reported again when a later run reuses it."""
+    return samples.parent.parent / "costs" / f"{samples.stem}.json"
 
 
 def write_cost(samples: Path, cost: Mapping[str, Any]) -> None:
