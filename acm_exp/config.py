@@ -145,9 +145,17 @@ class AcmConfig:
     estimator: str = "discrete"
     bins: Optional[int] = None
     binning: str = "uniform"
-    # "auto": the GPU when there is one (the paper captured on GPU; CPU and GPU bf16 kernels round
-    # differently, and the discrete MI counts exact values), else the CPU.
-    device: str = "auto"
+    # "auto": every visible GPU when there is one (the paper captured on GPU; CPU and GPU bf16
+    # kernels round differently, and the discrete MI counts exact values), else the CPU; or one
+    # device ("cuda:0"), or several ("[cuda:0,cuda:1]" / "cuda:0,cuda:1"): accelerate then places
+    # each model's layers over them (device_map="auto"), base and compared model half each.
+    device: Any = "auto"
+    # Weight budget per device, GPUs by index (accelerate's form): {0: 70GiB, 1: 70GiB, cpu: 100GiB}
+    # (a cpu entry beside GPUs is accelerate's CPU offload); null: 90 % of the devices' free memory.
+    # Shared by base and compared model.
+    max_memory: Any = None
+    # accelerate's disk offload of what fits no device (the last resort); null: none.
+    offload_dir: Optional[str] = None
     dtype: str = "bfloat16"
     cache_dir: Optional[str] = None
 
@@ -179,7 +187,10 @@ class SensConfig:
     answer_field: Optional[str] = None
     # Tokens per example, prompt included (the answer keeps at least one token).
     max_tokens: Optional[int] = 2048
-    device: str = "cpu"
+    # As acm.device / acm.max_memory / acm.offload_dir, for one model at a time.
+    device: Any = "cpu"
+    max_memory: Any = None
+    offload_dir: Optional[str] = None
     # float32 by default: bfloat16 gradients of a single sample are too coarse to rank layers.
     dtype: str = "float32"
     gradient_checkpointing: bool = False

@@ -427,5 +427,70 @@ def memory_table() -> str:
     return "\n".join(lines)
 
 
+# Placements over several GPUs (acm.device / sens.device lists; accelerate's device_map="auto").
+GPU_COUNTS = (1, 2, 4, 8)
+GPU_SIZES_GIB = (80, 40)
+# What a CUDA context and the allocator's fragmentation take from a GPU before any tensor.
+CUDA_OVERHEAD_BYTES = 2**30
+
+
+def _placement_block(shape: ModelShape, bytes_per_parameter: int) -> int:
+    """The unit accelerate places whole: a decoder layer, or the embedding / head matrix."""
+    embeddings = shape.vocab * shape.hidden * (1 if shape.tied else 2)
+    layer = (shape.parameters - embeddings - shape.hidden) // shape.layers
+    return max(layer, shape.vocab * shape.hidden) * bytes_per_parameter
+
+
+def placement_needs(shape: ModelShape, gpus: int, *, calibration_tokens: int = 4096,
+                    sens_tokens: int = 2048) -> dict[str, float]:
+    """Peak GB on the fullest of ``gpus`` devices, each model split evenly over them (to within one
+    block: a decoder layer or the embedding):
+    - capture: base + compared model in bf16, each 1/gpus of its weights per device, plus one
+      sample's lm_head outputs of both (the MI pairs them on one device);
+    - sensitivity (fp32 and bf16 weights): one model, its running sums on each layer's device, the
+      float32 logits and their gradient of one sample, the checkpointed hidden states (gradient
+      checkpointing on), and one parameter's gradient with its float32 product (reduced and
+      dropped at once)."""
+    imbalance = 1 if gpus > 1 else 0
+    logits = calibration_tokens * shape.vocab * BF16
+
+    def sensitivity(bytes_per_parameter: int) -> float:
+        weights = shape.parameters * bytes_per_parameter / gpus + imbalance * _placement_block(shape, bytes_per_parameter)
+        loss = 2 * sens_tokens * shape.vocab * FP32
+        checkpoints = shape.layers * sens_tokens * shape.hidden * bytes_per_parameter
+        gradient = shape.largest_tensor * (bytes_per_parameter + 2 * FP32)
+        return weights + loss + checkpoints + gradient
+
+    capture = 2 * (shape.parameters * BF16 / gpus + imbalance * _placement_block(shape, BF16)) + 2 * logits
+    return {"capture_gb": round(capture / 1e9, 1), "sensitivity_fp32_gb": round(sensitivity(FP32) / 1e9, 1),
+            "sensitivity_bf16_gb": round(sensitivity(BF16) / 1e9, 1)}
+
+
+def gpus_needed(shape: ModelShape, stage: str, gpu_gib: int) -> int | None:
+    """The fewest GPUs of ``gpu_gib`` GiB (of GPU_COUNTS) whose fullest device holds ``stage``; None: more than 8."""
+    for gpus in GPU_COUNTS:
+        if placement_needs(shape, gpus)[stage] * 1e9 + CUDA_OVERHEAD_BYTES <= gpu_gib * 2**30:
+            return gpus
+    return None
+
+
+def placement_table() -> str:
+    """Peak GB per device of each placement, per paper size, as Markdown (``python -m acm_exp.costs``)."""
+    stages = (("capture_gb", "ACM/AIM capture (base + compared, bf16)"),
+              ("sensitivity_fp32_gb", "Sens-Merging gradients (fp32)"),
+              ("sensitivity_bf16_gb", "Sens-Merging gradients (bf16)"))
+    counts = " | ".join(f"{gpus} GPU{'s' if gpus > 1 else ''}" for gpus in GPU_COUNTS)
+    sizes = " | ".join(f"fewest {size} GiB GPUs" for size in GPU_SIZES_GIB)
+    lines = [f"| size | stage | {counts} | {sizes} |", "|---|---|" + "---|" * (len(GPU_COUNTS) + len(GPU_SIZES_GIB))]
+    for shape in PAPER_SHAPES:
+        for stage, label in stages:
+            per_device = " | ".join(f"{placement_needs(shape, gpus)[stage]} GB" for gpus in GPU_COUNTS)
+            fewest = " | ".join(str(gpus_needed(shape, stage, size) or "> 8") for size in GPU_SIZES_GIB)
+            lines.append(f"| {shape.name} | {label} | {per_device} | {fewest} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     print(memory_table())
+    print()
+    print(placement_table())

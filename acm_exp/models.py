@@ -107,7 +107,7 @@ def model_refs(model_pair) -> list[ModelRef]:
 
 # A directory holds a usable tokenizer when it has one of these; the other tokenizer files
 # (tokenizer_config.json, special_tokens_map.json, ...) only configure one.
-TOKENIZER_VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "tiktoken.model")
+TOKENIZER_VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
 
 
 def has_tokenizer(directory: str | Path) -> bool:

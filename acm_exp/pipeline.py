@@ -147,7 +147,7 @@ def validate(cfg: DictConfig) -> MergeMethod:
 
 
 def validate_sens_config(cfg: DictConfig) -> None:
-    from acm_exp.acm import resolve_device, resolve_dtype
+    from acm_exp.acm import placement_of, resolve_dtype
     from acm_exp.calibration import validate_answer_templates
 
     if len(cfg.model_pair.finetuned) != 1:
@@ -158,7 +158,7 @@ def validate_sens_config(cfg: DictConfig) -> None:
     if max_tokens is not None and max_tokens < 2:
         raise ConfigError(f"sens.max_tokens={max_tokens}; expected an integer >= 2 or null")
     resolve_dtype(cfg.sens.dtype, "sens.dtype")
-    resolve_device(cfg.sens.device, "sens.device")
+    placement_of(cfg.sens, "sens")
 
 
 def data_dir(cfg: DictConfig) -> Path | None:
@@ -243,7 +243,8 @@ def aim_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
     # The same capture settings (device, dtype, cache) as ACM: an ACM run's capture pass over the
     # same base and calibration already stored this importance.
     importance = compute_input_importance(
-        model_dirs[0], calibration.texts, device=cfg.acm.device, dtype=cfg.acm.dtype,
+        model_dirs[0], calibration.texts, device=cfg.acm.device, max_memory=cfg.acm.max_memory,
+        offload_dir=cfg.acm.offload_dir, dtype=cfg.acm.dtype,
         max_tokens=calibration.max_tokens, cache_dir=cfg.acm.cache_dir or cfg.cache_dir,
         trust_remote_code=cfg.model_pair.trust_remote_code,
     )
@@ -280,7 +281,8 @@ def sens_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model
         log.info("Sens-Merging: sensitivity of the %s model on %d examples, %s texts", role, len(examples),
                  texts[role])
         sensitivities.append(compute_layer_sensitivity(
-            model_dir, examples, device=cfg.sens.device, dtype=cfg.sens.dtype, max_tokens=cfg.sens.max_tokens,
+            model_dir, examples, device=cfg.sens.device, max_memory=cfg.sens.max_memory,
+            offload_dir=cfg.sens.offload_dir, dtype=cfg.sens.dtype, max_tokens=cfg.sens.max_tokens,
             gradient_checkpointing=cfg.sens.gradient_checkpointing, cache_dir=cfg.sens.cache_dir or cfg.cache_dir,
             trust_remote_code=cfg.model_pair.trust_remote_code,
         ))
@@ -336,7 +338,9 @@ def coefficient_identity(manifest: dict) -> dict:
 
 
 def merge_stage(cfg: DictConfig, method: MergeMethod, model_dirs: list[Path], output_dir: Path,
-                plan: CoefficientPlan | None = None) -> Path:
+                plan: CoefficientPlan | None = None, inputs: MergeInputs | None = None) -> Path:
+    """Merge into ``output_dir``, or reuse an identical complete merge there; ``inputs``: the models as
+    ``check_merge_inputs`` opened and validated them (opened and validated here otherwise)."""
     from acm_exp.eval.runner import code_sandbox_record
 
     refs = model_refs(cfg.model_pair)
@@ -345,7 +349,7 @@ def merge_stage(cfg: DictConfig, method: MergeMethod, model_dirs: list[Path], ou
              "tokenizer_from": cfg.model_pair.tokenizer_from, "tied_head": cfg.model_pair.tied_head}
     fingerprint = request_fingerprint(method, cfg.merge, refs[0].name, [r.name for r in refs[1:]], extra)
     # Checked even when an identical earlier merge is reused: the inputs and settings must still be sound.
-    inputs = open_merge_inputs(cfg, model_dirs)
+    inputs = inputs or open_merge_inputs(cfg, model_dirs)
     try:
         settings = merge_settings(
             cfg, output_dir,
@@ -394,13 +398,13 @@ def merge_settings(cfg: DictConfig, output_dir: Path, manifest_extra: dict | Non
     )
 
 
-def check_merge_inputs(cfg: DictConfig, model_dirs: list[Path], output_dir: Path) -> None:
-    """Before any heavy stage: the models' shards, vocabularies and tokenizer, and the output's place."""
+def check_merge_inputs(cfg: DictConfig, model_dirs: list[Path], output_dir: Path) -> MergeInputs:
+    """Before any heavy stage: the models' shards, vocabularies and tokenizer, and the output's place.
+
+    Returns the opened models (headers only) for the merge stage."""
     inputs = open_merge_inputs(cfg, model_dirs)
-    try:
-        preflight(inputs, merge_settings(cfg, output_dir))
-    finally:
-        inputs.close()
+    preflight(inputs, merge_settings(cfg, output_dir))
+    return inputs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,14 +547,15 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
         with stage("resolving the models"):
             model_dirs = [resolve_model(ref, cache_dir=cfg.cache_dir, toy_seed=cfg.seed) for ref in refs]
         with stage("checking the models and the merge output"):
-            check_merge_inputs(cfg, model_dirs, merged_output_dir(cfg, run_dir))
+            merge_inputs = check_merge_inputs(cfg, model_dirs, merged_output_dir(cfg, run_dir))
         with stage("checking the models' tokenizers"):
             check_generation_inputs(cfg, model_dirs)
         with stage(f"computing {method.coefficients} coefficients" if method.coefficients else "planning"), \
                 measure("coefficients", provider=method.coefficients):
             plan = coefficient_stage(cfg, method, refs, model_dirs, run_dir)
         with stage("the merge"), measure("merge", method=plan.method.name):
-            merged_dir = merge_stage(cfg, plan.method, model_dirs, merged_output_dir(cfg, run_dir), plan)
+            merged_dir = merge_stage(cfg, plan.method, model_dirs, merged_output_dir(cfg, run_dir), plan,
+                                     inputs=merge_inputs)
         print(f"merged model: {merged_dir}")
         with stage("evaluation"):
             rows = evaluation_stage(cfg, model_dirs, merged_dir, run_dir) if benchmarks else []

@@ -236,6 +236,8 @@ def test_ascii_relations(pred: str, gold: str, expected: bool) -> None:
         # The exact form decides when one is given.
         ("\\frac{1}{3} \\approx 0.3", "\\frac{1}{3}", True),
         ("\\frac{\\sqrt{2}}{2} \\approx 0.707", "\\frac{\\sqrt{3}}{3}", False),
+        # What a chain names must agree too.
+        ("A(4)=5000 e^{0.9} \\approx 12298", "A(3)=5000 e^{0.9} \\approx 12298", False),
     ],
 )
 def test_approximation_chains(pred: str, gold: str, expected: bool) -> None:

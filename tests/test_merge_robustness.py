@@ -133,6 +133,17 @@ def test_slow_tokenizer_files_are_compared_the_same_way(tmp_path, pair):
         open_inputs(base, [finetuned])
 
 
+def test_an_unreadable_tokenizer_is_reported_as_not_compared(tmp_path, pair, caplog):
+    base, finetuned = pair
+    (finetuned / "tokenizer.json").write_text("{broken")
+    with caplog.at_level("WARNING"):
+        inputs = open_inputs(base, [finetuned])
+    inputs.close()
+    assert inputs.vocabulary_check["not_compared"] == [str(finetuned)]
+    assert any(f"cannot read the tokenizer in {finetuned}" in m for m in caplog.messages)
+    assert any(f"the vocabulary of {finetuned} is not compared" in m for m in caplog.messages)
+
+
 # ---------------------------------------------------------------------------------------------
 # The output's place and the disk
 
@@ -348,6 +359,7 @@ def test_merge_only_without_tokenizer_files_warns_at_validation_and_records_it(t
     warning = next(i for i, m in enumerate(messages) if f"no tokenizer files in {base}" in m)
     started = next(i for i, m in enumerate(messages) if m.startswith("merging "))
     assert warning < started and "written without a tokenizer" in messages[warning]
+    assert sum(f"no tokenizer files in {base}" in m for m in messages) == 1
     manifest = json.loads((merged / MANIFEST_NAME).read_text())
     assert "no tokenizer files" in manifest["tokenizer_files"]["missing"]
     assert not (merged / "tokenizer.json").exists()

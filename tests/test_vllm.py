@@ -150,7 +150,9 @@ def test_default_job_runs_on_vllm_from_the_command_line(toy_pair, tmp_path):
                              f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-4000:]
     table = result.stdout[result.stdout.index("benchmark"):]
-    print("\n" + table)
+    starts = [line.split(" - ", 1)[-1] for line in (result.stdout + result.stderr).splitlines()
+              if "vllm engine started in" in line]
+    print("\n" + "\n".join(starts) + "\n" + table)
     for role in ("base", "finetuned", "merged"):
         assert any(line.split()[:1] == [role] and "%" in line for line in table.splitlines()), table
-    assert "vllm backend: loading" in result.stderr
+    assert "vllm backend: loading" in result.stdout + result.stderr  # Hydra logs to stdout

@@ -11,8 +11,10 @@ from acm_exp.acm.capture import (
     capture_point_names,
     collect_mi_statistics,
     compute_mi_statistics,
+    placement_of,
     resolve_device,
     resolve_dtype,
+    resolve_placement,
 )
 from acm_exp.acm.coefficients import (
     REDUCES,
@@ -36,13 +38,14 @@ def validate_acm_config(acm) -> None:
         raise ConfigError(f"acm.against={acm.against!r}; expected one of {AGAINST}")
     check_estimator(acm.estimator, acm.bins, acm.binning)
     resolve_dtype(acm.dtype)
-    resolve_device(acm.device)
+    placement_of(acm, "acm")
 
 
 __all__ = [
     "AGAINST", "BINNINGS", "ESTIMATORS", "REDUCES", "SHIFTS", "Coefficients", "MICache", "MIStatistics",
     "capture_modules", "capture_point_names", "check_coefficient_settings", "check_estimator",
     "collect_mi_statistics", "compute_coefficients", "compute_mi_statistics", "layer_coefficients", "model_identity",
-    "mutual_information", "point_for_parameter", "resolve_device", "resolve_dtype", "statistics_spec",
+    "mutual_information", "placement_of", "point_for_parameter", "resolve_device", "resolve_dtype",
+    "resolve_placement", "statistics_spec",
     "validate_acm_config",
 ]

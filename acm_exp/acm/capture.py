@@ -113,6 +113,13 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _input_device(model: torch.nn.Module) -> torch.device:
+    """Where the token ids go: the embedding's device. An offloaded embedding (weights on ``meta``,
+    loaded per forward by accelerate's hook) takes them on the CPU and its hook moves them."""
+    device = model.get_input_embeddings().weight.device
+    return torch.device("cpu") if device.type == "meta" else device
+
+
 def _as_token_ids(sample: Any, index: int) -> torch.Tensor:
     ids = sample if isinstance(sample, torch.Tensor) else torch.as_tensor(list(sample), dtype=torch.long)
     ids = ids.reshape(1, -1).to(torch.long)
@@ -135,7 +142,7 @@ def _check_vocabulary(models: Sequence[torch.nn.Module], ids: torch.Tensor, inde
 def _forward(model: torch.nn.Module, ids: torch.Tensor) -> None:
     global FORWARD_PASSES
     FORWARD_PASSES += 1
-    model(input_ids=ids.to(_model_device(model)), use_cache=False)
+    model(input_ids=ids.to(_input_device(model)), use_cache=False)
 
 
 class _Recorder:
@@ -197,6 +204,10 @@ def collect_mi_statistics(base_model: torch.nn.Module, compared_models: Sequence
 
     def reduce(name: str, activation: torch.Tensor) -> Future:
         reference = base_recorder.outputs[name]
+        if reference.device != activation.device:
+            # Dispatched models run a capture point's layer on different devices: the pair meets on
+            # the compared model's device, one capture point at a time.
+            reference = reference.to(activation.device)
         if reference.shape != activation.shape:
             raise ConfigError(f"capture point {name}: the base's activation has shape {tuple(reference.shape)} and a "
                               f"compared model's {tuple(activation.shape)}; expected equal shapes")
@@ -246,7 +257,8 @@ def collect_mi_statistics(base_model: torch.nn.Module, compared_models: Sequence
 
 
 def resolve_device(device: str, setting: str = "acm.device") -> torch.device:
-    """``auto`` (cuda when available), ``cpu``, ``cuda`` or ``cuda:<index>``."""
+    """``auto`` (cuda when available), ``cpu``, ``cuda`` or ``cuda:<index>``: one device (see
+    ``resolve_placement`` for several)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -257,7 +269,144 @@ def resolve_device(device: str, setting: str = "acm.device") -> torch.device:
         raise ConfigError(f"{setting}={device!r}; expected auto, cpu, cuda or cuda:<index>")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{setting}={device!r} but CUDA is not available; use {setting}=cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ConfigError(f"{setting}={device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
     return resolved
+
+
+# Of each device's free memory, the share a placement without max_memory leaves to activations
+# (one sample's lm_head outputs, the MI's working memory) rather than to weights.
+ACTIVATION_HEADROOM = 0.1
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a stage's models go: compute ``devices`` and the weight budget of each memory tier.
+
+    One device without ``max_memory`` loads every model whole onto it. Otherwise transformers'
+    ``device_map="auto"`` lets accelerate place each model's modules over the tiers of
+    ``max_memory`` (GPU indices, ``"cpu"``; beyond them ``"disk"`` under ``offload_dir``), each
+    model of a stage getting ``1/side_by_side`` of every tier, since they run side by side on every
+    sample (capture: base and compared model).
+    """
+
+    devices: tuple[torch.device, ...]
+    # accelerate's form: {gpu index or "cpu": bytes}; empty = the devices' free memory.
+    max_memory: tuple[tuple[int | str, int], ...] = ()
+    offload_dir: str | None = None
+
+    @property
+    def primary(self) -> torch.device:
+        return self.devices[0]
+
+    @property
+    def dispatched(self) -> bool:
+        return len(self.devices) > 1 or bool(self.max_memory)
+
+    def describe(self) -> str:
+        devices = ",".join(str(device) for device in self.devices)
+        if not self.max_memory:
+            return devices
+        budget = ", ".join(f"{tier}: {size / 2**30:.3g} GiB" for tier, size in self.max_memory)
+        return f"{devices} (max_memory {budget}" + (f"; offload to {self.offload_dir})" if self.offload_dir else ")")
+
+    def memory_per_model(self, side_by_side: int) -> dict[int | str, int]:
+        """Each model's budget per tier: ``max_memory`` (else accelerate's reading of the free
+        memory, less ACTIVATION_HEADROOM) divided among the models held together."""
+        if self.max_memory:
+            budget = dict(self.max_memory)
+        else:
+            from accelerate.utils import get_max_memory
+
+            free = get_max_memory()
+            budget = {tier: int(free[tier] * (1 - ACTIVATION_HEADROOM)) for tier in _memory_tiers(self.devices)}
+        return {tier: size // side_by_side for tier, size in budget.items()}
+
+    def load_arguments(self, side_by_side: int = 1) -> dict[str, Any]:
+        """``from_pretrained`` keyword arguments for one of ``side_by_side`` models of a stage."""
+        if not self.dispatched:
+            return {"device_map": str(self.primary)}
+        arguments: dict[str, Any] = {"device_map": "auto", "max_memory": self.memory_per_model(side_by_side)}
+        if self.offload_dir is not None:
+            arguments["offload_folder"] = self.offload_dir
+        return arguments
+
+
+def _memory_tier(device: torch.device) -> int | str:
+    return "cpu" if device.type == "cpu" else (device.index or 0)
+
+
+def _memory_tiers(devices: Sequence[torch.device]) -> list[int | str]:
+    return list(dict.fromkeys(_memory_tier(device) for device in devices))
+
+
+def _device_list(device: Any, setting: str) -> list[str]:
+    if isinstance(device, str):
+        names = [part.strip() for part in device.strip().strip("[]").split(",")]
+    elif isinstance(device, Sequence) and not isinstance(device, (bytes, bytearray)):
+        names = [str(part).strip() for part in device]
+    else:
+        names = []
+    if not names or not all(names):
+        raise ConfigError(f"{setting}={device!r}; expected auto, cpu, cuda:<index> or a list of devices such as "
+                          "[cuda:0,cuda:1]")
+    return names
+
+
+def resolve_placement(device: Any = "auto", max_memory: Any = None, offload_dir: Any = None, *,
+                      setting: str = "acm") -> Placement:
+    """The placement of ``<setting>.device`` / ``.max_memory`` / ``.offload_dir``.
+
+    ``device``: ``auto`` (every visible GPU, else the CPU), one device, or several as a list or a
+    comma-separated string (``cuda:0,cuda:1``). ``max_memory``: {device: size} with sizes as
+    accelerate reads them (``"40GiB"``, ``"500MB"``, bytes); devices are ``cpu``, ``cuda:<i>`` or a
+    GPU index; a ``cpu`` entry beside GPUs is accelerate's CPU offload. ``offload_dir``: where
+    accelerate offloads what fits no tier (disk offload, the last resort).
+    """
+    from accelerate.utils import convert_file_size_to_int
+
+    if device == "auto":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        devices = [torch.device(f"cuda:{index}") for index in range(count)] or [torch.device("cpu")]
+    else:
+        devices = [resolve_device(name, f"{setting}.device") for name in _device_list(device, f"{setting}.device")]
+        devices = [torch.device("cuda:0") if d.type == "cuda" and d.index is None else d for d in devices]
+    if len(set(devices)) != len(devices):
+        raise ConfigError(f"{setting}.device={device!r} names a device twice; expected distinct devices")
+    if len(devices) > 1 and any(d.type == "cpu" for d in devices):
+        raise ConfigError(f"{setting}.device={device!r} mixes cpu with GPUs; list the GPUs and give the CPU's share "
+                          f"as {setting}.max_memory.cpu (accelerate's CPU offload)")
+    budget: dict[int | str, int] = {}
+    if max_memory:
+        if not hasattr(max_memory, "items"):
+            raise ConfigError(f"{setting}.max_memory={max_memory!r}; expected a mapping device -> size, e.g. "
+                              "{0: 70GiB, cpu: 100GiB} (GPUs by index)")
+        for key, size in max_memory.items():
+            name = f"cuda:{key}" if isinstance(key, int) or str(key).isdigit() else str(key)
+            tier = _memory_tier(resolve_device(name, f"{setting}.max_memory"))
+            try:
+                budget[tier] = convert_file_size_to_int(size)
+            except (ValueError, TypeError, AttributeError):
+                budget[tier] = -1
+            if isinstance(size, bool) or budget[tier] <= 0:
+                raise ConfigError(f"{setting}.max_memory.{key}={size!r}; expected a positive size such as 40GiB or "
+                                  "500MB, GPUs keyed by index ({0: 70GiB, cpu: 100GiB})")
+        missing = [str(d) for d in devices if _memory_tier(d) not in budget]
+        if missing:
+            raise ConfigError(f"{setting}.max_memory names no size for {', '.join(missing)}; expected one per device "
+                              f"of {setting}.device")
+        extra = [tier for tier in budget if tier != "cpu" and tier not in _memory_tiers(devices)]
+        if extra:
+            raise ConfigError(f"{setting}.max_memory has GPU {extra[0]}, which is not in {setting}.device={device!r}")
+    if offload_dir is not None and (not isinstance(offload_dir, (str, Path)) or not str(offload_dir)):
+        raise ConfigError(f"{setting}.offload_dir={offload_dir!r}; expected a directory path or null")
+    return Placement(tuple(devices), tuple(budget.items()), str(offload_dir) if offload_dir is not None else None)
+
+
+def placement_of(cfg, setting: str) -> Placement:
+    """The placement of a config group with ``device`` (and optionally ``max_memory``, ``offload_dir``)."""
+    return resolve_placement(cfg.device, getattr(cfg, "max_memory", None), getattr(cfg, "offload_dir", None),
+                             setting=setting)
 
 
 def resolve_dtype(dtype: str, setting: str = "acm.dtype") -> torch.dtype:
@@ -285,12 +434,27 @@ def tokenize_texts(tokenizer_path: str | Path, texts: Sequence[str], max_tokens:
     return token_ids
 
 
-def load_causal_lm(path: str | Path, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False):
+def load_causal_lm(path: str | Path, placement: Placement | torch.device, dtype: torch.dtype,
+                   trust_remote_code: bool = False, *, side_by_side: int = 1):
+    """The model at ``path`` in eval mode, placed by transformers/accelerate (``Placement.load_arguments``):
+    whole on one device, or dispatched over several with its share of each one's memory."""
     from transformers import AutoModelForCausalLM
 
-    # device_map loads the weights straight onto the device (no full copy in CPU memory first).
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, device_map=str(device),
-                                                 trust_remote_code=trust_remote_code)
+    if isinstance(placement, torch.device):
+        placement = Placement((placement,))
+    # device_map loads the weights straight onto their device (no full copy in CPU memory first).
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     **placement.load_arguments(side_by_side))
+    except ValueError as error:
+        if "offload" not in str(error):
+            raise
+        raise ConfigError(f"{path} does not fit the placement {placement.describe()} ({side_by_side} model(s) side "
+                          "by side) and no offload_dir is set; add GPUs, raise max_memory or set offload_dir for "
+                          "accelerate's disk offload") from None
+    if placement.dispatched:
+        log.info("%s dispatched over %s: %s", Path(path).name, placement.describe(),
+                 dict(getattr(model, "hf_device_map", {})))
     return model.eval()
 
 
@@ -301,7 +465,8 @@ def _free_memory() -> None:
 
 
 def capture_from_paths(base_path: str | Path, compared_paths: Sequence[str | Path], token_ids: Sequence[Sequence[int]],
-                       *, device: torch.device, dtype: torch.dtype, estimator: str, bins: int | None, binning: str,
+                       *, device: Placement | torch.device, dtype: torch.dtype, estimator: str, bins: int | None,
+                       binning: str,
                        model_names: Sequence[str], trust_remote_code: bool = False, progress: bool = True,
                        importance_sink: Callable[[Any], None] | None = None) -> MIStatistics:
     """Load the base once and the compared models one at a time (two models in memory at most).
@@ -312,12 +477,13 @@ def capture_from_paths(base_path: str | Path, compared_paths: Sequence[str | Pat
     ``importance_sink``, when given, receives the base's AIM ``InputImportance`` recorded during the
     first compared model's pass (each sample counted once, however many compared models there are).
     """
-    base = load_causal_lm(base_path, device, dtype, trust_remote_code)
+    # Base and compared model run side by side on every sample: each gets half of every device.
+    base = load_causal_lm(base_path, device, dtype, trust_remote_code, side_by_side=2)
     parts = []
     try:
         for index, path in enumerate(compared_paths):
             importance_recorder = _importance_recorder(base) if importance_sink is not None and index == 0 else None
-            compared = load_causal_lm(path, device, dtype, trust_remote_code)
+            compared = load_causal_lm(path, device, dtype, trust_remote_code, side_by_side=2)
             try:
                 parts.append(collect_mi_statistics(
                     base, [compared], token_ids, estimator, bins, binning, model_names=[model_names[index]],
@@ -367,7 +533,8 @@ def compute_mi_statistics(base_path: str | Path, compared_paths: Sequence[str | 
 
     check_estimator(acm_cfg.estimator, acm_cfg.bins, acm_cfg.binning)
     dtype = resolve_dtype(acm_cfg.dtype)
-    device = resolve_device(acm_cfg.device)
+    placement = placement_of(acm_cfg, "acm")
+    device = placement.primary
     if not compared_paths:
         raise ConfigError("compute_mi_statistics needs at least one compared model")
     if not texts:
@@ -381,7 +548,7 @@ def compute_mi_statistics(base_path: str | Path, compared_paths: Sequence[str | 
     def compute() -> MIStatistics:
         token_ids = tokenize_texts(base_path, texts, max_tokens)
         log.info("capturing activations: %d samples (%d tokens), %d compared model(s), %s on %s", len(token_ids),
-                 sum(len(ids) for ids in token_ids), len(compared_paths), acm_cfg.dtype, device)
+                 sum(len(ids) for ids in token_ids), len(compared_paths), acm_cfg.dtype, placement.describe())
         importance_cache = _missing_importance_cache(base_path, texts, max_tokens=max_tokens, dtype=acm_cfg.dtype,
                                                      device=device, cache_dir=cache_dir)
         if importance_cache is not None:
@@ -391,7 +558,7 @@ def compute_mi_statistics(base_path: str | Path, compared_paths: Sequence[str | 
             # Through get_or_compute: under the lock, and a task that filled it meanwhile wins.
             importance_cache.get_or_compute(lambda: importance)
 
-        return capture_from_paths(base_path, compared_paths, token_ids, device=device, dtype=dtype,
+        return capture_from_paths(base_path, compared_paths, token_ids, device=placement, dtype=dtype,
                                   estimator=acm_cfg.estimator, bins=acm_cfg.bins, binning=acm_cfg.binning,
                                   model_names=names, trust_remote_code=trust_remote_code, progress=progress,
                                   importance_sink=store_importance if importance_cache is not None else None)

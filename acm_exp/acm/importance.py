@@ -44,8 +44,8 @@ from acm_exp.acm.capture import (
     _forward,
     _free_memory,
     load_causal_lm,
-    resolve_device,
     resolve_dtype,
+    resolve_placement,
     tokenize_texts,
 )
 from acm_exp.errors import ConfigError
@@ -272,23 +272,26 @@ def importance_spec(base_path: str | Path, texts: Sequence[str], *, max_tokens: 
     }
 
 
-def compute_input_importance(base_path: str | Path, texts: Sequence[str], *, device: str, dtype: str,
+def compute_input_importance(base_path: str | Path, texts: Sequence[str], *, device: Any, dtype: str,
+                             max_memory: Any = None, offload_dir: str | None = None,
                              max_tokens: int | None = None, cache_dir: str | Path | None = None,
                              trust_remote_code: bool = False, progress: bool = True) -> InputImportance:
     """AIM importance of the base on the calibration ``texts``, from the cache when present (no forward
-    pass; ACM's capture of the same base, texts, max_tokens, dtype and device fills it too)."""
+    pass; ACM's capture of the same base, texts, max_tokens and dtype fills it too). ``device``,
+    ``max_memory``, ``offload_dir``: the placement (``capture.resolve_placement``; acm.* settings); a
+    dispatched base records each module's input on the device that module runs on."""
     torch_dtype = resolve_dtype(dtype)
-    resolved_device = resolve_device(device)
+    placement = resolve_placement(device, max_memory, offload_dir, setting="acm")
     if not texts:
         raise ConfigError("compute_input_importance needs at least one calibration text")
     spec = importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype)
-    cache = ImportanceCache(spec, cache_dir, device=resolved_device)
+    cache = ImportanceCache(spec, cache_dir, device=placement.primary)
 
     def compute() -> InputImportance:
         token_ids = tokenize_texts(base_path, texts, max_tokens)
         log.info("AIM: recording input activations of %s: %d samples (%d tokens), %s on %s", base_path,
-                 len(token_ids), sum(len(ids) for ids in token_ids), dtype, resolved_device)
-        model = load_causal_lm(base_path, resolved_device, torch_dtype, trust_remote_code)
+                 len(token_ids), sum(len(ids) for ids in token_ids), dtype, placement.describe())
+        model = load_causal_lm(base_path, placement, torch_dtype, trust_remote_code)
         try:
             return collect_input_importance(model, token_ids, progress=progress)
         finally:

@@ -26,6 +26,13 @@ The paper's α and T per model size live in conf/paper_defaults/ (DESIGN.md §2)
 Memory: gradients are reduced as soon as autograd has accumulated them (a post-accumulate-grad
 hook adds |θ ⊙ ∇θ L| to its layer's sum and drops the gradient), and the parameters outside the
 decoder layers are frozen, so at no point does a full set of gradients exist beside the weights.
+
+Placement (``sens.device``, ``sens.max_memory``, ``sens.offload_dir``; see
+``capture.resolve_placement``): a model dispatched by accelerate over several devices keeps each
+layer's running sum on the device that layer runs on. Modules that accelerate offloads (to the CPU
+beside GPUs, or to disk) hold ``meta`` parameters and get their weights as fresh tensors at each
+forward; an accelerate hook appended after the offload hook reduces those tensors' gradients, so
+offloaded layers count like resident ones.
 """
 
 from __future__ import annotations
@@ -49,10 +56,10 @@ from acm_exp.acm.capture import (
     STANDARD_LAYOUT,
     _architecture,
     _free_memory,
-    _model_device,
+    _input_device,
     load_causal_lm,
-    resolve_device,
     resolve_dtype,
+    resolve_placement,
 )
 from acm_exp.acm.coefficients import point_for_parameter, save_line_plot
 from acm_exp.errors import ConfigError
@@ -217,36 +224,80 @@ def _layer_parameters(layers: torch.nn.ModuleList) -> list[list[torch.nn.Paramet
     return [list(layer.parameters()) for layer in layers]
 
 
+def _is_offloaded(module: torch.nn.Module) -> bool:
+    """accelerate offloads this module's own weights: they sit on ``meta`` between forwards."""
+    return hasattr(module, "_hf_hook") and any(parameter.device.type == "meta"
+                                               for parameter in module.parameters(recurse=False))
+
+
 class _GradientReducer:
     """Adds |θ ⊙ ∇θ L| (float32) to its layer's total the moment autograd has accumulated ∇θ L.
 
     The gradient is dropped right away, so the model never holds more than the gradient being
     reduced; the layer parameters must not already hold a gradient (we set it to None each time).
+    Each layer's total lives on the device its weights are used on.
     """
 
-    def __init__(self, parameters_by_layer: list[list[torch.nn.Parameter]], device: torch.device):
-        self.totals = torch.zeros(len(parameters_by_layer), dtype=torch.float32, device=device)
-        self._handles = [parameter.register_post_accumulate_grad_hook(self._hook(layer))
-                         for layer, parameters in enumerate(parameters_by_layer) for parameter in parameters]
+    def __init__(self, layers: torch.nn.ModuleList):
+        from accelerate.hooks import ModelHook, add_hook_to_module
+
+        self._totals: list[torch.Tensor | None] = [None] * len(layers)
+        self._handles = []
+        # Hooks on an offloaded module's weights of the current pass (tensors dropped after it).
+        self._pass_handles = []
+        self._offload_hooks: list[tuple[torch.nn.Module, Any]] = []
+        reducer = self
+
+        class _ReduceMaterializedWeights(ModelHook):
+            # Runs after accelerate's offload hook has put this forward's weights on the module.
+            def __init__(self, layer: int):
+                self.layer = layer
+
+            def pre_forward(self, module, *args, **kwargs):
+                for parameter in module._parameters.values():
+                    if parameter is not None and parameter.requires_grad:
+                        reducer._pass_handles.append(
+                            parameter.register_post_accumulate_grad_hook(reducer._hook(self.layer)))
+                return args, kwargs
+
+        for index, layer in enumerate(layers):
+            for module in layer.modules():
+                if _is_offloaded(module):
+                    self._offload_hooks.append((module, module._hf_hook))
+                    add_hook_to_module(module, _ReduceMaterializedWeights(index), append=True)
+                else:
+                    self._handles += [parameter.register_post_accumulate_grad_hook(self._hook(index))
+                                      for parameter in module.parameters(recurse=False)]
 
     def _hook(self, layer: int):
         def hook(parameter: torch.Tensor) -> None:
             with torch.no_grad():
                 contribution = (parameter.float() * parameter.grad.float()).abs().sum()
-                self.totals[layer] += contribution.to(self.totals.device)
+                if self._totals[layer] is None:
+                    self._totals[layer] = torch.zeros((), dtype=torch.float32, device=contribution.device)
+                self._totals[layer] += contribution.to(self._totals[layer].device)
             parameter.grad = None
 
         return hook
 
     def take(self) -> np.ndarray:
         """The totals of the last backward pass (float64), reset to zero."""
-        values = self.totals.double().cpu().numpy()
-        self.totals.zero_()
+        values = np.array([0.0 if total is None else float(total.double()) for total in self._totals])
+        self._totals = [None] * len(self._totals)
+        for handle in self._pass_handles:
+            handle.remove()
+        self._pass_handles = []
         return values
 
     def close(self) -> None:
-        for handle in self._handles:
+        from accelerate.hooks import add_hook_to_module
+
+        for handle in self._handles + self._pass_handles:
             handle.remove()
+        self._handles, self._pass_handles = [], []
+        for module, original in self._offload_hooks:
+            add_hook_to_module(module, original)
+        self._offload_hooks = []
 
 
 def _enable_checkpointing(model: torch.nn.Module, layers: torch.nn.ModuleList) -> None:
@@ -277,7 +328,7 @@ def _disable_checkpointing(model: torch.nn.Module, layers: torch.nn.ModuleList) 
 def _forward_backward(model: torch.nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> float:
     global SENSITIVITY_PASSES
     SENSITIVITY_PASSES += 1
-    device = _model_device(model)
+    device = _input_device(model)
     output = model(input_ids=ids.to(device), labels=labels.to(device), use_cache=False)
     loss_value = float(output.loss.detach())
     if not math.isfinite(loss_value):
@@ -312,7 +363,7 @@ def collect_layer_sensitivity(model: torch.nn.Module, examples: Sequence[tuple[S
     for parameter in requires_grad:
         parameter.requires_grad_(id(parameter) in layer_parameter_ids)
         parameter.grad = None
-    reducer = _GradientReducer(parameters_by_layer, _model_device(model))
+    reducer = _GradientReducer(layers)
     if gradient_checkpointing:
         _enable_checkpointing(model, layers)
     totals = np.zeros(len(layers), dtype=np.float64)
@@ -382,22 +433,24 @@ def _check_examples_text(examples_text: Sequence[tuple[str, str]]) -> None:
                               "expected a (prompt: str, answer: str) pair")
 
 
-def compute_layer_sensitivity(model_path: str | Path, examples_text: Sequence[tuple[str, str]], *, device: str,
-                              dtype: str, max_tokens: int | None = None, gradient_checkpointing: bool = False,
+def compute_layer_sensitivity(model_path: str | Path, examples_text: Sequence[tuple[str, str]], *, device: Any,
+                              dtype: str, max_memory: Any = None, offload_dir: str | None = None,
+                              max_tokens: int | None = None, gradient_checkpointing: bool = False,
                               cache_dir: str | Path | None = None, trust_remote_code: bool = False,
                               progress: bool = True) -> LayerSensitivity:
     """The layer sensitivity of the model at ``model_path`` on its own (prompt, answer) pairs.
 
     Reads the cache first (a hit runs no forward pass); otherwise tokenizes with the model's own
-    tokenizer, loads the model on ``device`` in ``dtype``, collects and stores the result. The
+    tokenizer, loads the model on ``device`` in ``dtype`` (dispatched by accelerate over several devices
+    with ``max_memory`` / ``offload_dir``: see ``capture.resolve_placement``), collects and stores the result. The
     cache key and directory are in ``sensitivity.metadata`` ("cache_key", "cache_dir").
     """
     _check_examples_text(examples_text)
     check_max_tokens(max_tokens)
     torch_dtype = resolve_dtype(dtype, "sens.dtype")
-    torch_device = resolve_device(device, "sens.device")
+    placement = resolve_placement(device, max_memory, offload_dir, setting="sens")
     spec = sensitivity_spec(model_path, examples_text, max_tokens=max_tokens, dtype=dtype)
-    cache = SensitivityCache(spec, cache_dir, device=torch_device)
+    cache = SensitivityCache(spec, cache_dir, device=placement.primary)
 
     def compute() -> LayerSensitivity:
         from transformers import AutoTokenizer
@@ -405,9 +458,9 @@ def compute_layer_sensitivity(model_path: str | Path, examples_text: Sequence[tu
         tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
         examples = [answer_only_example(tokenizer, prompt, answer, max_tokens) for prompt, answer in examples_text]
         log.info("layer sensitivity of %s: %d examples (%d tokens), %s on %s%s", model_path, len(examples),
-                 sum(len(ids) for ids, _ in examples), dtype, torch_device,
+                 sum(len(ids) for ids, _ in examples), dtype, placement.describe(),
                  ", gradient checkpointing" if gradient_checkpointing else "")
-        model = load_causal_lm(model_path, torch_device, torch_dtype, trust_remote_code)
+        model = load_causal_lm(model_path, placement, torch_dtype, trust_remote_code)
         try:
             sensitivity = collect_layer_sensitivity(model, examples, gradient_checkpointing=gradient_checkpointing,
                                                     progress=progress,

@@ -68,10 +68,12 @@ ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden
 # float32 working copies of an embedding or lm_head (0.5-2 GB each) never exist at once.
 ROW_BLOCK_ELEMENTS = 1 << 23
 # On CPU an elementwise method runs on a block chunk by chunk: a chunk's float32 working copies
-# stay in L2 and their memory is reused, where block-sized temporaries would each be fresh pages
-# (page faults and zeroing cost more than the arithmetic). The same operations on the same
+# stay in cache and their memory is reused, where block-sized temporaries would each be fresh
+# pages (page faults and zeroing cost more than the arithmetic). The same operations on the same
 # values, so the same result; a multiple of every SIMD width, so no element changes loop path.
-CHUNK_ELEMENTS = 1 << 16
+# Not smaller: each op on a chunk is one parallel region of torch's threads, whose start costs
+# more than the chunk's arithmetic below about a million elements on a busy machine.
+CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class MergeInputs:
     tied_output: bool
     # What the tokenizer comparison found: added/special tokens that differ, models not compared.
     vocabulary_check: dict = field(default_factory=dict)
+    # Warnings already given about these inputs: a check repeated before the merge stays quiet.
+    warned: set[str] = field(default_factory=set)
 
     def close(self) -> None:
         for checkpoint in (self.base, *self.finetuned):
@@ -231,16 +235,16 @@ def check_vocabularies(base: Path, finetuned: Sequence[Path]) -> dict:
     model for a row-by-row merge to make sense. Added/special tokens may differ (R1-Distill-Qwen
     renames Qwen's), and which of them the merged model keeps follows ``tokenizer_from``.
     """
-    base_vocabulary = load_vocabulary(base)
     record: dict = {"added_token_differences": {}, "not_compared": []}
+    base_vocabulary = _readable_vocabulary(base)
     if base_vocabulary is None:
-        log.warning("the base %s has no tokenizer files: the models' vocabularies are not compared", base)
+        log.warning("the vocabularies are not compared: the base %s has no readable tokenizer", base)
         record["not_compared"] = [str(path) for path in finetuned]
         return record
     for role, path in ((f"finetuned[{i}]", path) for i, path in enumerate(finetuned)):
-        vocabulary = load_vocabulary(path)
+        vocabulary = _readable_vocabulary(path)
         if vocabulary is None:
-            log.warning("%s has no tokenizer files: its vocabulary is not compared with the base's", path)
+            log.warning("the vocabulary of %s is not compared with the base's: it has no readable tokenizer", path)
             record["not_compared"].append(str(path))
             continue
         regular, added = vocabulary_differences(base_vocabulary, vocabulary)
@@ -259,6 +263,16 @@ def check_vocabularies(base: Path, finetuned: Sequence[Path]) -> dict:
                 {"id": d.token_id, "base": d.base, "finetuned": d.other} for d in added
             ]
     return record
+
+
+def _readable_vocabulary(directory: Path):
+    # A tokenizer that cannot be read cannot be compared; whether the merged model needs it is
+    # decided by check_tokenizer_source.
+    try:
+        return load_vocabulary(directory)
+    except ConfigError as error:
+        log.warning("%s", error)
+        return None
 
 
 def _checkpoint_dtype(checkpoint: Checkpoint) -> torch.dtype:
@@ -596,8 +610,8 @@ def check_tokenizer_source(source: Path, tokenizer_from: str, *, required: bool)
     if required:
         raise ConfigError(f"{message}; evaluating the merged model needs its tokenizer: use a model directory "
                           "with tokenizer files or set model_pair.tokenizer_from to the other model")
-    log.warning("%s: the merged model is written without a tokenizer (only its weights and config)", message)
-    return {"from": str(source), "files": _tokenizer_files(source), "missing": message}
+    return {"from": str(source), "files": _tokenizer_files(source),
+            "missing": f"{message}: the merged model is written without a tokenizer (only its weights and config)"}
 
 
 @dataclass(frozen=True)
@@ -619,6 +633,9 @@ def preflight(inputs: MergeInputs, settings: MergeSettings) -> MergePreflight:
     plan = plan_shards(planned, settings.shard_size)
     tokenizer = check_tokenizer_source(tokenizer_source(inputs, settings.tokenizer_from), settings.tokenizer_from,
                                        required=settings.require_tokenizer)
+    if "missing" in tokenizer and tokenizer["missing"] not in inputs.warned:
+        log.warning("%s", tokenizer["missing"])
+        inputs.warned.add(tokenizer["missing"])
     if settings.overwrite or not output_dir.is_dir():
         check_free_space(output_dir, plan.total_size)
     return MergePreflight(output_dir, device, plan, tokenizer)
