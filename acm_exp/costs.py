@@ -455,7 +455,8 @@ def placement_needs(shape: ModelShape, gpus: int, *, calibration_tokens: int = 4
     logits = calibration_tokens * shape.vocab * BF16
 
     def sensitivity(bytes_per_parameter: int) -> float:
-        weights = shape.parameters * bytes_per_parameter / gpus + imbalance * _placement_block(shape, bytes_per_parameter)
+        block = _placement_block(shape, bytes_per_parameter)
+        weights = shape.parameters * bytes_per_parameter / gpus + imbalance * block
         loss = 2 * sens_tokens * shape.vocab * FP32
         checkpoints = shape.layers * sens_tokens * shape.hidden * bytes_per_parameter
         gradient = shape.largest_tensor * (bytes_per_parameter + 2 * FP32)

@@ -234,10 +234,13 @@ def test_offload_hooks_are_restored_after_the_gradient_pass(model_dirs, tmp_path
 
     base, _ = model_dirs
     model = load_causal_lm(base, resolve_placement(**offloading(tmp_path), setting="sens"), torch.float32)
-    hooks_before = {name: type(module._hf_hook) for name, module in model.named_modules() if hasattr(module, "_hf_hook")}
+    def hooks() -> dict[str, type]:
+        return {name: type(module._hf_hook) for name, module in model.named_modules() if hasattr(module, "_hf_hook")}
+
+    before = hooks()
+    assert before  # the offloaded modules carry accelerate's hooks
     collect_layer_sensitivity(model, [([1, 2, 3, 4], [-100, -100, 3, 4])], progress=False)
-    hooks_after = {name: type(module._hf_hook) for name, module in model.named_modules() if hasattr(module, "_hf_hook")}
-    assert hooks_after == hooks_before
+    assert hooks() == before
     assert all(parameter.grad is None for parameter in decoder_layers(model).parameters())
 
 
@@ -266,3 +269,48 @@ def test_cache_key_is_unchanged_by_the_placement(model_dirs, tmp_path):
             for placement in (offloading(tmp_path), {"device": "cpu"})]
     assert sensitivity.SENSITIVITY_PASSES == passes + len(PAIRS)  # the second one is a cache hit
     assert sens[0].metadata["cache_key"] == sens[1].metadata["cache_key"]
+
+
+def test_run_hash_is_unchanged_by_the_placement_budgets():
+    from acm_exp import results
+    from acm_exp.api import compose_config
+
+    plain, _ = compose_config(["merge=acm_ties", "eval=none"])
+    placed, _ = compose_config(["merge=acm_ties", "eval=none", "acm.max_memory={cpu: 10GiB}",
+                                "acm.offload_dir=/scratch/offload"])
+    assert results.config_hash(placed) == results.config_hash(plain)
+    other_method, _ = compose_config(["merge=acm_ties", "eval=none", "acm.estimator=histogram", "acm.bins=16"])
+    assert results.config_hash(other_method) != results.config_hash(plain)
+
+
+# ---------------------------------------------------------------------------------------------
+# Computed memory per device of each placement (acm_exp.costs)
+
+
+def test_one_gpu_placement_is_the_single_device_need_and_more_gpus_hold_less():
+    from acm_exp import costs
+
+    for shape in costs.PAPER_SHAPES:
+        single = costs.placement_needs(shape, 1)
+        assert single["capture_gb"] == costs.memory_needs(shape)["capture_gb"]
+        per_count = [costs.placement_needs(shape, gpus) for gpus in costs.GPU_COUNTS]
+        for stage in single:
+            assert all(a[stage] > b[stage] for a, b in zip(per_count, per_count[1:])), (shape.name, stage)
+
+
+def test_the_slurm_recipes_ask_for_enough_gpus():
+    from acm_exp import costs
+
+    shapes = {shape.name: shape for shape in costs.PAPER_SHAPES}
+    # 14B capture on 2 x 80 GB or 4 x 40 GB, 32B on 4 x 80 GB; 32B never fits one 80 GB GPU.
+    assert costs.gpus_needed(shapes["14B"], "capture_gb", 80) <= 2
+    assert costs.gpus_needed(shapes["14B"], "capture_gb", 40) <= 4
+    assert costs.gpus_needed(shapes["32B"], "capture_gb", 80) in (2, 4)
+    assert costs.gpus_needed(shapes["32B"], "sensitivity_fp32_gb", 80) <= 4
+
+
+def test_readme_has_the_computed_placement_table():
+    from acm_exp import costs
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert costs.placement_table() in readme

@@ -260,14 +260,17 @@ class _GradientReducer:
                             parameter.register_post_accumulate_grad_hook(reducer._hook(self.layer)))
                 return args, kwargs
 
+        hooked: set[int] = set()  # a parameter shared by two modules is counted once, as layer.parameters() does
         for index, layer in enumerate(layers):
             for module in layer.modules():
                 if _is_offloaded(module):
                     self._offload_hooks.append((module, module._hf_hook))
                     add_hook_to_module(module, _ReduceMaterializedWeights(index), append=True)
-                else:
-                    self._handles += [parameter.register_post_accumulate_grad_hook(self._hook(index))
-                                      for parameter in module.parameters(recurse=False)]
+                    continue
+                for parameter in module.parameters(recurse=False):
+                    if id(parameter) not in hooked:
+                        hooked.add(id(parameter))
+                        self._handles.append(parameter.register_post_accumulate_grad_hook(self._hook(index)))
 
     def _hook(self, layer: int):
         def hook(parameter: torch.Tensor) -> None:

@@ -480,8 +480,10 @@ class VllmBackend:
             )
             for index in runnable
         ]
+        # vLLM divides by its bar's elapsed time, which a disabled tqdm (TQDM_DISABLE) reports as 0.
+        show_progress = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=encoded[index]) for index in runnable], params,
-                                    use_tqdm=True) if runnable else []
+                                    use_tqdm=show_progress) if runnable else []
         results = [unfit_generation()] * len(prompts)
         for index, output in zip(runnable, outputs, strict=True):
             results[index] = generation_from_vllm(output)

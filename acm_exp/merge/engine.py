@@ -499,18 +499,40 @@ def _merge_elementwise(inputs: MergeInputs, name: str, base: torch.Tensor, finet
     merged = torch.empty(base.shape, dtype=out_dtype)
     flat_merged, flat_base = merged.view(-1), base.reshape(-1)
     flat_finetuned = [tensor.reshape(-1) for tensor in finetuned]
-    for start in range(0, flat_base.numel(), CHUNK_ELEMENTS):
-        stop = start + CHUNK_ELEMENTS
-        base_chunk = flat_base[start:stop]
-        task_vectors = []
-        for tensor, checkpoint in zip(flat_finetuned, inputs.finetuned):
-            task_vector = _task_vector(tensor[start:stop], base_chunk)
-            _check_finite(task_vector, base_chunk, tensor[start:stop], name, inputs.base, checkpoint)
-            task_vectors.append(task_vector)
-        chunk_factor = factor[start:stop] if isinstance(factor, torch.Tensor) and factor.dim() else factor
-        chunk_adjustment = replace(adjustment, delta_factor=chunk_factor)
-        flat_merged[start:stop] = _combine(base_chunk, task_vectors, method, params, chunk_adjustment, generator)
+    with _one_thread():
+        for start in range(0, flat_base.numel(), CHUNK_ELEMENTS):
+            _merge_chunk(inputs, name, flat_base, flat_finetuned, flat_merged, start, method, params, adjustment,
+                         factor, generator)
     return merged
+
+
+@contextmanager
+def _one_thread():
+    """torch's CPU ops on this thread alone: on chunks this small, waking and joining the other
+    threads for every op costs more than the op (much more on a busy machine, where a woken thread
+    may wait for a core). The result does not depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _merge_chunk(inputs: MergeInputs, name: str, flat_base: torch.Tensor, flat_finetuned: list[torch.Tensor],
+                 flat_merged: torch.Tensor, start: int, method: MergeMethod, params, adjustment: Adjustment,
+                 factor: float | torch.Tensor, generator: torch.Generator) -> None:
+    """Merge elements [start, start + CHUNK_ELEMENTS) of a flattened block into ``flat_merged``."""
+    stop = start + CHUNK_ELEMENTS
+    base_chunk = flat_base[start:stop]
+    task_vectors = []
+    for tensor, checkpoint in zip(flat_finetuned, inputs.finetuned):
+        task_vector = _task_vector(tensor[start:stop], base_chunk)
+        _check_finite(task_vector, base_chunk, tensor[start:stop], name, inputs.base, checkpoint)
+        task_vectors.append(task_vector)
+    chunk_factor = factor[start:stop] if isinstance(factor, torch.Tensor) and factor.dim() else factor
+    chunk_adjustment = replace(adjustment, delta_factor=chunk_factor)
+    flat_merged[start:stop] = _combine(base_chunk, task_vectors, method, params, chunk_adjustment, generator)
 
 
 def _merge_one(inputs: MergeInputs, name: str, method: MergeMethod, params, adjustment: Adjustment,

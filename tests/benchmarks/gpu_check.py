@@ -1,6 +1,6 @@
 """Prepared GPU check: merge, capture + MI and hf generation on an accelerator, compared with CPU.
 
-One run, sized for a lent H200 (about 2-3 minutes there, well under 5), prints every figure:
+One run, sized for a lent H200 (an estimated 2-3 minutes there, never run on one yet), prints every figure:
 
 1. a synthetic base + fine-tuned pair with Qwen2.5-1.5B's shapes (random bf16 weights, sharded
    safetensors written tensor by tensor; see merge_bench.py), built in ``--work-dir``;
@@ -73,6 +73,7 @@ def check_mi_kernels(device: str, tokens: int, vocabulary: int) -> bool:
     base = 2.5 * torch.randn(tokens, vocabulary, generator=generator) + 1.0
     tuned = (base + 0.6 * torch.randn(base.shape, generator=generator)).to(torch.bfloat16)
     base = base.to(torch.bfloat16)
+    mutual_information(base, tuned)  # warm-up: numba's compile or cache load
     on_cpu, cpu_seconds = timed(lambda: mutual_information(base, tuned))
     on_device_inputs = base.to(device), tuned.to(device)
     mutual_information(*on_device_inputs)  # warm-up: kernels, allocator
