@@ -42,9 +42,9 @@ from acm_exp.merge.sparsify import keep_count, magnitude_trim  # noqa: E402
 EMBEDDING, LM_HEAD = "model.embed_tokens.weight", "lm_head.weight"
 
 
-def merge_ours(base: Path, finetuned: list[Path], output: Path, method: str, adjust=None,
+def merge_ours(base: Path, finetuned: list[Path], output: Path, method: str, adjust=None, tied_head: str = "tie",
                **params) -> dict[str, torch.Tensor]:
-    inputs = open_inputs(base, finetuned)
+    inputs = open_inputs(base, finetuned, tied_head=tied_head)
     try:
         run_merge(inputs, get_method(method), MergeConfig(method=method, **params), MergeSettings(output_dir=output),
                   adjust)
@@ -115,9 +115,12 @@ def test_ties_matches_mergekit(pairs, tmp_path, count, k, scale):
 
 @pytest.mark.parametrize(("base_tie", "finetuned_tie"), [(True, False), (False, True), (True, True)])
 def test_tied_embeddings_match_mergekit(tmp_path, base_tie, finetuned_tie):
-    """A tied model's lm_head is its embedding for both; all tied, neither writes an lm_head."""
+    """A tied model's lm_head is its embedding for both; all tied, neither writes an lm_head.
+
+    mergekit materializes lm_head from a tied base: our ``tied_head=untie`` switch (the default,
+    ``tie``, keeps a tied base tied as the reference pipelines do; tests/test_faithful_defaults.py)."""
     base, finetuned = make_pair(tmp_path / "in", base_tie=base_tie, finetuned_tie=finetuned_tie, count=2)
-    ours = merge_ours(base, finetuned, tmp_path / "ours", "ties", k=0.8, scale=1.0)
+    ours = merge_ours(base, finetuned, tmp_path / "ours", "ties", tied_head="untie", k=0.8, scale=1.0)
     theirs = merge_mergekit(base, finetuned, tmp_path / "mergekit", "ties", k=0.8, scale=1.0)
     assert_same_tensors(ours, theirs)
     all_tied = base_tie and finetuned_tie

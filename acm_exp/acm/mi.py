@@ -456,7 +456,8 @@ def _joint_16bit_compiled(sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: 
     row_counts = np.bincount(ids_x, weights=sx.counts, minlength=kept_x + 1)[:kept_x]
     row_starts = np.zeros(kept_x + 1, dtype=np.int64)
     np.cumsum(row_counts.astype(np.int64), out=row_starts[1:])
-    columns = _compiled(_grouped_by_row)(sx.codes, sy.codes, ids_x.astype(np.int32), ids_y.astype(np.uint16), row_starts)
+    group_by_row = _compiled(_grouped_by_row)
+    columns = group_by_row(sx.codes, sy.codes, ids_x.astype(np.int32), ids_y.astype(np.uint16), row_starts)
     # Zeroed per-group counts; int32 (half the cache footprint) unless a group could overflow it.
     counts = np.zeros(kept_y + 1, dtype=np.int32 if sx.codes.size < 2**31 else np.int64)
     return _compiled(_grouped_sum_xlogx)(columns, row_starts, counts, _xlogx_table())
