@@ -36,13 +36,7 @@ def read_model_config(directory: str | Path) -> dict:
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise ConfigError(f"model directory {Path(directory)} has no config.json")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path} is not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path} holds a JSON {type(config).__name__}; expected an object (key: value)")
-    return config
+    return _json_object(path)
 
 
 def is_local_reference(name: str) -> bool:
@@ -193,7 +187,7 @@ def _json_object(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path} is not valid JSON ({error})") from None
     if not isinstance(value, dict):
-        raise ConfigError(f"{path} holds a JSON {type(value).__name__}; expected an object")
+        raise ConfigError(f"{path} holds a JSON {type(value).__name__}; expected an object (key: value)")
     return value
 
 

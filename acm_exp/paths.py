@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -28,6 +29,15 @@ def shared_data_dir(configured: str | os.PathLike | None = None) -> Path | None:
         if candidate and Path(candidate).expanduser().is_dir():
             return Path(candidate).expanduser()
     return None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's SHA-256, read in 1 MiB blocks (model weights do not fit in memory twice)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_writable_dir(path: str | os.PathLike, key: str) -> Path:

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acm_exp.errors import ConfigError
-from acm_exp.paths import cache_root
+from acm_exp.paths import cache_root, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -423,17 +423,9 @@ def build_toy_pair(output_dir: str | os.PathLike, seed: int = 0) -> dict[str, Pa
 _COMPLETE_MARKER = "toy_build.json"
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_manifest(pair_dir: Path) -> dict[str, dict]:
     """Size and sha256 of every file of the pair's model folders, by path relative to ``pair_dir``."""
-    return {path.relative_to(pair_dir).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+    return {path.relative_to(pair_dir).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
             for role in TOY_ROLES for path in sorted((pair_dir / role).rglob("*")) if path.is_file()}
 
 
@@ -448,7 +440,7 @@ def manifest_problem(pair_dir: Path, manifest: dict[str, dict]) -> str | None:
         if path.stat().st_size != expected["bytes"]:
             return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
     for name, expected in manifest.items():
-        if _sha256_file(pair_dir / name) != expected["sha256"]:
+        if sha256_file(pair_dir / name) != expected["sha256"]:
             return f"{name} does not match its sha256"
     return None
 

@@ -28,7 +28,7 @@ from filelock import FileLock
 from acm_exp.acm.stats import MIStatistics
 from acm_exp.costs import measure, note_cache_hit, note_computed
 from acm_exp.errors import ConfigError
-from acm_exp.paths import atomic_write, cache_root
+from acm_exp.paths import atomic_write, cache_root, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 CONTENT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                  "merges.txt", "tokenizer.model")
 _HUB_SNAPSHOT = re.compile(r"models--(?P<owner>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})/?$")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_identity(path: str | Path) -> dict[str, Any]:
@@ -71,7 +63,7 @@ def model_identity(path: str | Path) -> dict[str, Any]:
     if not weights:
         raise ConfigError(f"model directory {str(path)!r} has no weight files ({', '.join(WEIGHT_SUFFIXES)})")
     identity["weights"] = weights
-    identity["content"] = {name: _sha256_file(directory / name) for name in CONTENT_FILES if (directory / name).is_file()}
+    identity["content"] = {name: sha256_file(directory / name) for name in CONTENT_FILES if (directory / name).is_file()}
     return identity
 
 

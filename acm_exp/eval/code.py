@@ -560,33 +560,13 @@ def livecodebench_prompt(example: Mapping) -> str:
     return prompt + "### Answer: (use the provided format with backticks)\n\n"
 
 
-def _stripped_lines(text: str) -> list[str]:
-    return [line.strip() for line in text.strip().split("\n")]
-
-
-def _as_decimals(line: str) -> list | None:
-    from decimal import Decimal, InvalidOperation
-
-    try:
-        return [Decimal(token) for token in line.split()]
-    except InvalidOperation:
-        return None
-
-
 def stdout_matches(actual: str, expected: str) -> bool:
     """lcb_runner's stdin comparison: line by line after stripping surrounding whitespace
     (leading/trailing empty lines ignored); a differing line still matches when all its tokens
-    are numbers equal as Decimals ("2.50" == "2.5")."""
-    actual_lines, expected_lines = _stripped_lines(actual), _stripped_lines(expected)
-    if len(actual_lines) != len(expected_lines):
-        return False
-    for got, want in zip(actual_lines, expected_lines):
-        if got == want:
-            continue
-        got_numbers, want_numbers = _as_decimals(got), _as_decimals(want)
-        if got_numbers is None or want_numbers is None or got_numbers != want_numbers:
-            return False
-    return True
+    are numbers equal as Decimals ("2.50" == "2.5"). The one implementation is the sandbox driver's."""
+    from acm_exp.eval.harness_driver import lcb_outputs_match
+
+    return lcb_outputs_match(actual, expected)
 
 
 def _all_tests(example: Mapping) -> list[dict]:
