@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -23,7 +25,8 @@ import pytest
 from model_factory import make_model, make_pair
 
 REPO = Path(__file__).resolve().parent.parent
-MERGE_STARTED = "merging "  # the engine's log line as the merge loop starts
+GATE_PROJ, UP_PROJ = "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight"
+MERGE_STARTED = re.compile(r"merging \d+ tensors with")  # the engine's log line as the merge loop starts
 GENERATION_STARTED = ": generating "  # the evaluation runner's log line per (benchmark, seed)
 
 pytestmark = pytest.mark.slow
@@ -194,6 +197,39 @@ def stop_strings_not_encodable(tmp, pair, sharded, stack):
     return _toy_eval(tmp, pair)
 
 
+def shard_aliasing_bytes(tmp, pair, sharded, stack):
+    # Two tensors whose header entries point at the same bytes: up_proj would be built from gate_proj's.
+    broken = pair.copy(tmp)
+    path = broken.finetuned / "model.safetensors"
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    header[UP_PROJ]["data_offsets"] = list(header[GATE_PROJ]["data_offsets"])
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length:])
+    return _merge_only(tmp, broken)
+
+
+def vocabulary_maps_tokens_to_other_ids(tmp, pair, sharded, stack):
+    # Same vocabulary size, two tokens swapped: shapes agree, meanings do not.
+    broken = pair.copy(tmp)
+    tokenizer_path = broken.finetuned / "tokenizer.json"
+    tokenizer = json.loads(tokenizer_path.read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    tokenizer_path.write_text(json.dumps(tokenizer))
+    return _merge_only(tmp, broken)
+
+
+def evaluation_without_tokenizer_files(tmp, pair, sharded, stack):
+    # The merged model's tokenizer comes from the base by default; the base has none.
+    broken = pair.copy(tmp)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (broken.base / name).unlink(missing_ok=True)
+    return [*_toy_eval(tmp, broken), "eval.prompt=qwen25-math-cot"]
+
+
 def unknown_model_directory(tmp, pair, sharded, stack):
     return [f"model_pair.base={tmp / 'missing'}", f"model_pair.finetuned=[{pair.finetuned}]", "eval=none"]
 
@@ -214,6 +250,9 @@ CASES = [
     BadInput("benchmark row without its answer", benchmark_row_without_answer, ("'answer'", "row 1")),
     BadInput("stop strings the tokenizer cannot encode", stop_strings_not_encodable, ("cannot encode", "\\nQ:")),
     BadInput("model directory does not exist", unknown_model_directory, ("{tmp}/missing",)),
+    BadInput("two tensors alias the same bytes", shard_aliasing_bytes, (GATE_PROJ, UP_PROJ, "overlap")),
+    BadInput("vocabulary maps tokens to other ids", vocabulary_maps_tokens_to_other_ids, ("'a'", "'b'")),
+    BadInput("evaluation needs missing tokenizer files", evaluation_without_tokenizer_files, ("tokenizer",)),
 ]
 
 
@@ -229,7 +268,7 @@ def test_bad_input_is_one_line_before_heavy_work(tmp_path, pair, sharded_pair, c
         assert expected.replace("{tmp}", str(tmp_path)) in lines[0], lines[0]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     if case.before == "merge":
-        assert MERGE_STARTED not in result.stdout, "found only after the merge loop had started"
+        assert not MERGE_STARTED.search(result.stdout), "found only after the merge loop had started"
     if case.before in ("merge", "generation"):
         assert GENERATION_STARTED not in result.stdout, "found only after generation had started"
     assert not (tmp_path / "merged").is_dir() or case.name == "output is a file"
@@ -294,7 +333,7 @@ def test_ctrl_c_exits_130_with_one_line_saying_a_rerun_resumes(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
     )
     for line in process.stdout:
-        if MERGE_STARTED in line:
+        if MERGE_STARTED.search(line):
             process.send_signal(signal.SIGINT)
             break
     _, stderr = process.communicate(timeout=300)
