@@ -91,8 +91,11 @@ HASH_EXCLUDED_KEYS = (
     "hydra", "logger", "force", "cache_dir", "data_dir",
     "merge.output_dir", "merge.overwrite", "merge.shard_size",
     "acm.cache_dir",
-    # Where the models are placed (budgets, offload), never what is computed (tests/test_placement.py).
-    "acm.max_memory", "acm.offload_dir", "sens.max_memory", "sens.offload_dir",
+    # Where and how the models are placed (devices, budgets, offload, tensor parallelism, recomputed
+    # activations), never what is computed: as the statistics cache keys (tests/test_placement.py).
+    "acm.device", "acm.max_memory", "acm.offload_dir",
+    "sens.device", "sens.max_memory", "sens.offload_dir", "sens.gradient_checkpointing",
+    "eval.vllm.tensor_parallel_size",
     "eval.grading_workers", "eval.benchmarks.*.local_path",
 )
 _REQUIRED_ROW_KEYS = ("model", "role", "benchmark", "seed", "accuracy", "mean_tokens", "n")

@@ -180,7 +180,11 @@ def test_l2s_experiments_run_end_to_end_on_the_toy_pair(tmp_path, toy_cache):
     assert_one_run_per_point(results_dir, points)
     rows = load_results(results_dir)
     assert set(rows["role"]) == {"base", "finetuned", "merged"}
-    assert rows.loc[rows["role"] == "merged", "method"].nunique() == len(points) == 8
+    merged = rows[rows["role"] == "merged"]
+    # Ten merges; the three DARE rows are one method (dare) combined three ways (average, ta, ties).
+    assert merged["config_hash"].nunique() == len(points) == 10
+    assert merged["method"].nunique() == 8
+    assert sorted(merged.loc[merged["method"] == "dare", "combine"].unique()) == ["average", "ta", "ties"]
     # On the toy pair no per-size default applies, so the other sizes are the same runs: they find
     # their results complete and skip every point.
     for experiment in ("l2s_7b", "l2s_14b", "l2s_32b"):

@@ -273,3 +273,12 @@ def test_sweep_id_inside_a_hydra_multirun(tmp_path):
                             cwd=tmp_path, timeout=120)
     assert single.returncode == 0, single.stderr
     assert "sweep id: None" in single.stdout
+
+
+def test_config_hash_ignores_where_the_models_run():
+    # Placement changes where the computation runs, not what it computes (as the statistics cache keys).
+    plain = results.config_hash(compose_config("merge=sens", "eval=none"))
+    placed = compose_config("merge=sens", "eval=none", "acm.device=cpu", "sens.device=cpu",
+                            "sens.gradient_checkpointing=true", "eval.vllm.tensor_parallel_size=4")
+    assert results.config_hash(placed) == plain
+    assert results.config_hash(compose_config("merge=sens", "eval=none", "merge.alpha=0.3")) != plain
