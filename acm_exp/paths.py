@@ -40,6 +40,27 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` itself when it exists, else its nearest existing ancestor (where it would be created)."""
+    existing = Path(path)
+    while not existing.exists():
+        existing = existing.parent
+    return existing
+
+
+def write_probe_error(directory: Path, prefix: str = ".acm_exp") -> OSError | None:
+    """Create and remove a temporary file in ``directory``; the OSError when that fails, else None.
+
+    The one reliable writability test (permission bits say nothing on a read-only mount or for root)."""
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=directory, prefix=f"{prefix}-write-probe-")
+    except OSError as error:
+        return error
+    os.close(descriptor)
+    os.unlink(probe)
+    return None
+
+
 def check_writable_dir(path: str | os.PathLike, key: str) -> Path:
     """Raise ConfigError unless ``path`` is, or can be created as, a writable directory.
 
@@ -47,19 +68,14 @@ def check_writable_dir(path: str | os.PathLike, key: str) -> Path:
     not exist yet, so a read-only or misplaced output fails at validation instead of after the work;
     nothing is left behind."""
     target = Path(path).expanduser().absolute()
-    existing = target
-    while not existing.exists():
-        existing = existing.parent
+    existing = nearest_existing(target)
     if not existing.is_dir():
         where = "is a file" if existing == target else f"is below the file {existing}"
         raise ConfigError(f"{key}={str(target)!r} {where}; expected a directory (created if missing)")
-    try:
-        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=".acm_exp-write-probe-")
-    except OSError as error:
+    error = write_probe_error(existing)
+    if error is not None:
         raise ConfigError(f"{key}={str(target)!r} is not writable ({error.strerror} in {existing}); "
-                          "expected a writable directory") from None
-    os.close(descriptor)
-    os.unlink(probe)
+                          "expected a writable directory")
     return target
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import torch
@@ -82,3 +83,16 @@ def load_state(directory: Path) -> dict[str, torch.Tensor]:
     for file in files:
         state.update(load_file(directory / file))
     return state
+
+
+def read_safetensors(path: Path) -> tuple[dict, bytes]:
+    """A safetensors file's header and data section, as raw JSON and bytes (to build malformed files)."""
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + length]), raw[8 + length:]
+
+
+def write_safetensors(path: Path, header: dict, data: bytes) -> None:
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from model_factory import make_model, make_pair
+from model_factory import make_model, make_pair, read_safetensors, write_safetensors
 
 REPO = Path(__file__).resolve().parent.parent
 GATE_PROJ, UP_PROJ = "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight"
@@ -201,13 +200,9 @@ def shard_aliasing_bytes(tmp, pair, sharded, stack):
     # Two tensors whose header entries point at the same bytes: up_proj would be built from gate_proj's.
     broken = pair.copy(tmp)
     path = broken.finetuned / "model.safetensors"
-    raw = path.read_bytes()
-    (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + length])
+    header, data = read_safetensors(path)
     header[UP_PROJ]["data_offsets"] = list(header[GATE_PROJ]["data_offsets"])
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length:])
+    write_safetensors(path, header, data)
     return _merge_only(tmp, broken)
 
 

@@ -4,12 +4,11 @@ naming the file and the tensor; a header that safetensors' own loader refuses is
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
 import torch
-from model_factory import make_model, make_pair
+from model_factory import make_model, make_pair, read_safetensors, write_safetensors
 from safetensors.torch import load_file, save_file
 
 from acm_exp.errors import ConfigError
@@ -18,18 +17,6 @@ from acm_exp.merge.checkpoint import open_checkpoint
 
 GATE = "model.layers.0.mlp.gate_proj.weight"
 UP = "model.layers.0.mlp.up_proj.weight"
-
-
-def read_safetensors(path: Path) -> tuple[dict, bytes]:
-    raw = path.read_bytes()
-    (length,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + length]), raw[8 + length:]
-
-
-def write_safetensors(path: Path, header: dict, data: bytes) -> None:
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
 
 
 def edit_header(path: Path, edit) -> None:

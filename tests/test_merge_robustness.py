@@ -7,6 +7,7 @@ import errno
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -218,7 +219,7 @@ def test_read_only_output_location_is_found_by_a_probe_before_any_weight_is_read
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(engine.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
     with pytest.raises(ConfigError, match=r"out is not writable: cannot create a file in .* \(Read-only file system\)"):
         merge(base, finetuned, tmp_path / "out")
     assert weights_read == [] and not (tmp_path / "out").exists()

@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import socket
-import tempfile
 import time
 import uuid
 import zlib
@@ -47,6 +46,7 @@ from acm_exp.merge.checkpoint import (
 )
 from acm_exp.merge.registry import MergeMethod, used_parameters
 from acm_exp.models import has_tokenizer, load_vocabulary, vocabulary_differences
+from acm_exp.paths import nearest_existing, write_probe_error
 
 log = logging.getLogger(__name__)
 
@@ -329,12 +329,6 @@ def read_manifest(output_dir: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists():
-        path = path.parent
-    return path
-
-
 def _size(count: int) -> str:
     return f"{count / 1e9:.2f} GB" if count >= 1e8 else f"{count / 1e6:.2f} MB"
 
@@ -349,20 +343,17 @@ def check_output_location(output_dir: Path, *, overwrite: bool) -> None:
     if (output_dir.exists() or output_dir.is_symlink()) and not output_dir.is_dir() and not overwrite:
         raise ConfigError(f"merge.output_dir {output_dir} is a file, not a directory; remove it, choose another "
                           "merge.output_dir, or set merge.overwrite=true to replace it")
-    existing = _nearest_existing(output_dir.parent)
+    existing = nearest_existing(output_dir.parent)
     if not existing.is_dir():
         raise ConfigError(f"merge.output_dir {output_dir} cannot be created: {existing} is a file, not a directory")
-    try:
-        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=f".{output_dir.name}.write-probe-")
-    except OSError as error:
+    error = write_probe_error(existing, prefix=f".{output_dir.name}")
+    if error is not None:
         raise ConfigError(f"merge.output_dir {output_dir} is not writable: cannot create a file in {existing} "
-                          f"({error.strerror}); choose a writable merge.output_dir") from None
-    os.close(descriptor)
-    os.unlink(probe)
+                          f"({error.strerror}); choose a writable merge.output_dir")
 
 
 def check_free_space(output_dir: Path, needed: int) -> None:
-    existing = _nearest_existing(output_dir.parent)
+    existing = nearest_existing(output_dir.parent)
     free = shutil.disk_usage(existing).free
     if free < needed:
         raise ConfigError(f"not enough free space for the merge into {output_dir}: its shards need {_size(needed)} but "
