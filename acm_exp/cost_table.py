@@ -22,8 +22,17 @@ MEASURES = (
     ("merge time [s]", "merge_original_s", "merge_s", "median"),
     ("evaluation tokens/s", "eval_tokens_per_s", None, "median"),
 )
-# Methods whose coefficients come from no calibration pass: their coefficient cost is zero, not unknown.
-NO_COEFFICIENTS = ("average", "task_arithmetic", "ties", "dare", "breadcrumbs")
+
+
+def has_no_coefficient_stage(method: str) -> bool:
+    """A registered method without a calibration pass: its coefficient cost is zero, not unknown."""
+    from acm_exp.errors import ConfigError
+    from acm_exp.merge import get_method  # lazy: the merge package imports torch
+
+    try:
+        return get_method(method).coefficients is None
+    except ConfigError:  # a method this checkout does not register: unknown
+        return False
 
 
 def _measure_values(rows: pd.DataFrame, column: str, fallback: str | None) -> pd.Series:
@@ -43,7 +52,7 @@ def cost_frame(rows: pd.DataFrame, method_labels: dict[str, str], method_order: 
         record = {"model_pair": pair, "method": method, "label": method_labels.get(method, method)}
         for name, column, fallback, how in MEASURES:
             values = _measure_values(per_run, column, fallback).dropna()
-            if column.startswith("coefficients") and method in NO_COEFFICIENTS:
+            if column.startswith("coefficients") and has_no_coefficient_stage(method):
                 record[name] = 0.0
             elif values.empty:
                 record[name] = np.nan
