@@ -24,22 +24,47 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_API_NAMES = ("Calibration", "Coefficients", "EvalResult", "MergeResult", "acm_coefficients", "evaluate",
-              "load_results", "merge_models", "select_calibration")
+_API_NAMES = (
+    "Calibration",
+    "Coefficients",
+    "EvalResult",
+    "MergeResult",
+    "acm_coefficients",
+    "evaluate",
+    "load_results",
+    "merge_models",
+    "select_calibration",
+)
 
 __all__ = ["__version__", *_API_NAMES]
 
 if TYPE_CHECKING:
     from acm_exp.api import (
-        Calibration,
-        Coefficients,
-        EvalResult,
-        MergeResult,
-        acm_coefficients,
-        evaluate,
-        load_results,
-        merge_models,
-        select_calibration,
+        Calibration as Calibration,
+    )
+    from acm_exp.api import (
+        Coefficients as Coefficients,
+    )
+    from acm_exp.api import (
+        EvalResult as EvalResult,
+    )
+    from acm_exp.api import (
+        MergeResult as MergeResult,
+    )
+    from acm_exp.api import (
+        acm_coefficients as acm_coefficients,
+    )
+    from acm_exp.api import (
+        evaluate as evaluate,
+    )
+    from acm_exp.api import (
+        load_results as load_results,
+    )
+    from acm_exp.api import (
+        merge_models as merge_models,
+    )
+    from acm_exp.api import (
+        select_calibration as select_calibration,
     )
 
 

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from acm_exp.config import (
     AcmConfig,
@@ -60,8 +60,14 @@ HTML_MAX_ROWS = 40
 CALIBRATION_SETTINGS = tuple(f.name for f in fields(CalibrationConfig) if f.name != "source")
 ACM_SETTINGS = tuple(f.name for f in fields(AcmConfig))
 MERGE_PARAMETERS = tuple(f.name for f in fields(MergeConfig) if f.name not in ("method", "output_dir"))
-PAIR_SETTINGS = ("base_revision", "finetuned_revisions", "tokenizer_from", "tied_head", "trust_remote_code",
-                 "allow_pickle")
+PAIR_SETTINGS = (
+    "base_revision",
+    "finetuned_revisions",
+    "tokenizer_from",
+    "tied_head",
+    "trust_remote_code",
+    "allow_pickle",
+)
 EVAL_SETTINGS = tuple(f.name for f in fields(EvalConfig) if f.name not in ("name", "benchmarks", "models"))
 
 
@@ -97,8 +103,9 @@ def override_value(key: str, value: Any) -> str:
         return _quoted(value)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(override_value(key, item) for item in value) + "]"
-    raise ConfigError(f"{key}={value!r} is a {type(value).__name__}; expected a number, string, bool, path, None "
-                      "or a list of them")
+    raise ConfigError(
+        f"{key}={value!r} is a {type(value).__name__}; expected a number, string, bool, path, None or a list of them"
+    )
 
 
 def _assignments(section: str, values: Mapping[str, Any]) -> list[str]:
@@ -124,8 +131,10 @@ def _options(group: str) -> list[str]:
 
 def _conf_dir() -> Path:
     if not (CONF_DIR / "config.yaml").is_file():
-        raise ConfigError(f"the config directory {CONF_DIR} is missing; expected the package's checkout "
-                          "(pip install -e .), which holds conf/ beside acm_exp/")
+        raise ConfigError(
+            f"the config directory {CONF_DIR} is missing; expected the package's checkout "
+            "(pip install -e .), which holds conf/ beside acm_exp/"
+        )
     return CONF_DIR
 
 
@@ -133,7 +142,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def compose_config(overrides: Sequence[str]) -> tuple["DictConfig", str]:
+def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, str]:
     """The job config ``python -m acm_exp <overrides>`` runs, and its default run directory.
 
     Hydra's own message for an unknown key or a wrongly typed value becomes a one-line ConfigError.
@@ -180,8 +189,9 @@ def _model_name(value: Any, role: str) -> str:
 def _finetuned_names(finetuned: Any) -> list[str]:
     models = [finetuned] if isinstance(finetuned, (str, os.PathLike)) else list(finetuned or [])
     if not models:
-        raise ConfigError("model_pair.finetuned is empty; expected one or more hub ids, local directories or "
-                          "toy:<role>")
+        raise ConfigError(
+            "model_pair.finetuned is empty; expected one or more hub ids, local directories or toy:<role>"
+        )
     return [_model_name(model, f"finetuned[{index}]") for index, model in enumerate(models)]
 
 
@@ -211,8 +221,11 @@ def pair_overrides(base: Any, finetuned: Any) -> list[str]:
     for name, models in _named_pairs().items():
         if models == (base_name, finetuned_names):
             return [f"model_pair={name}"]
-    return [f"model_pair={CUSTOM_PAIR}", f"model_pair.base={override_value('model_pair.base', base_name)}",
-            f"model_pair.finetuned={override_value('model_pair.finetuned', finetuned_names)}"]
+    return [
+        f"model_pair={CUSTOM_PAIR}",
+        f"model_pair.base={override_value('model_pair.base', base_name)}",
+        f"model_pair.finetuned={override_value('model_pair.finetuned', finetuned_names)}",
+    ]
 
 
 def _pair_of_model(model: str) -> tuple[str, str] | None:
@@ -318,12 +331,15 @@ def _short(text: Any, limit: int = HTML_TEXT_CHARS) -> str:
 
 def _html_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], note: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
-                   for row in rows[:HTML_MAX_ROWS])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows[:HTML_MAX_ROWS]
+    )
     more = f"<p>… {len(rows) - HTML_MAX_ROWS} more rows</p>" if len(rows) > HTML_MAX_ROWS else ""
     note_html = f"<p>{html.escape(note)}</p>" if note else ""
-    return (f"<div><strong>{html.escape(title)}</strong>{note_html}<table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>{more}</div>")
+    return (
+        f"<div><strong>{html.escape(title)}</strong>{note_html}<table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table>{more}</div>"
+    )
 
 
 def _key_value_html(title: str, items: Mapping[str, Any]) -> str:
@@ -353,19 +369,22 @@ class Calibration:
     selection_hash: str
     corpus_size: int
     settings: dict[str, Any]
-    cluster_labels: Optional[list[int]] = None
+    cluster_labels: list[int] | None = None
     overrides: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def __repr__(self) -> str:
-        return (f"Calibration({self.spec}: {len(self.texts)} of {self.corpus_size} rows, "
-                f"selection {self.selection_hash})")
+        return (
+            f"Calibration({self.spec}: {len(self.texts)} of {self.corpus_size} rows, selection {self.selection_hash})"
+        )
 
     def _repr_html_(self) -> str:
         labels = self.cluster_labels or [""] * len(self.texts)
-        rows = [(index, label, _short(text)) for index, label, text in zip(self.indices, labels, self.texts)]
+        rows = [
+            (index, label, _short(text)) for index, label, text in zip(self.indices, labels, self.texts, strict=False)
+        ]
         return _html_table(repr(self), ("row", "cluster", "text"), rows)
 
 
@@ -389,7 +408,7 @@ class Coefficients:
 
     base: str
     finetuned: tuple[str, ...]
-    acm: "LayerCoefficients" = field(repr=False)
+    acm: LayerCoefficients = field(repr=False)
     calibration: Calibration = field(repr=False)
     against: str
     method: str
@@ -400,7 +419,7 @@ class Coefficients:
     # The CLI overrides that fix how these coefficients were computed (t, shift, reduce, acm.*,
     # calibration.*): a merge with these coefficients composes them too.
     settings_overrides: tuple[str, ...] = field(default=(), repr=False)
-    plan: Optional["CoefficientPlan"] = field(default=None, repr=False, compare=False)
+    plan: CoefficientPlan | None = field(default=None, repr=False, compare=False)
 
     @property
     def t(self) -> float:
@@ -412,11 +431,13 @@ class Coefficients:
 
     @property
     def lambdas(self) -> dict[str, dict[str, float]]:
-        return {model: {point: self.acm.for_point(index, point) for point in self.points}
-                for index, model in enumerate(self.acm.model_names)}
+        return {
+            model: {point: self.acm.for_point(index, point) for point in self.points}
+            for index, model in enumerate(self.acm.model_names)
+        }
 
     @property
-    def mi_cache_key(self) -> Optional[str]:
+    def mi_cache_key(self) -> str | None:
         return self.acm.statistics.metadata.get("cache_key")
 
     def for_point(self, point: str, model: int = 0) -> float:
@@ -438,15 +459,26 @@ class Coefficients:
 
     def __repr__(self) -> str:
         values = [value for model in self.lambdas.values() for value in model.values()]
-        return (f"Coefficients(t={self.t:g}, {self.acm.shift}, {self.acm.reduce}, {len(self.points)} points "
-                f"x {len(self.finetuned)} model(s), λ in [{min(values):.4f}, {max(values):.4f}], {self.path})")
+        return (
+            f"Coefficients(t={self.t:g}, {self.acm.shift}, {self.acm.reduce}, {len(self.points)} points "
+            f"x {len(self.finetuned)} model(s), λ in [{min(values):.4f}, {max(values):.4f}], {self.path})"
+        )
 
     def _repr_html_(self) -> str:
         models = list(self.acm.model_names)
-        mean_mi = {(index, point): self.acm.statistics.summary(index)[point]
-                   for index in range(len(models)) for point in self.points}
-        rows = [(point, *(f"{self.acm.for_point(index, point):.4f}" for index in range(len(models))),
-                 *(_short(mean_mi[index, point], 40) for index in range(len(models)))) for point in self.points]
+        mean_mi = {
+            (index, point): self.acm.statistics.summary(index)[point]
+            for index in range(len(models))
+            for point in self.points
+        }
+        rows = [
+            (
+                point,
+                *(f"{self.acm.for_point(index, point):.4f}" for index in range(len(models))),
+                *(_short(mean_mi[index, point], 40) for index in range(len(models))),
+            )
+            for point in self.points
+        ]
         header = ("point", *(f"λ {model}" for model in models), *(f"MI {model}" for model in models))
         return _html_table(repr(self), header, rows)
 
@@ -470,13 +502,13 @@ class MergeResult:
     run_dir: Path
     method: str
     reused: bool = False
-    coefficients: Optional[Coefficients] = field(default=None, repr=False)
-    coefficients_path: Optional[Path] = field(default=None, repr=False)
+    coefficients: Coefficients | None = field(default=None, repr=False)
+    coefficients_path: Path | None = field(default=None, repr=False)
     costs: dict[str, Any] = field(default_factory=dict, repr=False)
     overrides: tuple[str, ...] = ()
 
     @property
-    def fingerprint(self) -> Optional[str]:
+    def fingerprint(self) -> str | None:
         """What identifies the merge's result (method, parameters, inputs, coefficient settings)."""
         return self.manifest.get("request_fingerprint")
 
@@ -487,14 +519,25 @@ class MergeResult:
     def __repr__(self) -> str:
         parameters = ", ".join(f"{key}={value}" for key, value in self.parameters.items())
         status = "reused" if self.reused else f"{sum(self.timings.values()):.1f} s"
-        return f"MergeResult({self.method}({parameters}) -> {self.output_dir}, {status}, fingerprint {self.fingerprint})"
+        return (
+            f"MergeResult({self.method}({parameters}) -> {self.output_dir}, {status}, fingerprint {self.fingerprint})"
+        )
 
     def _repr_html_(self) -> str:
-        inputs = {entry.get("role", "?"): f"{entry.get('path')} ({entry.get('content_hash')})"
-                  for entry in self.manifest.get("inputs", [])}
-        items = {"method": self.method, **{f"merge.{k}": v for k, v in self.parameters.items()}, **inputs,
-                 "output": self.output_dir, "fingerprint": self.fingerprint, "reused": self.reused,
-                 **{f"{stage} (s)": seconds for stage, seconds in self.timings.items()}, "run_dir": self.run_dir}
+        inputs = {
+            entry.get("role", "?"): f"{entry.get('path')} ({entry.get('content_hash')})"
+            for entry in self.manifest.get("inputs", [])
+        }
+        items = {
+            "method": self.method,
+            **{f"merge.{k}": v for k, v in self.parameters.items()},
+            **inputs,
+            "output": self.output_dir,
+            "fingerprint": self.fingerprint,
+            "reused": self.reused,
+            **{f"{stage} (s)": seconds for stage, seconds in self.timings.items()},
+            "run_dir": self.run_dir,
+        }
         return _key_value_html(f"MergeResult: {self.method}", items)
 
 
@@ -518,8 +561,8 @@ class EvalResult:
     rows: list[dict[str, Any]] = field(repr=False)
     samples: dict[str, list[dict[str, Any]]] = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict)
-    run_dir: Optional[Path] = None
-    results_file: Optional[Path] = None
+    run_dir: Path | None = None
+    results_file: Path | None = None
     overrides: tuple[str, ...] = ()
 
     def _summary_rows(self) -> list[dict[str, Any]]:
@@ -527,7 +570,7 @@ class EvalResult:
         return [row for row in self.rows if (row.get("seed") is None) == (row["benchmark"] in several)]
 
     @property
-    def metrics(self) -> "pd.DataFrame":
+    def metrics(self) -> pd.DataFrame:
         """The metric rows as a table (one row per benchmark and seed, and the seed mean)."""
         import pandas as pd
 
@@ -539,8 +582,10 @@ class EvalResult:
         return {row["benchmark"]: float(row["accuracy"]) for row in self._summary_rows()}
 
     def __repr__(self) -> str:
-        cells = ", ".join(f"{row['benchmark']}: {row['accuracy']:.1f}% / {row['mean_tokens']:.0f} tok (n={row['n']})"
-                          for row in self._summary_rows())
+        cells = ", ".join(
+            f"{row['benchmark']}: {row['accuracy']:.1f}% / {row['mean_tokens']:.0f} tok (n={row['n']})"
+            for row in self._summary_rows()
+        )
         return f"EvalResult({self.model} [{self.role}]: {cells})"
 
     def _repr_html_(self) -> str:
@@ -557,21 +602,26 @@ def _calibration_overrides(source: str, settings: Mapping[str, Any]) -> list[str
     """``calibration=<option>`` for a configured corpus, else the CLI default's selection settings
     with ``calibration.source`` pointing at the file or hub dataset (named after it)."""
     if not isinstance(source, (str, os.PathLike)) or not os.fspath(source):
-        raise ConfigError(f"calibration.source={source!r}; expected 's1k', 'limo', 'toy', a .json/.jsonl path or "
-                          "a hub dataset id")
+        raise ConfigError(
+            f"calibration.source={source!r}; expected 's1k', 'limo', 'toy', a .json/.jsonl path or a hub dataset id"
+        )
     _check_names("select_calibration", settings, CALIBRATION_SETTINGS)
     source = os.fspath(source)
     if source in _options("calibration"):
         overrides = [f"calibration={source}"]
     else:
         name = settings.get("name") or Path(source).stem.lower()
-        overrides = ["calibration=s1k", f"calibration.source={override_value('calibration.source', source)}",
-                     f"calibration.name={override_value('calibration.name', name)}"]
-    return overrides + _assignments("calibration", {k: v for k, v in settings.items() if k != "name" or
-                                                    source in _options("calibration")})
+        overrides = [
+            "calibration=s1k",
+            f"calibration.source={override_value('calibration.source', source)}",
+            f"calibration.name={override_value('calibration.name', name)}",
+        ]
+    return overrides + _assignments(
+        "calibration", {k: v for k, v in settings.items() if k != "name" or source in _options("calibration")}
+    )
 
 
-def _calibration_from(cfg: "DictConfig", overrides: Sequence[str]) -> Calibration:
+def _calibration_from(cfg: DictConfig, overrides: Sequence[str]) -> Calibration:
     """The selection the pipeline's calibration stage makes for ``cfg`` (the same call, same caches)."""
     from omegaconf import OmegaConf
 
@@ -579,14 +629,21 @@ def _calibration_from(cfg: "DictConfig", overrides: Sequence[str]) -> Calibratio
     from acm_exp.pipeline import data_dir
 
     selected = select(cfg.calibration, data_dir=data_dir(cfg), cache_dir=cfg.cache_dir)
-    return Calibration(texts=list(selected.texts), indices=[int(i) for i in selected.indices], spec=selected.spec,
-                       selection_hash=selected.selection_hash, corpus_size=selected.corpus_size,
-                       settings=OmegaConf.to_container(cfg.calibration, resolve=True),
-                       cluster_labels=selected.cluster_labels, overrides=tuple(overrides))
+    return Calibration(
+        texts=list(selected.texts),
+        indices=[int(i) for i in selected.indices],
+        spec=selected.spec,
+        selection_hash=selected.selection_hash,
+        corpus_size=selected.corpus_size,
+        settings=OmegaConf.to_container(cfg.calibration, resolve=True),
+        cluster_labels=selected.cluster_labels,
+        overrides=tuple(overrides),
+    )
 
 
-def select_calibration(source: str = "s1k", *, cache_dir: PathLike | None = None,
-                       data_dir: PathLike | None = None, **settings: Any) -> Calibration:
+def select_calibration(
+    source: str = "s1k", *, cache_dir: PathLike | None = None, data_dir: PathLike | None = None, **settings: Any
+) -> Calibration:
     """Select a calibration set as ``python -m acm_exp calibration=<source> calibration.<key>=<value>``.
 
     ``source``: a configured corpus (``s1k``, ``limo``, ``toy``), a ``.json``/``.jsonl`` file or a hub
@@ -614,7 +671,7 @@ def select_calibration(source: str = "s1k", *, cache_dir: PathLike | None = None
 # Models and coefficients
 
 
-def _resolve_models(cfg: "DictConfig") -> tuple[list, list[Path]]:
+def _resolve_models(cfg: DictConfig) -> tuple[list, list[Path]]:
     from acm_exp.models import model_refs, resolve_model
 
     refs = model_refs(cfg.model_pair)
@@ -629,17 +686,25 @@ def _calibration_choice(calibration: Calibration | str | None) -> list[str]:
     return [] if calibration is None else _calibration_overrides(calibration, {})
 
 
-def _coefficient_overrides(calibration: Calibration | str | None, t: float, shift: str, reduce: str,
-                           acm_settings: Mapping[str, Any]) -> list[str]:
+def _coefficient_overrides(
+    calibration: Calibration | str | None, t: float, shift: str, reduce: str, acm_settings: Mapping[str, Any]
+) -> list[str]:
     _check_names("acm_coefficients", acm_settings, ACM_SETTINGS)
     merge_settings = {"t": t, "shift": shift, "reduce": reduce}
-    return (_calibration_choice(calibration) + _assignments("merge", merge_settings)
-            + _assignments("acm", acm_settings))
+    return _calibration_choice(calibration) + _assignments("merge", merge_settings) + _assignments("acm", acm_settings)
 
 
-def _compute_coefficients(cfg: "DictConfig", method, refs, model_dirs: list[Path], run_dir: Path,
-                          calibration: Calibration | None, overrides: Sequence[str],
-                          settings_overrides: Sequence[str], progress: _Stages) -> Coefficients:
+def _compute_coefficients(
+    cfg: DictConfig,
+    method,
+    refs,
+    model_dirs: list[Path],
+    run_dir: Path,
+    calibration: Calibration | None,
+    overrides: Sequence[str],
+    settings_overrides: Sequence[str],
+    progress: _Stages,
+) -> Coefficients:
     """The pipeline's ACM stage (calibration, cached MI statistics, λ), wrapped as a Coefficients."""
     from acm_exp.acm import Coefficients as LayerCoefficients
     from acm_exp.costs import measure
@@ -652,22 +717,39 @@ def _compute_coefficients(cfg: "DictConfig", method, refs, model_dirs: list[Path
         plan = coefficient_stage(cfg, method, refs, model_dirs, run_dir)
     selected = plan.manifest["calibration"]["selection_hash"]
     if selected != calibration.selection_hash:
-        raise DataError(f"the calibration selection changed while computing the coefficients ({selected} != "
-                        f"{calibration.selection_hash}); the corpus or its cache was modified, select it again")
+        raise DataError(
+            f"the calibration selection changed while computing the coefficients ({selected} != "
+            f"{calibration.selection_hash}); the corpus or its cache was modified, select it again"
+        )
     return Coefficients(
-        base=str(cfg.model_pair.base), finetuned=tuple(str(m) for m in cfg.model_pair.finetuned),
-        acm=LayerCoefficients.from_json(plan.coefficients_path), calibration=calibration,
-        against=str(cfg.acm.against), method=str(cfg.merge.method), run_dir=run_dir,
-        path=Path(plan.coefficients_path), overrides=tuple(overrides), settings_overrides=tuple(settings_overrides),
+        base=str(cfg.model_pair.base),
+        finetuned=tuple(str(m) for m in cfg.model_pair.finetuned),
+        acm=LayerCoefficients.from_json(plan.coefficients_path),
+        calibration=calibration,
+        against=str(cfg.acm.against),
+        method=str(cfg.merge.method),
+        run_dir=run_dir,
+        path=Path(plan.coefficients_path),
+        overrides=tuple(overrides),
+        settings_overrides=tuple(settings_overrides),
         plan=plan,
     )
 
 
-def acm_coefficients(base: PathLike, finetuned: PathLike | Sequence[PathLike],
-                     calibration: Calibration | str | None = None, t: float = 0.7, *,
-                     shift: str = "per_point_max", reduce: str = "mean_of_sigmoids", method: str = "acm_ties",
-                     run_dir: PathLike | None = None, cache_dir: PathLike | None = None,
-                     data_dir: PathLike | None = None, **acm_settings: Any) -> Coefficients:
+def acm_coefficients(
+    base: PathLike,
+    finetuned: PathLike | Sequence[PathLike],
+    calibration: Calibration | str | None = None,
+    t: float = 0.7,
+    *,
+    shift: str = "per_point_max",
+    reduce: str = "mean_of_sigmoids",
+    method: str = "acm_ties",
+    run_dir: PathLike | None = None,
+    cache_dir: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    **acm_settings: Any,
+) -> Coefficients:
     """ACM's λ per layer for merging ``finetuned`` into ``base``, computed as the CLI computes them.
 
     ``base``/``finetuned``: hub ids, local directories or ``toy:base``/``toy:finetuned``.
@@ -686,24 +768,36 @@ def acm_coefficients(base: PathLike, finetuned: PathLike | Sequence[PathLike],
     from acm_exp.pipeline import check_merge_inputs, merged_output_dir, validate
 
     settings_overrides = _coefficient_overrides(calibration, t, shift, reduce, acm_settings)
-    overrides = (pair_overrides(base, finetuned) + _method_overrides(method) + settings_overrides
-                 + [EVAL_OFF] + _place_overrides(cache_dir, data_dir))
+    overrides = (
+        pair_overrides(base, finetuned)
+        + _method_overrides(method)
+        + settings_overrides
+        + [EVAL_OFF]
+        + _place_overrides(cache_dir, data_dir)
+    )
     cfg, default_run_dir = compose_config(overrides)
     checked = validate(cfg)
     if checked.coefficients != "acm":
-        raise ConfigError(f"method={method!r} takes no ACM coefficients; expected an ACM method "
-                          "(acm_ta, acm_ties, acm_dare, acm_average)")
+        raise ConfigError(
+            f"method={method!r} takes no ACM coefficients; expected an ACM method "
+            "(acm_ta, acm_ties, acm_dare, acm_average)"
+        )
     run_directory = _new_run_dir(run_dir, default_run_dir)
-    stages = ["resolving the models", "checking the models", "selecting the calibration set",
-              "computing acm coefficients"]
+    stages = [
+        "resolving the models",
+        "checking the models",
+        "selecting the calibration set",
+        "computing acm coefficients",
+    ]
     with _progress("ACM coefficients", stages) as progress, ledger() as book:
         with progress.stage("resolving the models"):
             refs, model_dirs = _resolve_models(cfg)
         with progress.stage("checking the models"):
             check_merge_inputs(cfg, model_dirs, merged_output_dir(cfg, run_directory))
         given = calibration if isinstance(calibration, Calibration) else None
-        coefficients = _compute_coefficients(cfg, checked, refs, model_dirs, run_directory, given, overrides,
-                                             settings_overrides, progress)
+        coefficients = _compute_coefficients(
+            cfg, checked, refs, model_dirs, run_directory, given, overrides, settings_overrides, progress
+        )
     return _with_timings(coefficients, _timings(book.to_dict()))
 
 
@@ -723,45 +817,68 @@ def _split_merge_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict
     return {key: value for key, value in params.items() if key not in PAIR_SETTINGS}, pair
 
 
-def _plan_from(coefficients: Coefficients, cfg: "DictConfig", method,
-               merge_params: Mapping[str, Any]) -> "CoefficientPlan":
+def _plan_from(coefficients: Coefficients, cfg: DictConfig, method, merge_params: Mapping[str, Any]) -> CoefficientPlan:
     """The CLI's coefficient plan for ``method`` from coefficients computed earlier."""
     from acm_exp.pipeline import METHOD_FIELDS, CoefficientPlan
 
     if method.coefficients != "acm":
-        raise ConfigError(f"coefficients= given, but merge method {method.name!r} takes no ACM coefficients; "
-                          "expected an ACM method (acm_ta, acm_ties, acm_dare, acm_average)")
+        raise ConfigError(
+            f"coefficients= given, but merge method {method.name!r} takes no ACM coefficients; "
+            "expected an ACM method (acm_ta, acm_ties, acm_dare, acm_average)"
+        )
     models = (str(cfg.model_pair.base), tuple(str(m) for m in cfg.model_pair.finetuned))
     if models != (coefficients.base, coefficients.finetuned):
-        raise ConfigError(f"coefficients were computed for {coefficients.base} + {list(coefficients.finetuned)}; "
-                          f"expected the merged models {models[0]} + {list(models[1])}")
+        raise ConfigError(
+            f"coefficients were computed for {coefficients.base} + {list(coefficients.finetuned)}; "
+            f"expected the merged models {models[0]} + {list(models[1])}"
+        )
     if coefficients.plan is None:
-        raise ConfigError("these coefficients carry no merge plan (loaded, not computed); compute them with "
-                          "acm_coefficients()")
-    for key, value in (("t", coefficients.t), ("shift", coefficients.acm.shift),
-                       ("reduce", coefficients.acm.reduce), ("against", coefficients.against)):
+        raise ConfigError(
+            "these coefficients carry no merge plan (loaded, not computed); compute them with acm_coefficients()"
+        )
+    for key, value in (
+        ("t", coefficients.t),
+        ("shift", coefficients.acm.shift),
+        ("reduce", coefficients.acm.reduce),
+        ("against", coefficients.against),
+    ):
         configured = cfg.acm.against if key == "against" else cfg.merge[key]
         if configured != value:
-            raise ConfigError(f"merge {key}={configured!r} differs from the coefficients' {key}={value!r}; expected "
-                              "the same value (or compute coefficients with it)")
+            raise ConfigError(
+                f"merge {key}={configured!r} differs from the coefficients' {key}={value!r}; expected "
+                "the same value (or compute coefficients with it)"
+            )
     if coefficients.against == "merged":
         # λ then rescales that method's plain merge: it was built with the coefficients.
         if method.name != coefficients.method:
-            raise ConfigError(f"coefficients with against='merged' rescale a {coefficients.method} merge; expected "
-                              f"method={coefficients.method!r}, got {method.name!r}")
+            raise ConfigError(
+                f"coefficients with against='merged' rescale a {coefficients.method} merge; expected "
+                f"method={coefficients.method!r}, got {method.name!r}"
+            )
         changed = sorted(set(merge_params) & set(METHOD_FIELDS) - {"t", "shift", "reduce"})
         if changed:
-            raise ConfigError(f"coefficients with against='merged' rescale the plain merge built with the method's "
-                              f"configured parameters; expected no {', '.join(changed)} here")
+            raise ConfigError(
+                f"coefficients with against='merged' rescale the plain merge built with the method's "
+                f"configured parameters; expected no {', '.join(changed)} here"
+            )
         return coefficients.plan
     plan = coefficients.plan
     return CoefficientPlan(method, plan.adjust, plan.manifest, plan.coefficients_path)
 
 
-def merge_models(base: PathLike, finetuned: PathLike | Sequence[PathLike], method: str = "acm_ties",
-                 out: PathLike | None = None, *, coefficients: Coefficients | None = None,
-                 calibration: Calibration | str | None = None, run_dir: PathLike | None = None,
-                 cache_dir: PathLike | None = None, data_dir: PathLike | None = None, **params: Any) -> MergeResult:
+def merge_models(
+    base: PathLike,
+    finetuned: PathLike | Sequence[PathLike],
+    method: str = "acm_ties",
+    out: PathLike | None = None,
+    *,
+    coefficients: Coefficients | None = None,
+    calibration: Calibration | str | None = None,
+    run_dir: PathLike | None = None,
+    cache_dir: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    **params: Any,
+) -> MergeResult:
     """Merge ``finetuned`` into ``base`` with any registered method, as
     ``python -m acm_exp merge=<method> merge.<param>=<value> merge.output_dir=<out> eval=none``.
 
@@ -794,32 +911,49 @@ def merge_models(base: PathLike, finetuned: PathLike | Sequence[PathLike], metho
     if coefficients is not None and not isinstance(coefficients, Coefficients):
         raise ConfigError(f"coefficients={type(coefficients).__name__}; expected the result of acm_coefficients()")
     if coefficients is not None and calibration is not None:
-        raise ConfigError("both coefficients= and calibration= given; expected one (the coefficients already "
-                          "fix their calibration set)")
+        raise ConfigError(
+            "both coefficients= and calibration= given; expected one (the coefficients already "
+            "fix their calibration set)"
+        )
     if coefficients is not None:
         settings = list(coefficients.settings_overrides)
     else:
         coefficient_params = {key: value for key, value in merge_params.items() if key in ("t", "shift", "reduce")}
         settings = _calibration_choice(calibration) + _assignments("merge", coefficient_params)
-    output = [] if out is None else [
-        f"merge.output_dir={override_value('merge.output_dir', Path(out).expanduser().absolute())}"]
-    overrides = (pair_overrides(base, finetuned) + _assignments("model_pair", pair_settings)
-                 + _method_overrides(method) + settings + _assignments("merge", merge_params) + output + [EVAL_OFF]
-                 + _place_overrides(cache_dir, data_dir))
+    output = (
+        []
+        if out is None
+        else [f"merge.output_dir={override_value('merge.output_dir', Path(out).expanduser().absolute())}"]
+    )
+    overrides = (
+        pair_overrides(base, finetuned)
+        + _assignments("model_pair", pair_settings)
+        + _method_overrides(method)
+        + settings
+        + _assignments("merge", merge_params)
+        + output
+        + [EVAL_OFF]
+        + _place_overrides(cache_dir, data_dir)
+    )
     cfg, default_run_dir = compose_config(overrides)
     checked = validate(cfg)
     if coefficients is not None:
         _plan_from(coefficients, cfg, checked, merge_params)  # refuse a mismatch before any work
-    run_directory = (_new_run_dir(run_dir, default_run_dir) if run_dir is not None or coefficients is None
-                     else coefficients.run_dir)
+    run_directory = (
+        _new_run_dir(run_dir, default_run_dir) if run_dir is not None or coefficients is None else coefficients.run_dir
+    )
     from omegaconf import OmegaConf
 
     OmegaConf.save(cfg, run_directory / "resolved_config.yaml", resolve=True)
     computes_acm = checked.coefficients == "acm" and coefficients is None
     stages = ["resolving the models", "checking the models and the merge output"]
-    stages += (["selecting the calibration set", "computing acm coefficients"] if computes_acm else
-               [f"computing {checked.coefficients} coefficients"] if checked.coefficients and coefficients is None
-               else [])
+    stages += (
+        ["selecting the calibration set", "computing acm coefficients"]
+        if computes_acm
+        else [f"computing {checked.coefficients} coefficients"]
+        if checked.coefficients and coefficients is None
+        else []
+    )
     stages += ["merging"]
     with _progress(f"merge {get_method(cfg.merge.method).name}", stages) as progress, ledger() as book:
         with progress.stage("resolving the models"):
@@ -829,13 +963,18 @@ def merge_models(base: PathLike, finetuned: PathLike | Sequence[PathLike], metho
             check_merge_inputs(cfg, model_dirs, output_dir)
         if computes_acm:
             calibration_given = calibration if isinstance(calibration, Calibration) else None
-            coefficients = _compute_coefficients(cfg, checked, refs, model_dirs, run_directory, calibration_given,
-                                                 overrides, settings, progress)
+            coefficients = _compute_coefficients(
+                cfg, checked, refs, model_dirs, run_directory, calibration_given, overrides, settings, progress
+            )
         if coefficients is not None:
             plan = _plan_from(coefficients, cfg, checked, merge_params)
         else:
-            with progress.stage(f"computing {checked.coefficients} coefficients" if checked.coefficients
-                                else "planning"), measure("coefficients", provider=checked.coefficients):
+            with (
+                progress.stage(
+                    f"computing {checked.coefficients} coefficients" if checked.coefficients else "planning"
+                ),
+                measure("coefficients", provider=checked.coefficients),
+            ):
                 plan = coefficient_stage(cfg, checked, refs, model_dirs, run_directory)
         with progress.stage("merging"), measure("merge", method=plan.method.name) as merge_cost:
             merged_dir = merge_stage(cfg, plan.method, model_dirs, output_dir, plan)
@@ -843,16 +982,25 @@ def merge_models(base: PathLike, finetuned: PathLike | Sequence[PathLike], metho
     write_costs(book, run_directory)
     manifest = read_manifest(merged_dir) or {}
     log.info("merged model: %s", merged_dir)
-    return MergeResult(output_dir=merged_dir, manifest=manifest, timings=_timings(costs), run_dir=run_directory,
-                       method=str(cfg.merge.method), reused=merge_cost.cached, coefficients=coefficients,
-                       coefficients_path=plan.coefficients_path, costs=costs, overrides=tuple(overrides))
+    return MergeResult(
+        output_dir=merged_dir,
+        manifest=manifest,
+        timings=_timings(costs),
+        run_dir=run_directory,
+        method=str(cfg.merge.method),
+        reused=merge_cost.cached,
+        coefficients=coefficients,
+        coefficients_path=plan.coefficients_path,
+        costs=costs,
+        overrides=tuple(overrides),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 
 
-def _benchmark_overrides(cfg: "DictConfig", benchmarks: Sequence[str] | str | None) -> list[str]:
+def _benchmark_overrides(cfg: DictConfig, benchmarks: Sequence[str] | str | None) -> list[str]:
     """Turn the suite the config chose into exactly ``benchmarks`` (conf/eval/benchmark/<name>.yaml)."""
     if benchmarks is None:
         return []
@@ -864,23 +1012,36 @@ def _benchmark_overrides(cfg: "DictConfig", benchmarks: Sequence[str] | str | No
     if not wanted:
         raise ConfigError("benchmarks is empty; expected one or more of " + ", ".join(available))
     chosen = list(cfg.eval.benchmarks)
-    return ([f"~eval.benchmarks.{name}" for name in chosen if name not in wanted]
-            + [f"+eval/benchmark@eval.benchmarks.{name}={name}" for name in wanted if name not in chosen])
+    return [f"~eval.benchmarks.{name}" for name in chosen if name not in wanted] + [
+        f"+eval/benchmark@eval.benchmarks.{name}={name}" for name in wanted if name not in chosen
+    ]
 
 
-def _eval_overrides(role: str, backend: str | None, limit: int | None, max_new_tokens: int | None,
-                    seeds: Sequence[int] | None, prompt: str | None, eval_settings: Mapping[str, Any]) -> list[str]:
+def _eval_overrides(
+    role: str,
+    backend: str | None,
+    limit: int | None,
+    max_new_tokens: int | None,
+    seeds: Sequence[int] | None,
+    prompt: str | None,
+    eval_settings: Mapping[str, Any],
+) -> list[str]:
     _check_names("evaluate", eval_settings, EVAL_SETTINGS)
     values: dict[str, Any] = {"models": [role]}
-    chosen = {"backend": backend, "limit": limit, "seeds": list(seeds) if seeds is not None else None,
-              "prompt": prompt, "max_new_tokens": max_new_tokens,
-              "base_max_new_tokens": max_new_tokens}
+    chosen = {
+        "backend": backend,
+        "limit": limit,
+        "seeds": list(seeds) if seeds is not None else None,
+        "prompt": prompt,
+        "max_new_tokens": max_new_tokens,
+        "base_max_new_tokens": max_new_tokens,
+    }
     values.update({key: value for key, value in chosen.items() if value is not None})
     values.update(eval_settings)
     return _assignments("eval", values)
 
 
-def _evaluated_model(model: Any, role: str | None) -> tuple[list[str], str, Optional[MergeResult]]:
+def _evaluated_model(model: Any, role: str | None) -> tuple[list[str], str, MergeResult | None]:
     """(the model's pair overrides, its role, the merge it came from) for a model or a MergeResult."""
     if isinstance(model, MergeResult):
         return [item for item in model.overrides if item != EVAL_OFF], role or "merged", model
@@ -892,12 +1053,23 @@ def _evaluated_model(model: Any, role: str | None) -> tuple[list[str], str, Opti
     return pair_overrides(name, [name]), role or "finetuned", None
 
 
-def evaluate(model: PathLike | MergeResult, benchmarks: Sequence[str] | str | None = None,
-             backend: str | None = None, limit: int | None = None, *, role: str | None = None,
-             max_new_tokens: int | None = None, seeds: Sequence[int] | None = None, prompt: str | None = None,
-             run_dir: PathLike | None = None, results_dir: PathLike | None = None, record: bool = True,
-             cache_dir: PathLike | None = None, data_dir: PathLike | None = None,
-             **eval_settings: Any) -> EvalResult:
+def evaluate(
+    model: PathLike | MergeResult,
+    benchmarks: Sequence[str] | str | None = None,
+    backend: str | None = None,
+    limit: int | None = None,
+    *,
+    role: str | None = None,
+    max_new_tokens: int | None = None,
+    seeds: Sequence[int] | None = None,
+    prompt: str | None = None,
+    run_dir: PathLike | None = None,
+    results_dir: PathLike | None = None,
+    record: bool = True,
+    cache_dir: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    **eval_settings: Any,
+) -> EvalResult:
     """Evaluate one model as the CLI evaluates it (same prompts, generation, grading and caches).
 
     ``model``: a ``merge`` result, a hub id, a local directory or ``toy:base``/``toy:finetuned``.
@@ -927,8 +1099,12 @@ def evaluate(model: PathLike | MergeResult, benchmarks: Sequence[str] | str | No
         model_overrides = model_overrides + [f"logger.results_dir={override_value('logger.results_dir', results)}"]
     place = _place_overrides(cache_dir, data_dir)
     base_cfg, _ = compose_config(model_overrides + place)
-    overrides = (model_overrides + _benchmark_overrides(base_cfg, benchmarks)
-                 + _eval_overrides(model_role, backend, limit, max_new_tokens, seeds, prompt, eval_settings) + place)
+    overrides = (
+        model_overrides
+        + _benchmark_overrides(base_cfg, benchmarks)
+        + _eval_overrides(model_role, backend, limit, max_new_tokens, seeds, prompt, eval_settings)
+        + place
+    )
     cfg, default_run_dir = compose_config(overrides)
     validate(cfg)
     if not cfg.eval.benchmarks:
@@ -938,17 +1114,19 @@ def evaluate(model: PathLike | MergeResult, benchmarks: Sequence[str] | str | No
     stages = ["resolving the model", "checking the model's tokenizer", "evaluating"]
     stages += ["recording the results"] if recording else []
     started = datetime.now(timezone.utc)
-    run_directory: Optional[Path] = None
+    run_directory: Path | None = None
     if model_role == "merged":
-        run_directory = (merged.run_dir if merged is not None and run_dir is None
-                         else _new_run_dir(run_dir, default_run_dir))
+        run_directory = (
+            merged.run_dir if merged is not None and run_dir is None else _new_run_dir(run_dir, default_run_dir)
+        )
     with _progress("evaluate", stages) as progress, ledger() as book:
         with progress.stage("resolving the model"):
             if merged is not None:
                 path = merged.output_dir
             else:
-                path = resolve_model(ModelRef(model_role, _model_name(model, "model")), cache_dir=cfg.cache_dir,
-                                     toy_seed=cfg.seed)
+                path = resolve_model(
+                    ModelRef(model_role, _model_name(model, "model")), cache_dir=cfg.cache_dir, toy_seed=cfg.seed
+                )
         # The evaluated model stands in every role's place, so the CLI's stages see only it.
         model_dirs = [path, path]
         with progress.stage("checking the model's tokenizer"):
@@ -961,24 +1139,38 @@ def evaluate(model: PathLike | MergeResult, benchmarks: Sequence[str] | str | No
             from acm_exp.results import record_run, resolve_results_dir
 
             with progress.stage("recording the results"):
-                results_file = record_run(cfg, run_directory, rows, manifest=merged.manifest,
-                                          coefficients_path=merged.coefficients_path, started_at=started,
-                                          results_dir=resolve_results_dir(cfg.logger.results_dir),
-                                          costs=book.to_dict())
+                results_file = record_run(
+                    cfg,
+                    run_directory,
+                    rows,
+                    manifest=merged.manifest,
+                    coefficients_path=merged.coefficients_path,
+                    started_at=started,
+                    results_dir=resolve_results_dir(cfg.logger.results_dir),
+                    costs=book.to_dict(),
+                )
     samples: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("samples_path"):
             samples.setdefault(row["benchmark"], []).extend(read_records(Path(row["samples_path"])) or [])
-    return EvalResult(model=str(model.output_dir if merged is not None else model), role=model_role, path=Path(path),
-                      rows=rows, samples=samples, timings=_timings(book.to_dict()), run_dir=run_directory,
-                      results_file=results_file, overrides=tuple(overrides))
+    return EvalResult(
+        model=str(model.output_dir if merged is not None else model),
+        role=model_role,
+        path=Path(path),
+        rows=rows,
+        samples=samples,
+        timings=_timings(book.to_dict()),
+        run_dir=run_directory,
+        results_file=results_file,
+        overrides=tuple(overrides),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Results
 
 
-def load_results(results_dir: PathLike | None = None, **filters: Any) -> "pd.DataFrame":
+def load_results(results_dir: PathLike | None = None, **filters: Any) -> pd.DataFrame:
     """The results table (every recorded run's rows, one per model, benchmark and seed) as a DataFrame,
     as ``python -m acm_exp.results`` prints it. ``results_dir``: default ``$ACM_EXP_RESULTS_DIR``, else
     ``./outputs/results``. ``filters``: ``column=value`` (a list keeps any of its values).
@@ -994,5 +1186,14 @@ def load_results(results_dir: PathLike | None = None, **filters: Any) -> "pd.Dat
     return load(results_dir, **filters)
 
 
-__all__ = ["Calibration", "Coefficients", "EvalResult", "MergeResult", "acm_coefficients", "evaluate", "load_results",
-           "merge_models", "select_calibration"]
+__all__ = [
+    "Calibration",
+    "Coefficients",
+    "EvalResult",
+    "MergeResult",
+    "acm_coefficients",
+    "evaluate",
+    "load_results",
+    "merge_models",
+    "select_calibration",
+]

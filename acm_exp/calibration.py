@@ -27,9 +27,10 @@ import importlib.util
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -74,8 +75,8 @@ class CalibrationSet:
     selection_hash: str
     spec: str
     corpus_size: int
-    cluster_labels: Optional[list[int]] = None
-    max_tokens: Optional[int] = None
+    cluster_labels: list[int] | None = None
+    max_tokens: int | None = None
     # The selected corpus rows, aligned with ``texts`` (for methods that need solutions too).
     records: list[dict] = field(default_factory=list)
 
@@ -126,8 +127,10 @@ def _check_corpus(cfg: CalibrationConfig, records: list[dict], source: str) -> N
             raise ConfigError(f"calibration field {field_name!r} is not in {source!r}; available fields: {available}")
         for row, record in enumerate(records):
             if not isinstance(record.get(field_name), str):
-                raise ConfigError(f"calibration field {field_name!r} of row {row} in {source!r} is "
-                                  f"{type(record.get(field_name)).__name__}; expected a string")
+                raise ConfigError(
+                    f"calibration field {field_name!r} of row {row} in {source!r} is "
+                    f"{type(record.get(field_name)).__name__}; expected a string"
+                )
     size = len(records)
     if cfg.selection == "cluster" and cfg.num_clusters > size:
         raise ConfigError(f"calibration.num_clusters={cfg.num_clusters} exceeds the corpus size {size} of {source!r}")
@@ -159,24 +162,30 @@ def _read_json(path: Path) -> list[dict]:
         lengths = {len(column) for column in data.values()}
         if len(lengths) == 1:
             names = list(data)
-            return [dict(zip(names, values)) for values in zip(*data.values())]
-    raise ConfigError(f"calibration file {path} holds neither a list of objects nor a dict of equal-length "
-                      f"columns; expected one of those")
+            return [dict(zip(names, values, strict=False)) for values in zip(*data.values(), strict=False)]
+    raise ConfigError(
+        f"calibration file {path} holds neither a list of objects nor a dict of equal-length "
+        f"columns; expected one of those"
+    )
 
 
-def _local_path(source: str, data_dir: Optional[Path]) -> Optional[Path]:
+def _local_path(source: str, data_dir: Path | None) -> Path | None:
     """The file a source names, or None when the source is not a local path (then a hub id)."""
     path = Path(source).expanduser()
     candidates = [path] + ([data_dir / path] if data_dir is not None and not path.is_absolute() else [])
     found = next((candidate for candidate in candidates if candidate.is_file()), None)
     if found is not None:
         if found.suffix.lower() not in LOCAL_SUFFIXES:
-            raise ConfigError(f"calibration source {source!r} is a {found.suffix or 'suffix-less'} file; "
-                              f"expected {' or '.join(LOCAL_SUFFIXES)}")
+            raise ConfigError(
+                f"calibration source {source!r} is a {found.suffix or 'suffix-less'} file; "
+                f"expected {' or '.join(LOCAL_SUFFIXES)}"
+            )
         return found
     if path.suffix.lower() in LOCAL_SUFFIXES:
-        raise ConfigError(f"calibration source {source!r} not found (looked in {[str(c) for c in candidates]}); "
-                          f"expected an existing .json/.jsonl file")
+        raise ConfigError(
+            f"calibration source {source!r} not found (looked in {[str(c) for c in candidates]}); "
+            f"expected an existing .json/.jsonl file"
+        )
     return None
 
 
@@ -190,9 +199,11 @@ def _load_hub(source: str, split: str) -> list[dict]:
     try:
         dataset = datasets.load_dataset(source, split=split)
     except Exception as error:  # offline, unknown id, unknown split: all mean "cannot use this source"
-        raise ConfigError(f"calibration source {source!r} (split {split!r}) could not be loaded from the hub "
-                          f"({type(error).__name__}); offline, set calibration.source to a local "
-                          f".json/.jsonl path") from error
+        raise ConfigError(
+            f"calibration source {source!r} (split {split!r}) could not be loaded from the hub "
+            f"({type(error).__name__}); offline, set calibration.source to a local "
+            f".json/.jsonl path"
+        ) from error
     return dataset.to_list()
 
 
@@ -241,7 +252,7 @@ def content_hash(texts: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def _packaged_model_dir(package: str) -> Optional[Path]:
+def _packaged_model_dir(package: str) -> Path | None:
     """The model directory of an installed model package (``get_model_path()``), else None."""
     module_name = package.replace("-", "_")
     if not module_name.isidentifier() or importlib.util.find_spec(module_name) is None:
@@ -278,9 +289,11 @@ def _load_sentence_model(location: str, configured: str):
     try:
         return SentenceTransformer(location)
     except Exception as error:  # offline hub id, missing files: the model cannot be used as configured
-        raise ConfigError(f"calibration.embedding_model={configured!r} could not be loaded ({type(error).__name__}); "
-                          f"expected a local directory, an installed model package such as "
-                          f"{DEFAULT_EMBEDDING_MODEL!r}, or a reachable hub id") from error
+        raise ConfigError(
+            f"calibration.embedding_model={configured!r} could not be loaded ({type(error).__name__}); "
+            f"expected a local directory, an installed model package such as "
+            f"{DEFAULT_EMBEDDING_MODEL!r}, or a reachable hub id"
+        ) from error
 
 
 def embed_texts(texts: list[str], model_name: str = DEFAULT_EMBEDDING_MODEL) -> np.ndarray:
@@ -288,8 +301,13 @@ def embed_texts(texts: list[str], model_name: str = DEFAULT_EMBEDDING_MODEL) -> 
     location, _ = resolve_embedding_model(model_name)
     model = _load_sentence_model(location, model_name)
     log.info("calibration: embedding %d texts with %s", len(texts), model_name)
-    embeddings = model.encode(texts, batch_size=EMBEDDING_BATCH_SIZE, normalize_embeddings=True,
-                              convert_to_numpy=True, show_progress_bar=len(texts) > EMBEDDING_BATCH_SIZE)
+    embeddings = model.encode(
+        texts,
+        batch_size=EMBEDDING_BATCH_SIZE,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=len(texts) > EMBEDDING_BATCH_SIZE,
+    )
     return np.asarray(embeddings, dtype=np.float32)
 
 
@@ -301,8 +319,9 @@ def _try_cache_write(path: Path, write) -> None:
         log.warning("calibration: could not write the cache file %s (%s); continuing without it", path, error)
 
 
-def cached_embeddings(texts: list[str], model_name: str = DEFAULT_EMBEDDING_MODEL,
-                      cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+def cached_embeddings(
+    texts: list[str], model_name: str = DEFAULT_EMBEDDING_MODEL, cache_dir: str | os.PathLike | None = None
+) -> np.ndarray:
     """``embed_texts`` through a cache keyed by the texts' content and the model."""
     _, model_key = resolve_embedding_model(model_name)
     key = hashlib.sha256(f"{model_key}\0{content_hash(texts)}".encode()).hexdigest()
@@ -312,8 +331,9 @@ def cached_embeddings(texts: list[str], model_name: str = DEFAULT_EMBEDDING_MODE
         if embeddings.shape[0] == len(texts):
             log.info("calibration: embeddings from cache %s", path)
             return embeddings
-        log.warning("calibration: ignoring the embedding cache %s (%d rows for %d texts)", path,
-                    embeddings.shape[0], len(texts))
+        log.warning(
+            "calibration: ignoring the embedding cache %s (%d rows for %d texts)", path, embeddings.shape[0], len(texts)
+        )
     embeddings = embed_texts(texts, model_name)
     _try_cache_write(path, lambda handle: np.save(handle, embeddings))
     return embeddings
@@ -331,8 +351,14 @@ def kmeans_labels(embeddings: np.ndarray, k: int, seed: int, n_init: int = 10) -
     return model.labels_.astype(np.int64), model.cluster_centers_
 
 
-def pick_per_cluster(embeddings: np.ndarray, labels: np.ndarray, centroids: np.ndarray, per_cluster: int,
-                     pick: str = "nearest", seed: int = 42) -> list[int]:
+def pick_per_cluster(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    centroids: np.ndarray,
+    per_cluster: int,
+    pick: str = "nearest",
+    seed: int = 42,
+) -> list[int]:
     """Up to ``per_cluster`` corpus indices from each cluster, sorted ascending.
 
     ``nearest``: the members closest to their centroid (ties by index); ``random``: a draw
@@ -343,8 +369,12 @@ def pick_per_cluster(embeddings: np.ndarray, labels: np.ndarray, centroids: np.n
     for cluster in range(len(centroids)):
         members = np.flatnonzero(labels == cluster)
         if len(members) < per_cluster:
-            log.info("calibration: cluster %d has %d members (< per_cluster=%d); taking all of them",
-                     cluster, len(members), per_cluster)
+            log.info(
+                "calibration: cluster %d has %d members (< per_cluster=%d); taking all of them",
+                cluster,
+                len(members),
+                per_cluster,
+            )
         take = min(per_cluster, len(members))
         if pick == "nearest":
             distances = np.linalg.norm(embeddings[members] - centroids[cluster], axis=1)
@@ -364,8 +394,9 @@ def shuffled_order(size: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(size)
 
 
-def reference_pick(labels: np.ndarray, questions: list[str], num_clusters: int, per_cluster: int,
-                   shuffle_seed: int) -> list[int]:
+def reference_pick(
+    labels: np.ndarray, questions: list[str], num_clusters: int, per_cluster: int, shuffle_seed: int
+) -> list[int]:
     """The ACM reference script's calibration pick, as row indices in pick order.
 
     Walk the rows in ``shuffled_order``; take a row when its cluster has fewer than ``per_cluster``
@@ -383,8 +414,11 @@ def reference_pick(labels: np.ndarray, questions: list[str], num_clusters: int, 
             break
     short = {cluster: count for cluster, count in taken.items() if count < per_cluster}
     if short:
-        log.info("calibration: clusters %s have fewer than per_cluster=%d non-empty questions; taking all of them",
-                 short, per_cluster)
+        log.info(
+            "calibration: clusters %s have fewer than per_cluster=%d non-empty questions; taking all of them",
+            short,
+            per_cluster,
+        )
     return chosen
 
 
@@ -393,9 +427,15 @@ def random_indices(size: int, count: int, seed: int) -> list[int]:
     return sorted(int(index) for index in np.random.default_rng(seed).choice(size, size=count, replace=False))
 
 
-def cluster_texts(texts: list[str], k: int = 20, seed: int = 42, *, n_init: int = 10,
-                  embedding_model: str = DEFAULT_EMBEDDING_MODEL,
-                  cache_dir: str | os.PathLike | None = None) -> list[int]:
+def cluster_texts(
+    texts: list[str],
+    k: int = 20,
+    seed: int = 42,
+    *,
+    n_init: int = 10,
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL,
+    cache_dir: str | os.PathLike | None = None,
+) -> list[int]:
     """K-means cluster label of every text (embeddings cached under ``cache_root(cache_dir)``)."""
     if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= len(texts):
         raise ConfigError(f"cluster_texts: k={k!r}; expected an integer in [1, {len(texts)}] (the number of texts)")
@@ -418,16 +458,25 @@ def selection_spec(cfg: CalibrationConfig) -> str:
         mode = "all"
     corpus = cfg.name if cfg.corpus_size is None else f"{cfg.name}[:{cfg.corpus_size}]"
     suffix = ("+solution" if cfg.include_solution else "") + (
-        f"+max_tokens={cfg.max_tokens}" if cfg.max_tokens is not None else "")
+        f"+max_tokens={cfg.max_tokens}" if cfg.max_tokens is not None else ""
+    )
     return f"{corpus}:{mode}{suffix}"
 
 
-def _cluster_selection(cfg: CalibrationConfig, questions: list[str],
-                       cache_dir: str | os.PathLike | None) -> tuple[list[int], list[int]]:
+def _cluster_selection(
+    cfg: CalibrationConfig, questions: list[str], cache_dir: str | os.PathLike | None
+) -> tuple[list[int], list[int]]:
     """(indices, their cluster labels), through a cache keyed by the corpus and the parameters."""
     _, model_key = resolve_embedding_model(cfg.embedding_model)
-    key_fields = {"corpus": content_hash(questions), "model": model_key, "k": cfg.num_clusters,
-                  "per_cluster": cfg.per_cluster, "seed": cfg.seed, "n_init": cfg.n_init, "pick": cfg.cluster_pick}
+    key_fields = {
+        "corpus": content_hash(questions),
+        "model": model_key,
+        "k": cfg.num_clusters,
+        "per_cluster": cfg.per_cluster,
+        "seed": cfg.seed,
+        "n_init": cfg.n_init,
+        "pick": cfg.cluster_pick,
+    }
     if cfg.cluster_pick == "reference":
         key_fields["shuffle_seed"] = cfg.shuffle_seed
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
@@ -449,14 +498,15 @@ def _cluster_selection(cfg: CalibrationConfig, questions: list[str],
     return indices, chosen_labels
 
 
-def select_calibration(cfg: CalibrationConfig, data_dir: str | os.PathLike | None = None,
-                       cache_dir: str | os.PathLike | None = None) -> CalibrationSet:
+def select_calibration(
+    cfg: CalibrationConfig, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+) -> CalibrationSet:
     """Load the corpus named by ``cfg``, select its calibration samples and return their texts."""
     validate_config(cfg)
     records = load_corpus(cfg, data_dir)
     _check_corpus(cfg, records, cfg.source)
     questions = [record[cfg.text_field] for record in records]
-    labels: Optional[list[int]] = None
+    labels: list[int] | None = None
     if cfg.selection == "cluster":
         indices, labels = _cluster_selection(cfg, questions, cache_dir)
     elif cfg.selection == "random":
@@ -467,25 +517,51 @@ def select_calibration(cfg: CalibrationConfig, data_dir: str | os.PathLike | Non
     spec = selection_spec(cfg)
     selection_hash = hashlib.sha256(f"{spec}\0{content_hash(texts)}".encode()).hexdigest()[:16]
     log.info("calibration: %s -> %d of %d samples (hash %s)", spec, len(texts), len(records), selection_hash)
-    return CalibrationSet(name=cfg.name, texts=texts, indices=indices, selection_hash=selection_hash, spec=spec,
-                          corpus_size=len(records), cluster_labels=labels, max_tokens=cfg.max_tokens,
-                          records=[records[index] for index in indices])
+    return CalibrationSet(
+        name=cfg.name,
+        texts=texts,
+        indices=indices,
+        selection_hash=selection_hash,
+        spec=spec,
+        corpus_size=len(records),
+        cluster_labels=labels,
+        max_tokens=cfg.max_tokens,
+        records=[records[index] for index in indices],
+    )
 
 
 CALIBRATION_RECORD_NAME = "calibration.json"
-SELECTION_SETTINGS = ("selection", "cluster_pick", "num_clusters", "per_cluster", "num_samples", "seed",
-                      "shuffle_seed", "n_init", "embedding_model", "corpus_size", "text_field", "include_solution",
-                      "solution_field", "max_tokens")
+SELECTION_SETTINGS = (
+    "selection",
+    "cluster_pick",
+    "num_clusters",
+    "per_cluster",
+    "num_samples",
+    "seed",
+    "shuffle_seed",
+    "n_init",
+    "embedding_model",
+    "corpus_size",
+    "text_field",
+    "include_solution",
+    "solution_field",
+    "max_tokens",
+)
 
 
 def calibration_record(calibration: CalibrationSet, cfg: CalibrationConfig) -> dict:
     """What a run was calibrated on: the source, the picked rows (file row numbers, in pick order)
     and the settings that picked them."""
     return {
-        "name": cfg.name, "source": cfg.source, "split": cfg.split, "corpus_rows": calibration.corpus_size,
-        "indices": list(calibration.indices), "cluster_labels": calibration.cluster_labels,
+        "name": cfg.name,
+        "source": cfg.source,
+        "split": cfg.split,
+        "corpus_rows": calibration.corpus_size,
+        "indices": list(calibration.indices),
+        "cluster_labels": calibration.cluster_labels,
         "settings": {name: getattr(cfg, name) for name in SELECTION_SETTINGS},
-        "spec": calibration.spec, "selection_hash": calibration.selection_hash,
+        "spec": calibration.spec,
+        "selection_hash": calibration.selection_hash,
     }
 
 
@@ -503,8 +579,10 @@ SENS_FORMATS = ("l2s", "template")
 # The L2S code's Sens-Merging texts (layer_sensitivity_sens.py): its "question_cot" format for the
 # base (scored on a short solution) and "question_dpsk" for the fine-tuned model (scored on its own
 # long response).
-L2S_PROMPTS = {"base": "<|question|>\n{question}\n\n<|cot_solution|>\n",
-               "finetuned": "<|question|>\n{question}\n\n<|dpsk_res|>\n"}
+L2S_PROMPTS = {
+    "base": "<|question|>\n{question}\n\n<|cot_solution|>\n",
+    "finetuned": "<|question|>\n{question}\n\n<|dpsk_res|>\n",
+}
 
 
 def validate_answer_templates(sens) -> None:
@@ -515,31 +593,40 @@ def validate_answer_templates(sens) -> None:
         style = getattr(sens, f"{role}_answers")
         if style not in ANSWER_STYLES:
             raise ConfigError(f"sens.{role}_answers={style!r}; expected one of {ANSWER_STYLES}")
-    placeholders = {"prompt_template": "question", "long_answer_template": "solution", "short_answer_template": "answer"}
+    placeholders = {
+        "prompt_template": "question",
+        "long_answer_template": "solution",
+        "short_answer_template": "answer",
+    }
     for name, placeholder in placeholders.items():
         template = getattr(sens, name)
         try:
             filled = template.format(**{placeholder: "\0"})
         except (KeyError, IndexError, ValueError) as error:
-            raise ConfigError(f"sens.{name}={template!r} is not a template with only {{{placeholder}}} "
-                              f"({type(error).__name__}: {error})") from None
+            raise ConfigError(
+                f"sens.{name}={template!r} is not a template with only {{{placeholder}}} "
+                f"({type(error).__name__}: {error})"
+            ) from None
         if "\0" not in filled:
             raise ConfigError(f"sens.{name}={template!r}; expected a template containing {{{placeholder}}}")
 
 
-def final_answer(record: dict, cfg: CalibrationConfig, answer_field: Optional[str]) -> str:
+def final_answer(record: dict, cfg: CalibrationConfig, answer_field: str | None) -> str:
     """The record's final answer: its ``answer_field``, else extracted from its solution."""
     from acm_exp.eval.grading import extract_answer
 
     if answer_field is not None:
         if answer_field not in record:
-            raise ConfigError(f"sens.answer_field={answer_field!r} is not a field of calibration {cfg.name!r} "
-                              f"(fields: {', '.join(sorted(record))})")
+            raise ConfigError(
+                f"sens.answer_field={answer_field!r} is not a field of calibration {cfg.name!r} "
+                f"(fields: {', '.join(sorted(record))})"
+            )
         return str(record[answer_field])
     answer = extract_answer(str(record[cfg.solution_field]))
     if answer is None:
-        raise ConfigError(f"calibration {cfg.name!r}: no final answer in a solution ({cfg.solution_field}); "
-                          "set sens.answer_field")
+        raise ConfigError(
+            f"calibration {cfg.name!r}: no final answer in a solution ({cfg.solution_field}); set sens.answer_field"
+        )
     return answer
 
 
@@ -559,12 +646,13 @@ def answer_examples(calibration: CalibrationSet, cfg: CalibrationConfig, sens, s
     return examples
 
 
-def _has_text(record: dict, field_name: Optional[str]) -> bool:
+def _has_text(record: dict, field_name: str | None) -> bool:
     return field_name is not None and isinstance(record.get(field_name), str) and bool(record[field_name].strip())
 
 
-def l2s_examples(calibration: CalibrationSet, cfg: CalibrationConfig, role: str,
-                 response_field: Optional[str]) -> list[tuple[str, str]]:
+def l2s_examples(
+    calibration: CalibrationSet, cfg: CalibrationConfig, role: str, response_field: str | None
+) -> list[tuple[str, str]]:
     """(prompt, answer) pairs in the L2S code's format: the base on the record's (short) solution,
     the fine-tuned model on its own long response (``response_field``); both stripped, as the L2S
     code strips them (the end-of-sequence token is appended when tokenizing)."""
@@ -572,14 +660,18 @@ def l2s_examples(calibration: CalibrationSet, cfg: CalibrationConfig, role: str,
     examples = []
     for record in calibration.records:
         if not _has_text(record, answer_field):
-            raise ConfigError(f"calibration {cfg.name!r}: a selected record has no text in {answer_field!r}; "
-                              f"expected the {role} model's answer there")
+            raise ConfigError(
+                f"calibration {cfg.name!r}: a selected record has no text in {answer_field!r}; "
+                f"expected the {role} model's answer there"
+            )
         prompt = L2S_PROMPTS[role].format(question=record[cfg.text_field].strip())
         examples.append((prompt, record[answer_field].strip()))
     return examples
 
 
-def sens_examples(calibration: CalibrationSet, cfg: CalibrationConfig, sens, role: str) -> tuple[list[tuple[str, str]], str]:
+def sens_examples(
+    calibration: CalibrationSet, cfg: CalibrationConfig, sens, role: str
+) -> tuple[list[tuple[str, str]], str]:
     """(the (prompt, answer) pairs, a one-line description of the texts) for ``role``'s sensitivity.
 
     ``sens.format=l2s``: the L2S code's texts; when a selected record lacks the fine-tuned model's
@@ -592,7 +684,14 @@ def sens_examples(calibration: CalibrationSet, cfg: CalibrationConfig, sens, rol
         missing = sum(not _has_text(record, field_name) for record in calibration.records)
         if not missing:
             return l2s_examples(calibration, cfg, role, sens.response_field), f"l2s ({field_name})"
-        log.warning("Sens-Merging: %d of %d calibration records of %r have no %r; the %s model is scored on the "
-                    "template texts (%s answers) instead of the L2S format", missing, len(calibration.records),
-                    cfg.name, field_name, role, style)
+        log.warning(
+            "Sens-Merging: %d of %d calibration records of %r have no %r; the %s model is scored on the "
+            "template texts (%s answers) instead of the L2S format",
+            missing,
+            len(calibration.records),
+            cfg.name,
+            field_name,
+            role,
+            style,
+        )
     return answer_examples(calibration, cfg, sens, style), f"template ({style} answers)"

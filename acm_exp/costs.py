@@ -133,9 +133,15 @@ class StageCost:
 
     def as_original(self) -> dict[str, Any]:
         """What a cache entry keeps: this computation's cost and hardware."""
-        return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "peak_rss_bytes": self.peak_rss_bytes,
-                "cuda_peak_bytes": dict(self.cuda_peak_bytes), "tokens": self.tokens,
-                "tokens_per_s": self.tokens_per_s, "hardware": hardware()}
+        return {
+            "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "cuda_peak_bytes": dict(self.cuda_peak_bytes),
+            "tokens": self.tokens,
+            "tokens_per_s": self.tokens_per_s,
+            "hardware": hardware(),
+        }
 
     def note_cache_hit(self, original: dict[str, Any] | None) -> None:
         """Served (in part) from a cache entry whose first computation cost ``original``."""
@@ -151,8 +157,9 @@ class StageCost:
             return
         for key in ("wall_s", "cpu_s"):
             self.original[key] = (self.original.get(key) or 0.0) + (original.get(key) or 0.0)
-        self.original["peak_rss_bytes"] = max(self.original.get("peak_rss_bytes") or 0,
-                                              original.get("peak_rss_bytes") or 0)
+        self.original["peak_rss_bytes"] = max(
+            self.original.get("peak_rss_bytes") or 0, original.get("peak_rss_bytes") or 0
+        )
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -176,8 +183,9 @@ class CostLedger:
     stages: list[StageCost] = field(default_factory=list)
     hardware: dict[str, Any] = field(default_factory=hardware)
     _open: list[_Open] = field(default_factory=list, repr=False)
-    _resettable: bool = field(default_factory=lambda: _reset_high_water_mark() and _read_high_water_mark() is not None,
-                              repr=False)
+    _resettable: bool = field(
+        default_factory=lambda: _reset_high_water_mark() and _read_high_water_mark() is not None, repr=False
+    )
 
     def _fold_peaks(self) -> None:
         """Credit the memory high-water marks since the last boundary to every open stage, then reset."""
@@ -213,9 +221,13 @@ class CostLedger:
             return None
         self._fold_peaks()
         entry = self._open[-1]
-        so_far = StageCost(entry.cost.stage, wall_s=time.perf_counter() - entry.started_wall,
-                           cpu_s=_cpu_seconds() - entry.started_cpu, peak_rss_bytes=entry.peak_rss,
-                           cuda_peak_bytes=dict(entry.cuda_peaks))
+        so_far = StageCost(
+            entry.cost.stage,
+            wall_s=time.perf_counter() - entry.started_wall,
+            cpu_s=_cpu_seconds() - entry.started_cpu,
+            peak_rss_bytes=entry.peak_rss,
+            cuda_peak_bytes=dict(entry.cuda_peaks),
+        )
         return so_far.as_original()
 
     def current(self) -> StageCost | None:
@@ -284,13 +296,27 @@ def note_computed(original: dict[str, Any]) -> None:
 # Column -> Python type; the results schema (acm_exp/results.py) is built from it.
 COST_COLUMNS: dict[str, type] = {
     "calibration_s": float,
-    "coefficients_s": float, "coefficients_cpu_s": float, "coefficients_peak_rss_gb": float,
-    "coefficients_cached": bool, "coefficients_original_s": float, "coefficients_original_peak_rss_gb": float,
-    "merge_s": float, "merge_cpu_s": float, "merge_peak_rss_gb": float, "merge_cached": bool,
+    "coefficients_s": float,
+    "coefficients_cpu_s": float,
+    "coefficients_peak_rss_gb": float,
+    "coefficients_cached": bool,
+    "coefficients_original_s": float,
+    "coefficients_original_peak_rss_gb": float,
+    "merge_s": float,
+    "merge_cpu_s": float,
+    "merge_peak_rss_gb": float,
+    "merge_cached": bool,
     "merge_original_s": float,
-    "eval_s": float, "eval_cpu_s": float, "eval_peak_rss_gb": float, "eval_tokens_per_s": float, "eval_cached": bool,
+    "eval_s": float,
+    "eval_cpu_s": float,
+    "eval_peak_rss_gb": float,
+    "eval_tokens_per_s": float,
+    "eval_cached": bool,
     "cuda_peak_gb": float,
-    "hardware_cpu": str, "hardware_cpu_cores": int, "hardware_gpu": str, "hardware_gpu_count": int,
+    "hardware_cpu": str,
+    "hardware_cpu_cores": int,
+    "hardware_gpu": str,
+    "hardware_gpu_count": int,
 }
 
 
@@ -299,8 +325,11 @@ def _gb(value: float | int | None) -> float | None:
 
 
 def _matching(stages: list[dict], name: str, **details: Any) -> list[dict]:
-    return [s for s in stages if s["stage"] == name
-            and all(s["details"].get(key) == value for key, value in details.items())]
+    return [
+        s
+        for s in stages
+        if s["stage"] == name and all(s["details"].get(key) == value for key, value in details.items())
+    ]
 
 
 def _original(stage: dict, key: str) -> Any:
@@ -317,17 +346,26 @@ def cost_columns(book: dict[str, Any], *, model: str, benchmark: str, seed: int 
     for stage in _matching(stages, "calibration")[:1]:
         columns["calibration_s"] = stage["wall_s"]
     for stage in _matching(stages, "coefficients")[:1]:
-        columns.update({
-            "coefficients_s": stage["wall_s"], "coefficients_cpu_s": stage["cpu_s"],
-            "coefficients_peak_rss_gb": _gb(stage["peak_rss_bytes"]), "coefficients_cached": stage["cached"],
-            "coefficients_original_s": _original(stage, "wall_s"),
-            "coefficients_original_peak_rss_gb": _gb(_original(stage, "peak_rss_bytes")),
-        })
+        columns.update(
+            {
+                "coefficients_s": stage["wall_s"],
+                "coefficients_cpu_s": stage["cpu_s"],
+                "coefficients_peak_rss_gb": _gb(stage["peak_rss_bytes"]),
+                "coefficients_cached": stage["cached"],
+                "coefficients_original_s": _original(stage, "wall_s"),
+                "coefficients_original_peak_rss_gb": _gb(_original(stage, "peak_rss_bytes")),
+            }
+        )
     for stage in _matching(stages, "merge")[:1]:
-        columns.update({
-            "merge_s": stage["wall_s"], "merge_cpu_s": stage["cpu_s"], "merge_peak_rss_gb": _gb(stage["peak_rss_bytes"]),
-            "merge_cached": stage["cached"], "merge_original_s": _original(stage, "wall_s"),
-        })
+        columns.update(
+            {
+                "merge_s": stage["wall_s"],
+                "merge_cpu_s": stage["cpu_s"],
+                "merge_peak_rss_gb": _gb(stage["peak_rss_bytes"]),
+                "merge_cached": stage["cached"],
+                "merge_original_s": _original(stage, "wall_s"),
+            }
+        )
     generation = _matching(stages, "generation", model=model, benchmark=benchmark, seed=seed)
     if seed is None:  # an across-seed row: its seeds' generations together
         generation = _matching(stages, "generation", model=model, benchmark=benchmark)
@@ -335,21 +373,33 @@ def cost_columns(book: dict[str, Any], *, model: str, benchmark: str, seed: int 
         wall = sum(s["wall_s"] for s in generation)
         tokens = [s["tokens"] for s in generation if not s["cached"] and s["tokens"] is not None]
         fresh_wall = sum(s["wall_s"] for s in generation if not s["cached"])
-        columns.update({
-            "eval_s": wall, "eval_cpu_s": sum(s["cpu_s"] for s in generation),
-            "eval_peak_rss_gb": _gb(max(s["peak_rss_bytes"] for s in generation)),
-            "eval_cached": all(s["cached"] for s in generation),
-            "eval_tokens_per_s": sum(tokens) / fresh_wall if tokens and fresh_wall > 0 else None,
-        })
+        columns.update(
+            {
+                "eval_s": wall,
+                "eval_cpu_s": sum(s["cpu_s"] for s in generation),
+                "eval_peak_rss_gb": _gb(max(s["peak_rss_bytes"] for s in generation)),
+                "eval_cached": all(s["cached"] for s in generation),
+                "eval_tokens_per_s": sum(tokens) / fresh_wall if tokens and fresh_wall > 0 else None,
+            }
+        )
         if columns["eval_tokens_per_s"] is None:  # all reused: the rate their first generation achieved
-            rates = [s["original"]["tokens_per_s"] for s in generation
-                     if s.get("original") and s["original"].get("tokens_per_s")]
+            rates = [
+                s["original"]["tokens_per_s"]
+                for s in generation
+                if s.get("original") and s["original"].get("tokens_per_s")
+            ]
             columns["eval_tokens_per_s"] = sum(rates) / len(rates) if rates else None
     cuda = [peak for s in stages for peak in s["cuda_peak_bytes"].values()]
     columns["cuda_peak_gb"] = _gb(max(cuda)) if cuda else None
     hardware_info = book.get("hardware") or {}
-    columns.update({"hardware_cpu": hardware_info.get("cpu"), "hardware_cpu_cores": hardware_info.get("cpu_cores"),
-                    "hardware_gpu": hardware_info.get("gpu"), "hardware_gpu_count": hardware_info.get("gpu_count")})
+    columns.update(
+        {
+            "hardware_cpu": hardware_info.get("cpu"),
+            "hardware_cpu_cores": hardware_info.get("cpu_cores"),
+            "hardware_gpu": hardware_info.get("gpu"),
+            "hardware_gpu_count": hardware_info.get("gpu_count"),
+        }
+    )
     return columns
 
 
@@ -396,8 +446,9 @@ PAPER_SHAPES = (
 BF16, FP32 = 2, 4
 
 
-def memory_needs(shape: ModelShape, *, calibration_tokens: int = 4096, eval_tokens: int = 10240,
-                 eval_batch: int = 32) -> dict[str, float]:
+def memory_needs(
+    shape: ModelShape, *, calibration_tokens: int = 4096, eval_tokens: int = 10240, eval_batch: int = 32
+) -> dict[str, float]:
     """GB each stage needs for one model size, bf16 weights:
     - capture (ACM MI, AIM importance): base + compared model, plus one sample's lm_head outputs of both;
     - sensitivity (Sens-Merging): one model with its bf16 gradients (gradient checkpointing on);
@@ -422,8 +473,10 @@ def memory_table() -> str:
     lines = [header, "|---|---|---|---|---|---|---|"]
     for shape in PAPER_SHAPES:
         need = memory_needs(shape)
-        lines.append(f"| {shape.name} | {need['parameters_b']} B | {need['weights_gb']} GB | {need['capture_gb']} GB "
-                     f"| {need['sensitivity_gb']} GB | {need['merge_gb']} GB | {need['eval_hf_gb']} GB |")
+        lines.append(
+            f"| {shape.name} | {need['parameters_b']} B | {need['weights_gb']} GB | {need['capture_gb']} GB "
+            f"| {need['sensitivity_gb']} GB | {need['merge_gb']} GB | {need['eval_hf_gb']} GB |"
+        )
     return "\n".join(lines)
 
 
@@ -441,8 +494,9 @@ def _placement_block(shape: ModelShape, bytes_per_parameter: int) -> int:
     return max(layer, shape.vocab * shape.hidden) * bytes_per_parameter
 
 
-def placement_needs(shape: ModelShape, gpus: int, *, calibration_tokens: int = 4096,
-                    sens_tokens: int = 2048) -> dict[str, float]:
+def placement_needs(
+    shape: ModelShape, gpus: int, *, calibration_tokens: int = 4096, sens_tokens: int = 2048
+) -> dict[str, float]:
     """Peak GB on the fullest of ``gpus`` devices, each model split evenly over them (to within one
     block: a decoder layer or the embedding):
     - capture: base + compared model in bf16, each 1/gpus of its weights per device, plus one
@@ -463,8 +517,11 @@ def placement_needs(shape: ModelShape, gpus: int, *, calibration_tokens: int = 4
         return weights + loss + checkpoints + gradient
 
     capture = 2 * (shape.parameters * BF16 / gpus + imbalance * _placement_block(shape, BF16)) + 2 * logits
-    return {"capture_gb": round(capture / 1e9, 1), "sensitivity_fp32_gb": round(sensitivity(FP32) / 1e9, 1),
-            "sensitivity_bf16_gb": round(sensitivity(BF16) / 1e9, 1)}
+    return {
+        "capture_gb": round(capture / 1e9, 1),
+        "sensitivity_fp32_gb": round(sensitivity(FP32) / 1e9, 1),
+        "sensitivity_bf16_gb": round(sensitivity(BF16) / 1e9, 1),
+    }
 
 
 def gpus_needed(shape: ModelShape, stage: str, gpu_gib: int) -> int | None:
@@ -477,9 +534,11 @@ def gpus_needed(shape: ModelShape, stage: str, gpu_gib: int) -> int | None:
 
 def placement_table() -> str:
     """Peak GB per device of each placement, per paper size, as Markdown (``python -m acm_exp.costs``)."""
-    stages = (("capture_gb", "ACM/AIM capture (base + compared, bf16)"),
-              ("sensitivity_fp32_gb", "Sens-Merging gradients (fp32)"),
-              ("sensitivity_bf16_gb", "Sens-Merging gradients (bf16)"))
+    stages = (
+        ("capture_gb", "ACM/AIM capture (base + compared, bf16)"),
+        ("sensitivity_fp32_gb", "Sens-Merging gradients (fp32)"),
+        ("sensitivity_bf16_gb", "Sens-Merging gradients (bf16)"),
+    )
     counts = " | ".join(f"{gpus} GPU{'s' if gpus > 1 else ''}" for gpus in GPU_COUNTS)
     sizes = " | ".join(f"fewest {size} GiB GPUs" for size in GPU_SIZES_GIB)
     lines = [f"| size | stage | {counts} | {sizes} |", "|---|---|" + "---|" * (len(GPU_COUNTS) + len(GPU_SIZES_GIB))]

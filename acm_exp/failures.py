@@ -67,8 +67,10 @@ def describe(error: BaseException) -> str:
         remedy = OPTIONAL_PACKAGES.get(top, f"pip install {top}")
         return f"the Python package {top!r} is not installed; install {remedy}"
     if type(error).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
-        return ("CUDA out of memory; lower eval.batch_size, use a smaller dtype, or place the model on more or "
-                f"larger GPUs ({_one_line(str(error))[:160]})")
+        return (
+            "CUDA out of memory; lower eval.batch_size, use a smaller dtype, or place the model on more or "
+            f"larger GPUs ({_one_line(str(error))[:160]})"
+        )
     if isinstance(error, MemoryError):
         return "out of host memory; lower eval.batch_size or use a machine with more memory"
     if isinstance(error, OSError):
@@ -80,8 +82,10 @@ def failure_line(error: BaseException, log_file: Path | None) -> str:
     """The whole stderr line for a failed run."""
     where = stage_of(error)
     if isinstance(error, KeyboardInterrupt):
-        message = f"interrupted during {where or 'the run'}; rerun the same command to resume " \
-                  "(complete merges, statistics and sample files are reused)"
+        message = (
+            f"interrupted during {where or 'the run'}; rerun the same command to resume "
+            "(complete merges, statistics and sample files are reused)"
+        )
     elif isinstance(error, UserError) and where is None:
         message = describe(error)
     else:
@@ -93,8 +97,11 @@ def failure_line(error: BaseException, log_file: Path | None) -> str:
 
 def log_files() -> list[Path]:
     """The files the root logger writes to (Hydra's ``<run dir>/<job name>.log``)."""
-    return [Path(handler.baseFilename) for handler in logging.getLogger().handlers
-            if isinstance(handler, logging.FileHandler)]
+    return [
+        Path(handler.baseFilename)
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.FileHandler)
+    ]
 
 
 def write_traceback(error: BaseException, fallback_dir: Path | None) -> Path | None:

@@ -54,24 +54,55 @@ from acm_exp.results import CONFIG_COLUMNS, load_results, parse_assignments, res
 log = logging.getLogger(__name__)
 
 METHOD_LABELS = {
-    "average": "Average", "task_arithmetic": "TA", "ties": "TIES", "dare": "DARE", "breadcrumbs": "Breadcrumbs",
-    "aim": "AIM", "sens": "Sens-Merging",
-    "acm_average": "ACM-Average", "acm_ta": "ACM-TA", "acm_ties": "ACM-TIES", "acm_dare": "ACM-DARE",
+    "average": "Average",
+    "task_arithmetic": "TA",
+    "ties": "TIES",
+    "dare": "DARE",
+    "breadcrumbs": "Breadcrumbs",
+    "aim": "AIM",
+    "sens": "Sens-Merging",
+    "acm_average": "ACM-Average",
+    "acm_ta": "ACM-TA",
+    "acm_ties": "ACM-TIES",
+    "acm_dare": "ACM-DARE",
 }
 METHOD_ORDER = tuple(METHOD_LABELS)
 BENCHMARK_LABELS = {
-    "gsm8k": "GSM8K", "math500": "MATH500", "minerva_math": "Minerva", "olympiadbench": "OlympiadBench",
-    "college_math": "College Math", "aime24": "AIME24", "humaneval_pro": "HumanEval-Pro",
+    "gsm8k": "GSM8K",
+    "math500": "MATH500",
+    "minerva_math": "Minerva",
+    "olympiadbench": "OlympiadBench",
+    "college_math": "College Math",
+    "aime24": "AIME24",
+    "humaneval_pro": "HumanEval-Pro",
     "livecodebench": "LiveCodeBench",
 }
 # Config columns that may tell two merges of the same method apart (a label shows the varying ones).
-VARYING_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c not in ("model_pair", "base_model", "finetuned_models",
-                                                                "method", "calibration_samples"))
-FIGURES = ("main_table", "t_sensitivity", "calibration_size", "cluster_count", "layer_coefficients", "pareto",
-           "cost_table")
+VARYING_COLUMNS = tuple(
+    c
+    for c in CONFIG_COLUMNS
+    if c not in ("model_pair", "base_model", "finetuned_models", "method", "calibration_samples")
+)
+FIGURES = (
+    "main_table",
+    "t_sensitivity",
+    "calibration_size",
+    "cluster_count",
+    "layer_coefficients",
+    "pareto",
+    "cost_table",
+)
 # Matplotlib settings fixed here so that a user's matplotlibrc cannot change the output.
-RC_PARAMS = {"font.family": "DejaVu Sans", "font.size": 8, "axes.grid": True, "grid.alpha": 0.3,
-             "savefig.dpi": 150, "figure.dpi": 100, "pdf.fonttype": 42, "lines.markersize": 4}
+RC_PARAMS = {
+    "font.family": "DejaVu Sans",
+    "font.size": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "savefig.dpi": 150,
+    "figure.dpi": 100,
+    "pdf.fonttype": 42,
+    "lines.markersize": 4,
+}
 PNG_METADATA = {"Software": None}
 PDF_METADATA = {"CreationDate": None, "ModDate": None}
 
@@ -110,16 +141,23 @@ def _pair_names(table: pd.DataFrame) -> pd.Series:
     names = table["model_pair"].astype(object).map(str)
     ambiguous = keys.groupby(names).nunique()
     ambiguous = set(ambiguous[ambiguous > 1].index)
-    detailed = names + " (" + table["base_model"].astype(object).map(str) + " + " \
-        + table["finetuned_models"].astype(object).map(str) + ")"
+    detailed = (
+        names
+        + " ("
+        + table["base_model"].astype(object).map(str)
+        + " + "
+        + table["finetuned_models"].astype(object).map(str)
+        + ")"
+    )
     return detailed.where(names.isin(ambiguous), names)
 
 
 def row_keys(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     """One string per row joining ``columns`` (missing values included, unlike str dtype's NaN)."""
     values = frame[list(columns)].astype(object)
-    return pd.Series(["|".join(map(str, row)) for row in values.itertuples(index=False)], index=frame.index,
-                     dtype=object)
+    return pd.Series(
+        ["|".join(map(str, row)) for row in values.itertuples(index=False)], index=frame.index, dtype=object
+    )
 
 
 def _distinct(series: pd.Series) -> int:
@@ -132,8 +170,11 @@ def build_entries(table: pd.DataFrame) -> Entries:
     merged = table["role"] == "merged"
     # Merges are told apart by their config hash; input models by their label, whatever run
     # evaluated them (every run of a sweep re-evaluates, or reuses, the same base and fine-tuned).
-    table["entry"] = np.where(merged, "merged|" + table["pair"] + "|" + table["config_hash"].astype(str),
-                              "input|" + table["pair"] + "|" + table["model"].astype(str))
+    table["entry"] = np.where(
+        merged,
+        "merged|" + table["pair"] + "|" + table["config_hash"].astype(str),
+        "input|" + table["pair"] + "|" + table["model"].astype(str),
+    )
     table = table.sort_values(["finished_at", "run_id"], na_position="first", kind="mergesort")
     table = table.drop_duplicates(["entry", "model", "benchmark", "seed"], keep="last")
     # The latest run of an entry describes it (whole rows: groupby.last would mix rows' values).
@@ -159,8 +200,12 @@ def _format_value(value: Any) -> str:
 
 
 # Shorter names of config columns in labels.
-LABEL_NAMES = {"calibration_selection": "selection", "num_clusters": "clusters", "calibration_samples": "samples",
-               "acm_against": "against"}
+LABEL_NAMES = {
+    "calibration_selection": "selection",
+    "num_clusters": "clusters",
+    "calibration_samples": "samples",
+    "acm_against": "against",
+}
 
 
 def _setting(column: str, value: Any) -> str:
@@ -170,7 +215,7 @@ def _setting(column: str, value: Any) -> str:
 def _labels(info: pd.DataFrame) -> pd.Series:
     labels = pd.Series("", index=info.index, dtype=object)
     inputs = info["role"] != "merged"
-    for pair, group in info[inputs].groupby("pair"):
+    for _pair, group in info[inputs].groupby("pair"):
         finetuned = group[group["role"] == "finetuned"]
         for entry, row in group.iterrows():
             single = row["role"] == "finetuned" and len(finetuned) == 1
@@ -192,6 +237,7 @@ def _is_missing(value: Any) -> bool:
 
 def _order(info: pd.DataFrame) -> pd.Series:
     """Sort key: pair, then base, fine-tuned, then methods in the paper's order and by parameters."""
+
     def key(entry: str) -> tuple:
         row = info.loc[entry]
         role_rank = {"base": 0, "finetuned": 1}.get(row["role"], 2)
@@ -224,9 +270,13 @@ def ordered_benchmarks(names: Iterable[str]) -> list[str]:
 def benchmark_stats(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (entry, benchmark): accuracy and tokens, mean and sample std over seeds, and the seed count."""
     grouped = rows.groupby(["entry", "benchmark"], sort=True)
-    stats = grouped.agg(accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
-                        tokens=("mean_tokens", "mean"), tokens_std=("mean_tokens", "std"),
-                        seeds=("seed", "nunique"))
+    stats = grouped.agg(
+        accuracy=("accuracy", "mean"),
+        accuracy_std=("accuracy", "std"),
+        tokens=("mean_tokens", "mean"),
+        tokens_std=("mean_tokens", "std"),
+        seeds=("seed", "nunique"),
+    )
     return stats
 
 
@@ -242,16 +292,20 @@ def averages(rows: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     result.loc[~covered] = math.nan
     # Std over seeds of the per-seed average, from the seeds that ran every benchmark.
     per_seed = selected.groupby(["entry", "seed"], sort=True).agg(
-        accuracy=("accuracy", "mean"), mean_tokens=("mean_tokens", "mean"), benchmarks=("benchmark", "nunique"))
+        accuracy=("accuracy", "mean"), mean_tokens=("mean_tokens", "mean"), benchmarks=("benchmark", "nunique")
+    )
     per_seed = per_seed[per_seed["benchmarks"] == len(wanted)]
     spread = per_seed.groupby(level="entry")[metrics].std(ddof=1)
-    frame = pd.DataFrame({
-        "avg_accuracy": result["accuracy"],
-        "avg_accuracy_std": spread["accuracy"].reindex(result.index),
-        "avg_tokens": result["mean_tokens"],
-        "avg_tokens_std": spread["mean_tokens"].reindex(result.index),
-        "seeds": selected.groupby("entry")["seed"].nunique().where(covered, 0).astype(int),
-    }, index=result.index)
+    frame = pd.DataFrame(
+        {
+            "avg_accuracy": result["accuracy"],
+            "avg_accuracy_std": spread["accuracy"].reindex(result.index),
+            "avg_tokens": result["mean_tokens"],
+            "avg_tokens_std": spread["mean_tokens"].reindex(result.index),
+            "seeds": selected.groupby("entry")["seed"].nunique().where(covered, 0).astype(int),
+        },
+        index=result.index,
+    )
     frame.loc[~covered, ["avg_accuracy_std", "avg_tokens_std"]] = math.nan
     return frame
 
@@ -338,8 +392,9 @@ def main_table(entries: Entries) -> pd.DataFrame:
         in_pair = frame["model_pair"] == pair
         if reference is not None:
             ref_tokens = frame.loc[reference, "avg_tokens"]
-            frame.loc[in_pair, "relative_length"] = [relative_change(v, ref_tokens)
-                                                     for v in frame.loc[in_pair, "avg_tokens"]]
+            frame.loc[in_pair, "relative_length"] = [
+                relative_change(v, ref_tokens) for v in frame.loc[in_pair, "avg_tokens"]
+            ]
     return frame.reset_index(drop=True)
 
 
@@ -356,18 +411,22 @@ def _cell(mean: float, std: float, seeds: int, tokens: float) -> str:
 def main_table_display(frame: pd.DataFrame, *, with_p_vs_base: bool = False) -> pd.DataFrame:
     """The table as the paper prints it: 'accuracy (tokens)' per benchmark, Avg., Δ length, and
     with ``with_p_vs_base`` the bootstrap p of an ACM row's average against its base method."""
-    benchmarks = [c.removesuffix("_accuracy") for c in frame.columns
-                  if c.endswith("_accuracy") and c != "avg_accuracy"]
+    benchmarks = [c.removesuffix("_accuracy") for c in frame.columns if c.endswith("_accuracy") and c != "avg_accuracy"]
     display = pd.DataFrame(index=frame.index)
     if frame["model_pair"].nunique() > 1:
         display["Model pair"] = frame["model_pair"]
     display["Method"] = frame["method"]
     for benchmark in benchmarks:
         display[BENCHMARK_LABELS.get(benchmark, benchmark)] = [
-            _cell(row[f"{benchmark}_accuracy"], row[f"{benchmark}_accuracy_std"], row["seeds"],
-                  row[f"{benchmark}_tokens"]) for _, row in frame.iterrows()]
-    display["Avg."] = [_cell(row["avg_accuracy"], row["avg_accuracy_std"], row["seeds"], row["avg_tokens"])
-                       for _, row in frame.iterrows()]
+            _cell(
+                row[f"{benchmark}_accuracy"], row[f"{benchmark}_accuracy_std"], row["seeds"], row[f"{benchmark}_tokens"]
+            )
+            for _, row in frame.iterrows()
+        ]
+    display["Avg."] = [
+        _cell(row["avg_accuracy"], row["avg_accuracy_std"], row["seeds"], row["avg_tokens"])
+        for _, row in frame.iterrows()
+    ]
     display["Δ length"] = ["–" if _is_missing(v) else f"{v:+.1f}%" for v in frame["relative_length"]]
     if with_p_vs_base:
         display["p vs base"] = [format_p(v) for v in frame["p_vs_base"]]
@@ -380,8 +439,7 @@ def to_latex(display: pd.DataFrame, text_columns: Sequence[str] = ("Model pair",
     column_format = "l" * left + "r" * (len(display.columns) - left)
     latex = display.to_latex(index=False, escape=True, column_format=column_format)
     # '<' in text mode prints as '¡' with LaTeX's default font encoding.
-    return (latex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--")
-            .replace("<", "$<$"))
+    return latex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--").replace("<", "$<$")
 
 
 def write_main_table(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
@@ -390,13 +448,17 @@ def write_main_table(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
     comparisons = significance_table(entries)
     frame["p_vs_base"] = p_vs_base(entries.info, comparisons)
     display = main_table_display(frame, with_p_vs_base=not comparisons.empty)
-    files = (write_csv(frame, out_dir / "main_table.csv"),
-             # No re-parsing of numbers: a p-value cell stays as formatted.
-             write_text(out_dir / "main_table.md", display.to_markdown(index=False, disable_numparse=True) + "\n"),
-             write_text(out_dir / "main_table.tex", to_latex(display)))
+    files = (
+        write_csv(frame, out_dir / "main_table.csv"),
+        # No re-parsing of numbers: a p-value cell stays as formatted.
+        write_text(out_dir / "main_table.md", display.to_markdown(index=False, disable_numparse=True) + "\n"),
+        write_text(out_dir / "main_table.tex", to_latex(display)),
+    )
     if comparisons.empty:
-        log.info("significance: no ACM entry has an entry of its base method in the same model pair; "
-                 "significance table not written")
+        log.info(
+            "significance: no ACM entry has an entry of its base method in the same model pair; "
+            "significance table not written"
+        )
         return files
     return files + write_significance(comparisons, out_dir)
 
@@ -409,12 +471,25 @@ def write_main_table(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
 # with when the table holds several merges of the base method for the model pair.
 SHARED_HYPER_PARAMETERS = ("k", "p", "scale", "combine")
 AVERAGE = "average"  # the benchmark name of a comparison's row over all its benchmarks
-SIGNIFICANCE_COLUMNS = ("model_pair", "acm", "base", "benchmark", "n", "acm_accuracy", "base_accuracy", "difference",
-                        "bootstrap_p", "sign_p", "wins", "losses", "note")
+SIGNIFICANCE_COLUMNS = (
+    "model_pair",
+    "acm",
+    "base",
+    "benchmark",
+    "n",
+    "acm_accuracy",
+    "base_accuracy",
+    "difference",
+    "bootstrap_p",
+    "sign_p",
+    "wins",
+    "losses",
+    "note",
+)
 NO_SAMPLES = "no per-question samples"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def plain_method(method: str) -> str | None:
     """The base method a coefficient-weighted method weights (acm_ties -> ties); None for any other."""
     from acm_exp.merge import get_method  # lazy: the merge package imports torch
@@ -443,8 +518,10 @@ def base_matches(info: pd.DataFrame) -> list[tuple[str, str]]:
             continue
         candidates = merged[(merged["pair"] == row["pair"]) & (merged["method"] == plain)]
         if len(candidates) > 1:
-            same = [all(_same_setting(base[c], row[c]) for c in SHARED_HYPER_PARAMETERS)
-                    for _, base in candidates.iterrows()]
+            same = [
+                all(_same_setting(base[c], row[c]) for c in SHARED_HYPER_PARAMETERS)
+                for _, base in candidates.iterrows()
+            ]
             if any(same):
                 candidates = candidates[same]
         matches.extend((entry, base) for base in candidates.index)
@@ -464,8 +541,9 @@ def entry_correctness(rows: pd.DataFrame, entry: str, benchmark: str, *, name: s
     return significance.per_question_correctness(list(selected["samples_path"]))
 
 
-def significance_table(entries: Entries, *, resamples: int = significance.DEFAULT_RESAMPLES,
-                       seed: int = 0) -> pd.DataFrame:
+def significance_table(
+    entries: Entries, *, resamples: int = significance.DEFAULT_RESAMPLES, seed: int = 0
+) -> pd.DataFrame:
     """One row per (ACM entry, base entry, benchmark) and one ``average`` row per pair of entries.
 
     Per benchmark the questions both evaluated (ids matched); the average row tests the mean over
@@ -485,33 +563,50 @@ def significance_table(entries: Entries, *, resamples: int = significance.DEFAUL
 
     records = []
     for acm, base in base_matches(info):
-        names = {"model_pair": info.loc[acm, "pair"], "acm": info.loc[acm, "label"], "base": info.loc[base, "label"],
-                 "_acm_entry": acm}
+        names = {
+            "model_pair": info.loc[acm, "pair"],
+            "acm": info.loc[acm, "label"],
+            "base": info.loc[base, "label"],
+            "_acm_entry": acm,
+        }
         benchmarks = common_benchmarks(rows, [acm, base])
         paired: list[tuple[str, np.ndarray, np.ndarray]] = []
         for benchmark in benchmarks:
             try:
-                ids, acm_values, base_values = significance.align_questions(correctness(acm, benchmark),
-                                                                            correctness(base, benchmark))
+                ids, acm_values, base_values = significance.align_questions(
+                    correctness(acm, benchmark), correctness(base, benchmark)
+                )
             except ConfigError as error:
                 problems.append(str(error))
                 records.append({**names, "benchmark": benchmark, "note": NO_SAMPLES})
                 continue
             paired.append((benchmark, acm_values, base_values))
-            records.append({**names, "benchmark": benchmark,
-                            **_comparison_cells(significance.compare(acm_values, base_values, resamples=resamples,
-                                                                     seed=seed))})
+            records.append(
+                {
+                    **names,
+                    "benchmark": benchmark,
+                    **_comparison_cells(significance.compare(acm_values, base_values, resamples=resamples, seed=seed)),
+                }
+            )
         if benchmarks and len(paired) == len(benchmarks):
             strata = np.concatenate([[name] * len(values) for name, values, _ in paired])
-            pooled = significance.compare(np.concatenate([a for _, a, _ in paired]),
-                                          np.concatenate([b for _, _, b in paired]),
-                                          resamples=resamples, seed=seed, strata=strata)
+            pooled = significance.compare(
+                np.concatenate([a for _, a, _ in paired]),
+                np.concatenate([b for _, _, b in paired]),
+                resamples=resamples,
+                seed=seed,
+                strata=strata,
+            )
             records.append({**names, "benchmark": AVERAGE, **_comparison_cells(pooled)})
         else:
             records.append({**names, "benchmark": AVERAGE, "note": NO_SAMPLES})
     if problems:
-        log.warning("significance: per-question samples missing or unreadable for %d benchmark comparison(s), "
-                    "their p-values are left empty (first: %s)", len(problems), problems[0])
+        log.warning(
+            "significance: per-question samples missing or unreadable for %d benchmark comparison(s), "
+            "their p-values are left empty (first: %s)",
+            len(problems),
+            problems[0],
+        )
     frame = pd.DataFrame(records, columns=[*SIGNIFICANCE_COLUMNS, "_acm_entry"])
     for column in ("n", "wins", "losses"):
         frame[column] = frame[column].astype("Int64")  # integers in the CSV, empty where missing
@@ -522,9 +617,17 @@ def significance_table(entries: Entries, *, resamples: int = significance.DEFAUL
 
 
 def _comparison_cells(comparison: significance.Comparison) -> dict[str, Any]:
-    return {"n": comparison.n, "acm_accuracy": comparison.accuracy_a, "base_accuracy": comparison.accuracy_b,
-            "difference": comparison.difference, "bootstrap_p": comparison.bootstrap_p,
-            "sign_p": comparison.sign_p, "wins": comparison.wins, "losses": comparison.losses, "note": ""}
+    return {
+        "n": comparison.n,
+        "acm_accuracy": comparison.accuracy_a,
+        "base_accuracy": comparison.accuracy_b,
+        "difference": comparison.difference,
+        "bootstrap_p": comparison.bootstrap_p,
+        "sign_p": comparison.sign_p,
+        "wins": comparison.wins,
+        "losses": comparison.losses,
+        "note": "",
+    }
 
 
 def p_vs_base(info: pd.DataFrame, comparisons: pd.DataFrame) -> list[float]:
@@ -565,8 +668,10 @@ def significance_display(frame: pd.DataFrame) -> pd.DataFrame:
     display["Δ (points)"] = [_signed(v) for v in frame["difference"]]
     display["p (bootstrap)"] = [format_p(v) for v in frame["bootstrap_p"]]
     display["p (sign)"] = [format_p(v) for v in frame["sign_p"]]
-    display["wins/losses"] = ["–" if pd.isna(w) else f"{int(w)}/{int(l)}" for w, l in zip(frame["wins"],
-                                                                                            frame["losses"])]
+    display["wins/losses"] = [
+        "–" if pd.isna(wins) else f"{int(wins)}/{int(losses)}"
+        for wins, losses in zip(frame["wins"], frame["losses"], strict=False)
+    ]
     if (frame["note"] != "").any():
         display["Note"] = frame["note"]
     return display
@@ -579,9 +684,11 @@ def write_significance(comparisons: pd.DataFrame, out_dir: Path) -> tuple[Path, 
     # Numbers stay as formatted here (no re-parsing: '+15.0' keeps its sign) and right-aligned.
     alignment = ["left" if c in text_columns else "right" for c in display.columns]
     markdown = display.to_markdown(index=False, disable_numparse=True, colalign=alignment)
-    return (write_csv(frame, out_dir / "significance.csv"),
-            write_text(out_dir / "significance.md", markdown + "\n"),
-            write_text(out_dir / "significance.tex", to_latex(display, text_columns)))
+    return (
+        write_csv(frame, out_dir / "significance.csv"),
+        write_text(out_dir / "significance.md", markdown + "\n"),
+        write_text(out_dir / "significance.tex", to_latex(display, text_columns)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -614,11 +721,18 @@ def sweep_points(entries: Entries, candidates: pd.DataFrame, x: pd.Series, swept
             continue
         avg = averages(entries.rows, benchmarks)
         for entry, row in group.iterrows():
-            points.append({"model_pair": pair, "series": row["series"], "method": row["method"], "x": row["x"],
-                           **avg.loc[entry, ["avg_accuracy", "avg_accuracy_std", "avg_tokens",
-                                             "avg_tokens_std"]].to_dict(),
-                           "seeds": int(avg.loc[entry, "seeds"]), "benchmarks": " ".join(benchmarks),
-                           "_order": row["order"]})
+            points.append(
+                {
+                    "model_pair": pair,
+                    "series": row["series"],
+                    "method": row["method"],
+                    "x": row["x"],
+                    **avg.loc[entry, ["avg_accuracy", "avg_accuracy_std", "avg_tokens", "avg_tokens_std"]].to_dict(),
+                    "seeds": int(avg.loc[entry, "seeds"]),
+                    "benchmarks": " ".join(benchmarks),
+                    "_order": row["order"],
+                }
+            )
     result = pd.DataFrame(points)
     if result.empty:
         return result
@@ -655,8 +769,9 @@ def _error_bars(std: pd.Series) -> np.ndarray | None:
     return None if std.isna().all() else std.fillna(0.0).to_numpy()
 
 
-def plot_sweep(points: pd.DataFrame, entries: Entries, *, xlabel: str, title: str, stem: Path,
-               log_x: bool = False) -> tuple[Path, Path]:
+def plot_sweep(
+    points: pd.DataFrame, entries: Entries, *, xlabel: str, title: str, stem: Path, log_x: bool = False
+) -> tuple[Path, Path]:
     """Average accuracy and average tokens against x, one line per series, fine-tuned as reference."""
     import matplotlib
 
@@ -667,18 +782,29 @@ def plot_sweep(points: pd.DataFrame, entries: Entries, *, xlabel: str, title: st
             in_pair = points[points["model_pair"] == pair]
             prefix = f"{pair}: " if len(pairs) > 1 else ""
             for series, line in in_pair.groupby("series", sort=True):
-                for axis, column in zip(axes, ("avg_accuracy", "avg_tokens")):
-                    axis.errorbar(line["x"], line[column], yerr=_error_bars(line[f"{column}_std"]), marker="o",
-                                  capsize=2, label=f"{prefix}{series}")
+                for axis, column in zip(axes, ("avg_accuracy", "avg_tokens"), strict=False):
+                    axis.errorbar(
+                        line["x"],
+                        line[column],
+                        yerr=_error_bars(line[f"{column}_std"]),
+                        marker="o",
+                        capsize=2,
+                        label=f"{prefix}{series}",
+                    )
             reference = reference_entry(entries.info, pair)
             benchmarks = in_pair["benchmarks"].iloc[0].split()
             if reference is not None:
                 avg = averages(entries.rows, benchmarks)
                 if reference in avg.index and not _is_missing(avg.loc[reference, "avg_accuracy"]):
-                    for axis, column in zip(axes, ("avg_accuracy", "avg_tokens")):
-                        axis.axhline(avg.loc[reference, column], linestyle="--", color="grey", linewidth=1,
-                                     label=f"{prefix}{entries.info.loc[reference, 'label']}")
-        for axis, ylabel in zip(axes, ("average accuracy (%)", "average response tokens")):
+                    for axis, column in zip(axes, ("avg_accuracy", "avg_tokens"), strict=False):
+                        axis.axhline(
+                            avg.loc[reference, column],
+                            linestyle="--",
+                            color="grey",
+                            linewidth=1,
+                            label=f"{prefix}{entries.info.loc[reference, 'label']}",
+                        )
+        for axis, ylabel in zip(axes, ("average accuracy (%)", "average response tokens"), strict=False):
             axis.set_xlabel(xlabel)
             axis.set_ylabel(ylabel)
             if log_x:
@@ -688,8 +814,9 @@ def plot_sweep(points: pd.DataFrame, entries: Entries, *, xlabel: str, title: st
         return save_figure(figure, stem)
 
 
-def _write_sweep(points: pd.DataFrame, entries: Entries, out_dir: Path, name: str, x_name: str, **plot: Any
-                 ) -> tuple[Path, ...]:
+def _write_sweep(
+    points: pd.DataFrame, entries: Entries, out_dir: Path, name: str, x_name: str, **plot: Any
+) -> tuple[Path, ...]:
     csv = write_csv(points.rename(columns={"x": x_name}), out_dir / f"{name}.csv")
     return (csv, *plot_sweep(points, entries, stem=out_dir / name, **plot))
 
@@ -705,10 +832,13 @@ def write_t_sensitivity(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
     points = sweep_points(entries, acm, acm["t"].astype(float), swept=("t",))
     if points.empty:
         found = f"t={_found(acm['t'])}" if not acm.empty else "no merged runs that use t"
-        raise MissingRuns(f"t-sensitivity: needs ACM runs with at least 2 distinct t values (otherwise identical "
-                          f"configs, common benchmarks); found {found}")
-    return _write_sweep(points, entries, out_dir, "t_sensitivity", "t", xlabel="temperature t",
-                        title="Sensitivity to t")
+        raise MissingRuns(
+            f"t-sensitivity: needs ACM runs with at least 2 distinct t values (otherwise identical "
+            f"configs, common benchmarks); found {found}"
+        )
+    return _write_sweep(
+        points, entries, out_dir, "t_sensitivity", "t", xlabel="temperature t", title="Sensitivity to t"
+    )
 
 
 def calibration_samples(info: pd.DataFrame) -> pd.Series:
@@ -719,19 +849,36 @@ def calibration_samples(info: pd.DataFrame) -> pd.Series:
 def write_calibration_size(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
     merged = merged_info(entries)
     calibrated = merged[merged["calibration_samples"].notna()]
-    points = sweep_points(entries, calibrated, calibration_samples(calibrated),
-                          swept=("per_cluster", "num_samples", "calibration_samples", "selection_hash"))
+    points = sweep_points(
+        entries,
+        calibrated,
+        calibration_samples(calibrated),
+        swept=("per_cluster", "num_samples", "calibration_samples", "selection_hash"),
+    )
     if points.empty:
-        found = (f"calibration_samples={_found(calibrated['calibration_samples'])}" if not calibrated.empty
-                 else "no merged runs with a calibration set")
-        raise MissingRuns("calibration-size: needs ACM runs with at least 2 distinct numbers of calibration samples "
-                          f"(otherwise identical configs); found {found}")
-    return _write_sweep(points, entries, out_dir, "calibration_size", "calibration_samples",
-                        xlabel="calibration samples", title="Calibration set size")
+        found = (
+            f"calibration_samples={_found(calibrated['calibration_samples'])}"
+            if not calibrated.empty
+            else "no merged runs with a calibration set"
+        )
+        raise MissingRuns(
+            "calibration-size: needs ACM runs with at least 2 distinct numbers of calibration samples "
+            f"(otherwise identical configs); found {found}"
+        )
+    return _write_sweep(
+        points,
+        entries,
+        out_dir,
+        "calibration_size",
+        "calibration_samples",
+        xlabel="calibration samples",
+        title="Calibration set size",
+    )
 
 
 def cluster_category(info: pd.DataFrame) -> pd.Series:
     """'random' or '<K> clusters'; NaN for other selections."""
+
     def category(row: pd.Series) -> Any:
         if row["calibration_selection"] == "random":
             return "random"
@@ -752,15 +899,23 @@ def write_cluster_count(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
     calibrated = merged[merged["calibration_selection"].isin(["random", "cluster"])]
     categories = cluster_category(calibrated)
     # A series holds the calibration size fixed (its key keeps calibration_samples).
-    points = sweep_points(entries, calibrated, categories,
-                          swept=("calibration_selection", "num_clusters", "per_cluster", "num_samples",
-                                 "selection_hash"))
+    points = sweep_points(
+        entries,
+        calibrated,
+        categories,
+        swept=("calibration_selection", "num_clusters", "per_cluster", "num_samples", "selection_hash"),
+    )
     if points.empty:
         clustered = calibrated.loc[calibrated["calibration_selection"] == "cluster", "num_clusters"]
-        found = (f"selection={_found(calibrated['calibration_selection'])}, num_clusters={_found(clustered)}"
-                 if not calibrated.empty else "no merged runs with a random or clustered calibration set")
-        raise MissingRuns("cluster-count: needs ACM runs of the same calibration size with selection=random and/or "
-                          f"at least 2 distinct num_clusters; found {found}")
+        found = (
+            f"selection={_found(calibrated['calibration_selection'])}, num_clusters={_found(clustered)}"
+            if not calibrated.empty
+            else "no merged runs with a random or clustered calibration set"
+        )
+        raise MissingRuns(
+            "cluster-count: needs ACM runs of the same calibration size with selection=random and/or "
+            f"at least 2 distinct num_clusters; found {found}"
+        )
     points = points.rename(columns={"x": "selection"})
     points["_rank"] = points["selection"].map(_category_rank)
     points = points.sort_values(["model_pair", "series", "_rank"], kind="mergesort").drop(columns="_rank")
@@ -781,12 +936,18 @@ def plot_bars(points: pd.DataFrame, *, stem: Path) -> tuple[Path, Path]:
         for index, ((pair, series), group) in enumerate(groups):
             by_category = group.set_index("selection")
             positions = np.arange(len(categories)) + (index - (len(groups) - 1) / 2) * width
-            for axis, column in zip(axes, ("avg_accuracy", "avg_tokens")):
+            for axis, column in zip(axes, ("avg_accuracy", "avg_tokens"), strict=False):
                 values = [by_category[column].get(c, np.nan) for c in categories]
                 errors = [by_category[f"{column}_std"].get(c, np.nan) for c in categories]
-                axis.bar(positions, values, width, yerr=_error_bars(pd.Series(errors, dtype="float64")), capsize=2,
-                         label=f"{pair}: {series}" if several_pairs else series)
-        for axis, ylabel in zip(axes, ("average accuracy (%)", "average response tokens")):
+                axis.bar(
+                    positions,
+                    values,
+                    width,
+                    yerr=_error_bars(pd.Series(errors, dtype="float64")),
+                    capsize=2,
+                    label=f"{pair}: {series}" if several_pairs else series,
+                )
+        for axis, ylabel in zip(axes, ("average accuracy (%)", "average response tokens"), strict=False):
             axis.set_xticks(np.arange(len(categories)), categories)
             axis.set_ylabel(ylabel)
         axes[0].legend(fontsize="small")
@@ -864,20 +1025,21 @@ def write_layer_coefficients(entries: Entries, out_dir: Path) -> tuple[Path, ...
     is_acm = merged["method"].map(lambda method: plain_method(str(method)) is not None)
     with_path = merged[merged["coefficients_path"].notna() & is_acm]
     frames, problems = [], []
-    for entry, row in with_path.iterrows():
+    for _entry, row in with_path.iterrows():
         path = Path(str(row["coefficients_path"])).with_suffix(".json")
         try:
             coefficients = read_coefficients(path)
         except (OSError, ValueError, TypeError, AttributeError) as error:
             problems.append(f"{path} ({type(error).__name__}: {error})")
             continue
-        frames.append(coefficients.assign(model_pair=row["pair"], label=row["label"], t=row["t"],
-                                          _order=row["order"]))
+        frames.append(coefficients.assign(model_pair=row["pair"], label=row["label"], t=row["t"], _order=row["order"]))
     if not frames:
         detail = f"; unreadable: {'; '.join(problems)}" if problems else ""
-        raise MissingRuns(f"layer coefficients: needs ACM runs whose coefficients_path points to a readable "
-                          f"coefficients.json; found {len(with_path)} of {len(merged)} merged runs with a path"
-                          f"{detail}")
+        raise MissingRuns(
+            f"layer coefficients: needs ACM runs whose coefficients_path points to a readable "
+            f"coefficients.json; found {len(with_path)} of {len(merged)} merged runs with a path"
+            f"{detail}"
+        )
     for problem in problems:
         print(f"layer coefficients: skipped unreadable {problem}", file=sys.stderr)
     data = pd.concat(frames).sort_values(["_order", "model", "position"], kind="mergesort")
@@ -899,8 +1061,9 @@ def plot_coefficients(data: pd.DataFrame, *, stem: Path) -> tuple[Path, Path]:
         ticks = data.drop_duplicates("position").sort_values("position")
         step = max(1, len(ticks) // 16)  # keep 28- and 64-layer models readable
         shown = ticks.iloc[::step]
-        axis.set_xticks(shown["position"], [p.replace("layers.", "") for p in shown["point"]], rotation=45,
-                        fontsize="small")
+        axis.set_xticks(
+            shown["position"], [p.replace("layers.", "") for p in shown["point"]], rotation=45, fontsize="small"
+        )
         axis.set_xlabel("capture point (embedding, decoder layer, final norm, lm_head)")
         axis.set_ylabel("λ")
         axis.legend(fontsize="small")
@@ -932,26 +1095,36 @@ def pareto_points(entries: Entries) -> pd.DataFrame:
             continue
         avg = averages(entries.rows, benchmarks)
         for entry, row in info.iterrows():
-            records.append({"model_pair": pair, "method": row["label"], "role": row["role"],
-                            "avg_tokens": float(avg.loc[entry, "avg_tokens"]),
-                            "avg_accuracy": float(avg.loc[entry, "avg_accuracy"]),
-                            "benchmarks": " ".join(benchmarks), "_order": row["order"]})
+            records.append(
+                {
+                    "model_pair": pair,
+                    "method": row["label"],
+                    "role": row["role"],
+                    "avg_tokens": float(avg.loc[entry, "avg_tokens"]),
+                    "avg_accuracy": float(avg.loc[entry, "avg_accuracy"]),
+                    "benchmarks": " ".join(benchmarks),
+                    "_order": row["order"],
+                }
+            )
     points = pd.DataFrame(records)
     if points.empty:
         return points
     points["on_frontier"] = False
-    for pair, group in points.groupby("model_pair"):
+    for _pair, group in points.groupby("model_pair"):
         points.loc[group.index, "on_frontier"] = pareto_front(list(group["avg_tokens"]), list(group["avg_accuracy"]))
     points = points.sort_values(["model_pair", "_order"], kind="mergesort").drop(columns="_order")
-    return points[["model_pair", "method", "role", "avg_tokens", "avg_accuracy", "on_frontier", "benchmarks"]
-                  ].reset_index(drop=True)
+    return points[
+        ["model_pair", "method", "role", "avg_tokens", "avg_accuracy", "on_frontier", "benchmarks"]
+    ].reset_index(drop=True)
 
 
 def write_pareto(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
     points = pareto_points(entries)
     if points.empty:
-        raise MissingRuns(f"Pareto: needs at least 2 evaluated models of one model pair on a common benchmark; "
-                          f"found {len(entries.info)} across pairs {_found(entries.info['pair'])}")
+        raise MissingRuns(
+            f"Pareto: needs at least 2 evaluated models of one model pair on a common benchmark; "
+            f"found {len(entries.info)} across pairs {_found(entries.info['pair'])}"
+        )
     csv = write_csv(points, out_dir / "pareto.csv")
     return (csv, *plot_pareto(points, stem=out_dir / "pareto"))
 
@@ -962,18 +1135,24 @@ def plot_pareto(points: pd.DataFrame, *, stem: Path) -> tuple[Path, Path]:
     pairs = sorted(points["model_pair"].unique())
     with matplotlib.rc_context(RC_PARAMS):
         figure, axes = new_figure(len(pairs), width=4.5, height=3.5)
-        for axis, pair in zip(axes, pairs):
+        for axis, pair in zip(axes, pairs, strict=False):
             group = points[points["model_pair"] == pair]
             inputs = group["role"] != "merged"
             axis.scatter(group.loc[~inputs, "avg_tokens"], group.loc[~inputs, "avg_accuracy"], label="merges")
-            axis.scatter(group.loc[inputs, "avg_tokens"], group.loc[inputs, "avg_accuracy"], marker="s",
-                         label="input models")
+            axis.scatter(
+                group.loc[inputs, "avg_tokens"], group.loc[inputs, "avg_accuracy"], marker="s", label="input models"
+            )
             front = group[group["on_frontier"]].sort_values("avg_tokens")
             axis.plot(front["avg_tokens"], front["avg_accuracy"], color="C3", linewidth=1.5, label="Pareto frontier")
             # Name the frontier and the input models; the CSV names every point.
             for _, row in group[group["on_frontier"] | inputs].iterrows():
-                axis.annotate(row["method"], (row["avg_tokens"], row["avg_accuracy"]), fontsize="x-small",
-                              xytext=(3, 3), textcoords="offset points")
+                axis.annotate(
+                    row["method"],
+                    (row["avg_tokens"], row["avg_accuracy"]),
+                    fontsize="x-small",
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
             axis.set_xlabel("average response tokens")
             axis.set_ylabel("average accuracy (%)")
             axis.set_title(pair)
@@ -993,10 +1172,12 @@ def write_cost_table(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
     if frame.empty:
         raise MissingRuns("cost_table: no merged runs in the results")
     display = cost_display(frame)
-    return (write_csv(frame, out_dir / "cost_table.csv"),
-            write_text(out_dir / "cost_table.md", display.to_markdown(index=False, disable_numparse=True) + "\n"),
-            write_text(out_dir / "cost_table.tex", to_latex(display, text_columns=("Method",))),
-            *plot_costs(frame, out_dir / "cost_table", new_figure, save_figure))
+    return (
+        write_csv(frame, out_dir / "cost_table.csv"),
+        write_text(out_dir / "cost_table.md", display.to_markdown(index=False, disable_numparse=True) + "\n"),
+        write_text(out_dir / "cost_table.tex", to_latex(display, text_columns=("Method",))),
+        *plot_costs(frame, out_dir / "cost_table", new_figure, save_figure),
+    )
 
 
 WRITERS: dict[str, Callable[[Entries, Path], tuple[Path, ...]]] = {
@@ -1032,7 +1213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m acm_exp.figures",
         description="Write the paper's tables and figures from the results table (filters as in "
-                    "python -m acm_exp.results; out=DIR, default ./outputs/figures; results_dir=DIR).")
+        "python -m acm_exp.results; out=DIR, default ./outputs/figures; results_dir=DIR).",
+    )
     parser.add_argument("filters", nargs="*", metavar="column=value")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(FIGURES)}")
     args = parser.parse_args(argv)
@@ -1043,8 +1225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = load_results(directory, **filters)
         only = [n.strip() for n in args.only.split(",")] if args.only else None
         if table.empty:
-            print(f"acm_exp.figures: no results in {directory}" + (" matching the filters" if filters else ""),
-                  file=sys.stderr)
+            print(
+                f"acm_exp.figures: no results in {directory}" + (" matching the filters" if filters else ""),
+                file=sys.stderr,
+            )
             return 1
         outcomes = make_figures(table, out, only)
     except (ConfigError, OSError) as error:

@@ -89,10 +89,13 @@ def model_refs(model_pair) -> list[ModelRef]:
     revisions = list(model_pair.finetuned_revisions or [None] * len(finetuned))
     if len(revisions) != len(finetuned):
         raise ConfigError(
-            f"model_pair.finetuned_revisions has {len(revisions)} entries; expected one per fine-tuned model ({len(finetuned)})"
+            f"model_pair.finetuned_revisions has {len(revisions)} entries; "
+            f"expected one per fine-tuned model ({len(finetuned)})"
         )
     refs = [ModelRef("base", model_pair.base, model_pair.base_revision)]
-    refs += [ModelRef(f"finetuned[{i}]", name, rev) for i, (name, rev) in enumerate(zip(finetuned, revisions))]
+    refs += [
+        ModelRef(f"finetuned[{i}]", name, rev) for i, (name, rev) in enumerate(zip(finetuned, revisions, strict=False))
+    ]
     return refs
 
 
@@ -106,8 +109,7 @@ TOKENIZER_VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
 
 def has_tokenizer(directory: str | Path) -> bool:
     directory = Path(directory)
-    return any((directory / name).is_file() for name in TOKENIZER_VOCABULARY_FILES) \
-        or any(directory.glob("*.tiktoken"))
+    return any((directory / name).is_file() for name in TOKENIZER_VOCABULARY_FILES) or any(directory.glob("*.tiktoken"))
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,10 @@ def load_vocabulary(directory: str | Path) -> Vocabulary | None:
     except ConfigError:
         raise
     except Exception as error:  # tokenizers and transformers raise many types; the user needs one line
-        raise ConfigError(f"cannot read the tokenizer in {directory}: {type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}") from error
+        raise ConfigError(
+            f"cannot read the tokenizer in {directory}: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
     return None
 
 
@@ -200,8 +204,12 @@ def vocabulary_differences(base: Vocabulary, other: Vocabulary) -> tuple[list[To
     """
     added_ids = base.added.keys() | other.added.keys()
     regular_ids = (base.regular.keys() | other.regular.keys()) - added_ids
-    regular = [TokenDifference(i, base.regular.get(i), other.regular.get(i))
-               for i in sorted(regular_ids) if base.regular.get(i) != other.regular.get(i)]
-    added = [TokenDifference(i, base.token(i), other.token(i))
-             for i in sorted(added_ids) if base.token(i) != other.token(i)]
+    regular = [
+        TokenDifference(i, base.regular.get(i), other.regular.get(i))
+        for i in sorted(regular_ids)
+        if base.regular.get(i) != other.regular.get(i)
+    ]
+    added = [
+        TokenDifference(i, base.token(i), other.token(i)) for i in sorted(added_ids) if base.token(i) != other.token(i)
+    ]
     return regular, added

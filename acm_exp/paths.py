@@ -74,8 +74,9 @@ def check_writable_dir(path: str | os.PathLike, key: str) -> Path:
         raise ConfigError(f"{key}={str(target)!r} {where}; expected a directory (created if missing)")
     error = write_probe_error(existing)
     if error is not None:
-        raise ConfigError(f"{key}={str(target)!r} is not writable ({error.strerror} in {existing}); "
-                          "expected a writable directory")
+        raise ConfigError(
+            f"{key}={str(target)!r} is not writable ({error.strerror} in {existing}); expected a writable directory"
+        )
     return target
 
 
@@ -111,9 +112,11 @@ def iter_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ConfigError(f"{what} {path} line {line_number} is not JSON ({error.msg}); "
-                                  "expected one JSON object per line") from None
+                raise ConfigError(
+                    f"{what} {path} line {line_number} is not JSON ({error.msg}); expected one JSON object per line"
+                ) from None
             if not isinstance(record, dict):
-                raise ConfigError(f"{what} {path} line {line_number} is a {type(record).__name__}; "
-                                  "expected a JSON object")
+                raise ConfigError(
+                    f"{what} {path} line {line_number} is a {type(record).__name__}; expected a JSON object"
+                )
             yield line_number, record

@@ -21,15 +21,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from acm_exp.config import MergeConfig, merge_hyper_parameters
-from acm_exp.errors import ConfigError
 from acm_exp import costs
+from acm_exp.config import MergeConfig, merge_hyper_parameters
 from acm_exp.costs import measure, note_cache_hit
+from acm_exp.errors import ConfigError
 from acm_exp.failures import stage
 from acm_exp.merge import Adjustment, MergeMethod, MergeSettings, get_method, open_inputs, run_merge, used_parameters
-from acm_exp.merge.dare import check_combine
-from acm_exp.merge.registry import get_wrapped_method
 from acm_exp.merge.checkpoint import parse_dtype, parse_shard_size
+from acm_exp.merge.dare import check_combine
 from acm_exp.merge.engine import (
     TIED_HEAD_MODES,
     MergeInputs,
@@ -40,6 +39,7 @@ from acm_exp.merge.engine import (
     request_fingerprint,
     validate_device,
 )
+from acm_exp.merge.registry import get_wrapped_method
 from acm_exp.models import ModelRef, check_model_id, model_refs, resolve_model
 from acm_exp.paths import atomic_write, cache_root, check_writable_dir, shared_data_dir
 
@@ -94,8 +94,11 @@ def validate_merge_config(merge: DictConfig) -> MergeMethod:
     used = used_parameters(method, merge.base_method)
     _warn_unused_parameters(merge, used)
     if "scale" in used and merge.scale < 0:
-        log.warning("merge.scale=%s is negative: the merge subtracts the task vectors (task-vector negation) instead "
-                    "of adding them", merge.scale)
+        log.warning(
+            "merge.scale=%s is negative: the merge subtracts the task vectors (task-vector negation) instead "
+            "of adding them",
+            merge.scale,
+        )
     return method
 
 
@@ -103,13 +106,21 @@ def _warn_unused_parameters(merge: DictConfig, used: tuple[str, ...]) -> None:
     defaults = MergeConfig()
     for name in METHOD_FIELDS:
         if name not in used and merge[name] != getattr(defaults, name):
-            log.warning("merge.%s=%s is not used by merge=%s (it uses: %s)", name, merge[name], merge.method,
-                        ", ".join(used) or "no parameters")
+            log.warning(
+                "merge.%s=%s is not used by merge=%s (it uses: %s)",
+                name,
+                merge[name],
+                merge.method,
+                ", ".join(used) or "no parameters",
+            )
 
 
 def _evaluated_prompts(cfg: DictConfig) -> list[str]:
-    prompts = {"base": cfg.model_pair.base_prompt, "finetuned": cfg.model_pair.finetuned_prompt,
-               "merged": cfg.model_pair.merged_prompt}
+    prompts = {
+        "base": cfg.model_pair.base_prompt,
+        "finetuned": cfg.model_pair.finetuned_prompt,
+        "merged": cfg.model_pair.merged_prompt,
+    }
     return sorted({prompts[role] for role in cfg.eval.models if role in prompts})
 
 
@@ -119,7 +130,9 @@ def validate(cfg: DictConfig) -> MergeMethod:
 
     method = validate_merge_config(cfg.merge)
     if cfg.model_pair.tokenizer_from not in TOKENIZER_SOURCES:
-        raise ConfigError(f"model_pair.tokenizer_from={cfg.model_pair.tokenizer_from!r}; expected one of {TOKENIZER_SOURCES}")
+        raise ConfigError(
+            f"model_pair.tokenizer_from={cfg.model_pair.tokenizer_from!r}; expected one of {TOKENIZER_SOURCES}"
+        )
     if cfg.model_pair.tied_head not in TIED_HEAD_MODES:
         raise ConfigError(f"model_pair.tied_head={cfg.model_pair.tied_head!r}; expected one of {TIED_HEAD_MODES}")
     for ref in model_refs(cfg.model_pair):
@@ -151,8 +164,9 @@ def validate_sens_config(cfg: DictConfig) -> None:
     from acm_exp.calibration import validate_answer_templates
 
     if len(cfg.model_pair.finetuned) != 1:
-        raise ConfigError(f"merge=sens merges one fine-tuned model; model_pair.finetuned has "
-                          f"{len(cfg.model_pair.finetuned)}")
+        raise ConfigError(
+            f"merge=sens merges one fine-tuned model; model_pair.finetuned has {len(cfg.model_pair.finetuned)}"
+        )
     validate_answer_templates(cfg.sens)
     max_tokens = cfg.sens.max_tokens
     if max_tokens is not None and max_tokens < 2:
@@ -187,8 +201,13 @@ def _select_calibration(cfg: DictConfig, run_dir: Path):
     with measure("calibration"):
         calibration = select_calibration(cfg.calibration, data_dir=data_dir(cfg), cache_dir=cfg.cache_dir)
     record_path = write_calibration_record(calibration, cfg.calibration, run_dir)
-    log.info("calibration: %s, %d samples (selection %s), recorded in %s", calibration.spec, len(calibration.texts),
-             calibration.selection_hash, record_path)
+    log.info(
+        "calibration: %s, %d samples (selection %s), recorded in %s",
+        calibration.spec,
+        len(calibration.texts),
+        calibration.selection_hash,
+        record_path,
+    )
     return calibration
 
 
@@ -196,8 +215,9 @@ def _calibration_manifest(calibration) -> dict:
     return {"spec": calibration.spec, "selection_hash": calibration.selection_hash, "samples": len(calibration.texts)}
 
 
-def acm_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path],
-              run_dir: Path) -> CoefficientPlan:
+def acm_stage(
+    cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path], run_dir: Path
+) -> CoefficientPlan:
     from acm_exp.acm import compute_coefficients, compute_mi_statistics
 
     calibration = _select_calibration(cfg, run_dir)
@@ -210,8 +230,13 @@ def acm_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
         plain_dir = merge_stage(cfg, final_method, model_dirs, run_dir / "plain_merge")
         compared, names = [plain_dir], [f"{final_method.name} merge"]
     statistics = compute_mi_statistics(
-        model_dirs[0], compared, calibration.texts, acm_cfg=cfg.acm, max_tokens=calibration.max_tokens,
-        cache_dir=cfg.acm.cache_dir or cfg.cache_dir, model_names=names,
+        model_dirs[0],
+        compared,
+        calibration.texts,
+        acm_cfg=cfg.acm,
+        max_tokens=calibration.max_tokens,
+        cache_dir=cfg.acm.cache_dir or cfg.cache_dir,
+        model_names=names,
         trust_remote_code=cfg.model_pair.trust_remote_code,
     )
     coefficients = compute_coefficients(statistics, t=cfg.merge.t, shift=cfg.merge.shift, reduce=cfg.merge.reduce)
@@ -219,23 +244,35 @@ def acm_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
     coefficients.plot(run_dir / "coefficients.png")
     log.info("ACM coefficients (t=%s) written to %s", cfg.merge.t, coefficients_path)
     if cfg.acm.against == "finetuned":
+
         def adjust(name: str) -> Adjustment:
             return Adjustment(model_weights=coefficients.model_weights(name))
     else:
+
         def adjust(name: str) -> Adjustment:
             return Adjustment(delta_factor=coefficients.for_parameter(0, name))
+
     manifest = {
         "calibration": _calibration_manifest(calibration),
-        "acm": {"against": cfg.acm.against, "estimator": cfg.acm.estimator, "bins": cfg.acm.bins,
-                "capture_dtype": cfg.acm.dtype, "mi_cache_key": statistics.metadata.get("cache_key"),
-                "mi_statistics": statistics.metadata.get("cache_dir"), "coefficients": str(coefficients_path),
-                "t": cfg.merge.t, "shift": cfg.merge.shift, "reduce": cfg.merge.reduce},
+        "acm": {
+            "against": cfg.acm.against,
+            "estimator": cfg.acm.estimator,
+            "bins": cfg.acm.bins,
+            "capture_dtype": cfg.acm.dtype,
+            "mi_cache_key": statistics.metadata.get("cache_key"),
+            "mi_statistics": statistics.metadata.get("cache_dir"),
+            "coefficients": str(coefficients_path),
+            "t": cfg.merge.t,
+            "shift": cfg.merge.shift,
+            "reduce": cfg.merge.reduce,
+        },
     }
     return CoefficientPlan(final_method, adjust, manifest, coefficients_path)
 
 
-def aim_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path],
-              run_dir: Path) -> CoefficientPlan:
+def aim_stage(
+    cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path], run_dir: Path
+) -> CoefficientPlan:
     from acm_exp.acm.importance import compute_input_importance
     from acm_exp.merge.checkpoint import open_checkpoint
 
@@ -243,17 +280,27 @@ def aim_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
     # The same capture settings (device, dtype, cache) as ACM: an ACM run's capture pass over the
     # same base and calibration already stored this importance.
     importance = compute_input_importance(
-        model_dirs[0], calibration.texts, device=cfg.acm.device, max_memory=cfg.acm.max_memory,
-        offload_dir=cfg.acm.offload_dir, dtype=cfg.acm.dtype,
-        max_tokens=calibration.max_tokens, cache_dir=cfg.acm.cache_dir or cfg.cache_dir,
+        model_dirs[0],
+        calibration.texts,
+        device=cfg.acm.device,
+        max_memory=cfg.acm.max_memory,
+        offload_dir=cfg.acm.offload_dir,
+        dtype=cfg.acm.dtype,
+        max_tokens=calibration.max_tokens,
+        cache_dir=cfg.acm.cache_dir or cfg.cache_dir,
         trust_remote_code=cfg.model_pair.trust_remote_code,
     )
     with open_checkpoint(model_dirs[0], allow_pickle=cfg.model_pair.allow_pickle) as base:
         shapes = {name: tuple(base.info(name).shape) for name in importance.importance if base.has(name)}
     omega = cfg.merge.omega
     factors = {name: importance.factor_for(name, shape, omega, cfg.merge.relax) for name, shape in shapes.items()}
-    log.info("AIM: %d weights relaxed (omega=%s, relax=%s) on top of %s", sum(f is not None for f in factors.values()),
-             omega, cfg.merge.relax, cfg.merge.base_method)
+    log.info(
+        "AIM: %d weights relaxed (omega=%s, relax=%s) on top of %s",
+        sum(f is not None for f in factors.values()),
+        omega,
+        cfg.merge.relax,
+        cfg.merge.base_method,
+    )
 
     def adjust(name: str) -> Adjustment:
         factor = factors.get(name)
@@ -261,16 +308,21 @@ def aim_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_
 
     manifest = {
         "calibration": _calibration_manifest(calibration),
-        "aim": {"omega": omega, "base_method": cfg.merge.base_method, "relax": cfg.merge.relax,
-                "capture_dtype": cfg.acm.dtype,
-                "importance_cache_key": importance.metadata.get("cache_key"),
-                "importance_statistics": importance.metadata.get("cache_dir")},
+        "aim": {
+            "omega": omega,
+            "base_method": cfg.merge.base_method,
+            "relax": cfg.merge.relax,
+            "capture_dtype": cfg.acm.dtype,
+            "importance_cache_key": importance.metadata.get("cache_key"),
+            "importance_statistics": importance.metadata.get("cache_dir"),
+        },
     }
     return CoefficientPlan(method, adjust, manifest)
 
 
-def sens_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path],
-               run_dir: Path) -> CoefficientPlan:
+def sens_stage(
+    cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path], run_dir: Path
+) -> CoefficientPlan:
     from acm_exp.acm.sensitivity import compute_layer_sensitivity, compute_sens_coefficients
     from acm_exp.calibration import sens_examples
 
@@ -278,19 +330,30 @@ def sens_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model
     sensitivities, texts = [], {}
     for role, model_dir in (("base", model_dirs[0]), ("finetuned", model_dirs[1])):
         examples, texts[role] = sens_examples(calibration, cfg.calibration, cfg.sens, role)
-        log.info("Sens-Merging: sensitivity of the %s model on %d examples, %s texts", role, len(examples),
-                 texts[role])
-        sensitivities.append(compute_layer_sensitivity(
-            model_dir, examples, device=cfg.sens.device, max_memory=cfg.sens.max_memory,
-            offload_dir=cfg.sens.offload_dir, dtype=cfg.sens.dtype, max_tokens=cfg.sens.max_tokens,
-            gradient_checkpointing=cfg.sens.gradient_checkpointing, cache_dir=cfg.sens.cache_dir or cfg.cache_dir,
-            trust_remote_code=cfg.model_pair.trust_remote_code,
-        ))
+        log.info("Sens-Merging: sensitivity of the %s model on %d examples, %s texts", role, len(examples), texts[role])
+        sensitivities.append(
+            compute_layer_sensitivity(
+                model_dir,
+                examples,
+                device=cfg.sens.device,
+                max_memory=cfg.sens.max_memory,
+                offload_dir=cfg.sens.offload_dir,
+                dtype=cfg.sens.dtype,
+                max_tokens=cfg.sens.max_tokens,
+                gradient_checkpointing=cfg.sens.gradient_checkpointing,
+                cache_dir=cfg.sens.cache_dir or cfg.cache_dir,
+                trust_remote_code=cfg.model_pair.trust_remote_code,
+            )
+        )
     coefficients = compute_sens_coefficients(*sensitivities, cfg.merge.alpha, cfg.merge.temperature)
     coefficients_path = coefficients.to_json(run_dir / "coefficients.json")
     coefficients.plot(run_dir / "coefficients.png")
-    log.info("Sens-Merging layer weights (alpha=%s, T=%s) written to %s", cfg.merge.alpha, cfg.merge.temperature,
-             coefficients_path)
+    log.info(
+        "Sens-Merging layer weights (alpha=%s, T=%s) written to %s",
+        cfg.merge.alpha,
+        cfg.merge.temperature,
+        coefficients_path,
+    )
 
     def adjust(name: str) -> Adjustment:
         base_factor, delta_factor = coefficients.adjustment_for(name)
@@ -298,11 +361,16 @@ def sens_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model
 
     manifest = {
         "calibration": _calibration_manifest(calibration),
-        "sens": {"alpha": cfg.merge.alpha, "temperature": cfg.merge.temperature,
-                 "base_answers": cfg.sens.base_answers, "finetuned_answers": cfg.sens.finetuned_answers,
-                 "texts": texts,
-                 "dtype": cfg.sens.dtype, "coefficients": str(coefficients_path),
-                 "sensitivity_cache_keys": [s.metadata.get("cache_key") for s in sensitivities]},
+        "sens": {
+            "alpha": cfg.merge.alpha,
+            "temperature": cfg.merge.temperature,
+            "base_answers": cfg.sens.base_answers,
+            "finetuned_answers": cfg.sens.finetuned_answers,
+            "texts": texts,
+            "dtype": cfg.sens.dtype,
+            "coefficients": str(coefficients_path),
+            "sensitivity_cache_keys": [s.metadata.get("cache_key") for s in sensitivities],
+        },
     }
     return CoefficientPlan(method, adjust, manifest, coefficients_path)
 
@@ -310,8 +378,9 @@ def sens_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model
 COEFFICIENT_STAGES = {"acm": acm_stage, "aim": aim_stage, "sens": sens_stage}
 
 
-def coefficient_stage(cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path],
-                      run_dir: Path) -> CoefficientPlan:
+def coefficient_stage(
+    cfg: DictConfig, method: MergeMethod, refs: list[ModelRef], model_dirs: list[Path], run_dir: Path
+) -> CoefficientPlan:
     if method.coefficients is None:
         return CoefficientPlan(method)
     return COEFFICIENT_STAGES[method.coefficients](cfg, method, refs, model_dirs, run_dir)
@@ -332,31 +401,48 @@ COEFFICIENT_LOCATION_KEYS = ("coefficients", "mi_statistics", "importance_statis
 
 def coefficient_identity(manifest: dict) -> dict:
     """The coefficient manifest without file locations: equal for runs that merge with equal weights."""
-    return {provider: ({key: value for key, value in entry.items() if key not in COEFFICIENT_LOCATION_KEYS}
-                       if isinstance(entry, dict) else entry)
-            for provider, entry in manifest.items()}
+    return {
+        provider: (
+            {key: value for key, value in entry.items() if key not in COEFFICIENT_LOCATION_KEYS}
+            if isinstance(entry, dict)
+            else entry
+        )
+        for provider, entry in manifest.items()
+    }
 
 
-def merge_stage(cfg: DictConfig, method: MergeMethod, model_dirs: list[Path], output_dir: Path,
-                plan: CoefficientPlan | None = None, inputs: MergeInputs | None = None) -> Path:
+def merge_stage(
+    cfg: DictConfig,
+    method: MergeMethod,
+    model_dirs: list[Path],
+    output_dir: Path,
+    plan: CoefficientPlan | None = None,
+    inputs: MergeInputs | None = None,
+) -> Path:
     """Merge into ``output_dir``, or reuse an identical complete merge there; ``inputs``: the models as
     ``check_merge_inputs`` opened and validated them (opened and validated here otherwise)."""
     from acm_exp.eval.runner import code_sandbox_record
 
     refs = model_refs(cfg.model_pair)
-    extra = {"dtype": cfg.merge.dtype, "seed": cfg.merge.seed,
-             "coefficients": coefficient_identity(plan.manifest if plan else {}),
-             "tokenizer_from": cfg.model_pair.tokenizer_from, "tied_head": cfg.model_pair.tied_head}
+    extra = {
+        "dtype": cfg.merge.dtype,
+        "seed": cfg.merge.seed,
+        "coefficients": coefficient_identity(plan.manifest if plan else {}),
+        "tokenizer_from": cfg.model_pair.tokenizer_from,
+        "tied_head": cfg.model_pair.tied_head,
+    }
     fingerprint = request_fingerprint(method, cfg.merge, refs[0].name, [r.name for r in refs[1:]], extra)
     # Checked even when an identical earlier merge is reused: the inputs and settings must still be sound.
     inputs = inputs or open_merge_inputs(cfg, model_dirs)
     try:
         settings = merge_settings(
-            cfg, output_dir,
+            cfg,
+            output_dir,
             manifest_extra={
                 "request_fingerprint": fingerprint,
                 "models": {ref.role: {"id": ref.name, "revision": ref.revision} for ref in refs},
-                "side_files_from": cfg.model_pair.tokenizer_from, "tied_head": cfg.model_pair.tied_head,
+                "side_files_from": cfg.model_pair.tokenizer_from,
+                "tied_head": cfg.model_pair.tied_head,
                 # How model-written code will be run when this merge is evaluated (an opt-out shows here).
                 "code_sandbox": code_sandbox_record(cfg.eval) if cfg.eval.benchmarks else None,
                 **(plan.manifest if plan else {}),
@@ -380,8 +466,13 @@ def merged_model_evaluated(cfg: DictConfig) -> bool:
 
 
 def open_merge_inputs(cfg: DictConfig, model_dirs: list[Path]) -> MergeInputs:
-    return open_inputs(model_dirs[0], model_dirs[1:], allow_pickle=cfg.model_pair.allow_pickle, dtype=cfg.merge.dtype,
-                       tied_head=cfg.model_pair.tied_head)
+    return open_inputs(
+        model_dirs[0],
+        model_dirs[1:],
+        allow_pickle=cfg.model_pair.allow_pickle,
+        dtype=cfg.merge.dtype,
+        tied_head=cfg.model_pair.tied_head,
+    )
 
 
 def merge_settings(cfg: DictConfig, output_dir: Path, manifest_extra: dict | None = None) -> MergeSettings:
@@ -439,24 +530,36 @@ def input_eval_dir(cfg: DictConfig, target: EvalTarget) -> Path:
 
     eval_spec = OmegaConf.to_container(cfg.eval, resolve=True)
     eval_spec.pop("models", None)
-    key_source = {"model": model_identity(target.path), "prompt": cfg.eval.prompt or target.prompt, "role": target.role,
-                  "eval": eval_spec}
+    key_source = {
+        "model": model_identity(target.path),
+        "prompt": cfg.eval.prompt or target.prompt,
+        "role": target.role,
+        "eval": eval_spec,
+    }
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache_root(cfg.cache_dir) / "evaluations" / f"{target.role}-{key}"
 
 
 def evaluation_stage(cfg: DictConfig, model_dirs: list[Path], merged_dir: Path, run_dir: Path) -> list[dict]:
-    from acm_exp.eval.runner import evaluate_model
-
     from filelock import FileLock
+
+    from acm_exp.eval.runner import evaluate_model
 
     rows: list[dict] = []
     for target in evaluation_targets(cfg, model_dirs, merged_dir):
         shared = target.role != "merged"
         out_dir = input_eval_dir(cfg, target) if shared else run_dir / "eval" / target.label
         log.info("evaluating %s (%s) -> %s", target.label, target.path, out_dir)
-        evaluate = functools.partial(evaluate_model, target.path, label=target.label, role=target.role,
-                                     prompt=target.prompt, eval_cfg=cfg.eval, out_dir=out_dir, data_dir=data_dir(cfg))
+        evaluate = functools.partial(
+            evaluate_model,
+            target.path,
+            label=target.label,
+            role=target.role,
+            prompt=target.prompt,
+            eval_cfg=cfg.eval,
+            out_dir=out_dir,
+            data_dir=data_dir(cfg),
+        )
         with measure("evaluation", model=target.label):
             if not shared:
                 rows += evaluate()
@@ -484,9 +587,11 @@ def check_generation_inputs(cfg: DictConfig, model_dirs: list[Path]) -> None:
         for key, benchmark in cfg.eval.benchmarks.items():
             bad = unencodable_stops(tokenizer, stop_strings(prompt, benchmark))
             if bad:
-                raise ConfigError(f"the tokenizer in {target.path} (used for {target.label}) cannot encode the stop "
-                                  f"string(s) {bad} of prompt {prompt!r} on eval.benchmarks.{key}; expected a "
-                                  "tokenizer that represents them (or another eval.prompt)")
+                raise ConfigError(
+                    f"the tokenizer in {target.path} (used for {target.label}) cannot encode the stop "
+                    f"string(s) {bad} of prompt {prompt!r} on eval.benchmarks.{key}; expected a "
+                    "tokenizer that represents them (or another eval.prompt)"
+                )
 
 
 def write_costs(book: costs.CostLedger, run_dir: Path) -> Path:
@@ -503,7 +608,9 @@ def summary_table(rows: list[dict]) -> str:
     if frame.empty:
         return ""
     grouped = frame.groupby(["model", "benchmark"], sort=False)[["accuracy", "mean_tokens"]].mean().reset_index()
-    grouped["cell"] = [f"{acc:5.1f}% / {tokens:6.1f} tok" for acc, tokens in zip(grouped.accuracy, grouped.mean_tokens)]
+    grouped["cell"] = [
+        f"{acc:5.1f}% / {tokens:6.1f} tok" for acc, tokens in zip(grouped.accuracy, grouped.mean_tokens, strict=False)
+    ]
     table = grouped.pivot(index="model", columns="benchmark", values="cell")
     order = [m for m in dict.fromkeys(frame["model"])]
     return table.loc[order].to_string()
@@ -534,10 +641,16 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     OmegaConf.save(cfg, run_dir / "resolved_config.yaml", resolve=True)
     results_dir = resolve_results_dir(cfg.logger.results_dir)
     benchmarks = list(cfg.eval.benchmarks)
-    if benchmarks and not cfg.force and has_complete_results(results_dir, config_hash(cfg), benchmarks,
-                                                             seeds=list(cfg.eval.seeds)):
-        log.info("skipping: results for config %s are complete in %s (force=true redoes the run)",
-                 config_hash(cfg), results_dir)
+    if (
+        benchmarks
+        and not cfg.force
+        and has_complete_results(results_dir, config_hash(cfg), benchmarks, seeds=list(cfg.eval.seeds))
+    ):
+        log.info(
+            "skipping: results for config %s are complete in %s (force=true redoes the run)",
+            config_hash(cfg),
+            results_dir,
+        )
         print(f"skipped: complete results already in {results_dir}")
         return merged_output_dir(cfg, run_dir)
 
@@ -550,12 +663,15 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
             merge_inputs = check_merge_inputs(cfg, model_dirs, merged_output_dir(cfg, run_dir))
         with stage("checking the models' tokenizers"):
             check_generation_inputs(cfg, model_dirs)
-        with stage(f"computing {method.coefficients} coefficients" if method.coefficients else "planning"), \
-                measure("coefficients", provider=method.coefficients):
+        with (
+            stage(f"computing {method.coefficients} coefficients" if method.coefficients else "planning"),
+            measure("coefficients", provider=method.coefficients),
+        ):
             plan = coefficient_stage(cfg, method, refs, model_dirs, run_dir)
         with stage("the merge"), measure("merge", method=plan.method.name):
-            merged_dir = merge_stage(cfg, plan.method, model_dirs, merged_output_dir(cfg, run_dir), plan,
-                                     inputs=merge_inputs)
+            merged_dir = merge_stage(
+                cfg, plan.method, model_dirs, merged_output_dir(cfg, run_dir), plan, inputs=merge_inputs
+            )
         print(f"merged model: {merged_dir}")
         with stage("evaluation"):
             rows = evaluation_stage(cfg, model_dirs, merged_dir, run_dir) if benchmarks else []
@@ -563,11 +679,19 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
         costs_path = write_costs(book, run_dir)
         if rows:
             with stage("recording the results"):
-                table_path = record_run(cfg, run_dir, rows, manifest=manifest,
-                                        coefficients_path=plan.coefficients_path, started_at=started,
-                                        results_dir=results_dir, costs=book.to_dict())
-                tracker.log_results(rows, manifest=manifest, coefficients_path=plan.coefficients_path,
-                                    costs=book.to_dict())
+                table_path = record_run(
+                    cfg,
+                    run_dir,
+                    rows,
+                    manifest=manifest,
+                    coefficients_path=plan.coefficients_path,
+                    started_at=started,
+                    results_dir=results_dir,
+                    costs=book.to_dict(),
+                )
+                tracker.log_results(
+                    rows, manifest=manifest, coefficients_path=plan.coefficients_path, costs=book.to_dict()
+                )
             print(summary_table(rows))
             print(f"results: {table_path}")
     log.info("stage costs: %s", costs_path)

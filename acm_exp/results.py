@@ -47,31 +47,76 @@ RESULTS_DIR_ENV = "ACM_EXP_RESULTS_DIR"
 # are null, so filtering on t=0.7 never matches a TIES run that ignores t.
 HYPER_PARAMETERS = tuple(merge_hyper_parameters())
 ACM_COLUMNS = ("acm_against", "estimator", "bins")
-CALIBRATION_COLUMNS = ("calibration", "calibration_selection", "num_clusters", "per_cluster", "num_samples",
-                       "include_solution", "calibration_samples", "selection_hash")
+CALIBRATION_COLUMNS = (
+    "calibration",
+    "calibration_selection",
+    "num_clusters",
+    "per_cluster",
+    "num_samples",
+    "include_solution",
+    "calibration_samples",
+    "selection_hash",
+)
 METRIC_COLUMNS = ("accuracy", "mean_tokens", "truncation_rate", "reflections", "n", "relative_length")
 # Columns that describe the merge configuration of a run (what distinguishes one method row of a
 # paper table from another).
-CONFIG_COLUMNS = ("model_pair", "base_model", "finetuned_models", "method", *HYPER_PARAMETERS, *ACM_COLUMNS,
-                  *CALIBRATION_COLUMNS)
+CONFIG_COLUMNS = (
+    "model_pair",
+    "base_model",
+    "finetuned_models",
+    "method",
+    *HYPER_PARAMETERS,
+    *ACM_COLUMNS,
+    *CALIBRATION_COLUMNS,
+)
 
 _STRING, _FLOAT, _INT, _BOOL = pa.string(), pa.float64(), pa.int64(), pa.bool_()
-SCHEMA = pa.schema([
-    ("run_id", _STRING), ("sweep_id", _STRING),
-    ("model_pair", _STRING), ("base_model", _STRING), ("finetuned_models", _STRING), ("method", _STRING),
-    *((name, _FLOAT if kind is float else _STRING) for name, kind in merge_hyper_parameters().items()),
-    ("acm_against", _STRING), ("estimator", _STRING), ("bins", _INT),
-    ("calibration", _STRING), ("calibration_selection", _STRING), ("num_clusters", _INT), ("per_cluster", _INT),
-    ("num_samples", _INT), ("include_solution", _BOOL), ("calibration_samples", _INT), ("selection_hash", _STRING),
-    ("model", _STRING), ("role", _STRING), ("benchmark", _STRING), ("seed", _INT),
-    ("accuracy", _FLOAT), ("mean_tokens", _FLOAT), ("truncation_rate", _FLOAT), ("reflections", _FLOAT),
-    ("n", _INT), ("relative_length", _FLOAT),
-    ("config_hash", _STRING), ("git_commit", _STRING), ("started_at", _STRING), ("finished_at", _STRING),
-    ("run_dir", _STRING), ("samples_path", _STRING), ("coefficients_path", _STRING),
-    ("sandbox", _STRING), ("code_grading", _STRING), ("lcb_release", _STRING), ("lcb_start_date", _STRING),
-    ("lcb_end_date", _STRING), ("math_numeric", _STRING),
-    *((name, {float: _FLOAT, int: _INT, bool: _BOOL, str: _STRING}[kind]) for name, kind in COST_COLUMNS.items()),
-])
+SCHEMA = pa.schema(
+    [
+        ("run_id", _STRING),
+        ("sweep_id", _STRING),
+        ("model_pair", _STRING),
+        ("base_model", _STRING),
+        ("finetuned_models", _STRING),
+        ("method", _STRING),
+        *((name, _FLOAT if kind is float else _STRING) for name, kind in merge_hyper_parameters().items()),
+        ("acm_against", _STRING),
+        ("estimator", _STRING),
+        ("bins", _INT),
+        ("calibration", _STRING),
+        ("calibration_selection", _STRING),
+        ("num_clusters", _INT),
+        ("per_cluster", _INT),
+        ("num_samples", _INT),
+        ("include_solution", _BOOL),
+        ("calibration_samples", _INT),
+        ("selection_hash", _STRING),
+        ("model", _STRING),
+        ("role", _STRING),
+        ("benchmark", _STRING),
+        ("seed", _INT),
+        ("accuracy", _FLOAT),
+        ("mean_tokens", _FLOAT),
+        ("truncation_rate", _FLOAT),
+        ("reflections", _FLOAT),
+        ("n", _INT),
+        ("relative_length", _FLOAT),
+        ("config_hash", _STRING),
+        ("git_commit", _STRING),
+        ("started_at", _STRING),
+        ("finished_at", _STRING),
+        ("run_dir", _STRING),
+        ("samples_path", _STRING),
+        ("coefficients_path", _STRING),
+        ("sandbox", _STRING),
+        ("code_grading", _STRING),
+        ("lcb_release", _STRING),
+        ("lcb_start_date", _STRING),
+        ("lcb_end_date", _STRING),
+        ("math_numeric", _STRING),
+        *((name, {float: _FLOAT, int: _INT, bool: _BOOL, str: _STRING}[kind]) for name, kind in COST_COLUMNS.items()),
+    ]
+)
 # How a benchmark's rows were graded (grading_columns); null on benchmarks they do not apply to.
 GRADING_COLUMNS = ("sandbox", "code_grading", "lcb_release", "lcb_start_date", "lcb_end_date", "math_numeric")
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
@@ -82,21 +127,44 @@ _FLOAT_COLUMNS = tuple(f.name for f in SCHEMA if f.type == _FLOAT)
 # Deterministic row order of every table this module returns.
 SORT_COLUMNS = ("model_pair", "method", "t", "run_id", "role", "model", "benchmark", "seed")
 # What `python -m acm_exp.results` shows unless --columns says otherwise.
-DEFAULT_DISPLAY_COLUMNS = ("run_id", "method", "t", "model", "benchmark", "seed", "accuracy", "mean_tokens",
-                           "relative_length", "truncation_rate", "n")
+DEFAULT_DISPLAY_COLUMNS = (
+    "run_id",
+    "method",
+    "t",
+    "model",
+    "benchmark",
+    "seed",
+    "accuracy",
+    "mean_tokens",
+    "relative_length",
+    "truncation_rate",
+    "n",
+)
 
 # Keys of the resolved config that never change results: where things are stored, whether to
 # redo, how to log. Dotted paths; "*" matches any key at that level.
 HASH_EXCLUDED_KEYS = (
-    "hydra", "logger", "force", "cache_dir", "data_dir",
-    "merge.output_dir", "merge.overwrite", "merge.shard_size",
+    "hydra",
+    "logger",
+    "force",
+    "cache_dir",
+    "data_dir",
+    "merge.output_dir",
+    "merge.overwrite",
+    "merge.shard_size",
     "acm.cache_dir",
     # Where and how the models are placed (devices, budgets, offload, tensor parallelism, recomputed
     # activations), never what is computed: as the statistics cache keys (tests/test_placement.py).
-    "acm.device", "acm.max_memory", "acm.offload_dir",
-    "sens.device", "sens.max_memory", "sens.offload_dir", "sens.gradient_checkpointing",
+    "acm.device",
+    "acm.max_memory",
+    "acm.offload_dir",
+    "sens.device",
+    "sens.max_memory",
+    "sens.offload_dir",
+    "sens.gradient_checkpointing",
     "eval.vllm.tensor_parallel_size",
-    "eval.grading_workers", "eval.benchmarks.*.local_path",
+    "eval.grading_workers",
+    "eval.benchmarks.*.local_path",
 )
 _REQUIRED_ROW_KEYS = ("model", "role", "benchmark", "seed", "accuracy", "mean_tokens", "n")
 _RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -215,12 +283,14 @@ def detect_sweep_id() -> str | None:
     return sweep_id_from_dir(str(hydra_cfg.sweep.dir))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def git_commit(repo: Path = REPO_ROOT) -> str:
     """HEAD of the checkout the code runs from (``-dirty`` with uncommitted changes), else 'unknown'."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -256,19 +326,41 @@ def metric_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             raise ValueError(f"evaluation row {dict(row)!r} lacks {missing}")
         if row["seed"] is None:
             continue
-        kept.append({
-            "model": str(row["model"]), "role": str(row["role"]), "benchmark": str(row["benchmark"]),
-            "seed": int(row["seed"]), "accuracy": _float(row["accuracy"]), "mean_tokens": _float(row["mean_tokens"]),
-            "truncation_rate": _float(row.get("truncation_rate")), "reflections": _float(row.get("reflections")),
-            "n": int(row["n"]), "samples_path": _optional_str(row.get("samples_path")),
-        })
-    frame = pd.DataFrame(kept, columns=["model", "role", "benchmark", "seed", "accuracy", "mean_tokens",
-                                        "truncation_rate", "reflections", "n", "samples_path"])
+        kept.append(
+            {
+                "model": str(row["model"]),
+                "role": str(row["role"]),
+                "benchmark": str(row["benchmark"]),
+                "seed": int(row["seed"]),
+                "accuracy": _float(row["accuracy"]),
+                "mean_tokens": _float(row["mean_tokens"]),
+                "truncation_rate": _float(row.get("truncation_rate")),
+                "reflections": _float(row.get("reflections")),
+                "n": int(row["n"]),
+                "samples_path": _optional_str(row.get("samples_path")),
+            }
+        )
+    frame = pd.DataFrame(
+        kept,
+        columns=[
+            "model",
+            "role",
+            "benchmark",
+            "seed",
+            "accuracy",
+            "mean_tokens",
+            "truncation_rate",
+            "reflections",
+            "n",
+            "samples_path",
+        ],
+    )
     duplicated = frame.duplicated(["model", "benchmark", "seed"])
     if duplicated.any():
         first = frame[duplicated].iloc[0]
-        raise ValueError(f"two evaluation rows for model {first.model!r}, benchmark {first.benchmark!r}, "
-                         f"seed {first.seed}")
+        raise ValueError(
+            f"two evaluation rows for model {first.model!r}, benchmark {first.benchmark!r}, seed {first.seed}"
+        )
     frame["relative_length"] = relative_lengths(frame)
     return frame
 
@@ -283,7 +375,9 @@ def relative_lengths(frame: pd.DataFrame) -> pd.Series:
     if reference.empty:
         return pd.Series(math.nan, index=frame.index, dtype="float64")
     reference = reference[reference["model"] == sorted(reference["model"].unique())[0]]
-    by_seed = {(b, s): t for b, s, t in zip(reference["benchmark"], reference["seed"], reference["mean_tokens"])}
+    by_seed = {
+        (b, s): t for b, s, t in zip(reference["benchmark"], reference["seed"], reference["mean_tokens"], strict=False)
+    }
     by_benchmark = reference.groupby("benchmark")["mean_tokens"].mean().to_dict()
 
     def change(benchmark: str, seed: int, tokens: float) -> float:
@@ -292,7 +386,7 @@ def relative_lengths(frame: pd.DataFrame) -> pd.Series:
             return math.nan
         return 100.0 * (tokens - ref) / ref
 
-    values = [change(b, s, t) for b, s, t in zip(frame["benchmark"], frame["seed"], frame["mean_tokens"])]
+    values = [change(b, s, t) for b, s, t in zip(frame["benchmark"], frame["seed"], frame["mean_tokens"], strict=False)]
     return pd.Series(values, index=frame.index, dtype="float64")
 
 
@@ -308,8 +402,9 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def calibration_size(selection: str | None, num_clusters: int | None, per_cluster: int | None,
-                     num_samples: int | None) -> int | None:
+def calibration_size(
+    selection: str | None, num_clusters: int | None, per_cluster: int | None, num_samples: int | None
+) -> int | None:
     """Number of calibration samples a selection takes; None for 'all' (the corpus size)."""
     if selection == "random" and num_samples is not None:
         return int(num_samples)
@@ -318,65 +413,91 @@ def calibration_size(selection: str | None, num_clusters: int | None, per_cluste
     return None
 
 
-def run_columns(cfg: DictConfig, *, run_id: str, sweep_id: str | None, hash_: str,
-                selection_hash: str | None = None) -> dict[str, Any]:
+def run_columns(
+    cfg: DictConfig, *, run_id: str, sweep_id: str | None, hash_: str, selection_hash: str | None = None
+) -> dict[str, Any]:
     """The columns shared by every row of a run (identity and merge configuration)."""
     merge, pair = cfg.merge, cfg.model_pair
     used, coefficients = _method_usage(merge)
     columns: dict[str, Any] = {
-        "run_id": run_id, "sweep_id": sweep_id, "model_pair": pair.name, "base_model": str(pair.base),
-        "finetuned_models": ",".join(str(m) for m in pair.finetuned), "method": merge.method,
+        "run_id": run_id,
+        "sweep_id": sweep_id,
+        "model_pair": pair.name,
+        "base_model": str(pair.base),
+        "finetuned_models": ",".join(str(m) for m in pair.finetuned),
+        "method": merge.method,
     }
     for name in HYPER_PARAMETERS:
         columns[name] = merge[name] if name in used else None
     acm = cfg.get("acm")
     uses_acm = coefficients == "acm" and acm is not None
-    columns.update({
-        "acm_against": acm.against if uses_acm else None,
-        "estimator": acm.estimator if uses_acm else None,
-        "bins": _optional_int(acm.bins) if uses_acm else None,
-    })
+    columns.update(
+        {
+            "acm_against": acm.against if uses_acm else None,
+            "estimator": acm.estimator if uses_acm else None,
+            "bins": _optional_int(acm.bins) if uses_acm else None,
+        }
+    )
     calibration = cfg.get("calibration") if coefficients is not None else None
     if calibration is not None:
         num_samples = _optional_int(calibration.get("num_samples"))
-        columns.update({
-            "calibration": calibration.name, "calibration_selection": calibration.selection,
-            "num_clusters": int(calibration.num_clusters), "per_cluster": int(calibration.per_cluster),
-            "num_samples": num_samples, "include_solution": bool(calibration.include_solution),
-            "calibration_samples": calibration_size(calibration.selection, calibration.num_clusters,
-                                                    calibration.per_cluster, num_samples),
-            "selection_hash": selection_hash,
-        })
+        columns.update(
+            {
+                "calibration": calibration.name,
+                "calibration_selection": calibration.selection,
+                "num_clusters": int(calibration.num_clusters),
+                "per_cluster": int(calibration.per_cluster),
+                "num_samples": num_samples,
+                "include_solution": bool(calibration.include_solution),
+                "calibration_samples": calibration_size(
+                    calibration.selection, calibration.num_clusters, calibration.per_cluster, num_samples
+                ),
+                "selection_hash": selection_hash,
+            }
+        )
     else:
         columns.update({name: None for name in CALIBRATION_COLUMNS})
     columns["config_hash"] = hash_
     return columns
 
 
-def build_rows(cfg: DictConfig, run_dir: str | os.PathLike, rows: Iterable[Mapping[str, Any]], *,
-               run_id: str | None = None, sweep_id: str | None = None,
-               coefficients_path: str | os.PathLike | None = None, selection_hash: str | None = None,
-               started_at: datetime | str | None = None, finished_at: datetime | str | None = None,
-               commit: str | None = None, costs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def build_rows(
+    cfg: DictConfig,
+    run_dir: str | os.PathLike,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    run_id: str | None = None,
+    sweep_id: str | None = None,
+    coefficients_path: str | os.PathLike | None = None,
+    selection_hash: str | None = None,
+    started_at: datetime | str | None = None,
+    finished_at: datetime | str | None = None,
+    commit: str | None = None,
+    costs: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """A run's table rows: its evaluation rows joined with the run's identity and configuration, and
     with what its stages cost (``costs``: a ``CostLedger.to_dict()``; see acm_exp.costs)."""
     hash_ = config_hash(cfg)
-    shared = run_columns(cfg, run_id=run_id or default_run_id(cfg, hash_), sweep_id=sweep_id, hash_=hash_,
-                         selection_hash=selection_hash)
-    shared.update({
-        "git_commit": commit or git_commit(),
-        "started_at": timestamp(started_at),
-        "finished_at": timestamp(finished_at or datetime.now(timezone.utc)),
-        "run_dir": str(Path(run_dir).absolute()),
-        "coefficients_path": str(Path(coefficients_path).absolute()) if coefficients_path else None,
-    })
+    shared = run_columns(
+        cfg, run_id=run_id or default_run_id(cfg, hash_), sweep_id=sweep_id, hash_=hash_, selection_hash=selection_hash
+    )
+    shared.update(
+        {
+            "git_commit": commit or git_commit(),
+            "started_at": timestamp(started_at),
+            "finished_at": timestamp(finished_at or datetime.now(timezone.utc)),
+            "run_dir": str(Path(run_dir).absolute()),
+            "coefficients_path": str(Path(coefficients_path).absolute()) if coefficients_path else None,
+        }
+    )
     metrics = metric_frame(rows)
     records = []
     for row in metrics.to_dict("records"):
         record = {**shared, **grading_columns(cfg, str(row["benchmark"])), **row}
         if costs:
-            record.update(cost_columns(dict(costs), model=str(row["model"]), benchmark=str(row["benchmark"]),
-                                       seed=row["seed"]))
+            record.update(
+                cost_columns(dict(costs), model=str(row["model"]), benchmark=str(row["benchmark"]), seed=row["seed"])
+            )
         if isinstance(record["samples_path"], str):
             record["samples_path"] = str(Path(record["samples_path"]).absolute())
         records.append({name: _cell(name, record.get(name)) for name in COLUMNS})
@@ -434,12 +555,21 @@ def write_rows(results_dir: str | os.PathLike, records: Sequence[Mapping[str, An
     return target
 
 
-def record_run(cfg: DictConfig, run_dir: str | os.PathLike, rows: Iterable[Mapping[str, Any]], *,
-               manifest: Mapping[str, Any] | None = None, coefficients_path: str | os.PathLike | None = None,
-               selection_hash: str | None = None, started_at: datetime | str | None = None,
-               finished_at: datetime | str | None = None, run_id: str | None = None,
-               sweep_id: str | None = None, results_dir: str | os.PathLike | None = None,
-               costs: Mapping[str, Any] | None = None) -> Path | None:
+def record_run(
+    cfg: DictConfig,
+    run_dir: str | os.PathLike,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    manifest: Mapping[str, Any] | None = None,
+    coefficients_path: str | os.PathLike | None = None,
+    selection_hash: str | None = None,
+    started_at: datetime | str | None = None,
+    finished_at: datetime | str | None = None,
+    run_id: str | None = None,
+    sweep_id: str | None = None,
+    results_dir: str | os.PathLike | None = None,
+    costs: Mapping[str, Any] | None = None,
+) -> Path | None:
     """Write a finished run's rows to the results table; returns the run's file (None: no rows).
 
     ``sweep_id`` defaults to the Hydra multirun's (None outside one); ``results_dir`` to
@@ -451,9 +581,18 @@ def record_run(cfg: DictConfig, run_dir: str | os.PathLike, rows: Iterable[Mappi
         calibration = manifest.get("calibration")
         if isinstance(calibration, Mapping):
             selection_hash = calibration.get("selection_hash")
-    records = build_rows(cfg, run_dir, rows, run_id=run_id, sweep_id=sweep_id or detect_sweep_id(),
-                         coefficients_path=coefficients_path, selection_hash=selection_hash,
-                         started_at=started_at, finished_at=finished_at, costs=costs)
+    records = build_rows(
+        cfg,
+        run_dir,
+        rows,
+        run_id=run_id,
+        sweep_id=sweep_id or detect_sweep_id(),
+        coefficients_path=coefficients_path,
+        selection_hash=selection_hash,
+        started_at=started_at,
+        finished_at=finished_at,
+        costs=costs,
+    )
     if not records:
         log.info("no evaluation rows: nothing recorded in the results table")
         return None
@@ -554,8 +693,14 @@ def column_matches(series: pd.Series, column: str, value: Any) -> pd.Series:
     return (series == value).fillna(False).astype(bool)
 
 
-def has_complete_results(results_dir: str | os.PathLike | None, hash_: str, expected_benchmarks: Iterable[str], *,
-                         models: Iterable[str] | None = None, seeds: Iterable[int] | None = None) -> bool:
+def has_complete_results(
+    results_dir: str | os.PathLike | None,
+    hash_: str,
+    expected_benchmarks: Iterable[str],
+    *,
+    models: Iterable[str] | None = None,
+    seeds: Iterable[int] | None = None,
+) -> bool:
     """True when the table holds, for this config hash, a row for every expected benchmark.
 
     ``models`` (labels) and ``seeds`` tighten the check to every (model, benchmark, seed); without
@@ -567,7 +712,7 @@ def has_complete_results(results_dir: str | os.PathLike | None, hash_: str, expe
     table = load_results(results_dir, config_hash=hash_)
     if table.empty:
         return False
-    present = set(zip(table["model"], table["benchmark"], table["seed"].astype(int)))
+    present = set(zip(table["model"], table["benchmark"], table["seed"].astype(int), strict=False))
     wanted_models = set(models) if models is not None else set(table["model"])
     if seeds is None:
         covered = {(m, b) for m, b, _ in present}
@@ -579,8 +724,9 @@ def has_complete_results(results_dir: str | os.PathLike | None, hash_: str, expe
 # Command line
 
 
-def parse_assignments(tokens: Sequence[str], special: Sequence[str] = ("results_dir",)
-                      ) -> tuple[dict[str, Any], dict[str, str]]:
+def parse_assignments(
+    tokens: Sequence[str], special: Sequence[str] = ("results_dir",)
+) -> tuple[dict[str, Any], dict[str, str]]:
     """``key=value`` tokens -> (column filters, special options). ``a,b`` values mean any of them."""
     filters: dict[str, Any] = {}
     options: dict[str, str] = {}
@@ -621,7 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m acm_exp.results",
         description="Print the local results table, filtered by any column (method=acm_ties benchmark=gsm8k; "
-                    "a,b means either). results_dir=DIR reads another table.")
+        "a,b means either). results_dir=DIR reads another table.",
+    )
     parser.add_argument("filters", nargs="*", metavar="column=value")
     parser.add_argument("--columns", help="comma-separated columns to show, or 'all'")
     parser.add_argument("--format", choices=("text", "markdown", "csv"), default="text")

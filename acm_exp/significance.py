@@ -104,8 +104,9 @@ def _macro_mean(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np
     return (sums / sizes).mean(axis=-1)
 
 
-def paired_bootstrap_pvalue(a: Any, b: Any, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                            strata: Any = None) -> float:
+def paired_bootstrap_pvalue(
+    a: Any, b: Any, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, strata: Any = None
+) -> float:
     """Two-sided paired-bootstrap p-value for "mean(a) − mean(b) = 0".
 
     Resample r draws question indices ``numpy.random.default_rng(seed).integers(0, n, size=n)``
@@ -134,8 +135,9 @@ def paired_bootstrap_pvalue(a: Any, b: Any, *, resamples: int = DEFAULT_RESAMPLE
         rows = min(rows_per_chunk, remaining)
         indices = offset + rng.integers(0, bound, size=(rows, len(differences)))
         shifted = np.abs(_macro_mean(differences[indices], starts, sizes) - observed)
-        extreme += int(np.count_nonzero((shifted >= threshold)
-                                        | np.isclose(shifted, threshold, rtol=_TIE_RTOL, atol=_TIE_ATOL)))
+        extreme += int(
+            np.count_nonzero((shifted >= threshold) | np.isclose(shifted, threshold, rtol=_TIE_RTOL, atol=_TIE_ATOL))
+        )
         remaining -= rows
     return (extreme + 1) / (resamples + 1)
 
@@ -166,8 +168,7 @@ def sign_test_pvalue(a: Any, b: Any) -> float:
     return exact_sign_test(wins, losses)
 
 
-def compare(a: Any, b: Any, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-            strata: Any = None) -> Comparison:
+def compare(a: Any, b: Any, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, strata: Any = None) -> Comparison:
     """Both tests on paired per-question correctness; accuracies (macro over strata) in points."""
     a, b = paired_arrays(a, b)
     codes = _stratum_codes(strata, len(a))
@@ -178,9 +179,16 @@ def compare(a: Any, b: Any, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0
 
     wins, losses = wins_losses(a, b)
     accuracy_a, accuracy_b = accuracy(a), accuracy(b)
-    return Comparison(n=len(a), accuracy_a=accuracy_a, accuracy_b=accuracy_b, difference=accuracy_a - accuracy_b,
-                      bootstrap_p=paired_bootstrap_pvalue(a, b, resamples=resamples, seed=seed, strata=strata),
-                      sign_p=sign_test_pvalue(a, b), wins=wins, losses=losses)
+    return Comparison(
+        n=len(a),
+        accuracy_a=accuracy_a,
+        accuracy_b=accuracy_b,
+        difference=accuracy_a - accuracy_b,
+        bootstrap_p=paired_bootstrap_pvalue(a, b, resamples=resamples, seed=seed, strata=strata),
+        sign_p=sign_test_pvalue(a, b),
+        wins=wins,
+        losses=losses,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,8 +237,9 @@ def per_question_correctness(samples_paths: Sequence[str | Path]) -> pd.Series:
     per_seed = [read_correctness(path) for path in samples_paths]
     frame = pd.concat(per_seed, axis=1, join="inner")
     if frame.empty:
-        raise ConfigError(f"samples files {', '.join(map(str, samples_paths))} share no question id; "
-                          "expected seeds of one evaluation")
+        raise ConfigError(
+            f"samples files {', '.join(map(str, samples_paths))} share no question id; expected seeds of one evaluation"
+        )
     return frame.mean(axis=1).sort_index().rename("correct")
 
 
@@ -238,6 +247,8 @@ def align_questions(a: pd.Series, b: pd.Series) -> tuple[list[str], np.ndarray, 
     """The question ids both systems answered (sorted) and their paired values."""
     shared = sorted(set(a.index) & set(b.index))
     if not shared:
-        raise ConfigError(f"the two systems share no question id ({len(a)} and {len(b)} questions); "
-                          "expected evaluations of the same benchmark")
+        raise ConfigError(
+            f"the two systems share no question id ({len(a)} and {len(b)} questions); "
+            "expected evaluations of the same benchmark"
+        )
     return shared, a.loc[shared].to_numpy(dtype=np.float64), b.loc[shared].to_numpy(dtype=np.float64)

@@ -145,8 +145,11 @@ def _steps(terms: list[int]) -> str:
 def _problem(terms: list[int]) -> dict:
     answer = str(sum(terms))
     steps = _steps(terms)
-    return {"question": " + ".join(str(term) for term in terms), "answer": answer,
-            "solution": TOY_LONG_ANSWER_TEMPLATE.format(steps=steps, answer=answer).lstrip()}
+    return {
+        "question": " + ".join(str(term) for term in terms),
+        "answer": answer,
+        "solution": TOY_LONG_ANSWER_TEMPLATE.format(steps=steps, answer=answer).lstrip(),
+    }
 
 
 def _check_split(split: str) -> None:
@@ -198,7 +201,11 @@ def toy_problems(split: str = "test", n: int = 100, seed: int = 0) -> list[dict]
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte-to-printable-character map, which byte-level BPE tokenizers (Qwen's too) use."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\xa1"), ord("\xac") + 1),
+        *range(ord("\xae"), ord("\xff") + 1),
+    ]
     characters = printable[:]
     extra = 0
     for byte in range(256):
@@ -206,7 +213,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             printable.append(byte)
             characters.append(256 + extra)
             extra += 1
-    return dict(zip(printable, map(chr, characters)))
+    return dict(zip(printable, map(chr, characters), strict=False))
 
 
 def build_tokenizer():
@@ -278,7 +285,7 @@ def _training_batch(tokenizer, problems, kinds):
     import torch
 
     rows, prompt_lengths = [], []
-    for problem, kind in zip(problems, kinds):
+    for problem, kind in zip(problems, kinds, strict=False):
         prompt = TOY_PROMPT_TEMPLATE.format(question=problem["question"])
         answer = _answer(problem, kind)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -289,7 +296,7 @@ def _training_batch(tokenizer, problems, kinds):
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, (row, start) in enumerate(zip(rows, prompt_lengths)):
+    for index, (row, start) in enumerate(zip(rows, prompt_lengths, strict=False)):
         input_ids[index, : len(row)] = torch.tensor(row)
         labels[index, start : len(row)] = torch.tensor(row[start:])
         attention_mask[index, : len(row)] = 1
@@ -394,8 +401,16 @@ def build_toy_pair(output_dir: str | os.PathLike, seed: int = 0) -> dict[str, Pa
 
         log.info("training the toy base (step-by-step, then mostly direct answers, %d steps)", RECIPE.base_steps)
         base = _new_model(tokenizer, tie=True)
-        loss = _train(base, tokenizer, steps=RECIPE.base_steps, lr=RECIPE.base_lr, warmup=RECIPE.warmup_steps,
-                      mix=_base_mix, seed=seed, desc="base")
+        loss = _train(
+            base,
+            tokenizer,
+            steps=RECIPE.base_steps,
+            lr=RECIPE.base_lr,
+            warmup=RECIPE.warmup_steps,
+            mix=_base_mix,
+            seed=seed,
+            desc="base",
+        )
         log.info("toy base trained: loss %.3f", loss)
         _save(base, tokenizer, output_dir / "base")
 
@@ -405,10 +420,20 @@ def build_toy_pair(output_dir: str | os.PathLike, seed: int = 0) -> dict[str, Pa
         state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
         finetuned = _new_model(tokenizer, tie=False)
         finetuned.load_state_dict(state)
-        log.info("training the toy fine-tuned model (step-by-step answers with a reflection, %d steps)",
-                 RECIPE.finetune_steps)
-        loss = _train(finetuned, tokenizer, steps=RECIPE.finetune_steps, lr=RECIPE.finetune_lr,
-                      warmup=RECIPE.finetune_warmup_steps, mix=_finetune_mix, seed=seed, desc="finetuned")
+        log.info(
+            "training the toy fine-tuned model (step-by-step answers with a reflection, %d steps)",
+            RECIPE.finetune_steps,
+        )
+        loss = _train(
+            finetuned,
+            tokenizer,
+            steps=RECIPE.finetune_steps,
+            lr=RECIPE.finetune_lr,
+            warmup=RECIPE.finetune_warmup_steps,
+            mix=_finetune_mix,
+            seed=seed,
+            desc="finetuned",
+        )
         log.info("toy fine-tuned model trained: loss %.3f", loss)
         _save(finetuned, tokenizer, output_dir / "finetuned")
     finally:
@@ -425,8 +450,12 @@ _COMPLETE_MARKER = "toy_build.json"
 
 def file_manifest(pair_dir: Path) -> dict[str, dict]:
     """Size and sha256 of every file of the pair's model folders, by path relative to ``pair_dir``."""
-    return {path.relative_to(pair_dir).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-            for role in TOY_ROLES for path in sorted((pair_dir / role).rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(pair_dir).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        for role in TOY_ROLES
+        for path in sorted((pair_dir / role).rglob("*"))
+        if path.is_file()
+    }
 
 
 def manifest_problem(pair_dir: Path, manifest: dict[str, dict]) -> str | None:
@@ -499,8 +528,13 @@ def ensure_toy_model(role: str, cache_dir: str | os.PathLike | None = None, seed
         try:
             started = time.perf_counter()
             build_toy_pair(staging, seed=seed)
-            info = {"toy_version": TOY_VERSION, "seed": seed, "build_seconds": round(time.perf_counter() - started, 2),
-                    "roles": list(TOY_ROLES), "files": file_manifest(staging)}
+            info = {
+                "toy_version": TOY_VERSION,
+                "seed": seed,
+                "build_seconds": round(time.perf_counter() - started, 2),
+                "roles": list(TOY_ROLES),
+                "files": file_manifest(staging),
+            }
             (staging / _COMPLETE_MARKER).write_text(json.dumps(info, indent=2) + "\n")
             os.replace(staging, pair_dir)
         finally:
@@ -518,10 +552,13 @@ def is_toy_id(model_id: str) -> bool:
 def resolve_toy_id(model_id: str, cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
     """The local directory of ``toy:base`` / ``toy:finetuned``, built and cached on first use."""
     if not is_toy_id(model_id):
-        raise ConfigError(f"{model_id!r} is not a toy model id; expected one of "
-                          f"{tuple(TOY_PREFIX + role for role in TOY_ROLES)}")
-    role = model_id[len(TOY_PREFIX):]
+        raise ConfigError(
+            f"{model_id!r} is not a toy model id; expected one of {tuple(TOY_PREFIX + role for role in TOY_ROLES)}"
+        )
+    role = model_id[len(TOY_PREFIX) :]
     if role not in TOY_ROLES:
-        raise ConfigError(f"toy model {model_id!r}: unknown role {role!r}; expected one of "
-                          f"{tuple(TOY_PREFIX + role for role in TOY_ROLES)}")
+        raise ConfigError(
+            f"toy model {model_id!r}: unknown role {role!r}; expected one of "
+            f"{tuple(TOY_PREFIX + role for role in TOY_ROLES)}"
+        )
     return ensure_toy_model(role, cache_dir=cache_dir, seed=seed)

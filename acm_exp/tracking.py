@@ -53,8 +53,14 @@ def cost_summary(costs: Mapping[str, Any]) -> dict[str, Any]:
         if details.get("seed") not in (None, 0):
             parts.append(f"seed{details['seed']}")
         prefix = "cost/" + "/".join(parts)
-        summary.update({f"{prefix}/wall_s": stage["wall_s"], f"{prefix}/cpu_s": stage["cpu_s"],
-                        f"{prefix}/peak_rss_gb": stage["peak_rss_bytes"] / 1024**3, f"{prefix}/cached": stage["cached"]})
+        summary.update(
+            {
+                f"{prefix}/wall_s": stage["wall_s"],
+                f"{prefix}/cpu_s": stage["cpu_s"],
+                f"{prefix}/peak_rss_gb": stage["peak_rss_bytes"] / 1024**3,
+                f"{prefix}/cached": stage["cached"],
+            }
+        )
         if stage.get("tokens_per_s") is not None:
             summary[f"{prefix}/tokens_per_s"] = stage["tokens_per_s"]
         if stage.get("original"):
@@ -71,8 +77,10 @@ def validate_logger_config(logger_cfg: DictConfig | Any) -> None:
         raise ConfigError(f"logger.wandb.mode={wandb_cfg.mode!r}; expected one of {WANDB_MODES}")
     project = wandb_cfg.project
     if not project or len(project) > _MAX_NAME_LENGTH or _PROJECT_FORBIDDEN & set(project):
-        raise ConfigError(f"logger.wandb.project={project!r}; expected a non-empty name of at most "
-                          f"{_MAX_NAME_LENGTH} characters without any of {''.join(sorted(_PROJECT_FORBIDDEN))}")
+        raise ConfigError(
+            f"logger.wandb.project={project!r}; expected a non-empty name of at most "
+            f"{_MAX_NAME_LENGTH} characters without any of {''.join(sorted(_PROJECT_FORBIDDEN))}"
+        )
     entity = wandb_cfg.entity
     if entity is not None and (not entity or "/" in entity):
         raise ConfigError(f"logger.wandb.entity={entity!r}; expected null or a W&B user/team name")
@@ -82,12 +90,18 @@ def validate_logger_config(logger_cfg: DictConfig | Any) -> None:
     for tag in wandb_cfg.tags:
         if not isinstance(tag, str) or not 0 < len(tag) <= _MAX_TAG_LENGTH:
             raise ConfigError(f"logger.wandb.tags has {tag!r}; expected strings of 1 to {_MAX_TAG_LENGTH} characters")
-    if isinstance(wandb_cfg.samples_logged, bool) or not isinstance(wandb_cfg.samples_logged, int) \
-            or wandb_cfg.samples_logged < 0:
+    if (
+        isinstance(wandb_cfg.samples_logged, bool)
+        or not isinstance(wandb_cfg.samples_logged, int)
+        or wandb_cfg.samples_logged < 0
+    ):
         raise ConfigError(f"logger.wandb.samples_logged={wandb_cfg.samples_logged!r}; expected an integer >= 0")
     results_dir = logger_cfg.get("results_dir")
-    if results_dir is not None and Path(results_dir).expanduser().exists() \
-            and not Path(results_dir).expanduser().is_dir():
+    if (
+        results_dir is not None
+        and Path(results_dir).expanduser().exists()
+        and not Path(results_dir).expanduser().is_dir()
+    ):
         raise ConfigError(f"logger.results_dir={results_dir!r} is a file; expected a directory (created if missing)")
 
 
@@ -130,6 +144,7 @@ def sample_ids(ids: Iterable[str], count: int, salt: str = "") -> list[str]:
     Hashing spreads the sample over the benchmark (its first rows are often the easiest) and picks
     the same questions for every model and every rerun, so their answers can be compared.
     """
+
     def key(identifier: str) -> str:
         return hashlib.sha256(f"{salt}\x00{identifier}".encode()).hexdigest()
 
@@ -167,8 +182,7 @@ def sample_table_rows(frame: Any, benchmark: str, count: int) -> tuple[list[str]
         for model, (role, seed, by_id) in records_by_model.items():
             if identifier in by_id:
                 record = by_id[identifier]
-                rows.append([model, role, seed, identifier,
-                             *(_plain(record.get(name)) for name in SAMPLE_FIELDS[1:])])
+                rows.append([model, role, seed, identifier, *(_plain(record.get(name)) for name in SAMPLE_FIELDS[1:])])
     return columns, rows
 
 
@@ -207,9 +221,16 @@ class WandbLogger:
     logging step keeps W&B out of the way of the GPU work. Both are fine.
     """
 
-    def __init__(self, wandb_cfg: DictConfig | Any, run_dir: str | os.PathLike, *, name: str | None = None,
-                 group: str | None = None, config: Mapping[str, Any] | None = None,
-                 job_type: str | None = None) -> None:
+    def __init__(
+        self,
+        wandb_cfg: DictConfig | Any,
+        run_dir: str | os.PathLike,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        job_type: str | None = None,
+    ) -> None:
         self.mode: str = wandb_cfg.mode
         self.project: str = wandb_cfg.project
         self.entity: str | None = wandb_cfg.entity
@@ -224,17 +245,23 @@ class WandbLogger:
         self._wandb: Any = None
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, run_dir: str | os.PathLike, *, run_id: str | None = None,
-                    sweep_id: str | None = None) -> WandbLogger:
+    def from_config(
+        cls, cfg: DictConfig, run_dir: str | os.PathLike, *, run_id: str | None = None, sweep_id: str | None = None
+    ) -> WandbLogger:
         """The run named by the results table's run id, grouped by logger.wandb.group or the sweep id."""
         from acm_exp import results
 
         hash_ = results.config_hash(cfg)
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
         config = {**container, "config_hash": hash_, "git_commit": results.git_commit()}
-        return cls(cfg.logger.wandb, run_dir, name=run_id or results.default_run_id(cfg, hash_),
-                   group=cfg.logger.wandb.group or sweep_id or results.detect_sweep_id(), config=config,
-                   job_type=str(cfg.merge.method))
+        return cls(
+            cfg.logger.wandb,
+            run_dir,
+            name=run_id or results.default_run_id(cfg, hash_),
+            group=cfg.logger.wandb.group or sweep_id or results.detect_sweep_id(),
+            config=config,
+            job_type=str(cfg.merge.method),
+        )
 
     @property
     def active(self) -> bool:
@@ -244,8 +271,9 @@ class WandbLogger:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.finish(exit_code=0 if exc_type is None else 1)
 
     def start(self) -> bool:
@@ -256,9 +284,17 @@ class WandbLogger:
             import wandb
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.run = wandb.init(mode=self.mode, project=self.project, entity=self.entity, group=self.group,
-                                  tags=self.tags or None, name=self.name, job_type=self.job_type,
-                                  dir=str(self.run_dir), config=self.config)
+            self.run = wandb.init(
+                mode=self.mode,
+                project=self.project,
+                entity=self.entity,
+                group=self.group,
+                tags=self.tags or None,
+                name=self.name,
+                job_type=self.job_type,
+                dir=str(self.run_dir),
+                config=self.config,
+            )
             self._wandb = wandb
         except Exception as error:  # W&B must never fail an experiment
             log.warning("W&B disabled for this run: init failed (%s: %s)", type(error).__name__, error)
@@ -277,9 +313,14 @@ class WandbLogger:
         except Exception as error:
             log.warning("W&B: could not log %s (%s: %s)", what, type(error).__name__, error)
 
-    def log_results(self, rows: Iterable[Mapping[str, Any]], *, manifest: Mapping[str, Any] | None = None,
-                    coefficients_path: str | os.PathLike | None = None,
-                    costs: Mapping[str, Any] | None = None) -> None:
+    def log_results(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        manifest: Mapping[str, Any] | None = None,
+        coefficients_path: str | os.PathLike | None = None,
+        costs: Mapping[str, Any] | None = None,
+    ) -> None:
         """Log a run's evaluation rows (the ones given to ``results.record_run``), its stage costs
         (``CostLedger.to_dict()``, as summary metrics) and artifacts."""
         if self.run is None:
@@ -290,8 +331,10 @@ class WandbLogger:
             self._guard("the stage costs", lambda: self.run.summary.update(cost_summary(costs)))
         frame = metric_frame(rows)
         if manifest is not None:
-            self._guard("the merge manifest",
-                        lambda: self.run.config.update({"merge_manifest": dict(manifest)}, allow_val_change=True))
+            self._guard(
+                "the merge manifest",
+                lambda: self.run.config.update({"merge_manifest": dict(manifest)}, allow_val_change=True),
+            )
         if not frame.empty:
             self._guard("the metrics", lambda: self._log_metrics(frame))
         if coefficients_path:
@@ -321,4 +364,3 @@ class WandbLogger:
         columns, data = sample_table_rows(frame, benchmark, self.samples_logged)
         if data:
             self.run.log({f"samples/{benchmark}": self._wandb.Table(columns=columns, data=data)})
-

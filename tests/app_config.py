@@ -1,4 +1,6 @@
-"""The app's Hydra config as tests compose it: `compose_config("merge=ties", ...)` = `python -m acm_exp merge=ties ...`."""
+"""The app's Hydra config as tests compose it.
+
+`compose_config("merge=ties", ...)` = `python -m acm_exp merge=ties ...`."""
 
 from __future__ import annotations
 

@@ -34,8 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEBIAN_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server")
-REQUIRED_PROGRAMS = ("slurmctld", "slurmd", "slurmdbd", "sbatch", "sacct", "munged", "mariadbd",
-                     "mariadb-install-db", "mariadb")
+REQUIRED_PROGRAMS = (
+    "slurmctld",
+    "slurmd",
+    "slurmdbd",
+    "sbatch",
+    "sacct",
+    "munged",
+    "mariadbd",
+    "mariadb-install-db",
+    "mariadb",
+)
 PROGRAM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 INSTALL_TIMEOUT_S = 900
 STATE_FILE = "cluster.json"
@@ -73,14 +82,15 @@ def ensure_packages(timeout_s: float = INSTALL_TIMEOUT_S) -> float:
     if not missing_programs():
         return 0.0
     if os.geteuid() != 0:
-        raise ClusterUnavailable(f"Slurm programs missing ({', '.join(missing_programs())}) and not root to install them")
+        raise ClusterUnavailable(
+            f"Slurm programs missing ({', '.join(missing_programs())}) and not root to install them"
+        )
     apt = find_program("apt-get")
     if apt is None:
         raise ClusterUnavailable(f"Slurm programs missing ({', '.join(missing_programs())}) and no apt-get")
     started = time.monotonic()
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in ([apt, "update", "-qq"],
-                    [apt, "install", "-y", "-qq", "--no-install-recommends", *DEBIAN_PACKAGES]):
+    for command in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "--no-install-recommends", *DEBIAN_PACKAGES]):
         remaining = timeout_s - (time.monotonic() - started)
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=max(remaining, 1))
@@ -161,15 +171,19 @@ class SlurmCluster:
             time.sleep(1)
 
     def save(self) -> None:
-        state = {"hostname": self.hostname, "cpus": self.cpus, "memory_mb": self.memory_mb,
-                 "daemons": self.daemons}
+        state = {"hostname": self.hostname, "cpus": self.cpus, "memory_mb": self.memory_mb, "daemons": self.daemons}
         (self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     @classmethod
     def load(cls, root: Path) -> SlurmCluster:
         state = json.loads((root / STATE_FILE).read_text())
-        return cls(root=root, hostname=state["hostname"], cpus=state["cpus"], memory_mb=state["memory_mb"],
-                   daemons=[(name, pid) for name, pid in state["daemons"]])
+        return cls(
+            root=root,
+            hostname=state["hostname"],
+            cpus=state["cpus"],
+            memory_mb=state["memory_mb"],
+            daemons=[(name, pid) for name, pid in state["daemons"]],
+        )
 
     def stop(self, timeout_s: float = 30) -> None:
         """Cancel all jobs, then stop the recorded daemons, newest first (TERM, then KILL)."""
@@ -178,7 +192,7 @@ class SlurmCluster:
                 self.cancel_all()
             except (OSError, subprocess.TimeoutExpired):
                 pass
-        for name, pid in reversed(self.daemons):
+        for _name, pid in reversed(self.daemons):
             stop_process(pid, timeout_s)
         self.daemons.clear()
         (self.root / STATE_FILE).unlink(missing_ok=True)
@@ -219,13 +233,26 @@ def stop_process(pid: int, timeout_s: float = 30) -> None:
             time.sleep(0.2)
 
 
-def _spawn(cluster: SlurmCluster, name: str, args: list[str], *, user: str | None = None,
-           extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+def _spawn(
+    cluster: SlurmCluster,
+    name: str,
+    args: list[str],
+    *,
+    user: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     """Start a daemon in the foreground of its own session; its PID is recorded at once."""
     output = open(cluster.root / "log" / f"{name}.out", "ab")
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                               start_new_session=True, env={**cluster.env, **(extra_env or {})},
-                               user=user, group=user)
+    process = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**cluster.env, **(extra_env or {})},
+        user=user,
+        group=user,
+    )
     output.close()
     cluster.daemons.append((name, process.pid))
     cluster.save()
@@ -272,9 +299,18 @@ def _start_munge(cluster: SlurmCluster, timeout_s: float) -> None:
 def _write_database_files(cluster: SlurmCluster) -> None:
     (cluster.root / "mysql").mkdir()
     done = subprocess.run(
-        [find_program("mariadb-install-db"), "--no-defaults", f"--datadir={cluster.root / 'mysql' / 'data'}",
-         "--user=root", "--skip-test-db", "--auth-root-authentication-method=socket"],
-        capture_output=True, text=True, timeout=300)
+        [
+            find_program("mariadb-install-db"),
+            "--no-defaults",
+            f"--datadir={cluster.root / 'mysql' / 'data'}",
+            "--user=root",
+            "--skip-test-db",
+            "--auth-root-authentication-method=socket",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode != 0:
         raise ClusterUnavailable(f"mariadb-install-db failed ({done.returncode}): {done.stderr.strip()[-800:]}")
 
@@ -283,21 +319,33 @@ def _start_database(cluster: SlurmCluster, timeout_s: float) -> Path:
     """MariaDB without networking (a socket under root), with a database and user for slurmdbd."""
     _write_database_files(cluster)
     sock = cluster.root / "mysql" / "mysqld.sock"
-    process = _spawn(cluster, "mariadbd", [
-        find_program("mariadbd"), "--no-defaults", f"--datadir={cluster.root / 'mysql' / 'data'}",
-        f"--socket={sock}", f"--pid-file={cluster.root / 'mysql' / 'mariadbd.pid'}", "--skip-networking",
-        "--user=root", f"--log-error={cluster.log('mariadbd')}", "--innodb-buffer-pool-size=64M",
-        "--skip-log-bin",
-    ])
+    process = _spawn(
+        cluster,
+        "mariadbd",
+        [
+            find_program("mariadbd"),
+            "--no-defaults",
+            f"--datadir={cluster.root / 'mysql' / 'data'}",
+            f"--socket={sock}",
+            f"--pid-file={cluster.root / 'mysql' / 'mariadbd.pid'}",
+            "--skip-networking",
+            "--user=root",
+            f"--log-error={cluster.log('mariadbd')}",
+            "--innodb-buffer-pool-size=64M",
+            "--skip-log-bin",
+        ],
+    )
     client = [find_program("mariadb"), "--no-defaults", f"--socket={sock}", "-u", "root"]
 
     def answers() -> bool:
         return subprocess.run([*client, "-e", "SELECT 1"], capture_output=True, timeout=20).returncode == 0
 
     _wait_for("mariadbd", answers, process, cluster, timeout_s)
-    statements = (f"CREATE DATABASE IF NOT EXISTS {DATABASE}; "
-                  f"CREATE USER IF NOT EXISTS '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}'; "
-                  f"GRANT ALL ON {DATABASE}.* TO '{DB_USER}'@'localhost'; FLUSH PRIVILEGES;")
+    statements = (
+        f"CREATE DATABASE IF NOT EXISTS {DATABASE}; "
+        f"CREATE USER IF NOT EXISTS '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}'; "
+        f"GRANT ALL ON {DATABASE}.* TO '{DB_USER}'@'localhost'; FLUSH PRIVILEGES;"
+    )
     done = subprocess.run([*client, "-e", statements], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise ClusterUnavailable(f"creating the accounting database failed: {done.stderr.strip()}")
@@ -314,16 +362,16 @@ ClusterName=acmtest
 SlurmctldHost={host}
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort={ports['slurmctld']}
-SlurmdPort={ports['slurmd']}
+SlurmctldPort={ports["slurmctld"]}
+SlurmdPort={ports["slurmd"]}
 AuthType=auth/munge
 CredType=cred/munge
-StateSaveLocation={root / 'state'}
-SlurmdSpoolDir={root / 'spool'}
-SlurmctldPidFile={root / 'state' / 'slurmctld.pid'}
-SlurmdPidFile={root / 'spool' / 'slurmd.pid'}
-SlurmctldLogFile={cluster.log('slurmctld')}
-SlurmdLogFile={cluster.log('slurmd')}
+StateSaveLocation={root / "state"}
+SlurmdSpoolDir={root / "spool"}
+SlurmctldPidFile={root / "state" / "slurmctld.pid"}
+SlurmdPidFile={root / "spool" / "slurmd.pid"}
+SlurmctldLogFile={cluster.log("slurmctld")}
+SlurmdLogFile={cluster.log("slurmd")}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -338,7 +386,7 @@ ReturnToService=2
 MailProg=/bin/true
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost={host}
-AccountingStoragePort={ports['slurmdbd']}
+AccountingStoragePort={ports["slurmdbd"]}
 JobCompType=jobcomp/none
 NodeName={host} CPUs={cluster.cpus} RealMemory={cluster.memory_mb} State=UNKNOWN
 PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
@@ -347,15 +395,15 @@ PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     dbd_conf.write_text(f"""\
 AuthType=auth/munge
 DbdHost={host}
-DbdPort={ports['slurmdbd']}
+DbdPort={ports["slurmdbd"]}
 SlurmUser=root
 StorageType=accounting_storage/mysql
 StorageHost=localhost
 StorageLoc={DATABASE}
 StorageUser={DB_USER}
 StoragePass={DB_PASSWORD}
-LogFile={cluster.log('slurmdbd')}
-PidFile={root / 'state' / 'slurmdbd.pid'}
+LogFile={cluster.log("slurmdbd")}
+PidFile={root / "state" / "slurmdbd.pid"}
 """)
     dbd_conf.chmod(0o600)
 
@@ -366,8 +414,9 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_cluster(root: str | os.PathLike, *, cpus: int = 4, memory_mb: int | None = None,
-                  timeout_s: float = 90, install: bool = True) -> SlurmCluster:
+def start_cluster(
+    root: str | os.PathLike, *, cpus: int = 4, memory_mb: int | None = None, timeout_s: float = 90, install: bool = True
+) -> SlurmCluster:
     """Install (when missing) and start a one-node cluster under ``root``; ClusterUnavailable if not.
 
     ``cpus`` is what the node declares (SlurmdParameters=config_overrides lets it claim more than
@@ -387,26 +436,40 @@ def start_cluster(root: str | os.PathLike, *, cpus: int = 4, memory_mb: int | No
         raise ClusterUnavailable(f"{root} is not empty; give a new or empty directory")
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
-    cluster = SlurmCluster(root=root, hostname=socket.gethostname().split(".")[0], cpus=cpus,
-                           memory_mb=memory_mb or max(total_memory_mb() - 1024, 1024))
-    ports = dict(zip(("slurmctld", "slurmd", "slurmdbd"), free_ports(3)))
+    cluster = SlurmCluster(
+        root=root,
+        hostname=socket.gethostname().split(".")[0],
+        cpus=cpus,
+        memory_mb=memory_mb or max(total_memory_mb() - 1024, 1024),
+    )
+    ports = dict(zip(("slurmctld", "slurmd", "slurmdbd"), free_ports(3), strict=False))
     _write_slurm_configs(cluster, ports)
     cluster.save()
     try:
         _start_munge(cluster, timeout_s)
         database_socket = _start_database(cluster, timeout_s)
         # libmariadb (slurmdbd's client) takes the socket of StorageHost=localhost from this variable.
-        dbd = _spawn(cluster, "slurmdbd", [find_program("slurmdbd"), "-D"],
-                     extra_env={"MYSQL_UNIX_PORT": str(database_socket)})
+        dbd = _spawn(
+            cluster, "slurmdbd", [find_program("slurmdbd"), "-D"], extra_env={"MYSQL_UNIX_PORT": str(database_socket)}
+        )
         _wait_for("slurmdbd", lambda: _port_open(ports["slurmdbd"]), dbd, cluster, timeout_s)
         ctld = _spawn(cluster, "slurmctld", [find_program("slurmctld"), "-D", "-i", "-f", str(cluster.conf)])
-        _wait_for("slurmctld", lambda: cluster.command("scontrol", "ping", check=False, timeout=10).returncode == 0,
-                  ctld, cluster, timeout_s)
+        _wait_for(
+            "slurmctld",
+            lambda: cluster.command("scontrol", "ping", check=False, timeout=10).returncode == 0,
+            ctld,
+            cluster,
+            timeout_s,
+        )
         slurmd = _spawn(cluster, "slurmd", [find_program("slurmd"), "-D", "-f", str(cluster.conf)])
         _wait_for("the node (sinfo idle)", lambda: cluster.node_state() == "idle", slurmd, cluster, timeout_s)
-        _wait_for("accounting (sacct)", lambda: cluster.command("sacct", "-n", "-X", check=False,
-                                                               timeout=10).returncode == 0,
-                  None, cluster, timeout_s)
+        _wait_for(
+            "accounting (sacct)",
+            lambda: cluster.command("sacct", "-n", "-X", check=False, timeout=10).returncode == 0,
+            None,
+            cluster,
+            timeout_s,
+        )
     except BaseException:
         cluster.stop()
         raise
@@ -429,8 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterUnavailable as error:
         print(f"no cluster: {error}", file=sys.stderr)
         return 1
-    print(f"cluster up in {time.monotonic() - started:.1f} s; daemons: "
-          + ", ".join(f"{name}={pid}" for name, pid in cluster.daemons))
+    print(
+        f"cluster up in {time.monotonic() - started:.1f} s; daemons: "
+        + ", ".join(f"{name}={pid}" for name, pid in cluster.daemons)
+    )
     print(f"export SLURM_CONF={cluster.conf}")
     return 0
 

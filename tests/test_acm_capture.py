@@ -11,10 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2ForCausalLM
+from model_factory import make_pair, tiny_config
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2ForCausalLM,
+)
 
 from acm_exp.acm import (
     MICache,
+    capture,
     capture_point_names,
     collect_mi_statistics,
     compute_coefficients,
@@ -24,12 +33,9 @@ from acm_exp.acm import (
     statistics_spec,
     validate_acm_config,
 )
-from acm_exp.acm import capture
 from acm_exp.acm.capture import tokenize_texts
 from acm_exp.config import AcmConfig
 from acm_exp.errors import ConfigError
-
-from model_factory import make_pair, tiny_config
 
 TEXTS = ["What is 12 + 30?", "compute 7 * 8, then add 1.", "hello world", "a longer question: (3 + 4) * 5 = ?"]
 
@@ -40,8 +46,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def tiny_model(architecture: str = "qwen2", *, layers: int = 2, seed: int = 0, vocab_size: int = 64) -> torch.nn.Module:
     torch.manual_seed(seed)
     if architecture == "mistral":
-        config = MistralConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                               num_attention_heads=4, num_key_value_heads=2)
+        config = MistralConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
         return MistralForCausalLM(config).to(torch.bfloat16).eval()
     model_class = Qwen2ForCausalLM if architecture == "qwen2" else LlamaForCausalLM
     config = tiny_config(architecture, layers=layers, vocab_size=vocab_size)
@@ -51,8 +63,12 @@ def tiny_model(architecture: str = "qwen2", *, layers: int = 2, seed: int = 0, v
 def perturbed(model: torch.nn.Module, seed: int = 1, noise: float = 0.02) -> torch.nn.Module:
     generator = torch.Generator().manual_seed(seed)
     other = type(model)(model.config).to(torch.bfloat16).eval()
-    other.load_state_dict({name: tensor + noise * torch.randn(tensor.shape, generator=generator).to(tensor.dtype)
-                           for name, tensor in model.state_dict().items()})
+    other.load_state_dict(
+        {
+            name: tensor + noise * torch.randn(tensor.shape, generator=generator).to(tensor.dtype)
+            for name, tensor in model.state_dict().items()
+        }
+    )
     return other
 
 
@@ -68,7 +84,13 @@ def token_samples(count: int = 3, vocab_size: int = 64) -> list[list[int]]:
 @pytest.mark.parametrize("architecture", ["qwen2", "llama", "mistral"])
 def test_capture_points_per_architecture(architecture):
     assert capture_point_names(tiny_model(architecture, layers=3)) == (
-        "embed_tokens", "layers.0", "layers.1", "layers.2", "norm", "lm_head")
+        "embed_tokens",
+        "layers.0",
+        "layers.1",
+        "layers.2",
+        "norm",
+        "lm_head",
+    )
 
 
 def test_unsupported_architecture_is_named():
@@ -85,8 +107,10 @@ def reference_activations(model: torch.nn.Module, ids: list[int]) -> dict[str, t
     """The capture points without capture hooks: hidden states, logits and a down_proj hook per layer."""
     tensor = torch.tensor([ids])
     down_proj: dict[int, torch.Tensor] = {}
-    handles = [layer.mlp.down_proj.register_forward_hook(lambda m, i, o, k=k: down_proj.__setitem__(k, o))
-               for k, layer in enumerate(model.model.layers)]
+    handles = [
+        layer.mlp.down_proj.register_forward_hook(lambda m, i, o, k=k: down_proj.__setitem__(k, o))
+        for k, layer in enumerate(model.model.layers)
+    ]
     with torch.inference_mode():
         output = model(input_ids=tensor, output_hidden_states=True, use_cache=False)
     for handle in handles:
@@ -212,8 +236,16 @@ def test_sweep_over_t_runs_one_activation_pass(model_dirs, tmp_path):
 
 def test_results_match_collect_on_the_same_tokens(model_dirs, tmp_path):
     base, tuned = model_dirs
-    statistics = compute_mi_statistics(base, tuned[:1], TEXTS, acm_cfg=AcmConfig(), max_tokens=6,
-                                       cache_dir=tmp_path, model_names=["slow"], progress=False)
+    statistics = compute_mi_statistics(
+        base,
+        tuned[:1],
+        TEXTS,
+        acm_cfg=AcmConfig(),
+        max_tokens=6,
+        cache_dir=tmp_path,
+        model_names=["slow"],
+        progress=False,
+    )
     token_ids = tokenize_texts(base, TEXTS, max_tokens=6)
     assert max(len(ids) for ids in token_ids) == 6
     base_model = capture.load_causal_lm(base, torch.device("cpu"), torch.bfloat16)
@@ -229,7 +261,10 @@ def test_cache_key_depends_on_inputs_but_not_on_t(model_dirs, tmp_path):
     key = MICache(statistics_spec(base, tuned, TEXTS, **default)).key
     assert MICache(statistics_spec(base, tuned, TEXTS, **default)).key == key
     changes = [
-        dict(texts=TEXTS[:-1]), dict(max_tokens=64), dict(dtype="float32"), dict(estimator="histogram", bins=16),
+        dict(texts=TEXTS[:-1]),
+        dict(max_tokens=64),
+        dict(dtype="float32"),
+        dict(estimator="histogram", bins=16),
         dict(compared=tuned[:1]),
     ]
     for change in changes:
@@ -298,16 +333,21 @@ def test_unreadable_cache_entry_is_recomputed(tmp_path):
     cache = MICache({"example": 2}, tmp_path)
     cache.directory.mkdir(parents=True)
     cache.statistics_path.write_bytes(b"PK\x03\x04truncated zip")
-    stats = cache.get_or_compute(lambda: capture.MIStatistics(mi=np.ones((1, 1, 1)), point_names=("a",),
-                                                              model_names=("m",)))
+    stats = cache.get_or_compute(
+        lambda: capture.MIStatistics(mi=np.ones((1, 1, 1)), point_names=("a",), model_names=("m",))
+    )
     assert MICache({"example": 2}, tmp_path).load().mi.shape == stats.mi.shape == (1, 1, 1)
 
 
 def test_config_validation(model_dirs):
     validate_acm_config(AcmConfig())
-    for change, message in [({"against": "both"}, "acm.against"), ({"estimator": "kde"}, "acm.estimator"),
-                            ({"dtype": "int8"}, "acm.dtype"), ({"device": "tpu"}, "acm.device"),
-                            ({"estimator": "histogram"}, "acm.bins")]:
+    for change, message in [
+        ({"against": "both"}, "acm.against"),
+        ({"estimator": "kde"}, "acm.estimator"),
+        ({"dtype": "int8"}, "acm.dtype"),
+        ({"device": "tpu"}, "acm.device"),
+        ({"estimator": "histogram"}, "acm.bins"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             validate_acm_config(AcmConfig(**change))
     base, tuned = model_dirs
@@ -317,23 +357,27 @@ def test_config_validation(model_dirs):
         compute_mi_statistics(base, tuned, [], acm_cfg=AcmConfig(), progress=False)
 
 
-def test_cache_key_is_unchanged_by_the_placement_and_other_hardware_is_logged(model_dirs, tmp_path, monkeypatch,
-                                                                              caplog):
+def test_cache_key_is_unchanged_by_the_placement_and_other_hardware_is_logged(
+    model_dirs, tmp_path, monkeypatch, caplog
+):
     from acm_exp.acm import cache as cache_module
 
     base, tuned = model_dirs
-    first = compute_mi_statistics(base, tuned[:1], TEXTS, acm_cfg=AcmConfig(device="cpu"), cache_dir=tmp_path,
-                                  progress=False)
+    first = compute_mi_statistics(
+        base, tuned[:1], TEXTS, acm_cfg=AcmConfig(device="cpu"), cache_dir=tmp_path, progress=False
+    )
     assert first.metadata["computed_on"] == "cpu" and first.metadata["cost"]["hardware"]["cpu_cores"] >= 1
     # The same statistics asked for on an accelerator: same key, served from the cache, and the
     # difference in hardware is logged (bf16 kernels round differently).
     monkeypatch.setattr(cache_module, "device_kind", lambda device: "cuda: NVIDIA H200")
     before = capture.FORWARD_PASSES
     with caplog.at_level("WARNING"):
-        again = compute_mi_statistics(base, tuned[:1], TEXTS, acm_cfg=AcmConfig(device="auto"), cache_dir=tmp_path,
-                                      progress=False)
+        again = compute_mi_statistics(
+            base, tuned[:1], TEXTS, acm_cfg=AcmConfig(device="auto"), cache_dir=tmp_path, progress=False
+        )
     assert capture.FORWARD_PASSES == before
     assert again.metadata["cache_key"] == first.metadata["cache_key"]
     np.testing.assert_array_equal(again.mi, first.mi)
-    assert any("computed on cpu; this run would compute them on cuda: NVIDIA H200" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "computed on cpu; this run would compute them on cuda: NVIDIA H200" in r.getMessage() for r in caplog.records
+    )

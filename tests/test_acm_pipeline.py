@@ -13,8 +13,7 @@ import torch
 from app_config import compose_config
 from model_factory import load_state
 
-from acm_exp.acm import Coefficients
-from acm_exp.acm import capture
+from acm_exp.acm import Coefficients, capture
 from acm_exp.pipeline import run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,8 +29,14 @@ def cache_dir(toy_pair) -> Path:
 def run_toy(tmp_path: Path, cache_dir: Path, *overrides: str) -> Path:
     # untie: these hand computations cover every tensor of the fine-tuned model, lm_head included
     # (the tied default is checked in test_faithful_defaults.py).
-    cfg = compose_config("eval=none", "logger.wandb.mode=disabled", f"logger.results_dir={tmp_path / 'results'}",
-                         f"cache_dir={cache_dir}", "model_pair.tied_head=untie", *overrides)
+    cfg = compose_config(
+        "eval=none",
+        "logger.wandb.mode=disabled",
+        f"logger.results_dir={tmp_path / 'results'}",
+        f"cache_dir={cache_dir}",
+        "model_pair.tied_head=untie",
+        *overrides,
+    )
     return run(cfg, run_dir=tmp_path / "run")
 
 
@@ -96,11 +101,25 @@ def test_sweep_over_t_runs_one_activation_pass(tmp_path, cache_dir):
 def test_hydra_multirun_sweep_captures_once(tmp_path, cache_dir):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "acm_exp", "-m", "merge=acm_ties", "merge.t=0.5,0.7,0.9", "eval=none",
-         "calibration.per_cluster=2", "logger.wandb.mode=disabled",
-         f"logger.results_dir={tmp_path / 'results'}", f"cache_dir={cache_dir}",
-         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "acm_exp",
+            "-m",
+            "merge=acm_ties",
+            "merge.t=0.5,0.7,0.9",
+            "eval=none",
+            "calibration.per_cluster=2",
+            "logger.wandb.mode=disabled",
+            f"logger.results_dir={tmp_path / 'results'}",
+            f"cache_dir={cache_dir}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     logs = "".join(path.read_text() for path in (tmp_path / "sweep").rglob("*.log"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_factory import make_pair, tiny_config
 from transformers import Qwen2ForCausalLM
 
 from acm_exp.acm import capture, compute_mi_statistics
@@ -24,8 +25,6 @@ from acm_exp.acm.importance import (
 )
 from acm_exp.config import AcmConfig
 from acm_exp.errors import ConfigError
-
-from model_factory import make_pair, tiny_config
 
 TEXTS = ["What is 12 + 30?", "compute 7 * 8, then add 1.", "hello world", "a longer question: (3 + 4) * 5 = ?"]
 
@@ -90,9 +89,14 @@ def reference_weight_inputs(model, samples) -> dict[str, list[torch.Tensor]]:
         mlp_inputs, attention_mixes = {}, {}
         handles = []
         for k, layer in enumerate(model.model.layers):
-            handles.append(layer.mlp.register_forward_hook(lambda m, i, o, k=k: mlp_inputs.__setitem__(k, i[0])))
-            handles.append(layer.self_attn.o_proj.register_forward_hook(
-                lambda m, i, o, k=k: attention_mixes.__setitem__(k, i[0])))
+            handles.append(
+                layer.mlp.register_forward_hook(lambda m, i, o, k=k, store=mlp_inputs: store.__setitem__(k, i[0]))
+            )
+            handles.append(
+                layer.self_attn.o_proj.register_forward_hook(
+                    lambda m, i, o, k=k, store=attention_mixes: store.__setitem__(k, i[0])
+                )
+            )
         with torch.inference_mode():
             output = model(input_ids=torch.tensor([ids]), output_hidden_states=True, use_cache=False)
             for handle in handles:
@@ -132,8 +136,9 @@ def test_causal_lm_matches_hand_computation(tie):
     assert set(importance.importance) == set(reference)
     assert len(importance.importance) == 2 * (7 + 2) + 1 + 1
     for name, per_sample in reference.items():
-        np.testing.assert_allclose(importance.importance[name], expected_importance(per_sample), rtol=1e-9,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            importance.importance[name], expected_importance(per_sample), rtol=1e-9, err_msg=name
+        )
         assert importance.importance[name].dtype == np.float64
         assert importance.importance[name].max() == 1.0
     assert importance.tokens == sum(len(ids) for ids in samples)
@@ -168,13 +173,19 @@ def test_relaxation_factor_hand_values_and_broadcasting():
 
 
 def test_factor_for_weights_only():
-    importance = InputImportance({"model.layers.0.mlp.up_proj.weight": np.array([0.0, 0.5, 1.0]),
-                                  "lm_head.weight": np.array([1.0, 0.25, 0.5])}, tokens=10)
+    importance = InputImportance(
+        {"model.layers.0.mlp.up_proj.weight": np.array([0.0, 0.5, 1.0]), "lm_head.weight": np.array([1.0, 0.25, 0.5])},
+        tokens=10,
+    )
     factor = importance.factor_for("model.layers.0.mlp.up_proj.weight", torch.Size([4, 3]), omega=0.4)
     torch.testing.assert_close(factor, torch.tensor([[1.0, 0.7, 0.4]]))
     torch.testing.assert_close(importance.factor_for("lm_head.weight", (64, 3), 0.4), torch.tensor([[0.4, 0.85, 0.7]]))
-    unrelaxed = [("model.embed_tokens.weight", (64, 3)), ("model.norm.weight", (3,)),
-                 ("model.layers.0.self_attn.q_proj.bias", (3,)), ("model.layers.0.mlp.down_proj.weight", (3, 6))]
+    unrelaxed = [
+        ("model.embed_tokens.weight", (64, 3)),
+        ("model.norm.weight", (3,)),
+        ("model.layers.0.self_attn.q_proj.bias", (3,)),
+        ("model.layers.0.mlp.down_proj.weight", (3, 6)),
+    ]
     for name, shape in unrelaxed:
         assert importance.factor_for(name, shape, 0.4) is None, name
     with pytest.raises(ConfigError, match=r"up_proj.weight has shape \(4, 5\).*3 input channels"):
@@ -186,8 +197,10 @@ def test_factor_for_weights_only():
 
 
 def test_norm_weights_are_relaxed_elementwise_unless_relax_is_linear():
-    importance = InputImportance({"model.norm.weight": np.array([1.0, 0.5, 0.0]),
-                                  "model.layers.0.mlp.up_proj.weight": np.array([0.0, 1.0])}, tokens=4)
+    importance = InputImportance(
+        {"model.norm.weight": np.array([1.0, 0.5, 0.0]), "model.layers.0.mlp.up_proj.weight": np.array([0.0, 1.0])},
+        tokens=4,
+    )
     factor = importance.factor_for("model.norm.weight", (3,), omega=0.4)
     assert factor.shape == (3,)
     torch.testing.assert_close(factor, torch.tensor([0.4, 0.7, 1.0]))
@@ -195,8 +208,10 @@ def test_norm_weights_are_relaxed_elementwise_unless_relax_is_linear():
     merged = torch.ones(3) + torch.tensor([1.0, -2.0, 0.5]) * factor
     torch.testing.assert_close(merged, torch.tensor([1.4, -0.4, 1.5]))
     assert importance.factor_for("model.norm.weight", (3,), 0.4, relax="linear") is None
-    torch.testing.assert_close(importance.factor_for("model.layers.0.mlp.up_proj.weight", (5, 2), 0.4, relax="linear"),
-                               torch.tensor([[1.0, 0.4]]))
+    torch.testing.assert_close(
+        importance.factor_for("model.layers.0.mlp.up_proj.weight", (5, 2), 0.4, relax="linear"),
+        torch.tensor([[1.0, 0.4]]),
+    )
     with pytest.raises(ConfigError, match="merge.relax='norms'"):
         importance.factor_for("model.norm.weight", (3,), 0.4, relax="norms")
 
@@ -205,8 +220,11 @@ def test_tiny_model_relaxes_its_norm_weights():
     model = tiny_qwen()
     importance = collect_input_importance(model, token_samples(), progress=False)
     hidden = model.config.hidden_size
-    for name in ("model.norm.weight", "model.layers.0.input_layernorm.weight",
-                 "model.layers.1.post_attention_layernorm.weight"):
+    for name in (
+        "model.norm.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.1.post_attention_layernorm.weight",
+    ):
         factor = importance.factor_for(name, (hidden,), omega=0.4)
         assert factor is not None and factor.shape == (hidden,), name
         assert float(factor.min()) == pytest.approx(0.4)  # the most active channel keeps ω of its change
@@ -218,8 +236,11 @@ def test_tiny_model_relaxes_its_norm_weights():
 
 
 def test_save_load_round_trip(tmp_path):
-    original = InputImportance({"a.weight": np.array([0.0, 1.0]), "b.weight": np.array([0.5, 1.0, 0.125])}, tokens=42,
-                               metadata={"note": "x", "nested": {"n": 1}})
+    original = InputImportance(
+        {"a.weight": np.array([0.0, 1.0]), "b.weight": np.array([0.5, 1.0, 0.125])},
+        tokens=42,
+        metadata={"note": "x", "nested": {"n": 1}},
+    )
     buffer = io.BytesIO()
     original.save(buffer)
     (tmp_path / "importance.npz").write_bytes(buffer.getvalue())
@@ -271,8 +292,13 @@ def test_cache_key_depends_on_base_texts_tokens_and_dtype(model_dirs):
     default = dict(max_tokens=None, dtype="bfloat16")
     key = ImportanceCache(importance_spec(base, TEXTS, **default)).key
     assert ImportanceCache(importance_spec(base, list(TEXTS), **default)).key == key
-    variants = [(base, TEXTS[:-1], {}), (base, TEXTS[::-1], {}), (base, TEXTS, {"dtype": "float32"}),
-                (base, TEXTS, {"max_tokens": 8}), (tuned[0], TEXTS, {})]
+    variants = [
+        (base, TEXTS[:-1], {}),
+        (base, TEXTS[::-1], {}),
+        (base, TEXTS, {"dtype": "float32"}),
+        (base, TEXTS, {"max_tokens": 8}),
+        (tuned[0], TEXTS, {}),
+    ]
     for path, texts, change in variants:
         assert ImportanceCache(importance_spec(path, texts, **{**default, **change})).key != key, change
 
@@ -288,8 +314,9 @@ def test_acm_capture_fills_the_aim_cache(model_dirs, tmp_path):
     # ACM's pass count is unchanged: the base once per compared model and sample, plus the compared models.
     assert capture.FORWARD_PASSES - before == len(TEXTS) * 2 * len(tuned)
     middle = capture.FORWARD_PASSES
-    shared = compute_input_importance(base, TEXTS, device="cpu", dtype="bfloat16", max_tokens=9, cache_dir=tmp_path,
-                                      progress=False)
+    shared = compute_input_importance(
+        base, TEXTS, device="cpu", dtype="bfloat16", max_tokens=9, cache_dir=tmp_path, progress=False
+    )
     assert capture.FORWARD_PASSES == middle
     # Recorded during one compared model's pass only: every token counted once.
     assert_same_importance(shared, direct_importance(base, max_tokens=9))
@@ -321,15 +348,18 @@ def test_acm_cache_hit_records_nothing(model_dirs, tmp_path):
 # Bad inputs
 
 
-@pytest.mark.parametrize("importance, tokens, message", [
-    ({}, 1, "holds no parameter"),
-    ({"a.weight": np.array([0.5, np.nan])}, 1, "a.weight contains NaN"),
-    ({"a.weight": np.array([-0.1, 1.0])}, 1, r"a.weight spans \[-0.1, 1\]"),
-    ({"a.weight": np.array([0.5, 2.0])}, 1, r"a.weight spans \[0.5, 2\]"),
-    ({"a.weight": np.array([])}, 1, r"a.weight has shape \(0,\)"),
-    ({"a.weight": np.ones((2, 2))}, 1, r"a.weight has shape \(2, 2\)"),
-    ({"a.weight": np.ones(2)}, 0, "tokens=0"),
-])
+@pytest.mark.parametrize(
+    "importance, tokens, message",
+    [
+        ({}, 1, "holds no parameter"),
+        ({"a.weight": np.array([0.5, np.nan])}, 1, "a.weight contains NaN"),
+        ({"a.weight": np.array([-0.1, 1.0])}, 1, r"a.weight spans \[-0.1, 1\]"),
+        ({"a.weight": np.array([0.5, 2.0])}, 1, r"a.weight spans \[0.5, 2\]"),
+        ({"a.weight": np.array([])}, 1, r"a.weight has shape \(0,\)"),
+        ({"a.weight": np.ones((2, 2))}, 1, r"a.weight has shape \(2, 2\)"),
+        ({"a.weight": np.ones(2)}, 0, "tokens=0"),
+    ],
+)
 def test_invalid_importance(importance, tokens, message):
     with pytest.raises(ConfigError, match=message):
         InputImportance(importance, tokens=tokens)

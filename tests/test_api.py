@@ -60,8 +60,8 @@ def test_every_public_name_has_a_docstring_with_an_example(name):
 
 def test_help_lists_every_public_name():
     text = pydoc.render_doc(acm_exp, renderer=pydoc.plaintext)
-    functions = text[text.index("FUNCTIONS"):]
-    classes = text[text.index("CLASSES"):text.index("FUNCTIONS")]
+    functions = text[text.index("FUNCTIONS") :]
+    classes = text[text.index("CLASSES") : text.index("FUNCTIONS")]
     for name in PUBLIC_NAMES:
         section = classes if name[0].isupper() else functions
         assert re.search(rf"^\s*(class )?{name}\(", section, re.MULTILINE), f"help(acm_exp) does not list {name}"
@@ -71,29 +71,44 @@ def test_help_lists_every_public_name():
 # Plain values -> the CLI's config
 
 
-@pytest.mark.parametrize("value", ["toy:base", "/tmp/a b/c,d", "it's", "back\\slash\\", "[1, 2]", "x=y", "null",
-                                   "0.5", "", "a'b\\'c"])
+@pytest.mark.parametrize(
+    "value", ["toy:base", "/tmp/a b/c,d", "it's", "back\\slash\\", "[1, 2]", "x=y", "null", "0.5", "", "a'b\\'c"]
+)
 def test_strings_reach_the_config_verbatim(value):
-    cfg, _ = api.compose_config(["model_pair=custom", f"model_pair.base={api.override_value('b', value)}",
-                                 "model_pair.finetuned=[x/y]"])
+    cfg, _ = api.compose_config(
+        ["model_pair=custom", f"model_pair.base={api.override_value('b', value)}", "model_pair.finetuned=[x/y]"]
+    )
     assert cfg.model_pair.base == value
 
 
-@pytest.mark.parametrize("key,value", [("merge.dtype", None), ("merge.overwrite", True), ("calibration.max_tokens", 7),
-                                       ("merge.k", 0.25), ("merge.scale", -2.5e-8), ("eval.seeds", [0, 1, 2]),
-                                       ("eval.seeds", (4,))])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("merge.dtype", None),
+        ("merge.overwrite", True),
+        ("calibration.max_tokens", 7),
+        ("merge.k", 0.25),
+        ("merge.scale", -2.5e-8),
+        ("eval.seeds", [0, 1, 2]),
+        ("eval.seeds", (4,)),
+    ],
+)
 def test_numbers_lists_and_none_keep_their_type(key, value):
     from omegaconf import OmegaConf
 
     cfg, _ = api.compose_config([f"{key}={api.override_value(key, value)}"])
     chosen = OmegaConf.select(cfg, key)
     assert (list(chosen) if isinstance(value, (list, tuple)) else chosen) == (
-        list(value) if isinstance(value, tuple) else value)
+        list(value) if isinstance(value, tuple) else value
+    )
 
 
 def test_non_finite_numbers_are_passed_as_hydra_spells_them():
-    assert [api.override_value("merge.t", v) for v in (float("inf"), float("-inf"), float("nan"))] == ["inf", "-inf",
-                                                                                                      "nan"]
+    assert [api.override_value("merge.t", v) for v in (float("inf"), float("-inf"), float("nan"))] == [
+        "inf",
+        "-inf",
+        "nan",
+    ]
 
 
 def test_a_value_of_another_type_is_a_one_line_error():
@@ -109,7 +124,10 @@ def test_a_configured_pair_is_chosen_by_its_models_else_custom():
     custom = api.pair_overrides("org/base", ["org/ft-1", Path("/models/ft 2")])
     cfg, _ = api.compose_config(custom)
     assert (cfg.model_pair.name, cfg.model_pair.base, list(cfg.model_pair.finetuned)) == (
-        "custom", "org/base", ["org/ft-1", "/models/ft 2"])
+        "custom",
+        "org/base",
+        ["org/ft-1", "/models/ft 2"],
+    )
 
 
 def test_benchmarks_replace_the_pairs_suite():
@@ -144,11 +162,15 @@ def cli_error(*overrides: str) -> str:
 
 BAD_INPUTS = [
     (lambda: acm_exp.merge_models("toy:base", "toy:finetuned", "ties", k=1.5), ("merge=ties", "merge.k=1.5")),
-    (lambda: acm_exp.merge_models("toy:base", "toy:finetuned", "dare", combine="mean"),
-     ("merge=dare", "merge.combine=mean")),
+    (
+        lambda: acm_exp.merge_models("toy:base", "toy:finetuned", "dare", combine="mean"),
+        ("merge=dare", "merge.combine=mean"),
+    ),
     (lambda: acm_exp.merge_models("toy:base", "toy:finetuned", "no_such_method"), ("merge.method=no_such_method",)),
-    (lambda: acm_exp.merge_models("toy:base", "toy:finetuned", "ties", tokenizer_from="merged"),
-     ("merge=ties", "model_pair.tokenizer_from=merged")),
+    (
+        lambda: acm_exp.merge_models("toy:base", "toy:finetuned", "ties", tokenizer_from="merged"),
+        ("merge=ties", "model_pair.tokenizer_from=merged"),
+    ),
     (lambda: acm_exp.acm_coefficients("toy:base", "toy:finetuned", t=float("nan")), ("merge.t=nan",)),
     (lambda: acm_exp.acm_coefficients("toy:base", "toy:finetuned", shift="max"), ("merge.shift=max",)),
     (lambda: acm_exp.acm_coefficients("toy:base", "toy:finetuned", estimator="kde"), ("acm.estimator=kde",)),
@@ -206,20 +228,46 @@ def test_unknown_settings_and_wrong_types_are_named_in_one_line():
 
 
 def test_results_print_as_one_line_and_as_html_tables(tmp_path):
-    calibration = api.Calibration(texts=["Q: 1 + 2 = ?", "<b>x</b>"], indices=[4, 9], spec="toy:all",
-                                  selection_hash="abc", corpus_size=10, settings={}, cluster_labels=[0, 1])
+    calibration = api.Calibration(
+        texts=["Q: 1 + 2 = ?", "<b>x</b>"],
+        indices=[4, 9],
+        spec="toy:all",
+        selection_hash="abc",
+        corpus_size=10,
+        settings={},
+        cluster_labels=[0, 1],
+    )
     assert repr(calibration) == "Calibration(toy:all: 2 of 10 rows, selection abc)" and len(calibration) == 2
     assert "<td>&lt;b&gt;x&lt;/b&gt;</td>" in calibration._repr_html_()
-    rows = [{"model": "merged", "role": "merged", "benchmark": "toy", "seed": 0, "n": 3, "accuracy": 66.7,
-             "mean_tokens": 31.0, "truncation_rate": 33.3, "reflections": 0.0, "samples_path": None}]
+    rows = [
+        {
+            "model": "merged",
+            "role": "merged",
+            "benchmark": "toy",
+            "seed": 0,
+            "n": 3,
+            "accuracy": 66.7,
+            "mean_tokens": 31.0,
+            "truncation_rate": 33.3,
+            "reflections": 0.0,
+            "samples_path": None,
+        }
+    ]
     result = api.EvalResult(model="toy:base", role="base", path=tmp_path, rows=rows, samples={})
     assert repr(result) == "EvalResult(toy:base [base]: toy: 66.7% / 31 tok (n=3))"
     assert result.accuracy == {"toy": 66.7} and list(result.metrics["accuracy"]) == [66.7]
     assert "<th>accuracy</th>" in result._repr_html_()
-    merged = api.MergeResult(output_dir=tmp_path, manifest={"request_fingerprint": "f00", "parameters": {"k": 0.5},
-                                                            "inputs": [{"role": "base", "path": "b",
-                                                                        "content_hash": "h"}]},
-                             timings={"merge": 1.5}, run_dir=tmp_path, method="ties")
+    merged = api.MergeResult(
+        output_dir=tmp_path,
+        manifest={
+            "request_fingerprint": "f00",
+            "parameters": {"k": 0.5},
+            "inputs": [{"role": "base", "path": "b", "content_hash": "h"}],
+        },
+        timings={"merge": 1.5},
+        run_dir=tmp_path,
+        method="ties",
+    )
     assert repr(merged) == f"MergeResult(ties(k=0.5) -> {tmp_path}, 1.5 s, fingerprint f00)"
     assert "<td>merge.k</td><td>0.5</td>" in merged._repr_html_()
 
@@ -245,12 +293,15 @@ def caches_sharing_the_toy_pair(toy_pair, root: Path, *names: str) -> list[Path]
 
 def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "acm_exp", *overrides], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "acm_exp", *overrides], capture_output=True, text=True, cwd=cwd, env=env, timeout=1800
+    )
 
 
 def file_digests(directory: Path) -> dict[str, str]:
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(directory.glob("*.safetensors"))}
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(directory.glob("*.safetensors"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -260,10 +311,19 @@ def toy_runs(toy_pair, tmp_path_factory):
     cli_cache, api_cache = caches_sharing_the_toy_pair(toy_pair, root, "cli_cache", "api_cache")
     cli = {"run": root / "cli_run", "out": root / "cli_merged", "results": root / "cli_results", "cache": cli_cache}
     completed = run_cli(
-        "model_pair=toy", "merge=acm_ties", "merge.t=0.7", f"calibration.per_cluster={PER_CLUSTER}",
-        f"eval.limit={LIMIT}", f"eval.max_new_tokens={MAX_NEW_TOKENS}", f"eval.base_max_new_tokens={MAX_NEW_TOKENS}",
-        "logger.wandb.mode=disabled", f"logger.results_dir={cli['results']}", f"cache_dir={cli_cache}",
-        f"hydra.run.dir={cli['run']}", f"merge.output_dir={cli['out']}", cwd=root,
+        "model_pair=toy",
+        "merge=acm_ties",
+        "merge.t=0.7",
+        f"calibration.per_cluster={PER_CLUSTER}",
+        f"eval.limit={LIMIT}",
+        f"eval.max_new_tokens={MAX_NEW_TOKENS}",
+        f"eval.base_max_new_tokens={MAX_NEW_TOKENS}",
+        "logger.wandb.mode=disabled",
+        f"logger.results_dir={cli['results']}",
+        f"cache_dir={cli_cache}",
+        f"hydra.run.dir={cli['run']}",
+        f"merge.output_dir={cli['out']}",
+        cwd=root,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
@@ -271,17 +331,34 @@ def toy_runs(toy_pair, tmp_path_factory):
 
     passes = capture.FORWARD_PASSES
     calibration = acm_exp.select_calibration("toy", per_cluster=PER_CLUSTER, cache_dir=api_cache)
-    coefficients = acm_exp.acm_coefficients("toy:base", "toy:finetuned", calibration, t=0.7, cache_dir=api_cache,
-                                            run_dir=root / "api_run")
-    merged = acm_exp.merge_models("toy:base", "toy:finetuned", "acm_ties", out=root / "api_merged",
-                                  coefficients=coefficients, cache_dir=api_cache)
-    evaluated = acm_exp.evaluate(merged, limit=LIMIT, max_new_tokens=MAX_NEW_TOKENS, cache_dir=api_cache,
-                                 results_dir=root / "api_results")
-    base = acm_exp.evaluate("toy:base", ("toy",), limit=LIMIT, max_new_tokens=MAX_NEW_TOKENS, cache_dir=api_cache,
-                            results_dir=root / "api_results")
-    return {"root": root, "cli": cli, "api_cache": api_cache, "calibration": calibration,
-            "coefficients": coefficients, "merged": merged, "evaluated": evaluated, "base": base,
-            "api_forward_passes": capture.FORWARD_PASSES - passes}
+    coefficients = acm_exp.acm_coefficients(
+        "toy:base", "toy:finetuned", calibration, t=0.7, cache_dir=api_cache, run_dir=root / "api_run"
+    )
+    merged = acm_exp.merge_models(
+        "toy:base", "toy:finetuned", "acm_ties", out=root / "api_merged", coefficients=coefficients, cache_dir=api_cache
+    )
+    evaluated = acm_exp.evaluate(
+        merged, limit=LIMIT, max_new_tokens=MAX_NEW_TOKENS, cache_dir=api_cache, results_dir=root / "api_results"
+    )
+    base = acm_exp.evaluate(
+        "toy:base",
+        ("toy",),
+        limit=LIMIT,
+        max_new_tokens=MAX_NEW_TOKENS,
+        cache_dir=api_cache,
+        results_dir=root / "api_results",
+    )
+    return {
+        "root": root,
+        "cli": cli,
+        "api_cache": api_cache,
+        "calibration": calibration,
+        "coefficients": coefficients,
+        "merged": merged,
+        "evaluated": evaluated,
+        "base": base,
+        "api_forward_passes": capture.FORWARD_PASSES - passes,
+    }
 
 
 def cli_rows(toy_runs) -> dict[str, dict]:
@@ -351,8 +428,18 @@ def test_recorded_results_match_the_clis_row(toy_runs):
     assert list(table["model"]) == ["merged"]  # only merge results are recorded
     [ours] = table.to_dict("records")
     theirs = cli_rows(toy_runs)["merged"]
-    for column in ("method", "t", "k", "scale", "calibration", "calibration_samples", "selection_hash", "accuracy",
-                   "mean_tokens", "benchmark"):
+    for column in (
+        "method",
+        "t",
+        "k",
+        "scale",
+        "calibration",
+        "calibration_samples",
+        "selection_hash",
+        "accuracy",
+        "mean_tokens",
+        "benchmark",
+    ):
         assert ours[column] == theirs[column], column
     assert toy_runs["evaluated"].results_file is not None
 
@@ -363,8 +450,14 @@ def test_coefficients_reuse_the_clis_mi_cache_and_must_match_the_merge(toy_runs)
 
     before = capture.FORWARD_PASSES
     cli_cache = toy_runs["cli"]["cache"]
-    hotter = acm_exp.acm_coefficients("toy:base", "toy:finetuned", toy_runs["calibration"], t=0.9, cache_dir=cli_cache,
-                                      run_dir=toy_runs["root"] / "t09")
+    hotter = acm_exp.acm_coefficients(
+        "toy:base",
+        "toy:finetuned",
+        toy_runs["calibration"],
+        t=0.9,
+        cache_dir=cli_cache,
+        run_dir=toy_runs["root"] / "t09",
+    )
     assert capture.FORWARD_PASSES == before  # the CLI's statistics, another t
     assert hotter.mi_cache_key == toy_runs["coefficients"].mi_cache_key
     assert hotter.for_point("layers.0") != toy_runs["coefficients"].for_point("layers.0")
@@ -391,18 +484,23 @@ def test_any_method_merges_and_an_identical_request_is_reused(toy_runs):
 
 def readme_example() -> str:
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("\n## Python API\n"):]
-    section = section[:section.index("\n## ", 1)]
+    section = readme[readme.index("\n## Python API\n") :]
+    section = section[: section.index("\n## ", 1)]
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 @pytest.mark.slow
 def test_the_readme_example_runs(toy_runs, tmp_path):
     # The API's cache: its MI statistics are reused, the merge and the evaluation run afresh.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACM_EXP_CACHE": str(toy_runs["api_cache"]),
-           "ACM_EXP_RESULTS_DIR": str(tmp_path / "results")}
-    result = subprocess.run([sys.executable, "-c", readme_example()], capture_output=True, text=True, cwd=tmp_path,
-                            env=env, timeout=1800)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "ACM_EXP_CACHE": str(toy_runs["api_cache"]),
+        "ACM_EXP_RESULTS_DIR": str(tmp_path / "results"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", readme_example()], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1800
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list((tmp_path / "outputs" / "runs").glob("*/*/merged/merge_manifest.json"))) == 1
     assert "{'toy': " in result.stdout and "accuracy" in result.stdout
@@ -412,9 +510,15 @@ def test_a_merges_fingerprint_ignores_where_the_coefficient_files_live():
     from acm_exp.pipeline import coefficient_identity
 
     def manifest(run: str, t: float) -> dict:
-        return {"calibration": {"spec": "toy", "selection_hash": "s", "samples": 8},
-                "acm": {"t": t, "mi_cache_key": "k", "coefficients": f"/{run}/coefficients.json",
-                        "mi_statistics": f"/{run}-cache/mi/k"}}
+        return {
+            "calibration": {"spec": "toy", "selection_hash": "s", "samples": 8},
+            "acm": {
+                "t": t,
+                "mi_cache_key": "k",
+                "coefficients": f"/{run}/coefficients.json",
+                "mi_statistics": f"/{run}-cache/mi/k",
+            },
+        }
 
     assert coefficient_identity(manifest("run1", 0.7)) == coefficient_identity(manifest("run2", 0.7))
     assert coefficient_identity(manifest("run1", 0.7)) != coefficient_identity(manifest("run1", 0.9))
@@ -423,7 +527,9 @@ def test_a_merges_fingerprint_ignores_where_the_coefficient_files_live():
 
 def test_a_calibration_file_is_selected_with_the_clis_settings(tmp_path):
     corpus = tmp_path / "My_Corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"question": f"  question {i} ", "solution": str(i)}) + "\n" for i in range(5)))
+    corpus.write_text(
+        "".join(json.dumps({"question": f"  question {i} ", "solution": str(i)}) + "\n" for i in range(5))
+    )
     calibration = acm_exp.select_calibration(corpus, selection="all", include_solution=True, cache_dir=tmp_path)
     assert calibration.texts == [f"question {i}\n\n{i}" for i in range(5)] and calibration.indices == [0, 1, 2, 3, 4]
     assert calibration.spec == "my_corpus:all+solution" and calibration.settings["source"] == str(corpus)

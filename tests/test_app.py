@@ -19,8 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_app(*overrides: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "acm_exp", *overrides], capture_output=True, text=True,
-                          cwd=cwd or REPO, env=env, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "acm_exp", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +39,25 @@ def pair_overrides(pair) -> list[str]:
     return [f"model_pair.base={base}", f"model_pair.finetuned=[{','.join(map(str, finetuned))}]"]
 
 
-@pytest.mark.parametrize("method,params", [
-    ("average", []),
-    ("task_arithmetic", ["merge.scale=0.7"]),
-    ("ties", ["merge.scale=1.0", "merge.k=0.8"]),
-    ("dare", ["merge.scale=0.7", "merge.p=0.3"]),
-])
+@pytest.mark.parametrize(
+    "method,params",
+    [
+        ("average", []),
+        ("task_arithmetic", ["merge.scale=0.7"]),
+        ("ties", ["merge.scale=1.0", "merge.k=0.8"]),
+        ("dare", ["merge.scale=0.7", "merge.p=0.3"]),
+    ],
+)
 def test_command_line_contract_merges_each_method(tmp_path, pair, method, params):
     output = tmp_path / "merged"
-    result = run_app(*pair_overrides(pair), f"merge={method}", *params, f"merge.output_dir={output}", "eval=none",
-                     f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_app(
+        *pair_overrides(pair),
+        f"merge={method}",
+        *params,
+        f"merge.output_dir={output}",
+        "eval=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 0, result.stderr
     assert f"merged model: {output}" in result.stdout
     manifest = json.loads((output / "merge_manifest.json").read_text())
@@ -67,8 +82,12 @@ def test_bad_value_exits_nonzero_with_one_line_error(tmp_path, pair):
 
 
 def test_missing_model_directory_fails_before_any_work(tmp_path, pair):
-    result = run_app(f"model_pair.base={tmp_path / 'nope'}", f"model_pair.finetuned=[{pair[1][0]}]", "eval=none",
-                     f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_app(
+        f"model_pair.base={tmp_path / 'nope'}",
+        f"model_pair.finetuned=[{pair[1][0]}]",
+        "eval=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert result.returncode != 0
     assert f"acm_exp: error: model_pair.base='{tmp_path / 'nope'}': no such local directory" in result.stderr
 
@@ -76,8 +95,13 @@ def test_missing_model_directory_fails_before_any_work(tmp_path, pair):
 def test_existing_output_is_kept_and_reported(tmp_path, pair):
     output = tmp_path / "merged"
     output.mkdir()
-    result = run_app(*pair_overrides(pair), "merge=ties", f"merge.output_dir={output}", "eval=none",
-                     f"hydra.run.dir={tmp_path / 'r'}")
+    result = run_app(
+        *pair_overrides(pair),
+        "merge=ties",
+        f"merge.output_dir={output}",
+        "eval=none",
+        f"hydra.run.dir={tmp_path / 'r'}",
+    )
     assert result.returncode != 0
     assert "already exists; set merge.overwrite=true" in result.stderr
 
@@ -102,7 +126,9 @@ def test_unknown_key_and_wrong_type_fail_at_compose_time(tmp_path):
 
 
 def test_unused_parameter_is_reported(tmp_path, pair):
-    result = run_app(*pair_overrides(pair), "merge=average", "merge.p=0.5", "eval=none", f"hydra.run.dir={tmp_path / 'r'}")
+    result = run_app(
+        *pair_overrides(pair), "merge=average", "merge.p=0.5", "eval=none", f"hydra.run.dir={tmp_path / 'r'}"
+    )
     assert result.returncode == 0, result.stderr
     assert "merge.p=0.5 is not used by merge=average" in result.stdout + result.stderr
 
@@ -126,8 +152,14 @@ def test_every_model_pair_config_composes():
 def test_merged_tensors_match_hand_computation_through_the_app(tmp_path, pair):
     base, finetuned = pair
     output = tmp_path / "merged"
-    result = run_app(*pair_overrides(pair), "merge=task_arithmetic", "merge.scale=0.5", f"merge.output_dir={output}",
-                     "eval=none", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_app(
+        *pair_overrides(pair),
+        "merge=task_arithmetic",
+        "merge.scale=0.5",
+        f"merge.output_dir={output}",
+        "eval=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 0, result.stderr
     merged, b, f = load_state(output), load_state(base), load_state(finetuned[0])
     for name in b:

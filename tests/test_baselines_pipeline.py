@@ -31,9 +31,15 @@ def cache_dir(toy_pair, tmp_path_factory) -> Path:
 def run_toy(tmp_path: Path, cache_dir: Path, *overrides: str) -> Path:
     # untie: these hand computations cover every tensor of the fine-tuned model, lm_head included
     # (the tied default is checked in test_faithful_defaults.py).
-    cfg = compose_config("eval=none", "logger.wandb.mode=disabled", f"logger.results_dir={tmp_path / 'results'}",
-                         f"cache_dir={cache_dir}", "calibration.per_cluster=3", "model_pair.tied_head=untie",
-                         *overrides)
+    cfg = compose_config(
+        "eval=none",
+        "logger.wandb.mode=disabled",
+        f"logger.results_dir={tmp_path / 'results'}",
+        f"cache_dir={cache_dir}",
+        "calibration.per_cluster=3",
+        "model_pair.tied_head=untie",
+        *overrides,
+    )
     return run(cfg, run_dir=tmp_path / "run")
 
 
@@ -74,14 +80,14 @@ def test_aim_relaxes_the_ties_delta_per_input_channel_and_reuses_the_acm_capture
     assert '"importance_cache_key"' in (merged_dir / "merge_manifest.json").read_text()
 
 
-def test_sens_weights_layers_by_sensitivity_and_leaves_other_tensors_as_task_arithmetic(tmp_path, toy_pair,
-                                                                                         cache_dir):
+def test_sens_weights_layers_by_sensitivity_and_leaves_other_tensors_as_task_arithmetic(tmp_path, toy_pair, cache_dir):
     merged_dir = run_toy(tmp_path, cache_dir, "merge=sens", "merge.alpha=0.6", "merge.temperature=0.5")
     coefficients = SensCoefficients.from_json(tmp_path / "run" / "coefficients.json")
     assert (tmp_path / "run" / "coefficients.png").is_file()
     assert coefficients.alpha == 0.6 and coefficients.num_layers == 2
-    torch.testing.assert_close(torch.as_tensor(coefficients.c_base + coefficients.c_ft), torch.full((2,), 2.0,
-                                                                                                    dtype=torch.float64))
+    torch.testing.assert_close(
+        torch.as_tensor(coefficients.c_base + coefficients.c_ft), torch.full((2,), 2.0, dtype=torch.float64)
+    )
     assert len(set(coefficients.c_ft.round(6))) == 2  # the two layers got different weights
     base, finetuned, merged = load_state(toy_pair["base"]), load_state(toy_pair["finetuned"]), load_state(merged_dir)
     for name, tensor in finetuned.items():
@@ -93,5 +99,10 @@ def test_sens_weights_layers_by_sensitivity_and_leaves_other_tensors_as_task_ari
             expected = c_ft * (0.6 * tau) + c_base * theta0
         else:
             expected = 0.6 * tau + theta0
-        torch.testing.assert_close(merged[name].float(), expected.to(torch.bfloat16).float(), rtol=0,
-                                   atol=float(expected.abs().max()) * 2 ** -7, msg=name)
+        torch.testing.assert_close(
+            merged[name].float(),
+            expected.to(torch.bfloat16).float(),
+            rtol=0,
+            atol=float(expected.abs().max()) * 2**-7,
+            msg=name,
+        )

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from acm_exp import calibration
-from acm_exp.calibration import (CalibrationSet, cluster_texts, load_corpus, resolve_embedding_model,
-                                 select_calibration)
+from acm_exp.calibration import CalibrationSet, cluster_texts, load_corpus, resolve_embedding_model, select_calibration
 from acm_exp.config import CalibrationConfig
 from acm_exp.errors import ConfigError
 
@@ -73,8 +72,10 @@ def counted_embeddings(monkeypatch) -> list[int]:
 
 
 def _rows(n: int) -> list[dict]:
-    return [{"idx": i, "question": f"question number {i} about topic {i % 7}", "solution": f"solution {i}"}
-            for i in range(n)]
+    return [
+        {"idx": i, "question": f"question number {i} about topic {i % 7}", "solution": f"solution {i}"}
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -130,8 +131,9 @@ def test_s1k_selection_is_deterministic_and_cached(s1k_cache, shared_data_dir, m
 
 def test_toy_source_with_the_real_model(tmp_path):
     pytest.importorskip("acm_exp.toy")
-    cfg = CalibrationConfig(name="toy", source="toy", split="calibration", corpus_size=60, num_clusters=4,
-                            per_cluster=3)
+    cfg = CalibrationConfig(
+        name="toy", source="toy", split="calibration", corpus_size=60, num_clusters=4, per_cluster=3
+    )
     with offline_only():
         selected = select_calibration(cfg, cache_dir=tmp_path)
     assert len(selected.texts) == 12 and selected.corpus_size == 60
@@ -170,8 +172,9 @@ def test_cluster_texts_embeds_once(tmp_path, counted_embeddings):
 
 
 def test_cluster_pick_random_and_small_clusters(jsonl_corpus, tmp_path, counted_embeddings):
-    cfg = CalibrationConfig(name="local", source=str(jsonl_corpus), num_clusters=8, per_cluster=6,
-                            cluster_pick="random", seed=3)
+    cfg = CalibrationConfig(
+        name="local", source=str(jsonl_corpus), num_clusters=8, per_cluster=6, cluster_pick="random", seed=3
+    )
     selected = select_calibration(cfg, cache_dir=tmp_path)
     assert selected.spec == "local:cluster(k=8,per=6,seed=3,pick=random)"
     taken = collections.Counter(selected.cluster_labels)
@@ -265,22 +268,25 @@ def test_unreachable_hub_source_is_a_config_error(monkeypatch, tmp_path):
 # --- bad inputs --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"selection": "kmeans"}, "calibration.selection='kmeans'"),
-    ({"num_clusters": 0}, "calibration.num_clusters=0"),
-    ({"per_cluster": -1}, "calibration.per_cluster=-1"),
-    ({"num_samples": 0}, "calibration.num_samples=0"),
-    ({"n_init": 0}, "calibration.n_init=0"),
-    ({"max_tokens": 0}, "calibration.max_tokens=0"),
-    ({"cluster_pick": "farthest"}, "calibration.cluster_pick='farthest'"),
-    ({"seed": -1}, "calibration.seed=-1"),
-    ({"num_clusters": 41}, "num_clusters=41 exceeds the corpus size 40"),
-    ({"selection": "random", "num_samples": 41}, "num_samples=41 exceeds the corpus size 40"),
-    ({"text_field": "prompt"}, r"field 'prompt' is not in .*available fields: \['idx', 'question', 'solution'\]"),
-    ({"include_solution": True, "solution_field": "answer"}, "field 'answer' is not in"),
-    ({"include_solution": True, "solution_field": None}, "solution_field is empty"),
-    ({"source": "missing.jsonl"}, "'missing.jsonl' not found"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"selection": "kmeans"}, "calibration.selection='kmeans'"),
+        ({"num_clusters": 0}, "calibration.num_clusters=0"),
+        ({"per_cluster": -1}, "calibration.per_cluster=-1"),
+        ({"num_samples": 0}, "calibration.num_samples=0"),
+        ({"n_init": 0}, "calibration.n_init=0"),
+        ({"max_tokens": 0}, "calibration.max_tokens=0"),
+        ({"cluster_pick": "farthest"}, "calibration.cluster_pick='farthest'"),
+        ({"seed": -1}, "calibration.seed=-1"),
+        ({"num_clusters": 41}, "num_clusters=41 exceeds the corpus size 40"),
+        ({"selection": "random", "num_samples": 41}, "num_samples=41 exceeds the corpus size 40"),
+        ({"text_field": "prompt"}, r"field 'prompt' is not in .*available fields: \['idx', 'question', 'solution'\]"),
+        ({"include_solution": True, "solution_field": "answer"}, "field 'answer' is not in"),
+        ({"include_solution": True, "solution_field": None}, "solution_field is empty"),
+        ({"source": "missing.jsonl"}, "'missing.jsonl' not found"),
+    ],
+)
 def test_bad_config_is_rejected_before_embedding(jsonl_corpus, tmp_path, counted_embeddings, change, message):
     cfg = replace(CalibrationConfig(name="local", source=str(jsonl_corpus)), **change)
     with pytest.raises(ConfigError, match=message):
@@ -299,8 +305,13 @@ def test_bad_files_are_config_errors(tmp_path):
     missing_value.write_text('{"question": "a"}\n{"question": null}\n')
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    cases = [(broken, "line 2 is not JSON"), (scalar, "neither a list of objects"), (text, "expected .json or .jsonl"),
-             (missing_value, "row 1 .* is NoneType; expected a string"), (empty, "has no rows")]
+    cases = [
+        (broken, "line 2 is not JSON"),
+        (scalar, "neither a list of objects"),
+        (text, "expected .json or .jsonl"),
+        (missing_value, "row 1 .* is NoneType; expected a string"),
+        (empty, "has no rows"),
+    ]
     for path, message in cases:
         with pytest.raises(ConfigError, match=message):
             select_calibration(CalibrationConfig(name="bad", source=str(path), selection="all"), cache_dir=tmp_path)
@@ -319,8 +330,9 @@ def test_unloadable_embedding_model_is_a_config_error(jsonl_corpus, tmp_path, mo
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", unavailable)
     calibration._load_sentence_model.cache_clear()
-    cfg = CalibrationConfig(name="local", source=str(jsonl_corpus), num_clusters=2, per_cluster=1,
-                            embedding_model="someone/not-a-model")
+    cfg = CalibrationConfig(
+        name="local", source=str(jsonl_corpus), num_clusters=2, per_cluster=1, embedding_model="someone/not-a-model"
+    )
     with pytest.raises(ConfigError, match="embedding_model='someone/not-a-model'"):
         select_calibration(cfg, cache_dir=tmp_path)
 
@@ -328,10 +340,19 @@ def test_unloadable_embedding_model_is_a_config_error(jsonl_corpus, tmp_path, mo
 def test_answer_examples_give_each_model_its_answer_style():
     from acm_exp.config import SensConfig
 
-    records = [{"question": "What is 2+3?", "solution": "2 plus 3 is $\\boxed{5}$."},
-               {"question": "What is 7-1?", "solution": "Seven minus one: the answer is 6"}]
-    selected = CalibrationSet(name="c", texts=[r["question"] for r in records], indices=[0, 1], selection_hash="h",
-                              spec="s", corpus_size=2, records=records)
+    records = [
+        {"question": "What is 2+3?", "solution": "2 plus 3 is $\\boxed{5}$."},
+        {"question": "What is 7-1?", "solution": "Seven minus one: the answer is 6"},
+    ]
+    selected = CalibrationSet(
+        name="c",
+        texts=[r["question"] for r in records],
+        indices=[0, 1],
+        selection_hash="h",
+        spec="s",
+        corpus_size=2,
+        records=records,
+    )
     cfg = CalibrationConfig(name="c", source="local.jsonl")
     sens = SensConfig()
     long = calibration.answer_examples(selected, cfg, sens, "long")
@@ -344,11 +365,14 @@ def test_answer_examples_give_each_model_its_answer_style():
         calibration.answer_examples(selected, replace(cfg, solution_field=None), sens, "long")
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("base_answers", "medium", "sens.base_answers='medium'; expected one of"),
-    ("long_answer_template", "{steps}", "is not a template with only {solution}"),
-    ("short_answer_template", "no placeholder", "expected a template containing {answer}"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("base_answers", "medium", "sens.base_answers='medium'; expected one of"),
+        ("long_answer_template", "{steps}", "is not a template with only {solution}"),
+        ("short_answer_template", "no placeholder", "expected a template containing {answer}"),
+    ],
+)
 def test_answer_templates_are_validated(field, value, message):
     from acm_exp.config import SensConfig
 
@@ -402,8 +426,9 @@ def _script_pick(rows: list[dict], per_cluster: int, seed: int) -> list[int]:
     """The reference script's walk (get_calib_dataset of project_new/ACM/methods/acm.py), run on a
     `datasets` table with string cluster ids, shuffled by the library itself."""
     datasets = pytest.importorskip("datasets")
-    table = datasets.Dataset.from_list([{"idx": r["idx"], "sentence": r["question"], "cluster_id": str(r["topic"])}
-                                        for r in rows]).shuffle(seed=seed)
+    table = datasets.Dataset.from_list(
+        [{"idx": r["idx"], "sentence": r["question"], "cluster_id": str(r["topic"])} for r in rows]
+    ).shuffle(seed=seed)
     target_cluster_ids = {str(i) for i in range(TOPICS)}
     counter = {cid: 0 for cid in target_cluster_ids}
     picked = []
@@ -426,8 +451,14 @@ def test_reference_pick_reproduces_the_scripts_procedure(tmp_path, monkeypatch, 
     path = tmp_path / "clustered.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     monkeypatch.setattr(calibration, "embed_texts", _topic_embeddings(rows))
-    cfg = CalibrationConfig(name="clustered", source=str(path), num_clusters=TOPICS, per_cluster=per_cluster,
-                            cluster_pick="reference", shuffle_seed=seed)
+    cfg = CalibrationConfig(
+        name="clustered",
+        source=str(path),
+        num_clusters=TOPICS,
+        per_cluster=per_cluster,
+        cluster_pick="reference",
+        shuffle_seed=seed,
+    )
     selected = select_calibration(cfg, cache_dir=tmp_path / "cache")
     expected = _script_pick(rows, per_cluster, seed)
     assert selected.indices == expected
@@ -435,9 +466,11 @@ def test_reference_pick_reproduces_the_scripts_procedure(tmp_path, monkeypatch, 
     assert all(text for text in selected.texts)
     # K-means found the topics: each picked cluster label stands for one topic.
     topics_of_label = {}
-    for index, label in zip(selected.indices, selected.cluster_labels):
+    for index, label in zip(selected.indices, selected.cluster_labels, strict=False):
         assert topics_of_label.setdefault(label, rows[index]["topic"]) == rows[index]["topic"]
-    assert selected.spec == f"clustered:cluster(k={TOPICS},per={per_cluster},seed=42,pick=reference,shuffle_seed={seed})"
+    assert (
+        selected.spec == f"clustered:cluster(k={TOPICS},per={per_cluster},seed=42,pick=reference,shuffle_seed={seed})"
+    )
 
 
 def test_reference_pick_takes_all_of_a_small_cluster_and_skips_blank_questions():
@@ -469,8 +502,9 @@ def test_calibration_record_names_the_source_rows_and_settings(tmp_path, counted
     rows = _clustered_rows()
     path = tmp_path / "clustered.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    cfg = CalibrationConfig(name="clustered", source=str(path), num_clusters=TOPICS, per_cluster=2,
-                            cluster_pick="reference")
+    cfg = CalibrationConfig(
+        name="clustered", source=str(path), num_clusters=TOPICS, per_cluster=2, cluster_pick="reference"
+    )
     selected = select_calibration(cfg, cache_dir=tmp_path / "cache")
     written = calibration.write_calibration_record(selected, cfg, tmp_path / "run")
     assert written == tmp_path / "run" / "calibration.json"
@@ -486,30 +520,45 @@ def test_calibration_record_names_the_source_rows_and_settings(tmp_path, counted
 
 
 def _sens_calibration(records):
-    return CalibrationSet(name="c", texts=[r["question"] for r in records], indices=list(range(len(records))),
-                          selection_hash="h", spec="s", corpus_size=len(records), records=records)
+    return CalibrationSet(
+        name="c",
+        texts=[r["question"] for r in records],
+        indices=list(range(len(records))),
+        selection_hash="h",
+        spec="s",
+        corpus_size=len(records),
+        records=records,
+    )
 
 
 def test_l2s_texts_score_the_base_on_the_short_solution_and_the_finetuned_model_on_its_response():
     from acm_exp.config import SensConfig
 
-    records = [{"question": " What is 2+3? ", "solution": "2 plus 3 is $\\boxed{5}$.\n",
-                "dpsk_res": "<think>\nTwo and three make five.\n</think>\n\n**5**  "}]
+    records = [
+        {
+            "question": " What is 2+3? ",
+            "solution": "2 plus 3 is $\\boxed{5}$.\n",
+            "dpsk_res": "<think>\nTwo and three make five.\n</think>\n\n**5**  ",
+        }
+    ]
     selected, cfg, sens = _sens_calibration(records), CalibrationConfig(name="c", source="x.jsonl"), SensConfig()
     base, base_texts = calibration.sens_examples(selected, cfg, sens, "base")
     # layer_sensitivity_sens.py, prompt_format "question_cot" / "question_dpsk" (the EOS is added when tokenizing)
     assert base == [("<|question|>\nWhat is 2+3?\n\n<|cot_solution|>\n", "2 plus 3 is $\\boxed{5}$.")]
     finetuned, finetuned_texts = calibration.sens_examples(selected, cfg, sens, "finetuned")
-    assert finetuned == [("<|question|>\nWhat is 2+3?\n\n<|dpsk_res|>\n",
-                          "<think>\nTwo and three make five.\n</think>\n\n**5**")]
+    assert finetuned == [
+        ("<|question|>\nWhat is 2+3?\n\n<|dpsk_res|>\n", "<think>\nTwo and three make five.\n</think>\n\n**5**")
+    ]
     assert base_texts == "l2s (solution)" and finetuned_texts == "l2s (dpsk_res)"
 
 
 def test_l2s_texts_fall_back_to_the_templates_without_a_response_and_say_so(caplog):
     from acm_exp.config import SensConfig
 
-    records = [{"question": "What is 2+3?", "solution": "so $\\boxed{5}$"},
-               {"question": "What is 7-1?", "solution": "so $\\boxed{6}$", "dpsk_res": "6"}]
+    records = [
+        {"question": "What is 2+3?", "solution": "so $\\boxed{5}$"},
+        {"question": "What is 7-1?", "solution": "so $\\boxed{6}$", "dpsk_res": "6"},
+    ]
     selected, cfg, sens = _sens_calibration(records), CalibrationConfig(name="c", source="x.jsonl"), SensConfig()
     with caplog.at_level("WARNING", logger="acm_exp.calibration"):
         examples, texts = calibration.sens_examples(selected, cfg, sens, "finetuned")
@@ -527,7 +576,9 @@ def test_template_format_keeps_the_templates_for_both_models():
     selected, cfg = _sens_calibration(records), CalibrationConfig(name="c", source="x.jsonl")
     sens = SensConfig(format="template")
     assert calibration.sens_examples(selected, cfg, sens, "base") == (
-        calibration.answer_examples(selected, cfg, sens, "long"), "template (long answers)")
+        calibration.answer_examples(selected, cfg, sens, "long"),
+        "template (long answers)",
+    )
     with pytest.raises(ConfigError, match="sens.format='mixed'"):
         calibration.validate_answer_templates(SensConfig(format="mixed"))
 
@@ -536,11 +587,106 @@ def test_template_format_keeps_the_templates_for_both_models():
 # its own clustered s1K file (calibration/train.jsonl, whose cluster ids our MiniLM + K-means
 # clustering reproduces: adjusted Rand index 1.0), computed by running the script's loop on it.
 REFERENCE_SCRIPT_S1K_PICK = [
-    910, 640, 8, 360, 719, 235, 573, 190, 936, 918, 912, 677, 832, 798, 594, 889, 321, 968, 145, 134, 950, 895, 347,
-    95, 317, 307, 69, 51, 349, 124, 665, 632, 351, 763, 148, 264, 293, 466, 897, 783, 711, 64, 499, 55, 503, 814, 163,
-    619, 847, 636, 240, 576, 864, 916, 608, 616, 604, 620, 187, 381, 863, 926, 999, 922, 836, 898, 605, 346, 816, 406,
-    595, 361, 429, 908, 48, 255, 99, 586, 39, 794, 295, 267, 299, 778, 302, 370, 393, 764, 376, 16, 93, 273, 542, 772,
-    561, 261, 234, 221, 890, 808,
+    910,
+    640,
+    8,
+    360,
+    719,
+    235,
+    573,
+    190,
+    936,
+    918,
+    912,
+    677,
+    832,
+    798,
+    594,
+    889,
+    321,
+    968,
+    145,
+    134,
+    950,
+    895,
+    347,
+    95,
+    317,
+    307,
+    69,
+    51,
+    349,
+    124,
+    665,
+    632,
+    351,
+    763,
+    148,
+    264,
+    293,
+    466,
+    897,
+    783,
+    711,
+    64,
+    499,
+    55,
+    503,
+    814,
+    163,
+    619,
+    847,
+    636,
+    240,
+    576,
+    864,
+    916,
+    608,
+    616,
+    604,
+    620,
+    187,
+    381,
+    863,
+    926,
+    999,
+    922,
+    836,
+    898,
+    605,
+    346,
+    816,
+    406,
+    595,
+    361,
+    429,
+    908,
+    48,
+    255,
+    99,
+    586,
+    39,
+    794,
+    295,
+    267,
+    299,
+    778,
+    302,
+    370,
+    393,
+    764,
+    376,
+    16,
+    93,
+    273,
+    542,
+    772,
+    561,
+    261,
+    234,
+    221,
+    890,
+    808,
 ]
 
 

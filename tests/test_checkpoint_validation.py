@@ -36,7 +36,7 @@ def single_file(model: Path) -> Path:
 
 def assert_refused_by_safetensors_too(path: Path) -> None:
     # The rule is the format's, not ours: the reference loader refuses the same file.
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (safetensors raises several types)
         load_file(path)
 
 
@@ -119,12 +119,15 @@ def test_offsets_past_the_data_section_are_refused(model):
         open_checkpoint(model)
 
 
-@pytest.mark.parametrize("entry,expected", [
-    ({"shape": [2], "data_offsets": [0, 8]}, "malformed header entry"),
-    ({"dtype": "F8_E9", "shape": [2], "data_offsets": [0, 2]}, "unsupported dtype 'F8_E9'"),
-    ({"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}, "invalid shape"),
-    ({"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}, "invalid data offsets"),
-])
+@pytest.mark.parametrize(
+    "entry,expected",
+    [
+        ({"shape": [2], "data_offsets": [0, 8]}, "malformed header entry"),
+        ({"dtype": "F8_E9", "shape": [2], "data_offsets": [0, 2]}, "unsupported dtype 'F8_E9'"),
+        ({"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}, "invalid shape"),
+        ({"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}, "invalid data offsets"),
+    ],
+)
 def test_malformed_entries_are_one_line_errors(tmp_path, entry, expected):
     directory = tmp_path / "m"
     directory.mkdir()
@@ -184,10 +187,13 @@ def test_index_without_a_weight_map_is_refused(tmp_path):
         open_checkpoint(model)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("{\"model_type\": ", r"config.json is not valid JSON"),
-    ("[1, 2]", r"config.json holds a JSON list; expected an object"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ('{"model_type": ', r"config.json is not valid JSON"),
+        ("[1, 2]", r"config.json holds a JSON list; expected an object"),
+    ],
+)
 def test_config_json_not_an_object_is_one_line_at_validation_and_at_open(model, text, expected):
     from app_config import compose_config
 
@@ -196,8 +202,9 @@ def test_config_json_not_an_object_is_one_line_at_validation_and_at_open(model, 
     (model / "config.json").write_text(text)
     with pytest.raises(ConfigError, match=expected):
         open_checkpoint(model)
-    cfg = compose_config("merge=task_arithmetic", "eval=none", f"model_pair.base={model}",
-                         f"model_pair.finetuned=[{model}]")
+    cfg = compose_config(
+        "merge=task_arithmetic", "eval=none", f"model_pair.base={model}", f"model_pair.finetuned=[{model}]"
+    )
     with pytest.raises(ConfigError, match=expected):
         validate(cfg)
 
@@ -206,7 +213,11 @@ def test_reader_still_matches_safetensors_for_zero_sized_tensors(tmp_path):
     directory = tmp_path / "m"
     directory.mkdir()
     (directory / "config.json").write_text("{}")
-    state = {"a": torch.arange(6, dtype=torch.float32), "empty": torch.zeros(0, 4), "b": torch.ones(3, dtype=torch.bfloat16)}
+    state = {
+        "a": torch.arange(6, dtype=torch.float32),
+        "empty": torch.zeros(0, 4),
+        "b": torch.ones(3, dtype=torch.bfloat16),
+    }
     save_file(state, directory / "model.safetensors")
     with open_checkpoint(directory) as checkpoint:
         for name, tensor in state.items():

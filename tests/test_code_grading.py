@@ -31,16 +31,19 @@ from acm_exp.eval.code import (
 # extract_code
 
 
-@pytest.mark.parametrize("response, expected", [
-    ("Here:\n```python\nx = 1\n```\ndone", "x = 1"),
-    ("draft\n```python\nx = 1\n```\nfinal\n```python\nx = 2\nprint(x)\n```\n", "x = 2\nprint(x)"),
-    ("```py\ny = 3\n```", "y = 3"),
-    ("```\nz = 4\n```", "z = 4"),
-    ("text\n```python\ntruncated = True\n", "truncated = True"),  # no closing fence
-    ("def f():\n    return 1\n", "def f():\n    return 1"),  # no fence at all
-    ("```cpp\nint main() {}\n```", ""),  # no Python block
-    ("```python\nx = 1\n```\n```text\nnot code\n```", "x = 1"),
-])
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("Here:\n```python\nx = 1\n```\ndone", "x = 1"),
+        ("draft\n```python\nx = 1\n```\nfinal\n```python\nx = 2\nprint(x)\n```\n", "x = 2\nprint(x)"),
+        ("```py\ny = 3\n```", "y = 3"),
+        ("```\nz = 4\n```", "z = 4"),
+        ("text\n```python\ntruncated = True\n", "truncated = True"),  # no closing fence
+        ("def f():\n    return 1\n", "def f():\n    return 1"),  # no fence at all
+        ("```cpp\nint main() {}\n```", ""),  # no Python block
+        ("```python\nx = 1\n```\n```text\nnot code\n```", "x = 1"),
+    ],
+)
 def test_lenient_extract_code_takes_the_last_python_block(response: str, expected: str) -> None:
     assert extract_code(response) == expected
 
@@ -71,15 +74,20 @@ def _canonical_response(example: dict) -> str:
 
 def _grade_all(examples: list[dict], responses: list[str], **kwargs) -> list[CodeGrade]:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        return list(pool.map(lambda pair: grade_humaneval_pro(pair[0], pair[1], **kwargs),
-                             zip(examples, responses)))
+        return list(
+            pool.map(
+                lambda pair: grade_humaneval_pro(pair[0], pair[1], **kwargs), zip(examples, responses, strict=False)
+            )
+        )
 
 
 def test_humaneval_pro_prompt_shows_both_stubs(shared_data_dir: Path) -> None:
     example = _humaneval_pro(shared_data_dir)[0]
     prompt = humaneval_pro_prompt(example)
-    assert prompt.startswith("Write a solution of python file to the following problems, the solution of "
-                             "the second problem requires single or multiple calls to the first solution.\n")
+    assert prompt.startswith(
+        "Write a solution of python file to the following problems, the solution of "
+        "the second problem requires single or multiple calls to the first solution.\n"
+    )
     assert prompt.endswith(f"```python\n{example['raw_problem'].strip()}\n{example['new_problem'].strip()}\n```")
     assert humaneval_pro_response_prefix(example) == f"```python\n{example['raw_problem'].strip()}\n"
 
@@ -88,7 +96,7 @@ def test_every_canonical_humaneval_pro_solution_passes(shared_data_dir: Path) ->
     examples = _humaneval_pro(shared_data_dir)
     assert len(examples) == 164
     grades = _grade_all(examples, [_canonical_response(e) for e in examples], timeout_s=20)
-    failed = [(e["id"], g.status, g.detail) for e, g in zip(examples, grades) if not g.passed]
+    failed = [(e["id"], g.status, g.detail) for e, g in zip(examples, grades, strict=False) if not g.passed]
     assert failed == []
     assert all(g.status == "passed" for g in grades)
 
@@ -103,8 +111,10 @@ def test_humaneval_pro_continuation_of_the_response_prefix_passes(shared_data_di
     # The CodeEval-Pro setup: the model continues "```python\n<raw_problem>\n" with the body.
     examples = _humaneval_pro(shared_data_dir)[:16]
     responses = [e["raw_solution"] + e["new_problem"] + e["new_solution"] + "\n```\nDone." for e in examples]
-    grades = [grade_humaneval_pro(e, r, timeout_s=20, response_prefix=humaneval_pro_response_prefix(e))
-              for e, r in zip(examples, responses)]
+    grades = [
+        grade_humaneval_pro(e, r, timeout_s=20, response_prefix=humaneval_pro_response_prefix(e))
+        for e, r in zip(examples, responses, strict=False)
+    ]
     assert all(g.passed for g in grades), [g.detail for g in grades if not g.passed]
 
 
@@ -114,7 +124,7 @@ def test_lenient_humaneval_pro_bare_continuation_passes_without_the_prefix(share
     examples = _humaneval_pro(shared_data_dir)
     responses = [e["raw_solution"] + e["new_problem"] + e["new_solution"] for e in examples]
     grades = _grade_all(examples, responses, timeout_s=20, mode="lenient")
-    assert [(e["id"], g.detail) for e, g in zip(examples, grades) if not g.passed] == []
+    assert [(e["id"], g.detail) for e, g in zip(examples, grades, strict=False) if not g.passed] == []
 
 
 def test_lenient_humaneval_pro_response_without_the_raw_function_gets_the_raw_problem(shared_data_dir: Path) -> None:
@@ -125,8 +135,12 @@ def test_lenient_humaneval_pro_response_without_the_raw_function_gets_the_raw_pr
 
 
 def test_humaneval_pro_wrong_answer_is_reported() -> None:
-    example = {"id": 1, "raw_problem": "def double(x):\n    \"\"\"Twice x.\"\"\"\n",
-               "new_problem": "def quadruple(x):\n", "test_code": "assert quadruple(2) == 8\n"}
+    example = {
+        "id": 1,
+        "raw_problem": 'def double(x):\n    """Twice x."""\n',
+        "new_problem": "def quadruple(x):\n",
+        "test_code": "assert quadruple(2) == 8\n",
+    }
     wrong = "```python\ndef double(x):\n    return x * 3\ndef quadruple(x):\n    return double(double(x))\n```"
     grade = grade_humaneval_pro(example, wrong, timeout_s=10)
     assert not grade.passed and grade.status == "wrong_answer"
@@ -151,10 +165,14 @@ def _compressed(tests: list[dict]) -> str:
 
 
 def _stdin_row(contest_date: str = "2024-09-14T00:00:00", question_id: str = "abc370_a") -> dict:
-    public = [{"input": "3 5\n", "output": "8\n", "testtype": "stdin"},
-              {"input": "10 -4\n", "output": "6\n", "testtype": "stdin"}]
-    private = [{"input": "100 200\n", "output": "300\n", "testtype": "stdin"},
-               {"input": "0 0\n", "output": "0\n", "testtype": "stdin"}]
+    public = [
+        {"input": "3 5\n", "output": "8\n", "testtype": "stdin"},
+        {"input": "10 -4\n", "output": "6\n", "testtype": "stdin"},
+    ]
+    private = [
+        {"input": "100 200\n", "output": "300\n", "testtype": "stdin"},
+        {"input": "0 0\n", "output": "0\n", "testtype": "stdin"},
+    ]
     return {
         "question_title": "A + B",
         "question_content": "Given two integers A and B on one line, print A+B.",
@@ -172,8 +190,10 @@ def _stdin_row(contest_date: str = "2024-09-14T00:00:00", question_id: str = "ab
 
 def _functional_row(contest_date: str = "2024-10-05T00:00:00") -> dict:
     public = [{"input": "[2, 7, 11, 15]\n9", "output": "[0, 1]", "testtype": "functional"}]
-    private = [{"input": "[3, 2, 4]\n6", "output": "[1, 2]", "testtype": "functional"},
-               {"input": "[3, 3]\n6", "output": "[0, 1]", "testtype": "functional"}]
+    private = [
+        {"input": "[3, 2, 4]\n6", "output": "[1, 2]", "testtype": "functional"},
+        {"input": "[3, 3]\n6", "output": "[0, 1]", "testtype": "functional"},
+    ]
     return {
         "question_title": "two-sum",
         "question_content": "Return indices of the two numbers that add up to target.",
@@ -264,9 +284,13 @@ def test_stdout_comparison_follows_lcb_runner() -> None:
 
 
 def test_date_window_and_limit(tmp_path: Path) -> None:
-    rows = [_stdin_row("2024-07-31T00:00:00", "old"), _stdin_row("2024-08-01T00:00:00", "start"),
-            _stdin_row("2024-12-31T00:00:00", "mid"), _stdin_row("2025-02-01T00:00:00", "end"),
-            _stdin_row("2025-02-02T00:00:00", "late")]
+    rows = [
+        _stdin_row("2024-07-31T00:00:00", "old"),
+        _stdin_row("2024-08-01T00:00:00", "start"),
+        _stdin_row("2024-12-31T00:00:00", "mid"),
+        _stdin_row("2025-02-01T00:00:00", "end"),
+        _stdin_row("2025-02-02T00:00:00", "late"),
+    ]
     _write_jsonl(tmp_path / "test.jsonl", rows)
     window = load_livecodebench(tmp_path, "release_v1", start_date="2024-08-01", end_date="2025-02-01")
     assert [r["question_id"] for r in window] == ["start", "mid", "end"]
@@ -315,8 +339,9 @@ def test_hub_source_downloads_the_release_files(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     rows = load_livecodebench("livecodebench/code_generation_lite", release="release_v3")
     assert [r["question_id"] for r in rows] == ["q0", "q1", "q2"]
-    assert requested == [("livecodebench/code_generation_lite", n, "dataset")
-                         for n in ("test.jsonl", "test2.jsonl", "test3.jsonl")]
+    assert requested == [
+        ("livecodebench/code_generation_lite", n, "dataset") for n in ("test.jsonl", "test2.jsonl", "test3.jsonl")
+    ]
 
 
 class _Exploit:
@@ -370,14 +395,24 @@ from acm_exp.eval.harness_driver import clean_if_name, make_function, sanitize_h
 
 def _stdin_problem(tests: list[tuple[str, str]]) -> dict:
     cases = [{"input": given, "output": wanted, "testtype": "stdin"} for given, wanted in tests]
-    return {"question_id": "p", "metadata": "{}", "starter_code": "", "public_test_cases": json.dumps(cases),
-            "private_test_cases": "[]"}
+    return {
+        "question_id": "p",
+        "metadata": "{}",
+        "starter_code": "",
+        "public_test_cases": json.dumps(cases),
+        "private_test_cases": "[]",
+    }
 
 
 def _call_problem(func_name: str, tests: list[tuple[str, str]]) -> dict:
     cases = [{"input": given, "output": wanted, "testtype": "functional"} for given, wanted in tests]
-    return {"question_id": "c", "metadata": json.dumps({"func_name": func_name}), "starter_code": "",
-            "public_test_cases": json.dumps(cases), "private_test_cases": "[]"}
+    return {
+        "question_id": "c",
+        "metadata": json.dumps({"func_name": func_name}),
+        "starter_code": "",
+        "public_test_cases": json.dumps(cases),
+        "private_test_cases": "[]",
+    }
 
 
 def _fenced(code: str) -> str:
@@ -393,19 +428,23 @@ def _official_and_lenient(example: dict, response: str) -> tuple[bool, bool]:
 SUM_PROBLEM = _stdin_problem([("1 2\n", "3\n"), ("5 5\n", "10\n")])
 
 
-@pytest.mark.parametrize("response, official_code, lenient_code", [
-    # A python block followed by a text block: the text block is "the code" there.
-    ("```python\nprint(3)\n```\nOutput:\n```text\n3\n```", "3", "print(3)"),
-    # No fence at all: nothing.
-    ("print(3)", "", "print(3)"),
-    # A truncated final block: the text between the draft's closing fence and the final opening.
-    ("```python\nprint(1)\n```\nBetter:\n```python\nprint(3)", "Better:", "print(3)"),
-    ("```python\nprint(3)", "", "print(3)"),
-    # Any line holding three backticks counts, whatever else it holds.
-    ("Code: ```python\nprint(3)\nend ```", "print(3)", "Code: ```python\nprint(3)\nend ```"),
-])
-def test_livecodebench_extraction_between_the_last_two_fence_lines(response: str, official_code: str,
-                                                                   lenient_code: str) -> None:
+@pytest.mark.parametrize(
+    "response, official_code, lenient_code",
+    [
+        # A python block followed by a text block: the text block is "the code" there.
+        ("```python\nprint(3)\n```\nOutput:\n```text\n3\n```", "3", "print(3)"),
+        # No fence at all: nothing.
+        ("print(3)", "", "print(3)"),
+        # A truncated final block: the text between the draft's closing fence and the final opening.
+        ("```python\nprint(1)\n```\nBetter:\n```python\nprint(3)", "Better:", "print(3)"),
+        ("```python\nprint(3)", "", "print(3)"),
+        # Any line holding three backticks counts, whatever else it holds.
+        ("Code: ```python\nprint(3)\nend ```", "print(3)", "Code: ```python\nprint(3)\nend ```"),
+    ],
+)
+def test_livecodebench_extraction_between_the_last_two_fence_lines(
+    response: str, official_code: str, lenient_code: str
+) -> None:
     assert extract_livecodebench_code(response) == official_code
     assert extract_code(response) == lenient_code
 
@@ -414,8 +453,7 @@ def test_livecodebench_base_model_style_takes_the_whole_output() -> None:
     output = "a, b = map(int, input().split())\nprint(a + b)\n\n### Question\nnext..."
     assert extract_livecodebench_code(output, base_model_style=True) == output.strip()
     assert extract_livecodebench_code(output) == ""
-    grade = grade_livecodebench(SUM_PROBLEM, "a, b = map(int, input().split())\nprint(a + b)\n",
-                                base_model_style=True)
+    grade = grade_livecodebench(SUM_PROBLEM, "a, b = map(int, input().split())\nprint(a + b)\n", base_model_style=True)
     assert grade.passed
 
 
@@ -424,28 +462,43 @@ def test_python_block_then_text_block_fails_officially() -> None:
     assert _official_and_lenient(SUM_PROBLEM, response) == (False, True)
 
 
-@pytest.mark.parametrize("code, official, lenient", [
-    # The final __main__ guard is unwrapped, so main() runs although __name__ is not "__main__".
-    ("import sys\ndef main():\n    a, b = map(int, sys.stdin.readline().split())\n    print(a + b)\n"
-     "if __name__ == '__main__':\n    main()", True, True),
-    # Every statement but the imports becomes the body of one function: module "globals" are locals.
-    ("total = 0\ndef add(x):\n    global total\n    total += x\nfor x in map(int, input().split()):\n"
-     "    add(x)\nprint(total)", False, True),
-    # stdin is an in-memory object: descriptor 0 itself is empty.
-    ("print(sum(map(int, open(0).read().split())))", False, True),
-    # buffer.readline() always returns the first line there.
-    ("import sys\nfirst = sys.stdin.buffer.readline().split()\nsecond = sys.stdin.buffer.readline().split()\n"
-     "print(sum(map(int, first + second)))", False, True),
-    # The in-memory stdin of the newer lcb_runner is not iterable.
-    ("import sys\nfor line in sys.stdin:\n    print(sum(map(int, line.split())))", False, True),
-    # SystemExit is swallowed: a non-zero exit after the right output still passes.
-    ("import sys\nprint(sum(map(int, input().split())))\nsys.exit(1)", True, False),
-    # quit is unavailable (reliability_guard), exit is not.
-    ("print(sum(map(int, input().split())))\nquit()", False, True),
-    ("print(sum(map(int, input().split())))\nexit()", True, True),
-    # lcb_runner instantiates Solution whenever the text says "class Solution", stdin code included.
-    ("class Solution:\n    pass\nprint(sum(map(int, input().split())))", False, True),
-])
+@pytest.mark.parametrize(
+    "code, official, lenient",
+    [
+        # The final __main__ guard is unwrapped, so main() runs although __name__ is not "__main__".
+        (
+            "import sys\ndef main():\n    a, b = map(int, sys.stdin.readline().split())\n    print(a + b)\n"
+            "if __name__ == '__main__':\n    main()",
+            True,
+            True,
+        ),
+        # Every statement but the imports becomes the body of one function: module "globals" are locals.
+        (
+            "total = 0\ndef add(x):\n    global total\n    total += x\nfor x in map(int, input().split()):\n"
+            "    add(x)\nprint(total)",
+            False,
+            True,
+        ),
+        # stdin is an in-memory object: descriptor 0 itself is empty.
+        ("print(sum(map(int, open(0).read().split())))", False, True),
+        # buffer.readline() always returns the first line there.
+        (
+            "import sys\nfirst = sys.stdin.buffer.readline().split()\nsecond = sys.stdin.buffer.readline().split()\n"
+            "print(sum(map(int, first + second)))",
+            False,
+            True,
+        ),
+        # The in-memory stdin of the newer lcb_runner is not iterable.
+        ("import sys\nfor line in sys.stdin:\n    print(sum(map(int, line.split())))", False, True),
+        # SystemExit is swallowed: a non-zero exit after the right output still passes.
+        ("import sys\nprint(sum(map(int, input().split())))\nsys.exit(1)", True, False),
+        # quit is unavailable (reliability_guard), exit is not.
+        ("print(sum(map(int, input().split())))\nquit()", False, True),
+        ("print(sum(map(int, input().split())))\nexit()", True, True),
+        # lcb_runner instantiates Solution whenever the text says "class Solution", stdin code included.
+        ("class Solution:\n    pass\nprint(sum(map(int, input().split())))", False, True),
+    ],
+)
 def test_livecodebench_stdin_runs_as_lcb_runner_runs_it(code: str, official: bool, lenient: bool) -> None:
     assert _official_and_lenient(SUM_PROBLEM, _fenced(code)) == (official, lenient)
 
@@ -461,13 +514,16 @@ def test_lcb_source_transformations() -> None:
     assert make_function("def broken(:", "PREAMBLE") == "def broken(:"
 
 
-@pytest.mark.parametrize("code, official, lenient", [
-    # Without class Solution the module-level function is called.
-    ("def pairSum(a, b):\n    return [a + b]", True, False),
-    ("class Solution:\n    def pairSum(self, a, b):\n        return (a + b,)", True, True),  # top-level tuple
-    # Only a top-level tuple becomes a list; a nested one stays a tuple and differs from the list.
-    ("class Solution:\n    def pairSum(self, a, b):\n        return [(a + b,)][0:1]", False, True),
-])
+@pytest.mark.parametrize(
+    "code, official, lenient",
+    [
+        # Without class Solution the module-level function is called.
+        ("def pairSum(a, b):\n    return [a + b]", True, False),
+        ("class Solution:\n    def pairSum(self, a, b):\n        return (a + b,)", True, True),  # top-level tuple
+        # Only a top-level tuple becomes a list; a nested one stays a tuple and differs from the list.
+        ("class Solution:\n    def pairSum(self, a, b):\n        return [(a + b,)][0:1]", False, True),
+    ],
+)
 def test_livecodebench_call_based_as_lcb_runner(code: str, official: bool, lenient: bool) -> None:
     expected = "[[3]]" if "[0:1]" in code else "[3]"
     problem = _call_problem("pairSum", [("1\n2", expected)])
@@ -476,7 +532,9 @@ def test_livecodebench_call_based_as_lcb_runner(code: str, official: bool, lenie
 
 def test_livecodebench_dict_keys_are_not_stringified() -> None:
     problem = _call_problem("counts", [("[1, 1, 2]", '{"1": 2, "2": 1}')])
-    int_keys = "from collections import Counter\nclass Solution:\n    def counts(self, xs):\n        return dict(Counter(xs))"
+    int_keys = (
+        "from collections import Counter\nclass Solution:\n    def counts(self, xs):\n        return dict(Counter(xs))"
+    )
     assert _official_and_lenient(problem, _fenced(int_keys)) == (False, True)
     str_keys = int_keys.replace("dict(Counter(xs))", "{str(k): v for k, v in Counter(xs).items()}")
     assert _official_and_lenient(problem, _fenced(str_keys)) == (True, True)
@@ -496,9 +554,13 @@ def test_official_timeouts_are_per_benchmark() -> None:
     assert grade_humaneval_pro(example, response, timeout_s=10, response_prefix=prefix).passed
 
 
-HEP_EXAMPLE = {"id": 0, "raw_problem": "def double(x):\n    \"\"\"Twice x.\"\"\"\n", "new_problem": "def quadruple(x):\n",
-               "test_code": "assert quadruple(2) == 8\n"}
-HEP_PREFIX = "```python\ndef double(x):\n    \"\"\"Twice x.\"\"\"\n"
+HEP_EXAMPLE = {
+    "id": 0,
+    "raw_problem": 'def double(x):\n    """Twice x."""\n',
+    "new_problem": "def quadruple(x):\n",
+    "test_code": "assert quadruple(2) == 8\n",
+}
+HEP_PREFIX = '```python\ndef double(x):\n    """Twice x."""\n'
 HEP_BODY = "    return 2 * x\n\ndef quadruple(x):\n    return double(double(x))\n"
 
 

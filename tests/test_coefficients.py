@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from model_factory import tiny_config
 from transformers import LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2ForCausalLM
 
 from acm_exp.acm import (
@@ -19,8 +20,6 @@ from acm_exp.acm import (
 )
 from acm_exp.errors import ConfigError
 
-from model_factory import tiny_config
-
 POINTS = ("embed_tokens", "layers.0", "layers.1", "layers.2", "norm", "lm_head")
 
 
@@ -30,8 +29,11 @@ def sigmoid(z):
 
 def statistics(models: int = 2, samples: int = 5, seed: int = 0) -> MIStatistics:
     rng = np.random.default_rng(seed)
-    return MIStatistics(mi=rng.uniform(0.5, 6.0, (models, len(POINTS), samples)), point_names=POINTS,
-                        model_names=tuple(f"/models/tuned{i}" for i in range(models)))
+    return MIStatistics(
+        mi=rng.uniform(0.5, 6.0, (models, len(POINTS), samples)),
+        point_names=POINTS,
+        model_names=tuple(f"/models/tuned{i}" for i in range(models)),
+    )
 
 
 @pytest.mark.parametrize("t", [0.7, 0.5, 2.0, -0.8])
@@ -45,8 +47,11 @@ def test_default_formula(t):
 @pytest.mark.parametrize("reduce", ["mean_of_sigmoids", "sigmoid_of_mean"])
 def test_shift_and_reduce_switches(shift, reduce):
     mi, t = statistics().for_model(1), 0.9
-    offset = {"per_point_max": mi.max(axis=1), "global_max": np.full(len(POINTS), mi.max()),
-              "none": np.zeros(len(POINTS))}[shift]
+    offset = {
+        "per_point_max": mi.max(axis=1),
+        "global_max": np.full(len(POINTS), mi.max()),
+        "none": np.zeros(len(POINTS)),
+    }[shift]
     if reduce == "mean_of_sigmoids":
         expected = 1 - sigmoid(t * (mi - offset[:, None])).mean(axis=1)
     else:
@@ -103,8 +108,15 @@ def test_bad_switches_and_arrays():
 
 def state_dict_names(architecture: str, tie: bool = False) -> list[str]:
     if architecture == "mistral":
-        config = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                               num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tie)
+        config = MistralConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=tie,
+        )
         return list(MistralForCausalLM(config).state_dict())
     model_class = Qwen2ForCausalLM if architecture == "qwen2" else LlamaForCausalLM
     return list(model_class(tiny_config(architecture, tie=tie, layers=3)).state_dict())
@@ -121,8 +133,14 @@ def test_every_parameter_of_real_architectures_maps(architecture):
     for name, point in points.items():
         if name.startswith("model.layers."):
             assert point == f"layers.{name.split('.')[2]}"
-    for suffix in ("self_attn.q_proj.weight", "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight",
-                   "input_layernorm.weight", "post_attention_layernorm.weight"):
+    for suffix in (
+        "self_attn.q_proj.weight",
+        "self_attn.o_proj.weight",
+        "mlp.gate_proj.weight",
+        "mlp.down_proj.weight",
+        "input_layernorm.weight",
+        "post_attention_layernorm.weight",
+    ):
         assert points[f"model.layers.2.{suffix}"] == "layers.2"
 
 
@@ -134,9 +152,18 @@ def test_qwen2_biases_map_to_their_layer():
     assert point_for_parameter("model.layers.11.self_attn.v_proj.bias") == "layers.11"
 
 
-@pytest.mark.parametrize("name", ["model.rotary_emb.inv_freq", "transformer.h.0.attn.c_attn.weight",
-                                  "model.layers.x.mlp.up_proj.weight", "layers.0.mlp.up_proj.weight", "lm_head",
-                                  "score.weight", ""])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "model.rotary_emb.inv_freq",
+        "transformer.h.0.attn.c_attn.weight",
+        "model.layers.x.mlp.up_proj.weight",
+        "layers.0.mlp.up_proj.weight",
+        "lm_head",
+        "score.weight",
+        "",
+    ],
+)
 def test_unknown_parameter_names(name):
     with pytest.raises(ConfigError, match="maps to no ACM capture point"):
         point_for_parameter(name)
@@ -149,7 +176,9 @@ def test_unknown_parameter_names(name):
 def test_for_parameter_and_model_weights():
     stats = statistics()
     coefficients = compute_coefficients(stats, 0.7, "global_max", "sigmoid_of_mean")
-    expected = np.stack([layer_coefficients(stats.for_model(i), 0.7, "global_max", "sigmoid_of_mean") for i in range(2)])
+    expected = np.stack(
+        [layer_coefficients(stats.for_model(i), 0.7, "global_max", "sigmoid_of_mean") for i in range(2)]
+    )
     np.testing.assert_allclose(coefficients.lambdas, expected)
     assert coefficients.for_parameter(1, "model.layers.2.self_attn.k_proj.bias") == expected[1, 3]
     assert coefficients.for_parameter(0, "lm_head.weight") == expected[0, 5]

@@ -80,21 +80,33 @@ def test_measure_reports_to_the_run_ledger_and_caches_find_the_current_stage():
 
 
 def _stage(name, wall, *, cached=False, original=None, tokens=None, peak=MIB, **details):
-    record = costs.StageCost(name, wall_s=wall, cpu_s=wall / 2, peak_rss_bytes=peak, cached=cached,
-                             original=original, tokens=tokens, details=details)
+    record = costs.StageCost(
+        name,
+        wall_s=wall,
+        cpu_s=wall / 2,
+        peak_rss_bytes=peak,
+        cached=cached,
+        original=original,
+        tokens=tokens,
+        details=details,
+    )
     return record.to_dict()
 
 
 def test_cost_columns_of_a_row_take_its_own_benchmark_and_the_original_costs():
-    book = {"hardware": {"cpu": "Test CPU", "cpu_cores": 2, "gpu": None, "gpu_count": 0}, "stages": [
-        _stage("calibration", 0.5),
-        _stage("coefficients", 1.0, cached=True, original={"wall_s": 80.0, "peak_rss_bytes": 4 * 1024**3}),
-        _stage("merge", 3.0, peak=2 * 1024**3),
-        _stage("generation", 10.0, tokens=500, model="merged", benchmark="gsm8k", seed=0),
-        _stage("generation", 20.0, tokens=4000, model="merged", benchmark="math500", seed=0),
-        _stage("generation", 0.1, cached=True, original={"tokens_per_s": 30.0}, model="base", benchmark="gsm8k",
-               seed=0),
-    ]}
+    book = {
+        "hardware": {"cpu": "Test CPU", "cpu_cores": 2, "gpu": None, "gpu_count": 0},
+        "stages": [
+            _stage("calibration", 0.5),
+            _stage("coefficients", 1.0, cached=True, original={"wall_s": 80.0, "peak_rss_bytes": 4 * 1024**3}),
+            _stage("merge", 3.0, peak=2 * 1024**3),
+            _stage("generation", 10.0, tokens=500, model="merged", benchmark="gsm8k", seed=0),
+            _stage("generation", 20.0, tokens=4000, model="merged", benchmark="math500", seed=0),
+            _stage(
+                "generation", 0.1, cached=True, original={"tokens_per_s": 30.0}, model="base", benchmark="gsm8k", seed=0
+            ),
+        ],
+    }
     merged = cost_columns(book, model="merged", benchmark="math500", seed=0)
     assert merged["eval_s"] == 20.0 and merged["eval_tokens_per_s"] == 200.0 and merged["eval_cached"] is False
     assert merged["coefficients_cached"] is True and merged["coefficients_original_s"] == 80.0
@@ -121,9 +133,17 @@ def _weights_bytes(model_dir: Path) -> int:
 def _run(tmp_path: Path, cache: Path, name: str, *overrides: str):
     from acm_exp.pipeline import run
 
-    cfg = compose_config("logger.wandb.mode=disabled", f"logger.results_dir={tmp_path / 'results'}",
-                         f"cache_dir={cache}", "eval.limit=4", "eval.max_new_tokens=16", "eval.base_max_new_tokens=16",
-                         "force=true", f"merge.output_dir={tmp_path / name / 'merged'}", *overrides)
+    cfg = compose_config(
+        "logger.wandb.mode=disabled",
+        f"logger.results_dir={tmp_path / 'results'}",
+        f"cache_dir={cache}",
+        "eval.limit=4",
+        "eval.max_new_tokens=16",
+        "eval.base_max_new_tokens=16",
+        "force=true",
+        f"merge.output_dir={tmp_path / name / 'merged'}",
+        *overrides,
+    )
     run(cfg, run_dir=tmp_path / name)
     return json.loads((tmp_path / name / "costs.json").read_text())
 
@@ -162,8 +182,15 @@ def test_parameter_count_formula_equals_a_real_qwen2_model(tied):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     shape = costs.ModelShape("tiny", hidden=64, intermediate=176, layers=3, heads=4, kv_heads=2, vocab=301, tied=tied)
-    config = Qwen2Config(hidden_size=64, intermediate_size=176, num_hidden_layers=3, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=301, tie_word_embeddings=tied)
+    config = Qwen2Config(
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=301,
+        tie_word_embeddings=tied,
+    )
     with torch.device("meta"):
         model = Qwen2ForCausalLM(config)
     assert shape.parameters == sum(p.numel() for p in model.parameters())  # tied weights count once

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
-
-import json
 
 import pytest
 import torch
@@ -47,9 +46,19 @@ def build_tiny_model(directory: Path, seed: int = 0, context: int = 256) -> Path
     far apart, so that greedy choices are decided by the model rather than by rounding noise. Head
     size 32: the smallest vLLM's CPU attention accepts."""
     torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=context,
-                         eos_token_id=0, pad_token_id=0, bos_token_id=None, initializer_range=0.2)
+    config = Qwen2Config(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=context,
+        eos_token_id=0,
+        pad_token_id=0,
+        bos_token_id=None,
+        initializer_range=0.2,
+    )
     Qwen2ForCausalLM(config).save_pretrained(directory)
     save_tokenizer(directory)
     return directory
@@ -127,8 +136,9 @@ def test_cut_at_stop_takes_the_earliest():
 
 def test_generation_from_vllm_output_counts_tokens_like_hf():
     def output(token_ids, finish_reason, stop_reason=None):
-        completion = SimpleNamespace(text="x = 2", token_ids=token_ids, finish_reason=finish_reason,
-                                     stop_reason=stop_reason)
+        completion = SimpleNamespace(
+            text="x = 2", token_ids=token_ids, finish_reason=finish_reason, stop_reason=stop_reason
+        )
         return generation_from_vllm(SimpleNamespace(outputs=[completion]))
 
     # Truncated: every token counts.
@@ -196,12 +206,12 @@ def test_hf_caps_new_tokens_at_the_context(short_context_model, caplog):
             hf.generate(PROMPTS[:2], SamplingSettings(max_new_tokens=128))
         assert caplog.text.count("64-token context") == 1  # logged once per model
         assert outputs[-1] == Generation("", 0, "length")
-        for output, length in zip(outputs, lengths):
+        for output, length in zip(outputs, lengths, strict=False):
             assert output.num_tokens <= 64 - length
             assert output.finish_reason == ("length" if output.num_tokens == 64 - length else "stop")
         assert any(output.finish_reason == "length" for output in outputs)
         # The cap only stops generation early: each text is what that prompt gives with its own cap.
-        for prompt, output, length in zip(PROMPTS, outputs, lengths):
+        for prompt, output, length in zip(PROMPTS, outputs, lengths, strict=False):
             assert hf.generate([prompt], SamplingSettings(max_new_tokens=64 - length)) == [output]
     finally:
         hf.close()
@@ -217,10 +227,16 @@ def test_short_context_model_evaluates_and_reports_truncation(short_context_mode
 
     if backend_name == "vllm" and vllm_platform() is None:
         pytest.skip("vllm is not installed")
-    eval_cfg = compose_config("eval=toy", f"eval.backend={backend_name}", "eval.limit=6",
-                              "eval.max_new_tokens=128", "eval.vllm.enforce_eager=true").eval
-    rows = evaluate_model(short_context_model, label="short", role="merged", prompt="toy", eval_cfg=eval_cfg,
-                          out_dir=tmp_path)
+    eval_cfg = compose_config(
+        "eval=toy",
+        f"eval.backend={backend_name}",
+        "eval.limit=6",
+        "eval.max_new_tokens=128",
+        "eval.vllm.enforce_eager=true",
+    ).eval
+    rows = evaluate_model(
+        short_context_model, label="short", role="merged", prompt="toy", eval_cfg=eval_cfg, out_dir=tmp_path
+    )
     assert rows[0]["n"] == 6 and rows[0]["truncation_rate"] > 0
     records = [json.loads(line) for line in Path(rows[0]["samples_path"]).read_text().splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(short_context_model)
@@ -306,8 +322,9 @@ def test_vllm_greedy_matches_hf(tiny_model):
     hf = HfBackend(tiny_model, device="cuda", dtype="float32", batch_size=8)
     expected = hf.generate(PROMPTS, settings)
     hf.close()
-    vllm_backend = VllmBackend(tiny_model, dtype="float32", max_model_len=256, gpu_memory_utilization=0.3,
-                               enforce_eager=True)
+    vllm_backend = VllmBackend(
+        tiny_model, dtype="float32", max_model_len=256, gpu_memory_utilization=0.3, enforce_eager=True
+    )
     try:
         outputs = vllm_backend.generate(PROMPTS, settings)
     finally:

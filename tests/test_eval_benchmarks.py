@@ -44,8 +44,10 @@ def test_offline_copies_load_completely(name, count, benchmarks, shared_data_dir
 
 
 def test_gold_parsing_examples(benchmarks, shared_data_dir):
-    first = {name: load_benchmark(benchmarks[name], shared_data_dir, limit=None)[0]
-             for name in ("gsm8k", "aime24", "olympiadbench", "minerva_math")}
+    first = {
+        name: load_benchmark(benchmarks[name], shared_data_dir, limit=None)[0]
+        for name in ("gsm8k", "aime24", "olympiadbench", "minerva_math")
+    }
     assert first["gsm8k"].gold == "18"
     assert first["aime24"].gold == "204"
     assert first["olympiadbench"].gold == "2"
@@ -91,7 +93,10 @@ def test_hub_fallback_uses_hub_overrides(benchmarks, monkeypatch, tmp_path):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     examples = load_benchmark(benchmarks.minerva_math, tmp_path)  # no local copy under tmp_path
     assert calls == [("math-ai/minervamath", None, "test")]
-    assert [(ex.id, ex.question, ex.gold) for ex in examples] == [("0", "What is 3+4?", "7"), ("1", "What is 2*5?", "10")]
+    assert [(ex.id, ex.question, ex.gold) for ex in examples] == [
+        ("0", "What is 3+4?", "7"),
+        ("1", "What is 2*5?", "10"),
+    ]
 
 
 def test_offline_hub_load_is_a_config_error(benchmarks, monkeypatch, tmp_path):
@@ -107,8 +112,15 @@ def test_offline_hub_load_is_a_config_error(benchmarks, monkeypatch, tmp_path):
 
 def test_missing_column_is_a_config_error(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"question": "q", "answer": "1"}\n')
-    cfg = {"name": "b", "kind": "math", "local_path": "b.jsonl", "question_field": "problem", "answer_field": "answer",
-           "answer_format": "plain", "grader": "math"}
+    cfg = {
+        "name": "b",
+        "kind": "math",
+        "local_path": "b.jsonl",
+        "question_field": "problem",
+        "answer_field": "answer",
+        "answer_format": "plain",
+        "grader": "math",
+    }
     with pytest.raises(ConfigError, match="column 'problem' not in row 0"):
         load_benchmark(cfg, tmp_path)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
 from app_config import compose_config
+from omegaconf import OmegaConf
 
 from acm_exp.errors import ConfigError
 from acm_exp.eval import validate_eval_config
@@ -13,9 +13,16 @@ L2S = ["gsm8k", "math500", "minerva_math", "olympiadbench", "college_math", "aim
 CODE = ["humaneval_pro", "livecodebench"]
 
 
-@pytest.mark.parametrize("suite, benchmarks", [
-    ("l2s", L2S), ("code", CODE), ("paper", L2S + CODE), ("toy", ["toy"]), ("none", []),
-])
+@pytest.mark.parametrize(
+    "suite, benchmarks",
+    [
+        ("l2s", L2S),
+        ("code", CODE),
+        ("paper", L2S + CODE),
+        ("toy", ["toy"]),
+        ("none", []),
+    ],
+)
 def test_suites_compose(suite, benchmarks):
     cfg = compose_config(f"eval={suite}")
     assert cfg.eval.name == suite
@@ -70,26 +77,29 @@ def test_toy_suite_validates_without_data():
     validate_eval_config(cfg.eval, None, prompts=["toy"])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("eval.backend=tgi", "eval.backend='tgi'"),
-    ("eval.device=tpu", "eval.device='tpu'"),
-    ("eval.dtype=fp8", "eval.dtype='fp8'"),
-    ("eval.seeds=[]", "eval.seeds"),
-    ("eval.seeds=[0,0]", "eval.seeds"),
-    ("eval.limit=0", "eval.limit=0"),
-    ("eval.batch_size=0", "eval.batch_size=0"),
-    ("eval.top_p=0", "eval.top_p=0"),
-    ("eval.temperature=-1", "eval.temperature=-1"),
-    ("eval.models=[slow]", "unknown role"),
-    ("eval.prompt=fancy", "prompt 'fancy' is unknown"),
-    ("eval.num_fewshot=9", "eval.num_fewshot=9"),
-    ("eval.benchmarks.gsm8k.grader=regex", "eval.benchmarks.gsm8k.grader='regex'"),
-    ("eval.benchmarks.gsm8k.answer_format=xml", "answer_format='xml'"),
-    ("eval.benchmarks.gsm8k.kind=essay", "kind='essay'"),
-    ("eval.benchmarks.gsm8k.max_new_tokens=0", "max_new_tokens=0"),
-    ("eval.vllm.gpu_memory_utilization=1.5", "gpu_memory_utilization=1.5"),
-    ("+eval.benchmarks.gsm8k.options.release=v1", "options has unknown key"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("eval.backend=tgi", "eval.backend='tgi'"),
+        ("eval.device=tpu", "eval.device='tpu'"),
+        ("eval.dtype=fp8", "eval.dtype='fp8'"),
+        ("eval.seeds=[]", "eval.seeds"),
+        ("eval.seeds=[0,0]", "eval.seeds"),
+        ("eval.limit=0", "eval.limit=0"),
+        ("eval.batch_size=0", "eval.batch_size=0"),
+        ("eval.top_p=0", "eval.top_p=0"),
+        ("eval.temperature=-1", "eval.temperature=-1"),
+        ("eval.models=[slow]", "unknown role"),
+        ("eval.prompt=fancy", "prompt 'fancy' is unknown"),
+        ("eval.num_fewshot=9", "eval.num_fewshot=9"),
+        ("eval.benchmarks.gsm8k.grader=regex", "eval.benchmarks.gsm8k.grader='regex'"),
+        ("eval.benchmarks.gsm8k.answer_format=xml", "answer_format='xml'"),
+        ("eval.benchmarks.gsm8k.kind=essay", "kind='essay'"),
+        ("eval.benchmarks.gsm8k.max_new_tokens=0", "max_new_tokens=0"),
+        ("eval.vllm.gpu_memory_utilization=1.5", "gpu_memory_utilization=1.5"),
+        ("+eval.benchmarks.gsm8k.options.release=v1", "options has unknown key"),
+    ],
+)
 def test_bad_values_are_config_errors(override, message, shared_data_dir):
     cfg = compose_config("eval=l2s", "eval.backend=hf", "eval.device=cpu", override)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):

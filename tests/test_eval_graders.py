@@ -16,8 +16,9 @@ def test_math_graders():
     grades = grade_all("math", examples, ["so \\boxed{0.5}", "The answer is \\boxed{17}."], timeout_s=1, workers=1)
     assert [g.correct for g in grades] == [True, False]
     assert grades[1].extracted == "17"
-    gsm8k = grade_all("gsm8k", [Example("0", "q", "18", {})], ["She makes 9 * 2 = $18. The answer is 18."],
-                      timeout_s=1, workers=1)
+    gsm8k = grade_all(
+        "gsm8k", [Example("0", "q", "18", {})], ["She makes 9 * 2 = $18. The answer is 18."], timeout_s=1, workers=1
+    )
     assert gsm8k[0].correct
 
 
@@ -45,16 +46,32 @@ def _livecodebench_rows() -> list[dict]:
     stdin_tests = [{"input": "3\n", "output": "4\n", "testtype": "stdin"}]
     functional_tests = [{"input": "1\n2", "output": "3", "testtype": "functional"}]  # one JSON argument per line
     return [
-        {"question_id": "s1", "question_title": "plus one", "question_content": "Read n, print n+1.",
-         "platform": "atcoder", "contest_id": "abc1", "contest_date": "2024-03-02T00:00:00", "starter_code": "",
-         "difficulty": "easy", "public_test_cases": json.dumps(stdin_tests),
-         "private_test_cases": pickled([{"input": "10\n", "output": "11\n", "testtype": "stdin"}]),
-         "metadata": "{}"},
-        {"question_id": "f1", "question_title": "add", "question_content": "Return a+b.",
-         "platform": "leetcode", "contest_id": "w1", "contest_date": "2024-09-01T00:00:00",
-         "starter_code": "class Solution:\n    def add(self, a: int, b: int) -> int:\n        ",
-         "difficulty": "easy", "public_test_cases": json.dumps(functional_tests),
-         "private_test_cases": pickled(functional_tests), "metadata": json.dumps({"func_name": "add"})},
+        {
+            "question_id": "s1",
+            "question_title": "plus one",
+            "question_content": "Read n, print n+1.",
+            "platform": "atcoder",
+            "contest_id": "abc1",
+            "contest_date": "2024-03-02T00:00:00",
+            "starter_code": "",
+            "difficulty": "easy",
+            "public_test_cases": json.dumps(stdin_tests),
+            "private_test_cases": pickled([{"input": "10\n", "output": "11\n", "testtype": "stdin"}]),
+            "metadata": "{}",
+        },
+        {
+            "question_id": "f1",
+            "question_title": "add",
+            "question_content": "Return a+b.",
+            "platform": "leetcode",
+            "contest_id": "w1",
+            "contest_date": "2024-09-01T00:00:00",
+            "starter_code": "class Solution:\n    def add(self, a: int, b: int) -> int:\n        ",
+            "difficulty": "easy",
+            "public_test_cases": json.dumps(functional_tests),
+            "private_test_cases": pickled(functional_tests),
+            "metadata": json.dumps({"func_name": "add"}),
+        },
     ]
 
 
@@ -64,10 +81,17 @@ def test_livecodebench_from_a_local_file_through_the_registry(tmp_path):
     from acm_exp.eval.benchmarks import load_benchmark
 
     (tmp_path / "lcb.jsonl").write_text("".join(json.dumps(row) + "\n" for row in _livecodebench_rows()))
-    cfg = {"name": "livecodebench", "kind": "code", "source": "livecodebench/code_generation_lite",
-           "local_path": "lcb.jsonl", "id_field": "question_id", "question_field": "question_content",
-           "answer_field": None, "grader": "livecodebench",
-           "options": {"release": "release_v6", "start_date": None, "end_date": None}}
+    cfg = {
+        "name": "livecodebench",
+        "kind": "code",
+        "source": "livecodebench/code_generation_lite",
+        "local_path": "lcb.jsonl",
+        "id_field": "question_id",
+        "question_field": "question_content",
+        "answer_field": None,
+        "grader": "livecodebench",
+        "options": {"release": "release_v6", "start_date": None, "end_date": None},
+    }
     examples = load_benchmark(cfg, tmp_path)
     assert [ex.id for ex in examples] == ["s1", "f1"]
     later = load_benchmark({**cfg, "options": {**cfg["options"], "start_date": "2024-06-01"}}, tmp_path)
@@ -80,6 +104,9 @@ def test_livecodebench_from_a_local_file_through_the_registry(tmp_path):
     assert [g.correct for g in grades] == [True, True]
     # (Code without `class Solution` would be graded by its module-level `add`, which lcb_runner's
     # import preamble supplies as operator.add: the wrong functional answer needs the class.)
-    wrong_responses = ["```python\nprint(0)\n```", "```python\nclass Solution:\n    def add(self, a, b):\n        return 0\n```"]
+    wrong_responses = [
+        "```python\nprint(0)\n```",
+        "```python\nclass Solution:\n    def add(self, a, b):\n        return 0\n```",
+    ]
     wrong = grade_all("livecodebench", examples, wrong_responses, timeout_s=10, workers=2)
     assert [g.correct for g in wrong] == [False, False]

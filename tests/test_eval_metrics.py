@@ -12,8 +12,14 @@ from acm_exp.eval.samples import read_records, reusable_records, samples_path, w
 
 
 def record(correct: bool, tokens: int, finish: str = "stop", reflections: int = 0, id_: str = "0") -> dict:
-    return {"id": id_, "prompt": "p", "correct": correct, "tokens": tokens, "finish_reason": finish,
-            "reflections": reflections}
+    return {
+        "id": id_,
+        "prompt": "p",
+        "correct": correct,
+        "tokens": tokens,
+        "finish_reason": finish,
+        "reflections": reflections,
+    }
 
 
 def test_benchmark_metrics():
@@ -43,8 +49,9 @@ def test_count_tokens_strips_and_skips_special_tokens():
 
 
 def test_metric_rows_single_seed():
-    rows = metric_rows({"model": "m", "role": "merged"},
-                       {"gsm8k": {0: benchmark_metrics([record(True, 10), record(False, 20)])}})
+    rows = metric_rows(
+        {"model": "m", "role": "merged"}, {"gsm8k": {0: benchmark_metrics([record(True, 10), record(False, 20)])}}
+    )
     assert len(rows) == 1
     row = rows[0]
     assert row["model"] == "m" and row["role"] == "merged" and row["benchmark"] == "gsm8k"
@@ -60,7 +67,14 @@ def test_metric_rows_several_seeds_add_an_aggregate_row():
     }
     rows = metric_rows({"model": "m", "role": "merged"}, {"gsm8k": by_seed, "toy": {0: by_seed[0], 1: by_seed[1]}})
     assert [(r["benchmark"], r["seed"]) for r in rows] == [
-        ("gsm8k", 0), ("gsm8k", 1), ("gsm8k", 2), ("gsm8k", None), ("toy", 0), ("toy", 1), ("toy", None)]
+        ("gsm8k", 0),
+        ("gsm8k", 1),
+        ("gsm8k", 2),
+        ("gsm8k", None),
+        ("toy", 0),
+        ("toy", 1),
+        ("toy", None),
+    ]
     aggregate = rows[3]
     assert aggregate["num_seeds"] == 3 and aggregate["n"] == 2
     assert aggregate["accuracy"] == pytest.approx(50.0)

@@ -93,8 +93,10 @@ def test_humaneval_pro_wraps_the_task_and_opens_the_answer(chat_tokenizer, share
     item = example(row["new_problem"], row)
     assert build_prompt("cot", item, HUMANEVAL_PRO) == f"{task}\n{prefix}"
     chatml = build_prompt("qwen25-math-cot", item, HUMANEVAL_PRO)
-    assert chatml == (f"<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{task}<|im_end|>\n"
-                      f"<|im_start|>assistant\n{prefix}")
+    assert chatml == (
+        f"<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{task}<|im_end|>\n"
+        f"<|im_start|>assistant\n{prefix}"
+    )
     templated = build_prompt("chat_template", item, HUMANEVAL_PRO, chat_tokenizer)
     assert templated == f"<|im_start|>user\n{task}<|im_end|>\n<|im_start|>assistant\n{prefix}"
     # The answer is the code block the prefix opened: its closing fence ends generation.
@@ -107,8 +109,10 @@ def test_livecodebench_uses_its_system_message():
     row = {"question_id": "q1", "question_content": "Read n and print n+1.", "starter_code": ""}
     cfg = {"name": "livecodebench", "kind": "code", "grader": "livecodebench"}
     prompt = build_prompt("qwen25-math-cot", example(row["question_content"], row), cfg)
-    assert prompt == (f"<|im_start|>system\n{LIVECODEBENCH_SYSTEM_MESSAGE}<|im_end|>\n"
-                      f"<|im_start|>user\n{livecodebench_prompt(row)}<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt == (
+        f"<|im_start|>system\n{LIVECODEBENCH_SYSTEM_MESSAGE}<|im_end|>\n"
+        f"<|im_start|>user\n{livecodebench_prompt(row)}<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert stop_strings("qwen25-math-cot", cfg) == stop_strings("qwen25-math-cot")
 
 
@@ -116,7 +120,8 @@ def test_toy_prompt():
     from acm_exp.toy import TOY_PROMPT_TEMPLATE
 
     assert build_prompt("toy", example("2+3"), {"name": "toy", "kind": "math"}) == TOY_PROMPT_TEMPLATE.format(
-        question="2+3")
+        question="2+3"
+    )
 
 
 def test_validate_prompt():

@@ -14,15 +14,20 @@ from acm_exp.eval import evaluate_model
 from acm_exp.eval.backends import Generation, SamplingSettings
 
 
-
 def compose_eval(*overrides: str):
     return compose_config(*overrides).eval
 
 
 def gsm8k_and_math500(*overrides: str):
-    return compose_eval("eval=none", "+eval/benchmark@eval.benchmarks.gsm8k=gsm8k",
-                        "+eval/benchmark@eval.benchmarks.math500=math500", "eval.backend=hf", "eval.device=cpu",
-                        "eval.limit=4", *overrides)
+    return compose_eval(
+        "eval=none",
+        "+eval/benchmark@eval.benchmarks.gsm8k=gsm8k",
+        "+eval/benchmark@eval.benchmarks.math500=math500",
+        "eval.backend=hf",
+        "eval.device=cpu",
+        "eval.limit=4",
+        *overrides,
+    )
 
 
 class FakeBackend:
@@ -37,8 +42,12 @@ class FakeBackend:
 
     def generate(self, prompts, settings):
         self.calls.append((len(prompts), settings))
-        return [Generation(f"Wait, let me check. The answer is \\boxed{{{self.answer}}}.", 12,
-                           "length" if i == 0 else "stop") for i in range(len(prompts))]
+        return [
+            Generation(
+                f"Wait, let me check. The answer is \\boxed{{{self.answer}}}.", 12, "length" if i == 0 else "stop"
+            )
+            for i in range(len(prompts))
+        ]
 
     def close(self):
         self.closed = True
@@ -66,8 +75,16 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 
 def run(tokenizer_dir, eval_cfg, out_dir, data_dir, factory, role="merged", prompt="qwen25-math-cot"):
-    return evaluate_model(tokenizer_dir, label="m", role=role, prompt=prompt, eval_cfg=eval_cfg, out_dir=out_dir,
-                          data_dir=data_dir, backend_factory=factory)
+    return evaluate_model(
+        tokenizer_dir,
+        label="m",
+        role=role,
+        prompt=prompt,
+        eval_cfg=eval_cfg,
+        out_dir=out_dir,
+        data_dir=data_dir,
+        backend_factory=factory,
+    )
 
 
 def test_records_metrics_and_reuse(tokenizer_dir, shared_data_dir, tmp_path):
@@ -80,8 +97,18 @@ def test_records_metrics_and_reuse(tokenizer_dir, shared_data_dir, tmp_path):
 
     records = [json.loads(line) for line in (tmp_path / "samples" / "gsm8k.jsonl").read_text().splitlines()]
     assert len(records) == 4
-    assert set(records[0]) >= {"id", "prompt", "response", "extracted", "gold", "correct", "tokens",
-                               "finish_reason", "seed", "reflections"}
+    assert set(records[0]) >= {
+        "id",
+        "prompt",
+        "response",
+        "extracted",
+        "gold",
+        "correct",
+        "tokens",
+        "finish_reason",
+        "seed",
+        "reflections",
+    }
     assert all(r["prompt"].startswith("<|im_start|>system\n") for r in records)
     assert all(r["correct"] == (r["gold"] == "18") for r in records)
     assert rows[0]["accuracy"] == 100.0 * sum(r["correct"] for r in records) / 4
@@ -110,8 +137,9 @@ def test_changed_limit_regenerates(tokenizer_dir, shared_data_dir, tmp_path):
 
 
 def test_token_budget_per_role_and_benchmark(tokenizer_dir, shared_data_dir, tmp_path):
-    eval_cfg = gsm8k_and_math500("eval.max_new_tokens=300", "eval.base_max_new_tokens=200",
-                                 "eval.benchmarks.math500.max_new_tokens=111")
+    eval_cfg = gsm8k_and_math500(
+        "eval.max_new_tokens=300", "eval.base_max_new_tokens=200", "eval.benchmarks.math500.max_new_tokens=111"
+    )
     base = CountingFactory()
     run(tokenizer_dir, eval_cfg, tmp_path / "base", shared_data_dir, base, role="base", prompt="cot")
     assert [s.max_new_tokens for _, s in base.backends[0].calls] == [200, 111]
@@ -127,11 +155,14 @@ def test_several_seeds(tokenizer_dir, shared_data_dir, tmp_path):
     factory = CountingFactory()
     rows = run(tokenizer_dir, eval_cfg, tmp_path, shared_data_dir, factory)
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
-        f"{b}__seed{s}.jsonl" for b in ("gsm8k", "math500") for s in (0, 1, 2)]
+        f"{b}__seed{s}.jsonl" for b in ("gsm8k", "math500") for s in (0, 1, 2)
+    ]
     assert [s.seed for _, s in factory.backends[0].calls] == [0, 1, 2, 0, 1, 2]
     aggregates = [r for r in rows if r["seed"] is None]
     assert [(r["benchmark"], r["num_seeds"], r["accuracy_std"]) for r in aggregates] == [
-        ("gsm8k", 3, 0.0), ("math500", 3, 0.0)]
+        ("gsm8k", 3, 0.0),
+        ("math500", 3, 0.0),
+    ]
 
 
 @pytest.mark.slow
@@ -142,8 +173,9 @@ def test_toy_pair_end_to_end(tmp_path, one_torch_thread):
 
     model = ensure_toy_model("finetuned")
     eval_cfg = compose_eval("eval=toy", "eval.limit=16", "eval.batch_size=8")
-    request = dict(label="toy-finetuned", role="finetuned", prompt="toy", eval_cfg=eval_cfg, out_dir=tmp_path,
-                   data_dir=None)
+    request = dict(
+        label="toy-finetuned", role="finetuned", prompt="toy", eval_cfg=eval_cfg, out_dir=tmp_path, data_dir=None
+    )
     rows = evaluate_model(model, **request)
     assert len(rows) == 1 and rows[0]["n"] == 16
     assert rows[0]["mean_tokens"] > 0

@@ -32,8 +32,17 @@ def experiment_points(experiment: str, *overrides: str) -> list[list[str]]:
 
 
 def test_every_experiment_is_a_sweep():
-    assert set(EXPERIMENTS) == {"l2s_1p5b", "l2s_7b", "l2s_14b", "l2s_32b", "t_sensitivity", "calibration_size",
-                                "calibration_source", "clusters", "general_llama"}
+    assert set(EXPERIMENTS) == {
+        "l2s_1p5b",
+        "l2s_7b",
+        "l2s_14b",
+        "l2s_32b",
+        "t_sensitivity",
+        "calibration_size",
+        "calibration_source",
+        "clusters",
+        "general_llama",
+    }
     for experiment in EXPERIMENTS:
         assert len(experiment_points(experiment)) > 1, experiment
 
@@ -53,23 +62,26 @@ def merge_of(experiment: str, method: str):
     return compose_config(f"+experiment={experiment}", f"merge={method}").merge
 
 
-@pytest.mark.parametrize(("experiment", "method", "expected"), [
-    ("l2s_1p5b", "ties", {"k": 0.8, "scale": 1.0}),
-    ("l2s_7b", "acm_ties", {"k": 0.8, "scale": 1.0, "t": 0.7}),
-    ("l2s_14b", "ties", {"k": 0.2, "scale": 0.5}),
-    ("l2s_14b", "acm_ties", {"k": 0.2, "scale": 0.5}),
-    ("l2s_14b", "aim", {"k": 0.2, "scale": 0.5, "omega": 0.4, "base_method": "ties"}),
-    ("l2s_32b", "ties", {"k": 0.25, "scale": 0.55}),
-    ("l2s_32b", "aim", {"k": 0.25, "scale": 0.55}),
-    ("l2s_7b", "task_arithmetic", {"scale": 0.7}),
-    ("l2s_14b", "task_arithmetic", {"scale": 0.7}),
-    ("l2s_1p5b", "dare", {"p": 0.3}),
-    ("l2s_14b", "dare", {"p": 0.4}),
-    ("l2s_1p5b", "sens", {"alpha": 0.4, "temperature": 3.0}),
-    ("l2s_7b", "sens", {"alpha": 0.7, "temperature": 2.0}),
-    ("l2s_14b", "sens", {"alpha": 0.8, "temperature": 6.0}),
-    ("l2s_32b", "sens", {"alpha": 0.8, "temperature": 6.0}),
-])
+@pytest.mark.parametrize(
+    ("experiment", "method", "expected"),
+    [
+        ("l2s_1p5b", "ties", {"k": 0.8, "scale": 1.0}),
+        ("l2s_7b", "acm_ties", {"k": 0.8, "scale": 1.0, "t": 0.7}),
+        ("l2s_14b", "ties", {"k": 0.2, "scale": 0.5}),
+        ("l2s_14b", "acm_ties", {"k": 0.2, "scale": 0.5}),
+        ("l2s_14b", "aim", {"k": 0.2, "scale": 0.5, "omega": 0.4, "base_method": "ties"}),
+        ("l2s_32b", "ties", {"k": 0.25, "scale": 0.55}),
+        ("l2s_32b", "aim", {"k": 0.25, "scale": 0.55}),
+        ("l2s_7b", "task_arithmetic", {"scale": 0.7}),
+        ("l2s_14b", "task_arithmetic", {"scale": 0.7}),
+        ("l2s_1p5b", "dare", {"p": 0.3}),
+        ("l2s_14b", "dare", {"p": 0.4}),
+        ("l2s_1p5b", "sens", {"alpha": 0.4, "temperature": 3.0}),
+        ("l2s_7b", "sens", {"alpha": 0.7, "temperature": 2.0}),
+        ("l2s_14b", "sens", {"alpha": 0.8, "temperature": 6.0}),
+        ("l2s_32b", "sens", {"alpha": 0.8, "temperature": 6.0}),
+    ],
+)
 def test_l2s_experiments_carry_the_papers_hyper_parameters(experiment, method, expected):
     merge = merge_of(experiment, method)
     assert {name: merge[name] for name in expected} == expected
@@ -83,28 +95,48 @@ def test_command_line_values_win_over_the_papers_defaults():
 def test_l2s_sweeps_every_method_of_the_table_and_evaluates_the_inputs():
     methods = [point[0].removeprefix("merge=") for point in experiment_points("l2s_7b")]
     # The paper's Table 1 has three DARE rows (DARE, DARE-TA, DARE-TIES), as the L2S code computes them.
-    assert methods == ["average", "task_arithmetic", "ties", "dare", "dare_ta", "dare_ties", "aim", "sens", "acm_ta",
-                       "acm_ties"]
+    assert methods == [
+        "average",
+        "task_arithmetic",
+        "ties",
+        "dare",
+        "dare_ta",
+        "dare_ties",
+        "aim",
+        "sens",
+        "acm_ta",
+        "acm_ties",
+    ]
     cfg = compose_config("+experiment=l2s_7b")
     assert list(cfg.eval.models) == ["base", "finetuned", "merged"]
-    assert sorted(cfg.eval.benchmarks) == sorted(["gsm8k", "math500", "minerva_math", "olympiadbench", "college_math",
-                                                  "aime24"])
+    assert sorted(cfg.eval.benchmarks) == sorted(
+        ["gsm8k", "math500", "minerva_math", "olympiadbench", "college_math", "aime24"]
+    )
     assert cfg.model_pair.base == "Qwen/Qwen2.5-Math-7B"
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (("merge=aim", "merge.omega=1.5"), "merge.omega=1.5; expected a number in [0, 1]"),
-    (("merge=aim", "merge.base_method=acm_ties"), "merge.base_method='acm_ties'; expected a plain merge method"),
-    (("merge=aim", "merge.base_method=nope"), "merge.base_method='nope'; expected a plain merge method"),
-    (("merge=sens", "merge.alpha=2"), "merge.alpha=2.0; expected a number in [0, 1]"),
-    (("merge=sens", "merge.temperature=0"), "merge.temperature=0.0; expected a positive number"),
-    (("merge=sens", "sens.base_answers=medium"), "sens.base_answers='medium'; expected one of ('long', 'short')"),
-    (("merge=sens", "sens.short_answer_template=x"), "sens.short_answer_template='x'; expected a template containing"),
-    (("merge=sens", "sens.prompt_template='Q: {q}'"), "sens.prompt_template='Q: {q}' is not a template with only {question}"),
-    (("merge=sens", "sens.dtype=fp8"), "sens.dtype='fp8'; expected one of"),
-    (("merge=sens", "sens.max_tokens=1"), "sens.max_tokens=1; expected an integer >= 2"),
-    (("merge=sens", "model_pair=llama2-7b"), "merge=sens merges one fine-tuned model; model_pair.finetuned has 2"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("merge=aim", "merge.omega=1.5"), "merge.omega=1.5; expected a number in [0, 1]"),
+        (("merge=aim", "merge.base_method=acm_ties"), "merge.base_method='acm_ties'; expected a plain merge method"),
+        (("merge=aim", "merge.base_method=nope"), "merge.base_method='nope'; expected a plain merge method"),
+        (("merge=sens", "merge.alpha=2"), "merge.alpha=2.0; expected a number in [0, 1]"),
+        (("merge=sens", "merge.temperature=0"), "merge.temperature=0.0; expected a positive number"),
+        (("merge=sens", "sens.base_answers=medium"), "sens.base_answers='medium'; expected one of ('long', 'short')"),
+        (
+            ("merge=sens", "sens.short_answer_template=x"),
+            "sens.short_answer_template='x'; expected a template containing",
+        ),
+        (
+            ("merge=sens", "sens.prompt_template='Q: {q}'"),
+            "sens.prompt_template='Q: {q}' is not a template with only {question}",
+        ),
+        (("merge=sens", "sens.dtype=fp8"), "sens.dtype='fp8'; expected one of"),
+        (("merge=sens", "sens.max_tokens=1"), "sens.max_tokens=1; expected an integer >= 2"),
+        (("merge=sens", "model_pair=llama2-7b"), "merge=sens merges one fine-tuned model; model_pair.finetuned has 2"),
+    ],
+)
 def test_bad_baseline_settings_fail_validation_with_one_line(overrides, message):
     with pytest.raises(ConfigError) as error:
         validate(compose_config(*overrides))
@@ -122,17 +154,26 @@ def calibration_sizes(experiment: str) -> list[int]:
     sizes = []
     for point in experiment_points(experiment):
         calibration = compose_config(*point).calibration
-        sizes.append(calibration_size(calibration.selection, calibration.num_clusters, calibration.per_cluster,
-                                      calibration.num_samples))
+        sizes.append(
+            calibration_size(
+                calibration.selection, calibration.num_clusters, calibration.per_cluster, calibration.num_samples
+            )
+        )
     return sizes
 
 
 def test_calibration_ablations_sweep_what_the_paper_varies():
-    assert [p[0] for p in experiment_points("t_sensitivity")] == [f"merge.t={t}" for t in ("0.3", "0.5", "0.7", "0.9", "1.1")]
+    assert [p[0] for p in experiment_points("t_sensitivity")] == [
+        f"merge.t={t}" for t in ("0.3", "0.5", "0.7", "0.9", "1.1")
+    ]
     assert calibration_sizes("calibration_size") == [20, 50, 100, 200, 300]
     assert calibration_sizes("clusters") == [120, 120, 120, 120]
     selections = [compose_config(*point).calibration for point in experiment_points("clusters")]
-    assert [(c.selection, c.num_clusters) for c in selections][1:] == [("cluster", 10), ("cluster", 20), ("cluster", 30)]
+    assert [(c.selection, c.num_clusters) for c in selections][1:] == [
+        ("cluster", 10),
+        ("cluster", 20),
+        ("cluster", 30),
+    ]
     assert selections[0].selection == "random"
     assert [p[0] for p in experiment_points("calibration_source")] == ["calibration=s1k", "calibration=limo"]
 
@@ -142,11 +183,23 @@ def test_calibration_ablations_sweep_what_the_paper_varies():
 
 
 def run_experiment(experiment: str, tmp_path: Path, cache_dir: Path, results_dir: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "acm_exp", "-m", f"+experiment={experiment}", *TOY,
-               *OFFLINE_SWEEPS.get(experiment, ()), "eval.limit=3", "logger.wandb.mode=disabled",
-               f"logger.results_dir={results_dir}", f"cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=1800,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "acm_exp",
+        "-m",
+        f"+experiment={experiment}",
+        *TOY,
+        *OFFLINE_SWEEPS.get(experiment, ()),
+        "eval.limit=3",
+        "logger.wandb.mode=disabled",
+        f"logger.results_dir={results_dir}",
+        f"cache_dir={cache_dir}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -167,7 +220,9 @@ def assert_one_run_per_point(results_dir: Path, points: list) -> None:
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if not e.startswith("l2s_")])
 def test_experiment_runs_end_to_end_on_the_toy_pair(experiment, tmp_path, toy_cache):
     run_experiment(experiment, tmp_path, toy_cache, tmp_path / "results")
-    assert_one_run_per_point(tmp_path / "results", experiment_points(experiment, *TOY, *OFFLINE_SWEEPS.get(experiment, ())))
+    assert_one_run_per_point(
+        tmp_path / "results", experiment_points(experiment, *TOY, *OFFLINE_SWEEPS.get(experiment, ()))
+    )
     if experiment == "general_llama":
         assert set(load_results(tmp_path / "results")["role"]) == {"base", "finetuned", "merged"}
 
@@ -198,18 +253,37 @@ def test_l2s_experiments_run_end_to_end_on_the_toy_pair(tmp_path, toy_cache):
 
 def test_sweep_points_expand_like_hydras_basic_sweeper():
     assert sweep_points({"merge": "ties,dare"}, ["merge.k=0.2,0.5", "eval=none", "~merge.p"]) == [
-        ["merge=ties", "merge.k=0.2", "eval=none", "~merge.p"], ["merge=ties", "merge.k=0.5", "eval=none", "~merge.p"],
-        ["merge=dare", "merge.k=0.2", "eval=none", "~merge.p"], ["merge=dare", "merge.k=0.5", "eval=none", "~merge.p"]]
+        ["merge=ties", "merge.k=0.2", "eval=none", "~merge.p"],
+        ["merge=ties", "merge.k=0.5", "eval=none", "~merge.p"],
+        ["merge=dare", "merge.k=0.2", "eval=none", "~merge.p"],
+        ["merge=dare", "merge.k=0.5", "eval=none", "~merge.p"],
+    ]
     assert sweep_points({}, ["seed=range(0,3)"]) == [["seed=0"], ["seed=1"], ["seed=2"]]
 
 
 def test_a_bad_sweep_point_stops_the_sweep_before_any_job(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "acm_exp", "-m", "merge=ties", "merge.k=0.5,1.5", "eval=none", "logger=disabled",
-         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "acm_exp",
+            "-m",
+            "merge=ties",
+            "merge.k=0.5,1.5",
+            "eval=none",
+            "logger=disabled",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("acm_exp: error:")]
-    assert errors == ["acm_exp: error: sweep point [merge=ties merge.k=1.5 eval=none logger=disabled]: "
-                      "merge.k=1.5; expected a fraction in [0, 1)"]
+    assert errors == [
+        "acm_exp: error: sweep point [merge=ties merge.k=1.5 eval=none logger=disabled]: "
+        "merge.k=1.5; expected a fraction in [0, 1)"
+    ]
     assert not (tmp_path / "sweep").exists() and "Launching" not in result.stdout + result.stderr

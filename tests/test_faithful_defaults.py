@@ -69,7 +69,9 @@ def test_untie_merges_the_head_of_a_tied_base_as_its_own_tensor(tmp_path):
     merged = load_state(result.output_dir)
     base_state, finetuned_state = load_state(base), load_state(finetuned[0])
     embedding = base_state["model.embed_tokens.weight"]
-    torch.testing.assert_close(merged["lm_head.weight"], embedding + 0.5 * (finetuned_state["lm_head.weight"] - embedding))
+    torch.testing.assert_close(
+        merged["lm_head.weight"], embedding + 0.5 * (finetuned_state["lm_head.weight"] - embedding)
+    )
     assert json.loads((result.output_dir / "config.json").read_text())["tie_word_embeddings"] is False
 
 
@@ -120,8 +122,9 @@ def test_real_pairs_default_to_the_reference_choices(pair):
 
 
 @pytest.mark.parametrize("pair", REAL_PAIRS[:4])
-@pytest.mark.parametrize(("acm", "plain"), [("acm_ta", "task_arithmetic"), ("acm_dare", "dare_ta"),
-                                            ("acm_ties", "ties")])
+@pytest.mark.parametrize(
+    ("acm", "plain"), [("acm_ta", "task_arithmetic"), ("acm_dare", "dare_ta"), ("acm_ties", "ties")]
+)
 def test_acm_methods_use_their_baselines_alpha(pair, acm, plain):
     acm_merge = compose_config(f"model_pair={pair}", f"merge={acm}").merge
     plain_merge = compose_config(f"model_pair={pair}", f"merge={plain}").merge
@@ -136,9 +139,14 @@ def test_acm_ta_and_acm_dare_alpha_is_0_7():
     assert compose_config("model_pair=qwen2.5-7b", "merge=acm_dare").merge.scale == 0.7
 
 
-@pytest.mark.parametrize(("option", "combine", "expected"), [
-    ("dare", "average", {}), ("dare_ta", "ta", {"scale": 0.7}), ("dare_ties", "ties", {"k": 0.8, "scale": 1.0}),
-])
+@pytest.mark.parametrize(
+    ("option", "combine", "expected"),
+    [
+        ("dare", "average", {}),
+        ("dare_ta", "ta", {"scale": 0.7}),
+        ("dare_ties", "ties", {"k": 0.8, "scale": 1.0}),
+    ],
+)
 def test_dare_rows_compose(option, combine, expected):
     merge_cfg = compose_config("model_pair=qwen2.5-7b", f"merge={option}").merge
     assert (merge_cfg.method, merge_cfg.combine, merge_cfg.p) == ("dare", combine, 0.3)
@@ -155,8 +163,15 @@ def test_aim_relaxes_every_weight_by_default():
     assert compose_config("model_pair=qwen2.5-7b", "merge=aim").merge.relax == "all"
 
 
-@pytest.mark.parametrize("override", ["model_pair.tokenizer_from=finetuned", "model_pair.tied_head=untie",
-                                      "acm.device=cpu", "calibration.cluster_pick=nearest"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model_pair.tokenizer_from=finetuned",
+        "model_pair.tied_head=untie",
+        "acm.device=cpu",
+        "calibration.cluster_pick=nearest",
+    ],
+)
 def test_switches_restore_the_alternatives(override):
     from acm_exp.pipeline import validate
 
@@ -189,8 +204,14 @@ def test_calibrated_runs_record_their_calibration(tmp_path, monkeypatch, method)
     rows = [{"question": f" question {i} ", "solution": f"so $\\boxed{{{i}}}$"} for i in range(30)]
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    cfg = compose_config("model_pair=qwen2.5-7b", f"merge={method}", f"calibration.source={corpus}",
-                         "calibration.num_clusters=3", "calibration.per_cluster=2", f"cache_dir={tmp_path / 'cache'}")
+    cfg = compose_config(
+        "model_pair=qwen2.5-7b",
+        f"merge={method}",
+        f"calibration.source={corpus}",
+        "calibration.num_clusters=3",
+        "calibration.per_cluster=2",
+        f"cache_dir={tmp_path / 'cache'}",
+    )
     assert get_method(cfg.merge.method).coefficients is not None
     selected = pipeline._select_calibration(cfg, tmp_path / "run")
     record = json.loads((tmp_path / "run" / "calibration.json").read_text())

@@ -14,24 +14,53 @@ from acm_exp import figures, results
 
 REPO = Path(__file__).resolve().parent.parent
 FINISHED = "2025-01-01T01:00:00+00:00"
-ACM = {"k": 0.8, "scale": 1.0, "shift": "per_point_max", "reduce": "mean_of_sigmoids", "acm_against": "finetuned",
-       "estimator": "discrete", "calibration": "s1k", "calibration_selection": "cluster", "num_clusters": 20,
-       "per_cluster": 5, "include_solution": False}
+ACM = {
+    "k": 0.8,
+    "scale": 1.0,
+    "shift": "per_point_max",
+    "reduce": "mean_of_sigmoids",
+    "acm_against": "finetuned",
+    "estimator": "discrete",
+    "calibration": "s1k",
+    "calibration_selection": "cluster",
+    "num_clusters": 20,
+    "per_cluster": 5,
+    "include_solution": False,
+}
 
 
 def write_run(results_dir: Path, run_id: str, method: str, models: dict, seeds=(0,), **config) -> None:
     """``models[(label, role)] = {benchmark: (accuracy, tokens)}`` at seed 0; seed s adds s and 10 s."""
-    size = results.calibration_size(config.get("calibration_selection"), config.get("num_clusters"),
-                                    config.get("per_cluster"), config.get("num_samples"))
+    size = results.calibration_size(
+        config.get("calibration_selection"),
+        config.get("num_clusters"),
+        config.get("per_cluster"),
+        config.get("num_samples"),
+    )
     rows = []
     for (model, role), by_benchmark in models.items():
         for benchmark, (accuracy, tokens) in by_benchmark.items():
             for seed in seeds:
                 row = dict.fromkeys(results.COLUMNS)
-                row.update(run_id=run_id, model_pair="toy", base_model="toy:base", finetuned_models="toy:finetuned",
-                           method=method, config_hash=f"hash-{run_id}", git_commit="c", finished_at=FINISHED,
-                           model=model, role=role, benchmark=benchmark, seed=seed, accuracy=accuracy + seed,
-                           mean_tokens=tokens + 10 * seed, n=10, calibration_samples=size, **config)
+                row.update(
+                    run_id=run_id,
+                    model_pair="toy",
+                    base_model="toy:base",
+                    finetuned_models="toy:finetuned",
+                    method=method,
+                    config_hash=f"hash-{run_id}",
+                    git_commit="c",
+                    finished_at=FINISHED,
+                    model=model,
+                    role=role,
+                    benchmark=benchmark,
+                    seed=seed,
+                    accuracy=accuracy + seed,
+                    mean_tokens=tokens + 10 * seed,
+                    n=10,
+                    calibration_samples=size,
+                    **config,
+                )
                 rows.append(row)
     results.write_rows(results_dir, rows)
 
@@ -45,24 +74,62 @@ def paper_table(tmp_path_factory) -> Path:
     """Inputs and TIES over two seeds; an ACM-TIES t sweep and calibration ablations over one seed."""
     tmp_path = tmp_path_factory.mktemp("paper")
     directory = tmp_path / "results"
-    inputs = {("base", "base"): {"gsm8k": (70.0, 200.0), "math500": (40.0, 400.0)},
-              ("finetuned[0]", "finetuned"): {"gsm8k": (90.0, 1000.0), "math500": (80.0, 3000.0)}}
-    write_run(directory, "ties", "ties", {**inputs, **merged((86.0, 500.0), (74.0, 1500.0))}, seeds=(0, 1),
-              k=0.8, scale=1.0)
+    inputs = {
+        ("base", "base"): {"gsm8k": (70.0, 200.0), "math500": (40.0, 400.0)},
+        ("finetuned[0]", "finetuned"): {"gsm8k": (90.0, 1000.0), "math500": (80.0, 3000.0)},
+    }
+    write_run(
+        directory, "ties", "ties", {**inputs, **merged((86.0, 500.0), (74.0, 1500.0))}, seeds=(0, 1), k=0.8, scale=1.0
+    )
     coefficients = tmp_path / "run-t05" / "coefficients.json"
     coefficients.parent.mkdir()
-    coefficients.write_text(json.dumps({"t": 0.5, "models": [{"name": "finetuned[0]", "points": {
-        "lm_head": {"lambda": 0.1}, "layers.1": {"lambda": 0.6}, "embed_tokens": {"lambda": 0.3},
-        "norm": {"lambda": 0.2}, "layers.0": {"lambda": 0.5}}}]}))
-    write_run(directory, "t05", "acm_ties", merged((88.0, 450.0), (76.0, 1350.0)), t=0.5,
-              coefficients_path=str(coefficients), **ACM)
+    coefficients.write_text(
+        json.dumps(
+            {
+                "t": 0.5,
+                "models": [
+                    {
+                        "name": "finetuned[0]",
+                        "points": {
+                            "lm_head": {"lambda": 0.1},
+                            "layers.1": {"lambda": 0.6},
+                            "embed_tokens": {"lambda": 0.3},
+                            "norm": {"lambda": 0.2},
+                            "layers.0": {"lambda": 0.5},
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    write_run(
+        directory,
+        "t05",
+        "acm_ties",
+        merged((88.0, 450.0), (76.0, 1350.0)),
+        t=0.5,
+        coefficients_path=str(coefficients),
+        **ACM,
+    )
     write_run(directory, "t09", "acm_ties", merged((87.0, 400.0), (75.0, 1200.0)), t=0.9, **ACM)
     write_run(directory, "t07", "acm_ties", merged((89.0, 420.0), (77.0, 1280.0)), t=0.7, **ACM)
     write_run(directory, "pc2", "acm_ties", merged((85.0, 600.0), (70.0, 1600.0)), t=0.7, **{**ACM, "per_cluster": 2})
-    write_run(directory, "k10", "acm_ties", merged((84.0, 610.0), (71.0, 1610.0)), t=0.7,
-              **{**ACM, "num_clusters": 10, "per_cluster": 10})
-    write_run(directory, "random", "acm_ties", merged((83.0, 620.0), (69.0, 1620.0)), t=0.7,
-              **{**ACM, "calibration_selection": "random"})
+    write_run(
+        directory,
+        "k10",
+        "acm_ties",
+        merged((84.0, 610.0), (71.0, 1610.0)),
+        t=0.7,
+        **{**ACM, "num_clusters": 10, "per_cluster": 10},
+    )
+    write_run(
+        directory,
+        "random",
+        "acm_ties",
+        merged((83.0, 620.0), (69.0, 1620.0)),
+        t=0.7,
+        **{**ACM, "calibration_selection": "random"},
+    )
     return directory
 
 
@@ -80,7 +147,9 @@ def test_main_table_numbers(paper_outputs):
     out, _ = paper_outputs
     table = pd.read_csv(out / "main_table.csv")
     assert list(table["method"]) == [
-        "base", "finetuned", "TIES",
+        "base",
+        "finetuned",
+        "TIES",
         "ACM-TIES (t=0.5, selection=cluster, clusters=20, per_cluster=5)",
         "ACM-TIES (t=0.7, selection=cluster, clusters=10, per_cluster=10)",
         "ACM-TIES (t=0.7, selection=cluster, clusters=20, per_cluster=2)",
@@ -91,7 +160,7 @@ def test_main_table_numbers(paper_outputs):
     rows = table.set_index("method")
     base = rows.loc["base"]
     assert (base["gsm8k_accuracy"], base["gsm8k_tokens"], base["math500_accuracy"]) == (70.5, 205.0, 40.5)
-    assert base["gsm8k_accuracy_std"] == pytest.approx(0.5 ** 0.5)
+    assert base["gsm8k_accuracy_std"] == pytest.approx(0.5**0.5)
     assert (base["avg_accuracy"], base["avg_tokens"], base["seeds"]) == (55.5, 305.0, 2)
     assert base["relative_length"] == pytest.approx(100 * (305 - 2005) / 2005)
     assert rows.loc["finetuned", "relative_length"] == 0.0
@@ -113,22 +182,39 @@ def test_sweep_figures_numbers(paper_outputs):
     assert all(o.message is None for o in outcomes), [o.message for o in outcomes]
     t_sweep = pd.read_csv(out / "t_sensitivity.csv")
     assert t_sweep[["series", "t", "avg_accuracy", "avg_tokens"]].values.tolist() == [
-        ["ACM-TIES", 0.5, 82.0, 900.0], ["ACM-TIES", 0.7, 83.0, 850.0], ["ACM-TIES", 0.9, 81.0, 800.0]]
+        ["ACM-TIES", 0.5, 82.0, 900.0],
+        ["ACM-TIES", 0.7, 83.0, 850.0],
+        ["ACM-TIES", 0.9, 81.0, 800.0],
+    ]
     assert set(t_sweep["benchmarks"]) == {"gsm8k math500"}
     size = pd.read_csv(out / "calibration_size.csv")
-    assert size[["calibration_samples", "avg_accuracy", "avg_tokens"]].values.tolist() == [[40, 77.5, 1100],
-                                                                                           [100, 83.0, 850]]
+    assert size[["calibration_samples", "avg_accuracy", "avg_tokens"]].values.tolist() == [
+        [40, 77.5, 1100],
+        [100, 83.0, 850],
+    ]
     clusters = pd.read_csv(out / "cluster_count.csv")
     assert clusters[["selection", "avg_accuracy", "avg_tokens"]].values.tolist() == [
-        ["random", 76.0, 1120.0], ["10 clusters", 77.5, 1110.0], ["20 clusters", 83.0, 850.0]]
+        ["random", 76.0, 1120.0],
+        ["10 clusters", 77.5, 1110.0],
+        ["20 clusters", 83.0, 850.0],
+    ]
     layers = pd.read_csv(out / "layer_coefficients.csv")
     assert layers[["point", "position", "lambda"]].values.tolist() == [
-        ["embed_tokens", 0, 0.3], ["layers.0", 1, 0.5], ["layers.1", 2, 0.6], ["norm", 3, 0.2], ["lm_head", 4, 0.1]]
+        ["embed_tokens", 0, 0.3],
+        ["layers.0", 1, 0.5],
+        ["layers.1", 2, 0.6],
+        ["norm", 3, 0.2],
+        ["lm_head", 4, 0.1],
+    ]
     assert set(layers["t"]) == {0.5}
     pareto = pd.read_csv(out / "pareto.csv").set_index("method")
     front = sorted(pareto.index[pareto["on_frontier"]], key=lambda m: pareto.loc[m, "avg_tokens"])
-    assert front == ["base", "ACM-TIES (t=0.9, selection=cluster, clusters=20, per_cluster=5)",
-                     "ACM-TIES (t=0.7, selection=cluster, clusters=20, per_cluster=5)", "finetuned"]
+    assert front == [
+        "base",
+        "ACM-TIES (t=0.9, selection=cluster, clusters=20, per_cluster=5)",
+        "ACM-TIES (t=0.7, selection=cluster, clusters=20, per_cluster=5)",
+        "finetuned",
+    ]
     assert len(pareto) == 9
 
 
@@ -153,39 +239,50 @@ def test_outputs_are_byte_identical_across_runs(paper_table, paper_outputs, tmp_
 
 def test_missing_runs_are_named_and_the_rest_is_written(tmp_path):
     directory = tmp_path / "results"
-    write_run(directory, "ties", "ties", {("finetuned[0]", "finetuned"): {"gsm8k": (90.0, 1000.0)},
-                                          **{("merged", "merged"): {"gsm8k": (80.0, 500.0)}}}, k=0.8, scale=1.0)
+    write_run(
+        directory,
+        "ties",
+        "ties",
+        {("finetuned[0]", "finetuned"): {"gsm8k": (90.0, 1000.0)}, **{("merged", "merged"): {"gsm8k": (80.0, 500.0)}}},
+        k=0.8,
+        scale=1.0,
+    )
     write_run(directory, "t07", "acm_ties", {("merged", "merged"): {"gsm8k": (85.0, 450.0)}}, t=0.7, **ACM)
     outcomes = {o.name: o for o in make(directory, tmp_path / "out")}
     assert outcomes["main_table"].files and outcomes["pareto"].files
     assert outcomes["t_sensitivity"].message == (
         "t-sensitivity: needs ACM runs with at least 2 distinct t values (otherwise identical configs, common "
-        "benchmarks); found t=[0.7]")
+        "benchmarks); found t=[0.7]"
+    )
     assert "calibration-size: needs" in outcomes["calibration_size"].message
     assert "found calibration_samples=[100]" in outcomes["calibration_size"].message
     assert "found selection=[cluster], num_clusters=[20]" in outcomes["cluster_count"].message
     assert "layer coefficients: needs" in outcomes["layer_coefficients"].message
     assert "found 0 of 2 merged runs with a path" in outcomes["layer_coefficients"].message
-    ties_only = {o.name: o for o in figures.make_figures(results.load_results(directory, method="ties"),
-                                                         tmp_path / "out2")}
+    ties_only = {
+        o.name: o for o in figures.make_figures(results.load_results(directory, method="ties"), tmp_path / "out2")
+    }
     assert ties_only["t_sensitivity"].message.endswith("found no merged runs that use t")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "acm_exp.figures", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "acm_exp.figures", *args], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
 
 
 def test_command_line_filters_and_exit_codes(paper_table, tmp_path):
-    partial = run_cli(f"results_dir={paper_table}", f"out={tmp_path / 'ties'}", "method=ties", "--only",
-                      "main_table,t_sensitivity")
+    partial = run_cli(
+        f"results_dir={paper_table}", f"out={tmp_path / 'ties'}", "method=ties", "--only", "main_table,t_sensitivity"
+    )
     assert partial.returncode == 0, partial.stderr
     assert "main_table:" in partial.stdout and "skipped t-sensitivity: needs" in partial.stderr
     assert pd.read_csv(tmp_path / "ties" / "main_table.csv")["method"].tolist() == ["base", "finetuned", "TIES"]
     nothing = run_cli(f"results_dir={tmp_path / 'empty'}", f"out={tmp_path / 'none'}")
     assert nothing.returncode == 1 and "no results in" in nothing.stderr
-    only_missing = run_cli(f"results_dir={paper_table}", f"out={tmp_path / 'x'}", "method=ties", "--only",
-                           "t_sensitivity")
+    only_missing = run_cli(
+        f"results_dir={paper_table}", f"out={tmp_path / 'x'}", "method=ties", "--only", "t_sensitivity"
+    )
     assert only_missing.returncode == 1
     unknown = run_cli(f"results_dir={paper_table}", "metod=ties")
     assert unknown.returncode == 2 and "unknown results column 'metod'" in unknown.stderr
@@ -193,12 +290,29 @@ def test_command_line_filters_and_exit_codes(paper_table, tmp_path):
 
 def test_read_coefficients_accepts_the_plausible_shapes(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"models": {"ft": {"model.embed_tokens": 0.4, "model.layers.1.mlp.down_proj": 0.7,
-                                                  "model.layers.0.mlp.down_proj": {"lambda": 0.9},
-                                                  "model.norm": 0.3, "lm_head": 0.2}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "ft": {
+                        "model.embed_tokens": 0.4,
+                        "model.layers.1.mlp.down_proj": 0.7,
+                        "model.layers.0.mlp.down_proj": {"lambda": 0.9},
+                        "model.norm": 0.3,
+                        "lm_head": 0.2,
+                    }
+                }
+            }
+        )
+    )
     frame = figures.read_coefficients(path)
-    assert frame.values.tolist() == [["ft", "embed_tokens", 0, 0.4], ["ft", "layers.0", 1, 0.9],
-                                     ["ft", "layers.1", 2, 0.7], ["ft", "norm", 3, 0.3], ["ft", "lm_head", 4, 0.2]]
+    assert frame.values.tolist() == [
+        ["ft", "embed_tokens", 0, 0.4],
+        ["ft", "layers.0", 1, 0.9],
+        ["ft", "layers.1", 2, 0.7],
+        ["ft", "norm", 3, 0.3],
+        ["ft", "lm_head", 4, 0.2],
+    ]
     path.write_text(json.dumps({"t": 0.7}))
     with pytest.raises(ValueError, match="models"):
         figures.read_coefficients(path)
@@ -213,10 +327,14 @@ def test_pareto_front():
 
 # Per benchmark and seed, per question q0..: correct or not. ACM-TIES wins 4 GSM8K questions
 # (q4, q5, q6 on both seeds or one, q7 on one seed) and loses none; MATH500 is identical.
-TIES_SAMPLES = {"gsm8k": {0: [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], 1: [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]},
-                "math500": {0: [1, 1, 0, 0, 1, 0, 1, 0], 1: [1, 1, 0, 0, 1, 0, 1, 0]}}
-ACM_SAMPLES = {"gsm8k": {0: [1, 1, 1, 1, 1, 1, 1, 1, 0, 0], 1: [1, 1, 1, 1, 1, 1, 1, 0, 0, 0]},
-               "math500": {0: [1, 1, 0, 0, 1, 0, 1, 0], 1: [1, 1, 0, 0, 1, 0, 1, 0]}}
+TIES_SAMPLES = {
+    "gsm8k": {0: [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], 1: [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]},
+    "math500": {0: [1, 1, 0, 0, 1, 0, 1, 0], 1: [1, 1, 0, 0, 1, 0, 1, 0]},
+}
+ACM_SAMPLES = {
+    "gsm8k": {0: [1, 1, 1, 1, 1, 1, 1, 1, 0, 0], 1: [1, 1, 1, 1, 1, 1, 1, 0, 0, 0]},
+    "math500": {0: [1, 1, 0, 0, 1, 0, 1, 0], 1: [1, 1, 0, 0, 1, 0, 1, 0]},
+}
 
 
 def write_samples_run(results_dir: Path, run_dir: Path, run_id: str, method: str, samples: dict, **config) -> None:
@@ -227,15 +345,31 @@ def write_samples_run(results_dir: Path, run_dir: Path, run_id: str, method: str
         for seed, correct in by_seed.items():
             path = run_dir / "samples" / f"{benchmark}__seed{seed}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
-            records = [{"id": f"q{i}", "seed": seed, "prompt": f"question {i}", "correct": bool(c)}
-                       for i, c in enumerate(correct)]
+            records = [
+                {"id": f"q{i}", "seed": seed, "prompt": f"question {i}", "correct": bool(c)}
+                for i, c in enumerate(correct)
+            ]
             path.write_text("".join(json.dumps(r) + "\n" for r in (records[::-1] if seed else records)))
             row = dict.fromkeys(results.COLUMNS)
-            row.update(run_id=run_id, model_pair="toy", base_model="toy:base", finetuned_models="toy:finetuned",
-                       method=method, config_hash=f"hash-{run_id}", git_commit="c", finished_at=FINISHED,
-                       model="merged", role="merged", benchmark=benchmark, seed=seed,
-                       accuracy=100 * sum(correct) / len(correct), mean_tokens=100.0, n=len(correct),
-                       samples_path=str(path), **config)
+            row.update(
+                run_id=run_id,
+                model_pair="toy",
+                base_model="toy:base",
+                finetuned_models="toy:finetuned",
+                method=method,
+                config_hash=f"hash-{run_id}",
+                git_commit="c",
+                finished_at=FINISHED,
+                model="merged",
+                role="merged",
+                benchmark=benchmark,
+                seed=seed,
+                accuracy=100 * sum(correct) / len(correct),
+                mean_tokens=100.0,
+                n=len(correct),
+                samples_path=str(path),
+                **config,
+            )
             rows.append(row)
     results.write_rows(results_dir, rows)
 
@@ -249,7 +383,7 @@ def significance_table(tmp_path) -> Path:
 
 
 def mean_over_seeds(by_seed: dict) -> list[float]:
-    return [sum(values) / len(values) for values in zip(*by_seed.values())]
+    return [sum(values) / len(values) for values in zip(*by_seed.values(), strict=False)]
 
 
 def test_significance_table_numbers(significance_table, tmp_path):
@@ -261,7 +395,10 @@ def test_significance_table_numbers(significance_table, tmp_path):
     table = pd.read_csv(out / "significance.csv", keep_default_na=False, na_values=[""])
     assert list(table.columns) == list(figures.SIGNIFICANCE_COLUMNS)
     assert table[["acm", "base", "benchmark"]].values.tolist() == [
-        ["ACM-TIES", "TIES", "gsm8k"], ["ACM-TIES", "TIES", "math500"], ["ACM-TIES", "TIES", "average"]]
+        ["ACM-TIES", "TIES", "gsm8k"],
+        ["ACM-TIES", "TIES", "math500"],
+        ["ACM-TIES", "TIES", "average"],
+    ]
     gsm8k, math500, average = (row for _, row in table.iterrows())
     # GSM8K, per question mean over seeds: ACM 1,1,1,1,1,1,1,.5,0,0 (75 %), TIES 1,1,1,1,.5,0,0,0,0,0 (45 %).
     assert (gsm8k["n"], gsm8k["acm_accuracy"], gsm8k["base_accuracy"]) == (10, 75.0, 45.0)
@@ -278,7 +415,8 @@ def test_significance_table_numbers(significance_table, tmp_path):
     assert (average["difference"], average["sign_p"]) == (pytest.approx(15.0), pytest.approx(0.125))
     acm_math, ties_math = mean_over_seeds(ACM_SAMPLES["math500"]), mean_over_seeds(TIES_SAMPLES["math500"])
     assert average["bootstrap_p"] == significance.paired_bootstrap_pvalue(
-        acm_gsm8k + acm_math, ties_gsm8k + ties_math, seed=0, strata=["gsm8k"] * 10 + ["math500"] * 8)
+        acm_gsm8k + acm_math, ties_gsm8k + ties_math, seed=0, strata=["gsm8k"] * 10 + ["math500"] * 8
+    )
     assert set(table["note"].fillna("")) == {""}
     main = pd.read_csv(out / "main_table.csv").set_index("method")
     assert main.loc["ACM-TIES", "p_vs_base"] == average["bootstrap_p"] and pd.isna(main.loc["TIES", "p_vs_base"])
@@ -339,8 +477,14 @@ def test_base_entry_is_the_one_sharing_hyper_parameters(tmp_path):
     matches = [(info.loc[a, "config_hash"], info.loc[b, "config_hash"]) for a, b in figures.base_matches(info)]
     # k=0.8 finds its TIES; k=0.5 has none with its k and is compared with both; ACM-TA with TA
     # although their scales differ (the only TA entry).
-    assert sorted(matches) == sorted([("hash-acm08", "hash-ties08"), ("hash-acm05", "hash-ties02"),
-                                      ("hash-acm05", "hash-ties08"), ("hash-acm_ta", "hash-ta")])
+    assert sorted(matches) == sorted(
+        [
+            ("hash-acm08", "hash-ties08"),
+            ("hash-acm05", "hash-ties02"),
+            ("hash-acm05", "hash-ties08"),
+            ("hash-acm_ta", "hash-ta"),
+        ]
+    )
 
 
 def test_no_base_method_entry_writes_no_significance_table(tmp_path):
@@ -363,8 +507,15 @@ def test_layer_coefficients_leave_out_sens_merging_weights(tmp_path, capsys):
     sens_json = tmp_path / "sens" / "coefficients.json"
     sens_json.parent.mkdir()
     sens_json.write_text(json.dumps({"method": "sens", "layers": [{"layer": 0, "c_base": 0.9, "c_ft": 1.1}]}))
-    write_run(directory, "sens", "sens", merged((80.0, 500.0), (70.0, 900.0)), alpha=0.7, temperature=2.0,
-              coefficients_path=str(sens_json))
+    write_run(
+        directory,
+        "sens",
+        "sens",
+        merged((80.0, 500.0), (70.0, 900.0)),
+        alpha=0.7,
+        temperature=2.0,
+        coefficients_path=str(sens_json),
+    )
     outcome = {o.name: o for o in make(directory, tmp_path / "out")}["layer_coefficients"]
     assert "found 0 of 1 merged runs with a path" in outcome.message
     assert "unreadable" not in outcome.message + capsys.readouterr().err
@@ -373,20 +524,38 @@ def test_layer_coefficients_leave_out_sens_merging_weights(tmp_path, capsys):
 def test_cost_table_from_the_results_is_exact_and_deterministic(tmp_path):
     directory = tmp_path / "results"
     inputs = {("finetuned[0]", "finetuned"): {"gsm8k": (90.0, 1000.0)}}
-    costs = {"ties": dict(merge_s=2.0, eval_tokens_per_s=50.0),
-             "acm_ties": dict(coefficients_s=0.5, coefficients_cached=True, coefficients_original_s=30.0,
-                              coefficients_original_peak_rss_gb=1.5, merge_s=2.5, eval_tokens_per_s=48.0),
-             "sens": dict(coefficients_s=90.0, coefficients_peak_rss_gb=3.0, merge_s=2.2, eval_tokens_per_s=49.0)}
+    costs = {
+        "ties": dict(merge_s=2.0, eval_tokens_per_s=50.0),
+        "acm_ties": dict(
+            coefficients_s=0.5,
+            coefficients_cached=True,
+            coefficients_original_s=30.0,
+            coefficients_original_peak_rss_gb=1.5,
+            merge_s=2.5,
+            eval_tokens_per_s=48.0,
+        ),
+        "sens": dict(coefficients_s=90.0, coefficients_peak_rss_gb=3.0, merge_s=2.2, eval_tokens_per_s=49.0),
+    }
     for method, cost in costs.items():
         write_run(directory, method, method, {**inputs, **merged((80.0, 500.0), (70.0, 900.0))}, **cost)
     # A second ACM-TIES run of the same entry: the median of the two original times is reported.
-    write_run(directory, "acm_ties_again", "acm_ties", merged((80.0, 500.0), (70.0, 900.0)),
-              **{**costs["acm_ties"], "coefficients_original_s": 34.0})
+    write_run(
+        directory,
+        "acm_ties_again",
+        "acm_ties",
+        merged((80.0, 500.0), (70.0, 900.0)),
+        **{**costs["acm_ties"], "coefficients_original_s": 34.0},
+    )
     table = results.load_results(directory)
     for out in (tmp_path / "a", tmp_path / "b"):
         (outcome,) = figures.make_figures(table, out, only=["cost_table"])
-        assert {p.name for p in outcome.files} == {"cost_table.csv", "cost_table.md", "cost_table.tex",
-                                                   "cost_table.png", "cost_table.pdf"}
+        assert {p.name for p in outcome.files} == {
+            "cost_table.csv",
+            "cost_table.md",
+            "cost_table.tex",
+            "cost_table.png",
+            "cost_table.pdf",
+        }
     for name in ("cost_table.csv", "cost_table.md", "cost_table.tex", "cost_table.png", "cost_table.pdf"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     frame = pd.read_csv(tmp_path / "a" / "cost_table.csv").set_index("label")

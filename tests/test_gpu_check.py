@@ -23,9 +23,25 @@ def load_script():
 @pytest.mark.slow
 def test_gpu_check_runs_at_tiny_size_on_cpu(tmp_path, capsys):
     gpu_check = load_script()
-    status = gpu_check.main(["--tiny", "--device", "cpu", "--work-dir", str(tmp_path), "--methods",
-                             "ties,task_arithmetic", "--samples", "3", "--sample-tokens", "8,16", "--mi-tokens", "4",
-                             "--max-new-tokens", "4"])
+    status = gpu_check.main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--work-dir",
+            str(tmp_path),
+            "--methods",
+            "ties,task_arithmetic",
+            "--samples",
+            "3",
+            "--sample-tokens",
+            "8,16",
+            "--mi-tokens",
+            "4",
+            "--max-new-tokens",
+            "4",
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0, printed
     # cpu against cpu: the same kernels, so every figure that compares must show no difference.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,10 @@ from acm_exp.eval.grading import (
     ("text", "expected"),
     [
         ("so the answer is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
-        ("\\boxed{\\frac{\\sqrt{3}}{\\left(1+\\frac{1}{2}\\right)}}", "\\frac{\\sqrt{3}}{\\left(1+\\frac{1}{2}\\right)}"),
+        (
+            "\\boxed{\\frac{\\sqrt{3}}{\\left(1+\\frac{1}{2}\\right)}}",
+            "\\frac{\\sqrt{3}}{\\left(1+\\frac{1}{2}\\right)}",
+        ),
         ("first \\boxed{1}, then \\boxed{2}, finally \\boxed{3}", "3"),
         ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
         ("\\boxed{\\left\\{ x \\right.}", "\\left\\{ x \\right."),
@@ -205,7 +208,9 @@ def test_is_equiv_never_raises(pred: object, gold: object) -> None:
 def test_is_equiv_works_outside_the_main_thread() -> None:
     # math-verify's timeout uses signal.alarm, which only works in the main thread.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda pair: is_equiv(*pair), [("2\\sqrt{5}", "\\sqrt{20}"), ("\\sqrt{21}", "\\sqrt{20}")]))
+        results = list(
+            pool.map(lambda pair: is_equiv(*pair), [("2\\sqrt{5}", "\\sqrt{20}"), ("\\sqrt{21}", "\\sqrt{20}")])
+        )
     assert results == [True, False]
 
 
@@ -264,8 +269,10 @@ def test_gold_answer_unknown_format() -> None:
 
 
 def test_count_reflections() -> None:
-    text = ("Wait, let me double-check. wait... Let me just check this. Double check. Let me check "
-            "again. To recap: re-examine it. Let me just verify. Waiting and recapping do not count.")
+    text = (
+        "Wait, let me double-check. wait... Let me just check this. Double check. Let me check "
+        "again. To recap: re-examine it. Let me just verify. Waiting and recapping do not count."
+    )
     # wait, double-check, wait, let me just check, double check, let me check, recap, re-examine,
     # let me just verify
     assert count_reflections(text) == 9
@@ -299,7 +306,7 @@ def _perturbed(gold: str) -> str:
         return "A" if norm != "A" else "B"
     first = re.search(r"\d+", norm)
     if first:
-        return norm[:first.start()] + str(int(first.group()) + 1) + norm[first.end():]
+        return norm[: first.start()] + str(int(first.group()) + 1) + norm[first.end() :]
     if "\\infty" in norm:
         return norm.replace("\\infty", "0")
     return f"{norm} + 1"
@@ -309,7 +316,7 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _golds(data_dir: Path, dataset: str) -> list[str]:
     if dataset == "math500":
         return [gold_answer(row["answer"], "plain") for row in _rows(data_dir / "math500/test.jsonl")]
@@ -321,15 +328,23 @@ def _golds(data_dir: Path, dataset: str) -> list[str]:
         return [gold_answer(row["solution"], "last_boxed") for row in _rows(data_dir / "minerva_math/test.jsonl")]
     if dataset == "olympiadbench":
         # The loader renders the final_answer list as str() of its items (benchmarks.gold_text).
-        return [gold_answer(str([str(item) for item in row["final_answer"]]), "list_string")
-                for row in _rows(data_dir / "olympiadbench/test.jsonl")]
+        return [
+            gold_answer(str([str(item) for item in row["final_answer"]]), "list_string")
+            for row in _rows(data_dir / "olympiadbench/test.jsonl")
+        ]
     if dataset == "college_math":
         return [gold_answer(row["answer"], "latex_dollars") for row in _rows(data_dir / "college_math/test.jsonl")]
     raise AssertionError(dataset)
 
 
-DATASETS = [("math500", 500), ("gsm8k", 1319), ("aime24", 30), ("minerva_math", 272),
-            ("olympiadbench", 675), ("college_math", 2818)]
+DATASETS = [
+    ("math500", 500),
+    ("gsm8k", 1319),
+    ("aime24", 30),
+    ("minerva_math", 272),
+    ("olympiadbench", 675),
+    ("college_math", 2818),
+]
 
 
 def _grader(dataset: str):

@@ -39,8 +39,18 @@ def test_results_rows_record_the_numeric_rule(rule: str, tmp_path: Path) -> None
     from acm_exp.results import build_rows
 
     cfg = compose_config("model_pair=toy", "eval=general", "eval.sandbox=none", f"eval.grading.numeric={rule}")
-    rows = [{"model": "merged", "role": "merged", "benchmark": name, "seed": 0, "accuracy": 50.0,
-             "mean_tokens": 10.0, "n": 2} for name in ("gsm8k", "humaneval_pro")]
+    rows = [
+        {
+            "model": "merged",
+            "role": "merged",
+            "benchmark": name,
+            "seed": 0,
+            "accuracy": 50.0,
+            "mean_tokens": 10.0,
+            "n": 2,
+        }
+        for name in ("gsm8k", "humaneval_pro")
+    ]
     records = {r["benchmark"]: r for r in build_rows(cfg, tmp_path, rows, commit="test")}
     assert records["gsm8k"]["math_numeric"] == rule
     assert records["humaneval_pro"]["math_numeric"] is None

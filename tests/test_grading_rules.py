@@ -150,19 +150,37 @@ def test_a_response_that_is_only_an_answer_is_the_answer() -> None:
 @pytest.mark.parametrize(
     ("pred", "gold", "expected"),
     [
-        ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}", True),  # old: False
+        (
+            "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+            "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}",
+            True,
+        ),  # old: False
         # "\\" then a space is a row break, not a control space.
         ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix}1 & 2\\\\ 3 & 4\\end{pmatrix}", True),
-        ("\\left[\\begin{array}{cc} 1 & 0 \\\\ 0 & 1 \\end{array}\\right]", "\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}", True),
-        ("\\begin{pmatrix} 0.33 \\\\ 0.2 \\end{pmatrix}", "\\begin{pmatrix}\\frac{1}{3}\\\\ \\frac{1}{5}\\end{pmatrix}", True),
+        (
+            "\\left[\\begin{array}{cc} 1 & 0 \\\\ 0 & 1 \\end{array}\\right]",
+            "\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}",
+            True,
+        ),
+        (
+            "\\begin{pmatrix} 0.33 \\\\ 0.2 \\end{pmatrix}",
+            "\\begin{pmatrix}\\frac{1}{3}\\\\ \\frac{1}{5}\\end{pmatrix}",
+            True,
+        ),
         ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 5 \\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}", False),
         ("\\begin{pmatrix} 1 & 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", False),
         # A written-out product compares factor by factor: these two products are equal, the
         # factors (the answer, e.g. an inverse applied to a vector) are not.
-        ("\\begin{pmatrix}13 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
-         "\\begin{pmatrix}12 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}", False),
-        ("\\begin{pmatrix}12 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
-         "\\begin{bmatrix}12 & -7 \\\\ -5 & 3\\end{bmatrix}\\begin{bmatrix}0 \\\\ -1\\end{bmatrix}", True),
+        (
+            "\\begin{pmatrix}13 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
+            "\\begin{pmatrix}12 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
+            False,
+        ),
+        (
+            "\\begin{pmatrix}12 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
+            "\\begin{bmatrix}12 & -7 \\\\ -5 & 3\\end{bmatrix}\\begin{bmatrix}0 \\\\ -1\\end{bmatrix}",
+            True,
+        ),
     ],
 )
 def test_matrices(pred: str, gold: str, expected: bool) -> None:
@@ -319,7 +337,11 @@ MATH_VERIFY_ALONE_WRONG = [
     ("3.1416", "\\pi", True),  # precision rule against a constant
     ("4.6667", "\\frac{14}{3}", True),  # precision rule
     ("25\\%", "\\frac{1}{4}", True),  # percent against fraction
-    ("\\begin{pmatrix} 0.33 \\\\ 0.2 \\end{pmatrix}", "\\begin{pmatrix}\\frac{1}{3}\\\\ \\frac{1}{5}\\end{pmatrix}", True),
+    (
+        "\\begin{pmatrix} 0.33 \\\\ 0.2 \\end{pmatrix}",
+        "\\begin{pmatrix}\\frac{1}{3}\\\\ \\frac{1}{5}\\end{pmatrix}",
+        True,
+    ),
     ("1 \\quad 2", "1, 2", True),  # \quad between list items
     ("x \\approx 0.333", "\\frac{1}{3}", True),  # approximation chain
     ("1,5", "1.5", True),  # decimal comma
@@ -329,8 +351,11 @@ MATH_VERIFY_ALONE_WRONG = [
     ("P(X_{n}=5)=5 / 8", "P(X_{n}=4)=5 / 8", False),  # both sides of a relation
     ("2, 1, 2, 3", "1, 1, 2, 3", False),  # a gold that repeats an element counts it
     # a product of matrices, factor by factor
-    ("\\begin{pmatrix}13 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
-     "\\begin{pmatrix}12 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}", False),
+    (
+        "\\begin{pmatrix}13 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
+        "\\begin{pmatrix}12 & -7 \\\\ -5 & 3\\end{pmatrix}\\begin{pmatrix}0 \\\\ -1\\end{pmatrix}",
+        False,
+    ),
 ]
 
 

@@ -9,8 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from acm_exp.config import MergeConfig
 from acm_exp.errors import ConfigError
-from acm_exp.merge import Adjustment, MergeSettings, get_method, open_inputs, run_merge
-from acm_exp.merge import engine
+from acm_exp.merge import Adjustment, MergeSettings, engine, get_method, open_inputs, run_merge
 from acm_exp.merge.engine import merge_tensor
 
 PER_ENTRY = "model.layers.0.mlp.up_proj.weight"
@@ -19,6 +18,7 @@ PER_ROW = "model.layers.1.self_attn.q_proj.weight"
 
 def adjustment_for(shapes: dict[str, tuple[int, ...]]):
     """Model weights everywhere, a per-entry factor on one tensor and a per-row (broadcast) one on another."""
+
     def adjust(name: str) -> Adjustment:
         generator = torch.Generator().manual_seed(len(name))
         if name == PER_ENTRY:
@@ -27,8 +27,9 @@ def adjustment_for(shapes: dict[str, tuple[int, ...]]):
             factor = torch.rand((shapes[name][0], 1), generator=generator)
         else:
             factor = 0.75
-        return Adjustment(model_weights=(0.3, 0.9), base_factor=0.5 if name.endswith("norm.weight") else 1.0,
-                          delta_factor=factor)
+        return Adjustment(
+            model_weights=(0.3, 0.9), base_factor=0.5 if name.endswith("norm.weight") else 1.0, delta_factor=factor
+        )
 
     return adjust
 
@@ -51,8 +52,14 @@ def test_chunked_elementwise_merge_equals_whole_tensor_arithmetic(tmp_path, monk
     merged = load_state(tmp_path / "out")
     assert merged.keys() == base_state.keys()
     for name, tensor in base_state.items():
-        expected = merge_tensor(tensor, [state[name] for state in finetuned_states], get_method(method), config,
-                                adjust(name), torch.Generator()).to(torch.bfloat16)
+        expected = merge_tensor(
+            tensor,
+            [state[name] for state in finetuned_states],
+            get_method(method),
+            config,
+            adjust(name),
+            torch.Generator(),
+        ).to(torch.bfloat16)
         assert torch.equal(merged[name], expected), name
 
 
@@ -65,8 +72,12 @@ def test_nan_in_a_later_chunk_names_the_tensor(tmp_path, monkeypatch):
     inputs = open_inputs(base, finetuned)
     try:
         with pytest.raises(ConfigError, match="model.layers.1.mlp.down_proj.weight .* NaN or Inf"):
-            run_merge(inputs, get_method("task_arithmetic"), MergeConfig(method="task_arithmetic"),
-                      MergeSettings(output_dir=tmp_path / "out"))
+            run_merge(
+                inputs,
+                get_method("task_arithmetic"),
+                MergeConfig(method="task_arithmetic"),
+                MergeSettings(output_dir=tmp_path / "out"),
+            )
     finally:
         inputs.close()
     assert not (tmp_path / "out").exists()

@@ -76,7 +76,8 @@ def test_tied_base_with_untied_finetuned_writes_untied_model_when_asked(tmp_path
     merged = load_state(result.output_dir)
     base_state, finetuned_state = load_state(base), load_state(finetuned[0])
     expected_head = base_state["model.embed_tokens.weight"] + 0.5 * (
-        finetuned_state["lm_head.weight"] - base_state["model.embed_tokens.weight"])
+        finetuned_state["lm_head.weight"] - base_state["model.embed_tokens.weight"]
+    )
     torch.testing.assert_close(merged["lm_head.weight"], expected_head)
     config = json.loads((result.output_dir / "config.json").read_text())
     assert config["tie_word_embeddings"] is False
@@ -146,7 +147,9 @@ def test_shape_mismatch_names_tensor_and_both_shapes(tmp_path):
 def test_vocabulary_mismatch(tmp_path):
     base = make_model(tmp_path / "a", vocab_size=64)
     other = make_model(tmp_path / "b", vocab_size=72)
-    with pytest.raises(ConfigError, match=r"vocabulary size differs: tensor model.embed_tokens.weight has shape \(64, 32\)"):
+    with pytest.raises(
+        ConfigError, match=r"vocabulary size differs: tensor model.embed_tokens.weight has shape \(64, 32\)"
+    ):
         open_inputs(base, [other])
 
 
@@ -167,8 +170,12 @@ def test_pickled_checkpoint_refused_unless_allowed(tmp_path):
     with pytest.raises(ConfigError, match="pickled .bin weights; refusing"):
         open_inputs(base, finetuned)
     inputs = open_inputs(base, finetuned, allow_pickle=True)
-    result = run_merge(inputs, get_method("task_arithmetic"), MergeConfig(method="task_arithmetic", scale=1.0),
-                       MergeSettings(output_dir=tmp_path / "out"))
+    result = run_merge(
+        inputs,
+        get_method("task_arithmetic"),
+        MergeConfig(method="task_arithmetic", scale=1.0),
+        MergeSettings(output_dir=tmp_path / "out"),
+    )
     torch.testing.assert_close(load_state(result.output_dir)["model.norm.weight"], state["model.norm.weight"])
 
 
@@ -199,7 +206,9 @@ def test_cuda_device_without_cuda_is_refused(tmp_path):
         pytest.skip("CUDA is available here")
     base, finetuned = make_pair(tmp_path / "in")
     with pytest.raises(ConfigError, match="merge.device='cuda' but CUDA is not available"):
-        merge_dirs(base, finetuned, tmp_path / "out", settings=MergeSettings(output_dir=tmp_path / "out", device="cuda"))
+        merge_dirs(
+            base, finetuned, tmp_path / "out", settings=MergeSettings(output_dir=tmp_path / "out", device="cuda")
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,8 +265,11 @@ run_merge(inputs, get_method("ties"), MergeConfig(method="ties"), MergeSettings(
 def test_killed_merge_leaves_nothing_that_looks_complete_and_rerun_cleans_up(tmp_path):
     base, finetuned = make_pair(tmp_path / "in")
     output = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-c", KILLABLE_MERGE, str(base), str(finetuned[0]), str(output)],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE_MERGE, str(base), str(finetuned[0]), str(output)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     for _ in range(3):
         assert process.stdout.readline().startswith("wrote")
     os.kill(process.pid, signal.SIGKILL)

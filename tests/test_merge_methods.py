@@ -16,7 +16,10 @@ BASE = torch.tensor([1.0, 1.0, 1.0, 1.0])
 FINETUNED = [BASE + torch.tensor([0.5, -0.1, 0.2, -0.4]), BASE + torch.tensor([-0.3, 0.2, 0.1, 0.6])]
 
 
-def merged(method: str, finetuned=FINETUNED, adjustment=Adjustment(), seed: int = 0, **params) -> torch.Tensor:
+NO_ADJUSTMENT = Adjustment()
+
+
+def merged(method: str, finetuned=FINETUNED, adjustment=NO_ADJUSTMENT, seed: int = 0, **params) -> torch.Tensor:
     config = MergeConfig(method=method, **params)
     generator = torch.Generator().manual_seed(seed)
     return merge_tensor(BASE, finetuned, get_method(method), config, adjustment, generator)
@@ -56,7 +59,7 @@ def test_dare_drops_with_seeded_mask_and_rescales_survivors():
     generator = torch.Generator().manual_seed(3)
     keep = [torch.rand(4, generator=generator) >= p for _ in FINETUNED]
     taus = [f - BASE for f in FINETUNED]
-    expected = BASE + 0.7 * sum(t * k / (1 - p) for t, k in zip(taus, keep))
+    expected = BASE + 0.7 * sum(t * k / (1 - p) for t, k in zip(taus, keep, strict=False))
     torch.testing.assert_close(merged("dare", p=p, scale=0.7, combine="ta", seed=3), expected)
 
 

@@ -18,9 +18,8 @@ from transformers import PreTrainedTokenizerFast
 
 from acm_exp.config import MergeConfig
 from acm_exp.errors import ConfigError, RuntimeFailure
-from acm_exp.merge import MergeSettings, get_method, open_inputs, run_merge
+from acm_exp.merge import MergeSettings, engine, get_method, open_inputs, run_merge
 from acm_exp.merge import checkpoint as checkpoint_module
-from acm_exp.merge import engine
 from acm_exp.merge.engine import MANIFEST_NAME, TOKENIZER_FILES
 from acm_exp.pipeline import merge_stage, run, validate
 
@@ -53,8 +52,12 @@ def weights_read(monkeypatch) -> list[str]:
 def merge(base: Path, finetuned: Path, output: Path, **settings):
     inputs = open_inputs(base, [finetuned])
     try:
-        return run_merge(inputs, get_method("task_arithmetic"), MergeConfig(method="task_arithmetic"),
-                         MergeSettings(output_dir=output, **settings))
+        return run_merge(
+            inputs,
+            get_method("task_arithmetic"),
+            MergeConfig(method="task_arithmetic"),
+            MergeSettings(output_dir=output, **settings),
+        )
     finally:
         inputs.close()
 
@@ -75,7 +78,9 @@ def save_word_tokenizer(directory: Path, specials: list[str], *, vocab: dict[str
     backend.add_special_tokens(specials)
     for name in TOKENIZER_FILES:
         (directory / name).unlink(missing_ok=True)
-    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=specials[0], pad_token=specials[0]).save_pretrained(directory)
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=specials[0], pad_token=specials[0]).save_pretrained(
+        directory
+    )
 
 
 def test_renamed_special_tokens_merge_with_a_warning_and_are_recorded(tmp_path, pair, caplog):
@@ -89,7 +94,8 @@ def test_renamed_special_tokens_merge_with_a_warning_and_are_recorded(tmp_path, 
     recorded = json.loads((result.output_dir / MANIFEST_NAME).read_text())["vocabulary_check"]
     first = len(CHARACTERS)
     assert recorded["added_token_differences"]["finetuned[0]"] == [
-        {"id": first + i, "base": qwen, "finetuned": r1} for i, (qwen, r1) in enumerate(zip(QWEN_SPECIALS, R1_SPECIALS))
+        {"id": first + i, "base": qwen, "finetuned": r1}
+        for i, (qwen, r1) in enumerate(zip(QWEN_SPECIALS, R1_SPECIALS, strict=False))
     ]
 
 
@@ -107,8 +113,11 @@ def test_same_size_vocabularies_mapping_tokens_to_other_ids_are_refused(tmp_path
     swapped = {token: index for index, token in enumerate(CHARACTERS)}
     swapped["a"], swapped["b"] = swapped["b"], swapped["a"]
     save_word_tokenizer(finetuned, QWEN_SPECIALS, vocab=swapped)
-    with pytest.raises(ConfigError, match=r"vocabularies differ: 2 regular token id\(s\) .* id 0: 'a' vs 'b'; "
-                                          r"id 1: 'b' vs 'a'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"vocabularies differ: 2 regular token id\(s\) .* id 0: 'a' vs 'b'; "
+        r"id 1: 'b' vs 'a'",
+    ):
         merge(base, finetuned, tmp_path / "out")
     assert weights_read == [] and not (tmp_path / "out").exists()
 
@@ -151,8 +160,13 @@ def test_an_unreadable_tokenizer_is_reported_as_not_compared(tmp_path, pair, cap
 
 def test_unparsable_shard_size_is_refused_at_validation_and_by_the_engine(tmp_path, pair, weights_read):
     base, finetuned = pair
-    cfg = compose_config("merge=task_arithmetic", "eval=none", "merge.shard_size=abc", f"model_pair.base={base}",
-                         f"model_pair.finetuned=[{finetuned}]")
+    cfg = compose_config(
+        "merge=task_arithmetic",
+        "eval=none",
+        "merge.shard_size=abc",
+        f"model_pair.base={base}",
+        f"model_pair.finetuned=[{finetuned}]",
+    )
     with pytest.raises(ConfigError, match=r"merge.shard_size='abc'; expected a positive size"):
         validate(cfg)
     with pytest.raises(ConfigError, match=r"merge.shard_size='0GB'"):
@@ -167,8 +181,13 @@ def test_output_below_a_file_is_refused_before_any_weight_is_read(tmp_path, pair
     output = tmp_path / "file" / "sub" / "out"
     with pytest.raises(ConfigError, match=rf"cannot be created: {tmp_path / 'file'} is a file, not a directory"):
         merge(base, finetuned, output)
-    cfg = compose_config("merge=task_arithmetic", "eval=none", f"merge.output_dir={output}", f"model_pair.base={base}",
-                         f"model_pair.finetuned=[{finetuned}]")
+    cfg = compose_config(
+        "merge=task_arithmetic",
+        "eval=none",
+        f"merge.output_dir={output}",
+        f"model_pair.base={base}",
+        f"model_pair.finetuned=[{finetuned}]",
+    )
     with pytest.raises(ConfigError, match="is a file, not a directory"):
         validate(cfg)
     assert weights_read == []
@@ -212,8 +231,9 @@ def test_overwrite_says_where_a_replaced_output_that_cannot_be_deleted_is_kept(t
     assert any(f"it is kept in {kept[0]}" in message for message in caplog.messages)
 
 
-def test_read_only_output_location_is_found_by_a_probe_before_any_weight_is_read(tmp_path, pair, monkeypatch,
-                                                                                weights_read):
+def test_read_only_output_location_is_found_by_a_probe_before_any_weight_is_read(
+    tmp_path, pair, monkeypatch, weights_read
+):
     base, finetuned = pair
 
     def read_only(*args, **kwargs):
@@ -233,7 +253,9 @@ def test_probe_leaves_nothing_behind(tmp_path):
 def test_not_enough_free_space_is_found_before_any_weight_is_read(tmp_path, pair, monkeypatch, weights_read):
     base, finetuned = pair
     monkeypatch.setattr(engine.shutil, "disk_usage", lambda path: engine.shutil._ntuple_diskusage(10**9, 10**9, 1000))
-    with pytest.raises(ConfigError, match=r"not enough free space .* its shards need 0.\d\d MB but .* has 0.00 MB free"):
+    with pytest.raises(
+        ConfigError, match=r"not enough free space .* its shards need 0.\d\d MB but .* has 0.00 MB free"
+    ):
         merge(base, finetuned, tmp_path / "out")
     assert weights_read == []
 
@@ -250,8 +272,11 @@ def test_disk_full_while_writing_says_how_much_was_needed_and_leaves_nothing(tmp
         return original(self, tensor)
 
     monkeypatch.setattr(checkpoint_module.StreamingSafetensorsWriter, "_write_bytes", fill_up)
-    with pytest.raises(RuntimeFailure, match=r"no space left on the device while writing the merge into .*out .* its "
-                                             r"shards need 0.\d\d MB; the partial output was removed"):
+    with pytest.raises(
+        RuntimeFailure,
+        match=r"no space left on the device while writing the merge into .*out .* its "
+        r"shards need 0.\d\d MB; the partial output was removed",
+    ):
         merge(base, finetuned, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not [name for name in leftovers(tmp_path) if ".tmp-" in name]
@@ -262,8 +287,13 @@ def test_disk_full_while_writing_says_how_much_was_needed_and_leaves_nothing(tmp
 
 
 def pair_config(base: Path, finetuned: Path, *overrides: str):
-    return compose_config("merge=task_arithmetic", "eval=none", f"model_pair.base={base}",
-                          f"model_pair.finetuned=[{finetuned}]", *overrides)
+    return compose_config(
+        "merge=task_arithmetic",
+        "eval=none",
+        f"model_pair.base={base}",
+        f"model_pair.finetuned=[{finetuned}]",
+        *overrides,
+    )
 
 
 def test_negative_scale_is_allowed_with_a_warning(pair, caplog):
@@ -313,7 +343,9 @@ if gate is not None:
         while not gate.exists():  # hold the merge open until the test has seen the other run wait
             time.sleep(0.05)
     checkpoint.StreamingSafetensorsWriter.write = gated_write
-cfg = compose_config("merge=task_arithmetic", "eval=none", f"model_pair.base={base}", f"model_pair.finetuned=[{finetuned}]")
+cfg = compose_config(
+    "merge=task_arithmetic", "eval=none", f"model_pair.base={base}", f"model_pair.finetuned=[{finetuned}]"
+)
 merge_stage(cfg, validate(cfg), [base, finetuned], output)
 print("done", flush=True)
 """
@@ -352,8 +384,14 @@ def strip_tokenizer(directory: Path) -> None:
 def test_merge_only_without_tokenizer_files_warns_at_validation_and_records_it(tmp_path, pair, caplog):
     base, finetuned = pair
     strip_tokenizer(base)
-    cfg = pair_config(base, finetuned, "model_pair.tokenizer_from=base", f"merge.output_dir={tmp_path / 'out'}",
-                      "logger.wandb.mode=disabled", f"logger.results_dir={tmp_path / 'results'}")
+    cfg = pair_config(
+        base,
+        finetuned,
+        "model_pair.tokenizer_from=base",
+        f"merge.output_dir={tmp_path / 'out'}",
+        "logger.wandb.mode=disabled",
+        f"logger.results_dir={tmp_path / 'results'}",
+    )
     with caplog.at_level("INFO"):
         merged = run(cfg, run_dir=tmp_path / "run")
     messages = caplog.messages
@@ -370,11 +408,21 @@ def test_merge_only_without_tokenizer_files_warns_at_validation_and_records_it(t
 def test_evaluating_a_merge_without_tokenizer_files_fails_before_any_weight_is_read(tmp_path, pair, weights_read):
     base, finetuned = pair
     strip_tokenizer(base)
-    cfg = compose_config("merge=task_arithmetic", "eval=toy", "eval.models=[merged]", f"model_pair.base={base}",
-                         f"model_pair.finetuned=[{finetuned}]", "model_pair.tokenizer_from=base",
-                         f"merge.output_dir={tmp_path / 'out'}", "logger.wandb.mode=disabled",
-                         f"logger.results_dir={tmp_path / 'results'}")
-    with pytest.raises(ConfigError, match=rf"no tokenizer files in {base} \(model_pair.tokenizer_from=base\); "
-                                          "evaluating the merged model needs its tokenizer"):
+    cfg = compose_config(
+        "merge=task_arithmetic",
+        "eval=toy",
+        "eval.models=[merged]",
+        f"model_pair.base={base}",
+        f"model_pair.finetuned=[{finetuned}]",
+        "model_pair.tokenizer_from=base",
+        f"merge.output_dir={tmp_path / 'out'}",
+        "logger.wandb.mode=disabled",
+        f"logger.results_dir={tmp_path / 'results'}",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=rf"no tokenizer files in {base} \(model_pair.tokenizer_from=base\); "
+        "evaluating the merged model needs its tokenizer",
+    ):
         run(cfg, run_dir=tmp_path / "run")
     assert weights_read == [] and not (tmp_path / "out").exists()

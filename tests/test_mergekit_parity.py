@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("mergekit", reason="mergekit is not installed (pip install mergekit); parity with it is not checked")
+pytest.importorskip(
+    "mergekit", reason="mergekit is not installed (pip install mergekit); parity with it is not checked"
+)
 
 from mergekit.config import MergeConfiguration  # noqa: E402
 from mergekit.merge import run_merge as mergekit_run_merge  # noqa: E402
@@ -35,36 +37,56 @@ from model_factory import load_state, make_model, make_pair  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from acm_exp.config import MergeConfig  # noqa: E402
-from acm_exp.merge import Adjustment, MergeSettings, get_method, open_inputs, run_merge  # noqa: E402
-from acm_exp.merge import sparsify  # noqa: E402
+from acm_exp.merge import (  # noqa: E402
+    Adjustment,
+    MergeSettings,
+    get_method,
+    open_inputs,
+    run_merge,
+    sparsify,  # noqa: E402
+)
 from acm_exp.merge.sparsify import keep_count, magnitude_trim  # noqa: E402
 
 EMBEDDING, LM_HEAD = "model.embed_tokens.weight", "lm_head.weight"
 
 
-def merge_ours(base: Path, finetuned: list[Path], output: Path, method: str, adjust=None, tied_head: str = "tie",
-               **params) -> dict[str, torch.Tensor]:
+def merge_ours(
+    base: Path, finetuned: list[Path], output: Path, method: str, adjust=None, tied_head: str = "tie", **params
+) -> dict[str, torch.Tensor]:
     inputs = open_inputs(base, finetuned, tied_head=tied_head)
     try:
-        run_merge(inputs, get_method(method), MergeConfig(method=method, **params), MergeSettings(output_dir=output),
-                  adjust)
+        run_merge(
+            inputs, get_method(method), MergeConfig(method=method, **params), MergeSettings(output_dir=output), adjust
+        )
     finally:
         inputs.close()
     return load_state(output)
 
 
-def mergekit_config(base: Path, finetuned: list[Path], method: str, *, k: float = 0.0, scale: float = 1.0,
-                    weights: list[float] | None = None, dtype: str | None = None,
-                    out_dtype: str | None = None) -> dict:
+def mergekit_config(
+    base: Path,
+    finetuned: list[Path],
+    method: str,
+    *,
+    k: float = 0.0,
+    scale: float = 1.0,
+    weights: list[float] | None = None,
+    dtype: str | None = None,
+    out_dtype: str | None = None,
+) -> dict:
     if method == "task_arithmetic":
         weights = weights or [scale] * len(finetuned)
-        models = [{"model": str(path), "parameters": {"weight": w}} for path, w in zip(finetuned, weights)]
+        models = [
+            {"model": str(path), "parameters": {"weight": w}} for path, w in zip(finetuned, weights, strict=False)
+        ]
         parameters: dict = {"normalize": False}
     elif method == "ties":
         weights = weights or [1.0] * len(finetuned)
         # round: 1 − 0.8 is 0.19999999999999996 in floating point; a user writes density 0.2.
-        models = [{"model": str(path), "parameters": {"weight": w, "density": round(1.0 - k, 12)}}
-                  for path, w in zip(finetuned, weights)]
+        models = [
+            {"model": str(path), "parameters": {"weight": w, "density": round(1.0 - k, 12)}}
+            for path, w in zip(finetuned, weights, strict=False)
+        ]
         parameters = {"normalize": True, "lambda": scale}
     else:
         raise ValueError(method)
@@ -109,7 +131,7 @@ def test_ties_matches_mergekit(pairs, tmp_path, count, k, scale):
     assert_same_tensors(ours, theirs)
     # The comparison is not vacuous: TIES changed the model, and trimmed most of each τ.
     base_state = load_state(base)
-    changed = (ours["model.layers.0.mlp.up_proj.weight"] != base_state["model.layers.0.mlp.up_proj.weight"])
+    changed = ours["model.layers.0.mlp.up_proj.weight"] != base_state["model.layers.0.mlp.up_proj.weight"]
     assert 0 < int(changed.sum()) <= count * keep_count(changed.numel(), k)
 
 
@@ -133,8 +155,9 @@ def test_bf16_inputs_match_mergekit_computing_in_float32(tmp_path):
     """Documented difference: ours computes in float32; mergekit in the checkpoint dtype by default."""
     base, finetuned = make_pair(tmp_path / "in", dtype=torch.bfloat16, count=2)
     ours = merge_ours(base, finetuned, tmp_path / "ours", "task_arithmetic", scale=0.7)
-    float32_math = merge_mergekit(base, finetuned, tmp_path / "mk32", "task_arithmetic", scale=0.7,
-                                  dtype="float32", out_dtype="bfloat16")
+    float32_math = merge_mergekit(
+        base, finetuned, tmp_path / "mk32", "task_arithmetic", scale=0.7, dtype="float32", out_dtype="bfloat16"
+    )
     # Summation order differs ((τ1 + τ2)·α vs τ1·α + τ2·α), so a float32 result one ulp either side
     # of a bf16 rounding midpoint may round the other way: at most one bf16 ulp, on a few entries.
     assert_same_tensors(ours, float32_math, rtol=2**-7, atol=1e-8)
@@ -198,8 +221,15 @@ def test_ties_model_weights_scale_the_disjoint_mean(pairs, tmp_path):
     """Documented difference: weights wi multiply the mean in ours; mergekit's normalize divides them out."""
     base, finetuned = pairs[2]
     weight = 0.5
-    ours = merge_ours(base, finetuned, tmp_path / "ours", "ties", k=0.8, scale=1.0,
-                      adjust=lambda name: Adjustment(model_weights=(weight, weight)))
+    ours = merge_ours(
+        base,
+        finetuned,
+        tmp_path / "ours",
+        "ties",
+        k=0.8,
+        scale=1.0,
+        adjust=lambda name: Adjustment(model_weights=(weight, weight)),
+    )
     theirs = merge_mergekit(base, finetuned, tmp_path / "mergekit", "ties", k=0.8, weights=[weight, weight])
     unweighted = merge_ours(base, finetuned, tmp_path / "plain", "ties", k=0.8, scale=1.0)
     base_state = load_state(base)
@@ -211,8 +241,14 @@ def test_ties_model_weights_scale_the_disjoint_mean(pairs, tmp_path):
 def test_task_arithmetic_model_weights_match_mergekit_weights(pairs, tmp_path):
     base, finetuned = pairs[2]
     weights = (0.3, 0.9)
-    ours = merge_ours(base, finetuned, tmp_path / "ours", "task_arithmetic", scale=1.0,
-                      adjust=lambda name: Adjustment(model_weights=weights))
+    ours = merge_ours(
+        base,
+        finetuned,
+        tmp_path / "ours",
+        "task_arithmetic",
+        scale=1.0,
+        adjust=lambda name: Adjustment(model_weights=weights),
+    )
     theirs = merge_mergekit(base, finetuned, tmp_path / "mergekit", "task_arithmetic", weights=list(weights))
     assert_same_tensors(ours, theirs)
 
@@ -229,8 +265,9 @@ def test_magnitude_trim_matches_mergekit_magnitude(small_blocks, numel):
     """Same survivors as mergekit's magnitude sparsification (exact selection and sampled search)."""
     tensor = torch.randn(numel, generator=torch.Generator().manual_seed(0))
     for k in (0.5, 0.8, 0.99):
-        torch.testing.assert_close(magnitude_trim(tensor, k), mergekit_magnitude(tensor, density=round(1 - k, 12)),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            magnitude_trim(tensor, k), mergekit_magnitude(tensor, density=round(1 - k, 12)), rtol=0, atol=0
+        )
 
 
 def test_magnitude_trim_breaks_ties_by_lowest_index():
@@ -245,7 +282,7 @@ def test_magnitude_trim_ties_on_a_large_quantized_tensor(small_blocks):
     """Few distinct magnitudes (as in bf16 task vectors): the survivors are exactly a stable sort's."""
     tensor = torch.randint(-20, 21, (200_001,), generator=torch.Generator().manual_seed(1)).float() / 8
     for k in (0.5, 0.8):
-        order = torch.sort(tensor.abs(), descending=True, stable=True).indices[:keep_count(tensor.numel(), k)]
+        order = torch.sort(tensor.abs(), descending=True, stable=True).indices[: keep_count(tensor.numel(), k)]
         expected = torch.zeros_like(tensor)
         expected[order] = tensor[order]
         torch.testing.assert_close(magnitude_trim(tensor, k), expected, rtol=0, atol=0)

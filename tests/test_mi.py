@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from model_factory import tiny_config
 from sklearn.metrics import mutual_info_score
 
 from acm_exp.acm import mi as mi_module
@@ -16,9 +17,6 @@ from acm_exp.acm import mutual_information
 from acm_exp.acm.capture import capture_modules
 from acm_exp.acm.mi import bin_indices, discrete_mi_torch
 from acm_exp.errors import ConfigError
-
-from model_factory import tiny_config
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -206,7 +204,7 @@ def brute_force_bins(values: list[float], bins: int, binning: str) -> list[int]:
 
 def brute_force_mi(a: list[int], b: list[int]) -> float:
     n = len(a)
-    joint, left, right = Counter(zip(a, b)), Counter(a), Counter(b)
+    joint, left, right = Counter(zip(a, b, strict=False)), Counter(a), Counter(b)
     return sum(c / n * math.log(c * n / (left[i] * right[j])) for (i, j), c in joint.items())
 
 
@@ -219,7 +217,9 @@ def test_histogram_matches_brute_force(binning, bins):
     expected_x = brute_force_bins(list(x), bins, binning)
     assert bin_indices(torch.from_numpy(x), bins, binning).tolist() == expected_x
     expected = brute_force_mi(expected_x, brute_force_bins(list(y), bins, binning))
-    ours = mutual_information(torch.from_numpy(x), torch.from_numpy(y), estimator="histogram", bins=bins, binning=binning)
+    ours = mutual_information(
+        torch.from_numpy(x), torch.from_numpy(y), estimator="histogram", bins=bins, binning=binning
+    )
     assert ours == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
@@ -236,8 +236,9 @@ def test_histogram_edges_and_degenerate_inputs():
 def test_histogram_on_bf16_and_numpy_inputs():
     x, y = correlated(4000, 0.5, torch.bfloat16, seed=6)
     from_torch = mutual_information(x, y, estimator="histogram", bins=16, binning="quantile")
-    from_numpy = mutual_information(x.float().numpy(), y.float().numpy(), estimator="histogram", bins=16,
-                                    binning="quantile")
+    from_numpy = mutual_information(
+        x.float().numpy(), y.float().numpy(), estimator="histogram", bins=16, binning="quantile"
+    )
     assert from_torch == pytest.approx(from_numpy, rel=1e-12)
     assert 0 < from_torch < math.log(16)
 
@@ -248,8 +249,10 @@ def test_histogram_on_bf16_and_numpy_inputs():
 
 def _activations(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     captured: dict[str, torch.Tensor] = {}
-    handles = [module.register_forward_hook(lambda m, i, o, name=name: captured.__setitem__(name, o.detach()))
-               for name, module in capture_modules(model)]
+    handles = [
+        module.register_forward_hook(lambda m, i, o, name=name: captured.__setitem__(name, o.detach()))
+        for name, module in capture_modules(model)
+    ]
     with torch.inference_mode():
         model(input_ids=ids, use_cache=False)
     for handle in handles:
@@ -264,7 +267,9 @@ def test_discrete_matches_sklearn_on_real_bf16_activations(estimate):
     torch.manual_seed(0)
     base = Qwen2ForCausalLM(tiny_config("qwen2", vocab_size=512, hidden=64, layers=2)).to(torch.bfloat16).eval()
     tuned = Qwen2ForCausalLM(tiny_config("qwen2", vocab_size=512, hidden=64, layers=2)).to(torch.bfloat16).eval()
-    tuned.load_state_dict({name: tensor + 0.01 * torch.randn_like(tensor) for name, tensor in base.state_dict().items()})
+    tuned.load_state_dict(
+        {name: tensor + 0.01 * torch.randn_like(tensor) for name, tensor in base.state_dict().items()}
+    )
     ids = torch.randint(0, 512, (1, 48), generator=torch.Generator().manual_seed(1))
     left, right = _activations(base, ids), _activations(tuned, ids)
     assert list(left) == ["embed_tokens", "layers.0", "layers.1", "norm", "lm_head"]

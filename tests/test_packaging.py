@@ -5,11 +5,11 @@ from __future__ import annotations
 import ast
 import re
 import sys
-import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -68,8 +68,9 @@ def test_accelerate_is_a_runtime_dependency():
 
 
 def test_dev_only_packages_are_not_imported_by_the_package():
-    dev_only = _names(_pyproject()["project"]["optional-dependencies"]["dev"]) - \
-        _names(_pyproject()["project"]["dependencies"])
+    dev_only = _names(_pyproject()["project"]["optional-dependencies"]["dev"]) - _names(
+        _pyproject()["project"]["dependencies"]
+    )
     distributions = packages_distributions()
     for module, where in imported_top_level_modules().items():
         providers = {canonicalize_name(d) for d in distributions.get(module, [module])}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_factory import make_pair
 
 from acm_exp.acm import capture, compute_coefficients, compute_mi_statistics, validate_acm_config
 from acm_exp.acm.capture import Placement, load_causal_lm, resolve_placement
@@ -20,8 +21,6 @@ from acm_exp.acm.importance import compute_input_importance
 from acm_exp.acm.sensitivity import compute_layer_sensitivity, compute_sens_coefficients
 from acm_exp.config import AcmConfig, SensConfig
 from acm_exp.errors import ConfigError
-
-from model_factory import make_pair
 
 TEXTS = ["What is 12 + 30?", "compute 7 * 8, then add 1.", "hello world", "a longer question: (3 + 4) * 5 = ?"]
 PAIRS = [("what is 12 + 30? ", "42."), ("compute 7 * 8: ", "7 * 8 = 56"), ("hello ", "world")]
@@ -88,8 +87,15 @@ def four_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
 
 
-@pytest.mark.parametrize("device", ["auto", "cuda:0,cuda:1,cuda:2,cuda:3", ["cuda:0", "cuda:1", "cuda:2", "cuda:3"],
-                                    "[cuda:0, cuda:1, cuda:2, cuda:3]"])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "auto",
+        "cuda:0,cuda:1,cuda:2,cuda:3",
+        ["cuda:0", "cuda:1", "cuda:2", "cuda:3"],
+        "[cuda:0, cuda:1, cuda:2, cuda:3]",
+    ],
+)
 def test_every_form_of_a_device_list(four_gpus, device):
     placement = resolve_placement(device)
     assert placement.devices == tuple(torch.device(f"cuda:{index}") for index in range(4))
@@ -109,22 +115,24 @@ def test_free_memory_is_the_budget_without_max_memory(four_gpus, monkeypatch):
     assert placement.memory_per_model(2) == {1: 90, 3: 180}  # 90 % of the free memory, halved
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"device": "tpu"}, "acm.device='tpu'"),
-    ({"device": "cuda:0,cuda:1"}, "CUDA is not available"),
-    ({"device": "cpu,"}, "list of devices"),
-    ({"device": 3}, "list of devices"),
-    ({"max_memory": {"cpu": "lots"}}, "acm.max_memory.cpu='lots'"),
-    ({"max_memory": {"cpu": -5}}, "acm.max_memory.cpu=-5"),
-    ({"max_memory": {"tpu": "1GB"}}, "acm.max_memory='tpu'"),
-    ({"max_memory": "1GB"}, "expected a mapping"),
-    ({"offload_dir": 7}, "acm.offload_dir=7"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"device": "tpu"}, "acm.device='tpu'"),
+        ({"device": "cuda:0,cuda:1"}, "CUDA is not available"),
+        ({"device": "cpu,"}, "list of devices"),
+        ({"device": 3}, "list of devices"),
+        ({"max_memory": {"cpu": "lots"}}, "acm.max_memory.cpu='lots'"),
+        ({"max_memory": {"cpu": -5}}, "acm.max_memory.cpu=-5"),
+        ({"max_memory": {"tpu": "1GB"}}, "acm.max_memory='tpu'"),
+        ({"max_memory": "1GB"}, "expected a mapping"),
+        ({"offload_dir": 7}, "acm.offload_dir=7"),
+    ],
+)
 def test_bad_placements_are_one_line_config_errors(settings, message):
     arguments = {"device": "cpu", **settings}
     with pytest.raises(ConfigError, match=message) as error:
-        resolve_placement(arguments["device"], arguments.get("max_memory"), arguments.get("offload_dir"),
-                          setting="acm")
+        resolve_placement(arguments["device"], arguments.get("max_memory"), arguments.get("offload_dir"), setting="acm")
     assert "\n" not in str(error.value)
 
 
@@ -157,15 +165,25 @@ def test_config_validation_checks_the_placement():
 def test_command_line_overrides_give_a_list_and_a_mapping(four_gpus):
     from acm_exp.api import compose_config
 
-    cfg, _ = compose_config(["merge=acm_ties", "acm.device=[cuda:0,cuda:1]",
-                             "acm.max_memory={0: 70GiB, 1: 70GiB, cpu: 100GiB}", "sens.device='cuda:2,cuda:3'",
-                             "sens.max_memory={2: 40GiB, 3: 40GiB}", "sens.offload_dir=/scratch/offload"])
+    cfg, _ = compose_config(
+        [
+            "merge=acm_ties",
+            "acm.device=[cuda:0,cuda:1]",
+            "acm.max_memory={0: 70GiB, 1: 70GiB, cpu: 100GiB}",
+            "sens.device='cuda:2,cuda:3'",
+            "sens.max_memory={2: 40GiB, 3: 40GiB}",
+            "sens.offload_dir=/scratch/offload",
+        ]
+    )
     acm = resolve_placement(cfg.acm.device, cfg.acm.max_memory, cfg.acm.offload_dir, setting="acm")
     assert acm.devices == (torch.device("cuda:0"), torch.device("cuda:1"))
     assert acm.load_arguments(side_by_side=2)["max_memory"] == {0: 35 * 2**30, 1: 35 * 2**30, "cpu": 50 * 2**30}
     sens = resolve_placement(cfg.sens.device, cfg.sens.max_memory, cfg.sens.offload_dir, setting="sens")
-    assert sens.load_arguments() == {"device_map": "auto", "max_memory": {2: 40 * 2**30, 3: 40 * 2**30},
-                                     "offload_folder": "/scratch/offload"}
+    assert sens.load_arguments() == {
+        "device_map": "auto",
+        "max_memory": {2: 40 * 2**30, 3: 40 * 2**30},
+        "offload_folder": "/scratch/offload",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,22 +192,27 @@ def test_command_line_overrides_give_a_list_and_a_mapping(four_gpus):
 
 def test_dispatched_capture_gives_identical_mi_and_coefficients(model_dirs, tmp_path, device_maps):
     base, tuned = model_dirs
-    whole = compute_mi_statistics(base, tuned, TEXTS, acm_cfg=AcmConfig(device="cpu"), cache_dir=tmp_path / "a",
-                                  progress=False)
+    whole = compute_mi_statistics(
+        base, tuned, TEXTS, acm_cfg=AcmConfig(device="cpu"), cache_dir=tmp_path / "a", progress=False
+    )
     assert device_maps == [{}, {}]
     device_maps.clear()
-    dispatched = compute_mi_statistics(base, tuned, TEXTS, acm_cfg=AcmConfig(**offloading(tmp_path)),
-                                       cache_dir=tmp_path / "b", progress=False)
+    dispatched = compute_mi_statistics(
+        base, tuned, TEXTS, acm_cfg=AcmConfig(**offloading(tmp_path)), cache_dir=tmp_path / "b", progress=False
+    )
     assert_split_over_cpu_and_disk(device_maps)
     np.testing.assert_array_equal(dispatched.mi, whole.mi)
     for t in (0.3, 0.7):
-        np.testing.assert_array_equal(compute_coefficients(dispatched, t=t).lambdas,
-                                      compute_coefficients(whole, t=t).lambdas)
+        np.testing.assert_array_equal(
+            compute_coefficients(dispatched, t=t).lambdas, compute_coefficients(whole, t=t).lambdas
+        )
     # The AIM importance recorded by the same pass on the dispatched base is the undispatched one.
-    importance_whole = compute_input_importance(base, TEXTS, device="cpu", dtype="bfloat16",
-                                                cache_dir=tmp_path / "a", progress=False)
-    importance_dispatched = compute_input_importance(base, TEXTS, device="cpu", dtype="bfloat16",
-                                                     cache_dir=tmp_path / "b", progress=False)
+    importance_whole = compute_input_importance(
+        base, TEXTS, device="cpu", dtype="bfloat16", cache_dir=tmp_path / "a", progress=False
+    )
+    importance_dispatched = compute_input_importance(
+        base, TEXTS, device="cpu", dtype="bfloat16", cache_dir=tmp_path / "b", progress=False
+    )
     assert importance_whole.importance.keys() == importance_dispatched.importance.keys()
     for name, values in importance_whole.importance.items():
         np.testing.assert_array_equal(importance_dispatched.importance[name], values)
@@ -197,12 +220,14 @@ def test_dispatched_capture_gives_identical_mi_and_coefficients(model_dirs, tmp_
 
 def test_dispatched_aim_importance_is_identical(model_dirs, tmp_path, device_maps):
     base, _ = model_dirs
-    whole = compute_input_importance(base, TEXTS, device="cpu", dtype="bfloat16", cache_dir=tmp_path / "a",
-                                     progress=False)
+    whole = compute_input_importance(
+        base, TEXTS, device="cpu", dtype="bfloat16", cache_dir=tmp_path / "a", progress=False
+    )
     device_maps.clear()
     # One model alone: half the capture's budget gives it the capture's share.
-    dispatched = compute_input_importance(base, TEXTS, dtype="bfloat16", cache_dir=tmp_path / "b", progress=False,
-                                          **offloading(tmp_path, "50KB"))
+    dispatched = compute_input_importance(
+        base, TEXTS, dtype="bfloat16", cache_dir=tmp_path / "b", progress=False, **offloading(tmp_path, "50KB")
+    )
     assert_split_over_cpu_and_disk(device_maps)
     assert whole.importance.keys() == dispatched.importance.keys() and whole.tokens == dispatched.tokens
     for name, values in whole.importance.items():
@@ -215,12 +240,21 @@ def test_dispatched_sensitivity_is_identical(model_dirs, tmp_path, device_maps, 
     results = {}
     for name, placement in (("whole", {"device": "cpu"}), ("dispatched", offloading(tmp_path, "120KB"))):
         device_maps.clear()
-        results[name] = [compute_layer_sensitivity(path, PAIRS, dtype="float32", gradient_checkpointing=checkpointing,
-                                                   cache_dir=tmp_path / name, progress=False, **placement)
-                         for path in (base, tuned[0])]
+        results[name] = [
+            compute_layer_sensitivity(
+                path,
+                PAIRS,
+                dtype="float32",
+                gradient_checkpointing=checkpointing,
+                cache_dir=tmp_path / name,
+                progress=False,
+                **placement,
+            )
+            for path in (base, tuned[0])
+        ]
         if name == "dispatched":
             assert_split_over_cpu_and_disk(device_maps)
-    for whole, dispatched in zip(results["whole"], results["dispatched"]):
+    for whole, dispatched in zip(results["whole"], results["dispatched"], strict=False):
         assert (whole.raw > 0).all()  # every layer, resident or offloaded, was counted
         np.testing.assert_array_equal(dispatched.raw, whole.raw)
     whole_weights = compute_sens_coefficients(*results["whole"], alpha=0.7, temperature=2.0)
@@ -234,6 +268,7 @@ def test_offload_hooks_are_restored_after_the_gradient_pass(model_dirs, tmp_path
 
     base, _ = model_dirs
     model = load_causal_lm(base, resolve_placement(**offloading(tmp_path), setting="sens"), torch.float32)
+
     def hooks() -> dict[str, type]:
         return {name: type(module._hf_hook) for name, module in model.named_modules() if hasattr(module, "_hf_hook")}
 
@@ -250,23 +285,29 @@ def test_offload_hooks_are_restored_after_the_gradient_pass(model_dirs, tmp_path
 
 def test_cache_key_is_unchanged_by_the_placement(model_dirs, tmp_path):
     base, tuned = model_dirs
-    first = compute_mi_statistics(base, tuned, TEXTS, acm_cfg=AcmConfig(**offloading(tmp_path)), cache_dir=tmp_path,
-                                  progress=False)
+    first = compute_mi_statistics(
+        base, tuned, TEXTS, acm_cfg=AcmConfig(**offloading(tmp_path)), cache_dir=tmp_path, progress=False
+    )
     before = capture.FORWARD_PASSES
-    again = compute_mi_statistics(base, tuned, TEXTS, acm_cfg=AcmConfig(device="cpu"), cache_dir=tmp_path,
-                                  progress=False)
+    again = compute_mi_statistics(
+        base, tuned, TEXTS, acm_cfg=AcmConfig(device="cpu"), cache_dir=tmp_path, progress=False
+    )
     assert capture.FORWARD_PASSES == before
     assert again.metadata["cache_key"] == first.metadata["cache_key"]
     np.testing.assert_array_equal(again.mi, first.mi)
-    importance = [compute_input_importance(base, TEXTS, dtype="bfloat16", cache_dir=tmp_path, progress=False,
-                                           **placement) for placement in (offloading(tmp_path), {"device": "cpu"})]
+    importance = [
+        compute_input_importance(base, TEXTS, dtype="bfloat16", cache_dir=tmp_path, progress=False, **placement)
+        for placement in (offloading(tmp_path), {"device": "cpu"})
+    ]
     assert capture.FORWARD_PASSES == before  # filled by the capture pass, found under either placement
     assert importance[0].metadata["cache_key"] == importance[1].metadata["cache_key"]
     from acm_exp.acm import sensitivity
 
     passes = sensitivity.SENSITIVITY_PASSES
-    sens = [compute_layer_sensitivity(base, PAIRS, dtype="float32", cache_dir=tmp_path, progress=False, **placement)
-            for placement in (offloading(tmp_path), {"device": "cpu"})]
+    sens = [
+        compute_layer_sensitivity(base, PAIRS, dtype="float32", cache_dir=tmp_path, progress=False, **placement)
+        for placement in (offloading(tmp_path), {"device": "cpu"})
+    ]
     assert sensitivity.SENSITIVITY_PASSES == passes + len(PAIRS)  # the second one is a cache hit
     assert sens[0].metadata["cache_key"] == sens[1].metadata["cache_key"]
 
@@ -276,8 +317,9 @@ def test_run_hash_is_unchanged_by_the_placement_budgets():
     from acm_exp.api import compose_config
 
     plain, _ = compose_config(["merge=acm_ties", "eval=none"])
-    placed, _ = compose_config(["merge=acm_ties", "eval=none", "acm.max_memory={cpu: 10GiB}",
-                                "acm.offload_dir=/scratch/offload"])
+    placed, _ = compose_config(
+        ["merge=acm_ties", "eval=none", "acm.max_memory={cpu: 10GiB}", "acm.offload_dir=/scratch/offload"]
+    )
     assert results.config_hash(placed) == results.config_hash(plain)
     other_method, _ = compose_config(["merge=acm_ties", "eval=none", "acm.estimator=histogram", "acm.bins=16"])
     assert results.config_hash(other_method) != results.config_hash(plain)
@@ -295,7 +337,7 @@ def test_one_gpu_placement_is_the_single_device_need_and_more_gpus_hold_less():
         assert single["capture_gb"] == costs.memory_needs(shape)["capture_gb"]
         per_count = [costs.placement_needs(shape, gpus) for gpus in costs.GPU_COUNTS]
         for stage in single:
-            assert all(a[stage] > b[stage] for a, b in zip(per_count, per_count[1:])), (shape.name, stage)
+            assert all(a[stage] > b[stage] for a, b in zip(per_count, per_count[1:], strict=False)), (shape.name, stage)
 
 
 def test_the_slurm_recipes_ask_for_enough_gpus():

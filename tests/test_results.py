@@ -30,11 +30,20 @@ def eval_rows(samples_dir: Path | None = None) -> list[dict]:
     for (model, role), by_benchmark in values.items():
         for benchmark, (accuracy, tokens) in by_benchmark.items():
             for seed in (0, 1):
-                rows.append({"model": model, "role": role, "benchmark": benchmark, "seed": seed,
-                             "accuracy": accuracy + seed, "mean_tokens": tokens + 10 * seed, "truncation_rate": 0.0,
-                             "reflections": 2.0, "n": 10,
-                             "samples_path": str(samples_dir / f"{model}-{benchmark}-{seed}.jsonl") if samples_dir
-                             else None})
+                rows.append(
+                    {
+                        "model": model,
+                        "role": role,
+                        "benchmark": benchmark,
+                        "seed": seed,
+                        "accuracy": accuracy + seed,
+                        "mean_tokens": tokens + 10 * seed,
+                        "truncation_rate": 0.0,
+                        "reflections": 2.0,
+                        "n": 10,
+                        "samples_path": str(samples_dir / f"{model}-{benchmark}-{seed}.jsonl") if samples_dir else None,
+                    }
+                )
     return rows
 
 
@@ -44,9 +53,15 @@ def acm_cfg():
 
 
 def test_a_toy_run_gives_one_row_per_model_benchmark_and_seed(tmp_path, acm_cfg):
-    path = results.record_run(acm_cfg, tmp_path / "run", eval_rows(tmp_path), results_dir=tmp_path / "results",
-                              coefficients_path=tmp_path / "run" / "coefficients.json",
-                              started_at="2025-01-01T00:00:00+00:00", finished_at="2025-01-01T01:00:00+00:00")
+    path = results.record_run(
+        acm_cfg,
+        tmp_path / "run",
+        eval_rows(tmp_path),
+        results_dir=tmp_path / "results",
+        coefficients_path=tmp_path / "run" / "coefficients.json",
+        started_at="2025-01-01T00:00:00+00:00",
+        finished_at="2025-01-01T01:00:00+00:00",
+    )
     table = results.load_results(tmp_path / "results")
     assert path == tmp_path / "results" / f"{results.default_run_id(acm_cfg)}.parquet"
     assert list(table.columns) == list(results.COLUMNS)
@@ -83,11 +98,20 @@ def test_a_method_without_coefficients_records_no_calibration(tmp_path):
 
 
 def test_config_hash_ignores_paths_logging_and_unused_parameters(acm_cfg):
-    same = compose_config("merge=acm_ties", "merge.t=0.5", "eval=none", "force=true", "cache_dir=/elsewhere",
-                          "merge.output_dir=/tmp/x", "logger.wandb.mode=disabled", "logger.results_dir=/r")
+    same = compose_config(
+        "merge=acm_ties",
+        "merge.t=0.5",
+        "eval=none",
+        "force=true",
+        "cache_dir=/elsewhere",
+        "merge.output_dir=/tmp/x",
+        "logger.wandb.mode=disabled",
+        "logger.results_dir=/r",
+    )
     assert results.config_hash(same) == results.config_hash(acm_cfg)
-    assert results.config_hash(compose_config("merge=acm_ties", "merge.t=0.7", "eval=none")) \
-        != results.config_hash(acm_cfg)
+    assert results.config_hash(compose_config("merge=acm_ties", "merge.t=0.7", "eval=none")) != results.config_hash(
+        acm_cfg
+    )
     ties = results.config_hash(compose_config("merge=ties", "eval=none"))
     # TIES reads neither t nor the calibration set: sweeping them cannot change its results.
     assert results.config_hash(compose_config("merge=ties", "merge.t=0.3", "calibration=s1k", "eval=none")) == ties
@@ -129,16 +153,30 @@ def test_no_rows_write_nothing(tmp_path, acm_cfg):
 
 def make_record(**values) -> dict:
     record = dict.fromkeys(results.COLUMNS)
-    record.update(model_pair="toy", method="ties", model="merged", role="merged", benchmark="gsm8k", seed=0,
-                  accuracy=50.0, mean_tokens=100.0, n=10, config_hash="h", git_commit="c")
+    record.update(
+        model_pair="toy",
+        method="ties",
+        model="merged",
+        role="merged",
+        benchmark="gsm8k",
+        seed=0,
+        accuracy=50.0,
+        mean_tokens=100.0,
+        n=10,
+        config_hash="h",
+        git_commit="c",
+    )
     record.update(values)
     return record
 
 
 def _writer(results_dir: str, worker: int, runs: int) -> None:
     for run in range(runs):
-        rows = [make_record(run_id=f"w{worker}-r{run}", benchmark=b, seed=s, accuracy=float(worker * 100 + run))
-                for b in ("gsm8k", "math500", "aime24") for s in (0, 1)]
+        rows = [
+            make_record(run_id=f"w{worker}-r{run}", benchmark=b, seed=s, accuracy=float(worker * 100 + run))
+            for b in ("gsm8k", "math500", "aime24")
+            for s in (0, 1)
+        ]
         results.write_rows(results_dir, rows)
         # Every writer also rewrites one shared run id: the last writer wins, whole.
         shared = [make_record(run_id="shared", benchmark=b, accuracy=float(worker)) for b in ("gsm8k", "math500")]
@@ -195,8 +233,15 @@ def test_filters_by_any_column(tmp_path):
 
 
 def test_has_complete_results(tmp_path):
-    results.write_rows(tmp_path, [make_record(run_id="a", config_hash="h1", model=m, benchmark=b, seed=s)
-                                  for m in ("merged", "base") for b in ("gsm8k", "math500") for s in (0, 1)])
+    results.write_rows(
+        tmp_path,
+        [
+            make_record(run_id="a", config_hash="h1", model=m, benchmark=b, seed=s)
+            for m in ("merged", "base")
+            for b in ("gsm8k", "math500")
+            for s in (0, 1)
+        ],
+    )
     assert results.has_complete_results(tmp_path, "h1", ["gsm8k", "math500"])
     assert results.has_complete_results(tmp_path, "h1", ["gsm8k"], models=["merged"], seeds=[0, 1])
     assert not results.has_complete_results(tmp_path, "h1", ["gsm8k", "aime24"])
@@ -235,8 +280,9 @@ def test_results_dir_defaults(tmp_path, monkeypatch):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "acm_exp.results", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "acm_exp.results", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 def test_command_line_prints_filters_and_rejects_unknown_columns(tmp_path):
@@ -262,15 +308,26 @@ def test_sweep_id_inside_a_hydra_multirun(tmp_path):
         "@hydra.main(config_path=None, config_name=None, version_base=None)\n"
         "def main(cfg):\n"
         "    print('sweep id:', detect_sweep_id())\n"
-        "main()\n")
+        "main()\n"
+    )
     sweep_dir = f"hydra.sweep.dir={tmp_path}/multirun/2025-01-02/10-11-12"
     subdir = "hydra.sweep.subdir=${hydra.job.num}/nested"
-    sweep = subprocess.run([sys.executable, str(app), "-m", "+x=1,2", sweep_dir, subdir], capture_output=True,
-                           text=True, cwd=tmp_path, timeout=120)
+    sweep = subprocess.run(
+        [sys.executable, str(app), "-m", "+x=1,2", sweep_dir, subdir],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert sweep.returncode == 0, sweep.stderr
     assert sweep.stdout.count("sweep id: 2025-01-02_10-11-12") == 2
-    single = subprocess.run([sys.executable, str(app), f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
+    single = subprocess.run(
+        [sys.executable, str(app), f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert single.returncode == 0, single.stderr
     assert "sweep id: None" in single.stdout
 
@@ -278,7 +335,13 @@ def test_sweep_id_inside_a_hydra_multirun(tmp_path):
 def test_config_hash_ignores_where_the_models_run():
     # Placement changes where the computation runs, not what it computes (as the statistics cache keys).
     plain = results.config_hash(compose_config("merge=sens", "eval=none"))
-    placed = compose_config("merge=sens", "eval=none", "acm.device=cpu", "sens.device=cpu",
-                            "sens.gradient_checkpointing=true", "eval.vllm.tensor_parallel_size=4")
+    placed = compose_config(
+        "merge=sens",
+        "eval=none",
+        "acm.device=cpu",
+        "sens.device=cpu",
+        "sens.gradient_checkpointing=true",
+        "eval.vllm.tensor_parallel_size=4",
+    )
     assert results.config_hash(placed) == plain
     assert results.config_hash(compose_config("merge=sens", "eval=none", "merge.alpha=0.3")) != plain

@@ -22,9 +22,17 @@ class Killed(BaseException):
 def toy_run(tmp_path, toy_pair):
     cache_dir = next(iter(toy_pair.values())).parents[2]
     # Two benchmarks (the toy task's test split under two seeds of its generator), merged model only.
-    overrides = ("merge=task_arithmetic", "eval=toy", "eval.models=[merged]", "eval.limit=6",
-                 "+eval/benchmark@eval.benchmarks.toy_other=toy", "eval.benchmarks.toy_other.options.seed=1",
-                 "logger.wandb.mode=disabled", f"logger.results_dir={tmp_path / 'results'}", f"cache_dir={cache_dir}")
+    overrides = (
+        "merge=task_arithmetic",
+        "eval=toy",
+        "eval.models=[merged]",
+        "eval.limit=6",
+        "+eval/benchmark@eval.benchmarks.toy_other=toy",
+        "eval.benchmarks.toy_other.options.seed=1",
+        "logger.wandb.mode=disabled",
+        f"logger.results_dir={tmp_path / 'results'}",
+        f"cache_dir={cache_dir}",
+    )
 
     def go():
         return run(compose_config(*overrides), run_dir=tmp_path / "run")

@@ -61,8 +61,12 @@ def _assert_harness_carries_on(isolation: str) -> None:
 
 
 def test_plain_program_reads_stdin_and_exits_ok(isolation: str) -> None:
-    result = run_program("import sys\ndata = sys.stdin.read()\nprint(len(data), data.split()[0])",
-                         stdin="abc def\n", timeout_s=10, isolation=isolation)
+    result = run_program(
+        "import sys\ndata = sys.stdin.read()\nprint(len(data), data.split()[0])",
+        stdin="abc def\n",
+        timeout_s=10,
+        isolation=isolation,
+    )
     assert result.status == "ok"
     assert result.returncode == 0
     assert result.stdout == "8 abc\n"
@@ -77,8 +81,7 @@ def test_stdin_is_closed_when_empty(isolation: str) -> None:
 
 def test_large_stdin_is_fed_and_unread_stdin_does_not_block(isolation: str) -> None:
     big = "x" * (4 * 1024 * 1024)
-    read = run_program("import sys\nprint(len(sys.stdin.read()))", stdin=big, timeout_s=20,
-                       isolation=isolation)
+    read = run_program("import sys\nprint(len(sys.stdin.read()))", stdin=big, timeout_s=20, isolation=isolation)
     assert read.status == "ok" and read.stdout.strip() == str(len(big))
     ignored = run_program("print('done')", stdin=big, timeout_s=20, isolation=isolation)
     assert ignored.status == "ok" and ignored.stdout == "done\n"
@@ -120,8 +123,7 @@ time.sleep(120)
 
 
 def test_fork_bomb_is_contained_and_nothing_survives(isolation: str) -> None:
-    result = run_program(FORK_BOMB, timeout_s=3.0, limits=SandboxLimits(max_processes=32),
-                         isolation=isolation)
+    result = run_program(FORK_BOMB, timeout_s=3.0, limits=SandboxLimits(max_processes=32), isolation=isolation)
     assert not result.ok
     assert result.status == "timeout"
     assert _survivors(result.run_id) == []
@@ -131,10 +133,13 @@ def test_fork_bomb_is_contained_and_nothing_survives(isolation: str) -> None:
     _assert_harness_carries_on(isolation)
 
 
-@pytest.mark.parametrize("code", [
-    "x = bytearray(8 * 1024 ** 3)",
-    "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 ** 2))",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "x = bytearray(8 * 1024 ** 3)",
+        "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 ** 2))",
+    ],
+)
 def test_memory_bomb_hits_the_address_space_limit(isolation: str, code: str) -> None:
     result = run_program(code, timeout_s=20, limits=SandboxLimits(memory_mb=512), isolation=isolation)
     assert result.status == "oom"
@@ -146,8 +151,7 @@ def test_memory_bomb_hits_the_address_space_limit(isolation: str, code: str) -> 
 def test_huge_output_is_capped_and_the_program_killed(isolation: str, stream: str) -> None:
     cap = 64 * 1024
     code = f"import sys\nwhile True:\n    sys.{stream}.write('x' * 4096)"
-    result = run_program(code, timeout_s=20, limits=SandboxLimits(max_output_bytes=cap),
-                         isolation=isolation)
+    result = run_program(code, timeout_s=20, limits=SandboxLimits(max_output_bytes=cap), isolation=isolation)
     assert result.status == "output_limit"
     assert len(getattr(result, stream)) == cap
     assert _survivors(result.run_id) == []
@@ -215,8 +219,9 @@ print(json.dumps({{"attempts": attempts, "cwd": os.getcwd()}}))
 
 
 def test_workdir_is_private_and_removed(isolation: str) -> None:
-    result = run_program("import os\nopen('out.txt', 'w').write('x')\nprint(os.getcwd())",
-                         timeout_s=10, isolation=isolation)
+    result = run_program(
+        "import os\nopen('out.txt', 'w').write('x')\nprint(os.getcwd())", timeout_s=10, isolation=isolation
+    )
     assert result.status == "ok"
     workdir = Path(result.stdout.strip())
     assert result.run_id in workdir.name
@@ -250,7 +255,7 @@ except OSError as error:
 def test_early_exit_without_the_expected_output_is_a_failure(isolation: str) -> None:
     humaneval_like = {
         "id": 0,
-        "raw_problem": "def add(a, b):\n    \"\"\"Add.\"\"\"\n",
+        "raw_problem": 'def add(a, b):\n    """Add."""\n',
         "new_problem": "def add3(a, b, c):\n",
         "test_code": "assert add3(1, 2, 3) == 6\n",
     }
@@ -259,7 +264,9 @@ def test_early_exit_without_the_expected_output_is_a_failure(isolation: str) -> 
         grade = grade_humaneval_pro(humaneval_like, response, timeout_s=10)
         assert not grade.passed, exit_call
     stdin_problem = {
-        "question_id": "q1", "metadata": "{}", "starter_code": "",
+        "question_id": "q1",
+        "metadata": "{}",
+        "starter_code": "",
         "public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]),
         "private_test_cases": "[]",
     }
@@ -271,8 +278,7 @@ def test_early_exit_without_the_expected_output_is_a_failure(isolation: str) -> 
 
 
 def test_run_programs_keeps_input_order_and_isolates_failures(isolation: str) -> None:
-    jobs = [("print(input())", "first\n"), ("while True: pass", ""), ("raise SystemExit(3)", ""),
-            ("print('last')", "")]
+    jobs = [("print(input())", "first\n"), ("while True: pass", ""), ("raise SystemExit(3)", ""), ("print('last')", "")]
     results = run_programs(jobs, timeout_s=1.5, max_workers=2, isolation=isolation)
     assert [r.status for r in results] == ["ok", "timeout", "error", "ok"]
     assert results[0].stdout == "first\n" and results[3].stdout == "last\n"
@@ -281,7 +287,8 @@ def test_run_programs_keeps_input_order_and_isolates_failures(isolation: str) ->
 
 
 def test_environment_variable_forces_the_fallback_and_warns_once(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv(sandbox.ISOLATION_ENV_VAR, "none")
     monkeypatch.setattr(sandbox, "_fallback_warned", False)
     with caplog.at_level(logging.WARNING, logger="acm_exp.eval.sandbox"):
@@ -292,11 +299,14 @@ def test_environment_variable_forces_the_fallback_and_warns_once(
     assert len(warnings) == 1
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"timeout_s": 0}, "timeout_s"),
-    ({"timeout_s": -1}, "timeout_s"),
-    ({"isolation": "docker"}, "isolation"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"timeout_s": -1}, "timeout_s"),
+        ({"isolation": "docker"}, "isolation"),
+    ],
+)
 def test_bad_arguments_raise_config_error(kwargs: dict, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         run_program("print(1)", **kwargs)
@@ -364,8 +374,11 @@ def test_run_functions_refuse_unless_waived(unusable_bwrap: str, tmp_path: Path)
     with pytest.raises(ConfigError):
         run_programs([(code, "")], timeout_s=10, max_workers=1)
     with pytest.raises(ConfigError):
-        grade_humaneval_pro({"id": 0, "raw_problem": "def f():\n", "new_problem": "", "test_code": ""},
-                            "    return 1\n", response_prefix="```python\ndef f():\n")
+        grade_humaneval_pro(
+            {"id": 0, "raw_problem": "def f():\n", "new_problem": "", "test_code": ""},
+            "    return 1\n",
+            response_prefix="```python\ndef f():\n",
+        )
     assert not target.exists()  # refused before anything ran
 
 
@@ -378,13 +391,20 @@ def test_explicit_opt_out_runs_and_is_recorded(unusable_bwrap: str, monkeypatch:
     assert sandbox.isolation_record() == {"isolation": "none", "waived": True}
 
 
-def test_code_benchmark_without_isolation_fails_at_validation(unusable_bwrap: str,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from acm_exp import pipeline
+def test_code_benchmark_without_isolation_fails_at_validation(
+    unusable_bwrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from app_config import compose_config
 
-    code_eval = ("model_pair=toy", "eval=code", "model_pair.base_prompt=cot", "model_pair.finetuned_prompt=cot",
-                 "model_pair.merged_prompt=cot")
+    from acm_exp import pipeline
+
+    code_eval = (
+        "model_pair=toy",
+        "eval=code",
+        "model_pair.base_prompt=cot",
+        "model_pair.finetuned_prompt=cot",
+        "model_pair.merged_prompt=cot",
+    )
     loaded = []
     monkeypatch.setattr(pipeline, "resolve_model", lambda *args, **kwargs: loaded.append(args))
     with pytest.raises(ConfigError) as raised:
@@ -402,10 +422,25 @@ def test_cli_stops_before_any_model_loads(unusable_bwrap: str, tmp_path: Path) -
     cache = tmp_path / "cache"
     env = {key: value for key, value in os.environ.items() if key != sandbox.ISOLATION_ENV_VAR}
     completed = subprocess.run(
-        [sys.executable, "-m", "acm_exp", "model_pair=toy", "eval=code", "model_pair.base_prompt=cot",
-         "model_pair.finetuned_prompt=cot", "model_pair.merged_prompt=cot", f"cache_dir={cache}",
-         f"hydra.run.dir={tmp_path / 'run'}", "logger.wandb.mode=disabled"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "acm_exp",
+            "model_pair=toy",
+            "eval=code",
+            "model_pair.base_prompt=cot",
+            "model_pair.finetuned_prompt=cot",
+            "model_pair.merged_prompt=cot",
+            f"cache_dir={cache}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger.wandb.mode=disabled",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode != 0
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1, completed.stderr
@@ -419,9 +454,24 @@ def test_every_sweep_point_is_checked_before_any_job(unusable_bwrap: str, tmp_pa
     env = {key: value for key, value in os.environ.items() if key != sandbox.ISOLATION_ENV_VAR}
     prompts = ["model_pair.base_prompt=cot", "model_pair.finetuned_prompt=cot", "model_pair.merged_prompt=cot"]
     completed = subprocess.run(
-        [sys.executable, "-m", "acm_exp", "-m", "model_pair=toy", "eval=toy,code", *prompts, "logger=disabled",
-         f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "acm_exp",
+            "-m",
+            "model_pair=toy",
+            "eval=toy,code",
+            *prompts,
+            "logger=disabled",
+            f"cache_dir={tmp_path / 'cache'}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 2
     errors = [line for line in completed.stderr.splitlines() if line.startswith("acm_exp: error:")]
     assert len(errors) == 1 and "sweep point [" in errors[0] and "eval=code" in errors[0]
@@ -512,9 +562,11 @@ def test_sleeping_parent_holding_a_child_leaves_nothing_running(isolation: str, 
         pytest.skip("the fallback finds children by process group and environment marker only (documented)")
     tag = f"acm_exp_held_child_{uuid.uuid4().hex}"
     # sh waits on its sleep, so the tag (sh's $0) stays visible while the child lives.
-    spawn = ("subprocess.Popen(['/bin/sh', '-c', 'sleep 120; true', TAG], "
-             + ("env={}, start_new_session=True, " if escape else "")
-             + "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)")
+    spawn = (
+        "subprocess.Popen(['/bin/sh', '-c', 'sleep 120; true', TAG], "
+        + ("env={}, start_new_session=True, " if escape else "")
+        + "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)"
+    )
     code = f"import subprocess, time\nTAG = {tag!r}\nchild = {spawn}\nprint(child.pid, flush=True)\ntime.sleep(120)\n"
     result = run_program(code, timeout_s=2.0, isolation=isolation)
     assert result.status == "timeout"
@@ -523,8 +575,10 @@ def test_sleeping_parent_holding_a_child_leaves_nothing_running(isolation: str, 
 
 
 def test_program_that_closes_stdout_and_runs_on_times_out(isolation: str) -> None:
-    code = "import os, sys, time\nos.close(1)\nsys.stderr.write('still running\\n')\nsys.stderr.flush()\n" \
-           "while True:\n    time.sleep(0.05)\n"
+    code = (
+        "import os, sys, time\nos.close(1)\nsys.stderr.write('still running\\n')\nsys.stderr.flush()\n"
+        "while True:\n    time.sleep(0.05)\n"
+    )
     result = run_program(code, timeout_s=1.5, isolation=isolation)
     assert result.status == "timeout"
     assert "still running" in result.stderr
@@ -532,8 +586,9 @@ def test_program_that_closes_stdout_and_runs_on_times_out(isolation: str) -> Non
 
 
 @pytest.mark.parametrize("sandbox_setting", ["none", "auto"])
-def test_results_rows_record_isolation_grading_mode_and_window(sandbox_setting: str, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_results_rows_record_isolation_grading_mode_and_window(
+    sandbox_setting: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from app_config import compose_config
 
     from acm_exp.results import build_rows
@@ -542,14 +597,27 @@ def test_results_rows_record_isolation_grading_mode_and_window(sandbox_setting: 
         pytest.skip("bubblewrap is not usable here")
     monkeypatch.delenv(sandbox.ISOLATION_ENV_VAR, raising=False)
     cfg = compose_config("model_pair=toy", "eval=paper", f"eval.sandbox={sandbox_setting}")
-    rows = [{"model": "merged", "role": "merged", "benchmark": name, "seed": 0, "accuracy": 50.0,
-             "mean_tokens": 10.0, "n": 2} for name in ("humaneval_pro", "livecodebench", "gsm8k")]
+    rows = [
+        {
+            "model": "merged",
+            "role": "merged",
+            "benchmark": name,
+            "seed": 0,
+            "accuracy": 50.0,
+            "mean_tokens": 10.0,
+            "n": 2,
+        }
+        for name in ("humaneval_pro", "livecodebench", "gsm8k")
+    ]
     records = {r["benchmark"]: r for r in build_rows(cfg, tmp_path, rows, commit="test")}
     expected_isolation = "none" if sandbox_setting == "none" else "bwrap"
     for name in ("humaneval_pro", "livecodebench"):
         assert records[name]["sandbox"] == expected_isolation
         assert records[name]["code_grading"] == "official"
-    assert (records["livecodebench"]["lcb_release"], records["livecodebench"]["lcb_start_date"],
-            records["livecodebench"]["lcb_end_date"]) == ("release_v5", "2024-08-01", "2025-01-31")
+    assert (
+        records["livecodebench"]["lcb_release"],
+        records["livecodebench"]["lcb_start_date"],
+        records["livecodebench"]["lcb_end_date"],
+    ) == ("release_v5", "2024-08-01", "2025-01-31")
     assert records["humaneval_pro"]["lcb_release"] is None
     assert records["gsm8k"]["sandbox"] is None and records["gsm8k"]["code_grading"] is None

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_factory import make_model
 from transformers import AutoTokenizer, Qwen2ForCausalLM
 
 from acm_exp.acm import sensitivity as sens
@@ -28,8 +29,6 @@ from acm_exp.acm.sensitivity import (
     sensitivity_spec,
 )
 from acm_exp.errors import ConfigError
-
-from model_factory import make_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -99,12 +98,15 @@ def test_truncation_that_leaves_no_answer_token_is_an_error(tokenizer, max_token
         answer_only_example(tokenizer, "1+1=", "2", max_tokens)
 
 
-@pytest.mark.parametrize("prompt, answer, max_tokens, message", [
-    ("1+1=", "", None, "answer"),
-    ("1+1=", 2, None, "expected \\(prompt: str, answer: str\\)"),
-    ("1+1=", "2", 1, "max_tokens=1"),
-    ("1+1=", "2", True, "max_tokens=True"),
-])
+@pytest.mark.parametrize(
+    "prompt, answer, max_tokens, message",
+    [
+        ("1+1=", "", None, "answer"),
+        ("1+1=", 2, None, "expected \\(prompt: str, answer: str\\)"),
+        ("1+1=", "2", 1, "max_tokens=1"),
+        ("1+1=", "2", True, "max_tokens=True"),
+    ],
+)
 def test_bad_examples_are_config_errors(tokenizer, prompt, answer, max_tokens, message):
     with pytest.raises(ConfigError, match=message):
         answer_only_example(tokenizer, prompt, answer, max_tokens)
@@ -120,7 +122,9 @@ def test_sensitivity_matches_a_hand_computation(model, examples):
     assert result.num_samples == 2 and result.raw.shape == (NUM_LAYERS,)
     np.testing.assert_allclose(result.raw, expected, rtol=1e-5)
     assert (result.raw > 0).all()
-    assert result.metadata["num_answer_tokens"] == sum(sum(l != IGNORE_INDEX for l in labels) for _, labels in examples)
+    assert result.metadata["num_answer_tokens"] == sum(
+        sum(label != IGNORE_INDEX for label in labels) for _, labels in examples
+    )
     assert result.metadata["mean_answer_loss"] > 0
 
 
@@ -133,7 +137,7 @@ def test_only_answer_tokens_count(model, examples):
     # computation over the remaining answer positions: the mask is read position by position.
     ids, labels = examples[0]
     first_answer = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
-    masked_more = [(ids, labels[:first_answer] + [IGNORE_INDEX] + labels[first_answer + 1:])]
+    masked_more = [(ids, labels[:first_answer] + [IGNORE_INDEX] + labels[first_answer + 1 :])]
     values = collect_layer_sensitivity(model, masked_more, progress=False).raw
     np.testing.assert_allclose(values, hand_sensitivity(model, masked_more), rtol=1e-5)
     assert not np.allclose(values, collect_layer_sensitivity(model, examples[:1], progress=False).raw, rtol=1e-3)
@@ -182,13 +186,16 @@ def test_each_example_is_one_forward_pass(model, examples):
     assert sens.SENSITIVITY_PASSES - before == len(examples)
 
 
-@pytest.mark.parametrize("bad_examples, message", [
-    ([], "at least one"),
-    ([([5, 6, 7], [IGNORE_INDEX] * 3)], "no answer label"),
-    ([([5, 6, 7], [IGNORE_INDEX, 6])], "3 input ids and 2 labels"),
-    ([([5, 6, 700], [IGNORE_INDEX, 6, 700])], "vocabulary"),
-    ([[5, 6, 7]], "expected a pair"),
-])
+@pytest.mark.parametrize(
+    "bad_examples, message",
+    [
+        ([], "at least one"),
+        ([([5, 6, 7], [IGNORE_INDEX] * 3)], "no answer label"),
+        ([([5, 6, 7], [IGNORE_INDEX, 6])], "3 input ids and 2 labels"),
+        ([([5, 6, 700], [IGNORE_INDEX, 6, 700])], "vocabulary"),
+        ([[5, 6, 7]], "expected a pair"),
+    ],
+)
 def test_bad_token_examples_are_config_errors(model, bad_examples, message):
     with pytest.raises(ConfigError, match=message):
         collect_layer_sensitivity(model, bad_examples, progress=False)
@@ -204,13 +211,16 @@ def test_normalized_is_unit_l2():
     assert math.isclose(float(np.linalg.norm(statistics.normalized)), 1.0)
 
 
-@pytest.mark.parametrize("raw, num_samples, message", [
-    ([[1.0, 2.0]], 1, "shape"),
-    ([], 1, "shape"),
-    ([1.0, float("nan")], 1, "NaN"),
-    ([1.0, -2.0], 1, "negative"),
-    ([1.0, 2.0], 0, "num_samples=0"),
-])
+@pytest.mark.parametrize(
+    "raw, num_samples, message",
+    [
+        ([[1.0, 2.0]], 1, "shape"),
+        ([], 1, "shape"),
+        ([1.0, float("nan")], 1, "NaN"),
+        ([1.0, -2.0], 1, "negative"),
+        ([1.0, 2.0], 0, "num_samples=0"),
+    ],
+)
 def test_bad_layer_sensitivity_is_a_config_error(raw, num_samples, message):
     with pytest.raises(ConfigError, match=message):
         LayerSensitivity(raw=np.array(raw), num_samples=num_samples)
@@ -218,7 +228,7 @@ def test_bad_layer_sensitivity_is_a_config_error(raw, num_samples, message):
 
 def test_zero_sensitivity_cannot_be_normalized():
     with pytest.raises(ConfigError, match="zero in every layer"):
-        LayerSensitivity(raw=np.zeros(3), num_samples=1).normalized
+        LayerSensitivity(raw=np.zeros(3), num_samples=1).normalized  # noqa: B018 (the property raises)
 
 
 def test_layer_sensitivity_round_trips(tmp_path):
@@ -239,16 +249,18 @@ def test_layer_sensitivity_round_trips(tmp_path):
 
 def test_compute_from_path_matches_the_loaded_model_and_is_cached(model_dir, model, tokenizer, tmp_path):
     before = sens.SENSITIVITY_PASSES
-    first = compute_layer_sensitivity(model_dir, PAIRS, device="cpu", dtype="float32", cache_dir=tmp_path,
-                                      progress=False)
+    first = compute_layer_sensitivity(
+        model_dir, PAIRS, device="cpu", dtype="float32", cache_dir=tmp_path, progress=False
+    )
     assert sens.SENSITIVITY_PASSES - before == len(PAIRS)
     examples = [answer_only_example(tokenizer, prompt, answer, None) for prompt, answer in PAIRS]
     np.testing.assert_allclose(first.raw, hand_sensitivity(model, examples), rtol=1e-5)
     assert (tmp_path / "sens" / first.metadata["cache_key"] / "layer_sensitivity.npz").is_file()
 
     before = sens.SENSITIVITY_PASSES
-    second = compute_layer_sensitivity(model_dir, PAIRS, device="cpu", dtype="float32", cache_dir=tmp_path,
-                                       gradient_checkpointing=True, progress=False)
+    second = compute_layer_sensitivity(
+        model_dir, PAIRS, device="cpu", dtype="float32", cache_dir=tmp_path, gradient_checkpointing=True, progress=False
+    )
     assert sens.SENSITIVITY_PASSES == before
     np.testing.assert_array_equal(second.raw, first.raw)
     assert second.num_samples == len(PAIRS)
@@ -268,18 +280,25 @@ def test_cache_key_follows_examples_dtype_and_max_tokens(model_dir):
     assert key(pairs=[(PAIRS[0][0] + "4", "2."), *PAIRS[1:]]) != reference
     assert key(dtype="bfloat16") != reference
     assert key(max_tokens=16) != reference
-    assert SensitivityCache(sensitivity_spec(model_dir, PAIRS, max_tokens=None, dtype="float32"),
-                            "/tmp/x").directory.parent.name == "sens"
+    assert (
+        SensitivityCache(
+            sensitivity_spec(model_dir, PAIRS, max_tokens=None, dtype="float32"), "/tmp/x"
+        ).directory.parent.name
+        == "sens"
+    )
 
 
-@pytest.mark.parametrize("pairs, kwargs, message", [
-    ([], {}, "at least one"),
-    (["just a prompt"], {}, "expected a \\(prompt: str, answer: str\\) pair"),
-    ([("q", 1)], {}, "expected a \\(prompt: str, answer: str\\) pair"),
-    (PAIRS, {"dtype": "float64"}, "dtype='float64'"),
-    (PAIRS, {"device": "tpu"}, "device='tpu'"),
-    (PAIRS, {"max_tokens": 0}, "max_tokens=0"),
-])
+@pytest.mark.parametrize(
+    "pairs, kwargs, message",
+    [
+        ([], {}, "at least one"),
+        (["just a prompt"], {}, "expected a \\(prompt: str, answer: str\\) pair"),
+        ([("q", 1)], {}, "expected a \\(prompt: str, answer: str\\) pair"),
+        (PAIRS, {"dtype": "float64"}, "dtype='float64'"),
+        (PAIRS, {"device": "tpu"}, "device='tpu'"),
+        (PAIRS, {"max_tokens": 0}, "max_tokens=0"),
+    ],
+)
 def test_bad_compute_inputs_are_config_errors(model_dir, tmp_path, pairs, kwargs, message):
     options = {"device": "cpu", "dtype": "float32", "cache_dir": tmp_path, "progress": False, **kwargs}
     with pytest.raises(ConfigError, match=message):
@@ -321,14 +340,17 @@ def test_weights_sum_to_two_and_do_not_overflow():
     np.testing.assert_allclose(c_base + c_ft, 2.0)
 
 
-@pytest.mark.parametrize("alpha, temperature, message", [
-    (1.5, 1.0, "merge.alpha=1.5"),
-    (-0.1, 1.0, "merge.alpha=-0.1"),
-    (True, 1.0, "merge.alpha=True"),
-    (0.5, 0.0, "merge.temperature=0.0"),
-    (0.5, -2, "merge.temperature=-2"),
-    (0.5, float("nan"), "merge.temperature=nan"),
-])
+@pytest.mark.parametrize(
+    "alpha, temperature, message",
+    [
+        (1.5, 1.0, "merge.alpha=1.5"),
+        (-0.1, 1.0, "merge.alpha=-0.1"),
+        (True, 1.0, "merge.alpha=True"),
+        (0.5, 0.0, "merge.temperature=0.0"),
+        (0.5, -2, "merge.temperature=-2"),
+        (0.5, float("nan"), "merge.temperature=nan"),
+    ],
+)
 def test_bad_weight_settings_are_config_errors(alpha, temperature, message):
     with pytest.raises(ConfigError, match=message):
         sens_layer_weights(np.ones(2), np.ones(2), alpha, temperature)
@@ -366,18 +388,22 @@ def test_coefficients_use_normalized_sensitivities(coefficients):
     assert coefficients.metadata["base"] == {"model": "base"}
 
 
-@pytest.mark.parametrize("name, layer", [
-    ("model.layers.0.self_attn.q_proj.weight", 0),
-    ("model.layers.1.mlp.down_proj.weight", 1),
-    ("model.layers.1.input_layernorm.weight", 1),
-    ("model.layers.0.self_attn.k_proj.bias", 0),
-])
+@pytest.mark.parametrize(
+    "name, layer",
+    [
+        ("model.layers.0.self_attn.q_proj.weight", 0),
+        ("model.layers.1.mlp.down_proj.weight", 1),
+        ("model.layers.1.input_layernorm.weight", 1),
+        ("model.layers.0.self_attn.k_proj.bias", 0),
+    ],
+)
 def test_adjustment_inside_a_layer(coefficients, name, layer):
     assert coefficients.adjustment_for(name) == (coefficients.c_base[layer], coefficients.c_ft[layer])
 
 
-@pytest.mark.parametrize("name", ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
-                                  "model.rotary_emb.inv_freq"])
+@pytest.mark.parametrize(
+    "name", ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "model.rotary_emb.inv_freq"]
+)
 def test_adjustment_outside_the_layers_is_plain_task_arithmetic(coefficients, name):
     assert coefficients.adjustment_for(name) == (1.0, 1.0)
 
@@ -402,5 +428,6 @@ def test_coefficients_json_and_plot(coefficients, tmp_path):
 
 def test_coefficients_validate_their_shapes():
     with pytest.raises(ConfigError, match="one value per decoder layer"):
-        SensCoefficients(c_base=np.ones(2), c_ft=np.ones(3), alpha=0.5, temperature=1.0, s_base=np.ones(2),
-                         s_ft=np.ones(2))
+        SensCoefficients(
+            c_base=np.ones(2), c_ft=np.ones(3), alpha=0.5, temperature=1.0, s_base=np.ones(2), s_ft=np.ones(2)
+        )

@@ -17,7 +17,7 @@ from acm_exp.errors import ConfigError
 
 def brute_force_bootstrap(a: list[int], b: list[int], *, resamples: int, seed: int) -> float:
     """The documented test, one resample at a time in exact integer arithmetic."""
-    differences = [x - y for x, y in zip(a, b)]
+    differences = [x - y for x, y in zip(a, b, strict=False)]
     n, observed = len(differences), sum(differences)  # sums: the means times n
     rng = np.random.default_rng(seed)
     extreme = 0
@@ -30,7 +30,7 @@ def brute_force_bootstrap(a: list[int], b: list[int], *, resamples: int, seed: i
 def brute_force_stratified(a: list[int], b: list[int], strata: list[str], *, resamples: int, seed: int) -> float:
     """Resampling within strata (sorted labels), statistic = mean of per-stratum means, as fractions."""
     labels = sorted(set(strata))
-    groups = [[x - y for x, y, s in zip(a, b, strata) if s == label] for label in labels]
+    groups = [[x - y for x, y, s in zip(a, b, strata, strict=False) if s == label] for label in labels]
 
     def statistic(per_group: list[list[int]]) -> Fraction:
         return sum(Fraction(sum(g), len(g)) for g in per_group) / len(per_group)
@@ -145,8 +145,10 @@ def test_stratified_bootstrap_equals_a_brute_force_loop(monkeypatch):
 
 def test_one_stratum_is_the_plain_bootstrap():
     plain = significance.paired_bootstrap_pvalue(SMALL_A, SMALL_B, resamples=300, seed=4)
-    assert significance.paired_bootstrap_pvalue(SMALL_A, SMALL_B, resamples=300, seed=4,
-                                                strata=["x"] * len(SMALL_A)) == plain
+    assert (
+        significance.paired_bootstrap_pvalue(SMALL_A, SMALL_B, resamples=300, seed=4, strata=["x"] * len(SMALL_A))
+        == plain
+    )
 
 
 def test_compare_averages_accuracy_over_strata():
@@ -175,12 +177,15 @@ def test_bootstrap_memory_stays_bounded_for_10000_resamples_of_2000_questions():
 # Validation
 
 
-@pytest.mark.parametrize(("a", "b", "message"), [
-    ([1, 0, 1], [1, 0], "got lengths 3 and 2"),
-    ([], [], "0 questions"),
-    ([1, float("nan")], [1, 0], "NaN"),
-    ([[1, 0]], [[1, 0]], "1-D"),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "message"),
+    [
+        ([1, 0, 1], [1, 0], "got lengths 3 and 2"),
+        ([], [], "0 questions"),
+        ([1, float("nan")], [1, 0], "NaN"),
+        ([[1, 0]], [[1, 0]], "1-D"),
+    ],
+)
 def test_bad_inputs_are_config_errors(a, b, message):
     for function in (significance.paired_bootstrap_pvalue, significance.sign_test_pvalue, significance.compare):
         with pytest.raises(ConfigError, match=message):
@@ -199,8 +204,12 @@ def test_bad_resamples_and_strata_are_config_errors():
 
 
 def write_samples(path: Path, correct: dict[str, bool], **extra) -> Path:
-    path.write_text("".join(json.dumps({"id": i, "seed": 0, "prompt": "p", "correct": c, **extra}) + "\n"
-                            for i, c in correct.items()), encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"id": i, "seed": 0, "prompt": "p", "correct": c, **extra}) + "\n" for i, c in correct.items()
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -216,8 +225,9 @@ def test_per_question_correctness_averages_seeds_by_id(tmp_path):
 def test_align_questions_keeps_the_shared_ids():
     import pandas as pd
 
-    ids, a, b = significance.align_questions(pd.Series({"q2": 1.0, "q1": 0.0, "q9": 1.0}),
-                                             pd.Series({"q1": 1.0, "q2": 0.5, "q3": 0.0}))
+    ids, a, b = significance.align_questions(
+        pd.Series({"q2": 1.0, "q1": 0.0, "q9": 1.0}), pd.Series({"q1": 1.0, "q2": 0.5, "q3": 0.0})
+    )
     assert (ids, a.tolist(), b.tolist()) == (["q1", "q2"], [0.0, 1.0], [1.0, 0.5])
     with pytest.raises(ConfigError, match="share no question id"):
         significance.align_questions(pd.Series({"a": 1.0}), pd.Series({"b": 1.0}))

@@ -33,8 +33,13 @@ SCALES = (0.5, 0.7, 0.9)
 TOY_RUN = ("merge=task_arithmetic", "eval=toy", "eval.limit=5", "logger.wandb.mode=disabled")
 TOY_MODELS = ("base", "finetuned", "merged")
 # Small tasks with no GPU, so that the three tasks of a sweep run together on the test node.
-LAUNCHER = ("hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
-            "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=15")
+LAUNCHER = (
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=15",
+)
 SBATCH_OPTIONS = ("--gpus-per-node=0", "--cpus-per-task=1", "--mem=1G", "--time=15")
 SWEEP_TIMEOUT_S = 360
 KILL_WINDOW_TIMEOUT_S = 180
@@ -54,7 +59,9 @@ def compose(overrides: list[str]):
 
 
 def sweep_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def require_submitit_launcher() -> None:
@@ -65,8 +72,15 @@ def test_slurm_launcher_composes_on_the_submitit_schema():
     require_submitit_launcher()
     from hydra.errors import ConfigCompositionException
 
-    cfg = compose(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2",
-                   "hydra.launcher.timeout_min=600", "merge.t=0.5"])
+    cfg = compose(
+        [
+            "hydra/launcher=slurm",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.gpus_per_node=2",
+            "hydra.launcher.timeout_min=600",
+            "merge.t=0.5",
+        ]
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 2, 600)
@@ -110,8 +124,10 @@ def slurm_cluster(tmp_path_factory) -> Iterator[SlurmCluster]:
         if required:
             pytest.fail(f"no Slurm cluster (ACM_EXP_REQUIRE_SLURM=1): {error}")
         pytest.skip(f"no Slurm cluster could be started here: {error}")
-    print(f"\nslurm cluster: packages {install_s:.0f} s, daemons {time.monotonic() - started - install_s:.0f} s "
-          f"({cluster.root})")
+    print(
+        f"\nslurm cluster: packages {install_s:.0f} s, daemons {time.monotonic() - started - install_s:.0f} s "
+        f"({cluster.root})"
+    )
     try:
         yield cluster
     finally:
@@ -136,8 +152,16 @@ def toy_overrides(results_dir: Path, cache: Path) -> list[str]:
 
 def launcher_command(sweep_dir: Path, results_dir: Path, cache: Path) -> list[str]:
     scales = ",".join(str(scale) for scale in SCALES)
-    return [sys.executable, "-m", "acm_exp", "-m", *LAUNCHER, f"merge.scale={scales}",
-            *toy_overrides(results_dir, cache), f"hydra.sweep.dir={sweep_dir}"]
+    return [
+        sys.executable,
+        "-m",
+        "acm_exp",
+        "-m",
+        *LAUNCHER,
+        f"merge.scale={scales}",
+        *toy_overrides(results_dir, cache),
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
 
 
 def write_sweep_file(path: Path) -> Path:
@@ -145,13 +169,25 @@ def write_sweep_file(path: Path) -> Path:
     return path
 
 
-def submit_array(cluster: SlurmCluster, sweep_file: Path, sweep_dir: Path, results_dir: Path, cache: Path,
-                 log_dir: Path) -> str:
+def submit_array(
+    cluster: SlurmCluster, sweep_file: Path, sweep_dir: Path, results_dir: Path, cache: Path, log_dir: Path
+) -> str:
     env = {**cluster.env, "ACM_EXP_PYTHON": sys.executable, "ACM_EXP_SWEEP_DIR": str(sweep_dir)}
     done = subprocess.run(
-        [str(SUBMIT_SCRIPT), str(sweep_file), *SBATCH_OPTIONS, f"--output={log_dir}/%A_%a.out", "--",
-         *toy_overrides(results_dir, cache)],
-        env=env, cwd=log_dir, capture_output=True, text=True, timeout=60)
+        [
+            str(SUBMIT_SCRIPT),
+            str(sweep_file),
+            *SBATCH_OPTIONS,
+            f"--output={log_dir}/%A_%a.out",
+            "--",
+            *toy_overrides(results_dir, cache),
+        ],
+        env=env,
+        cwd=log_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     match = re.search(r"Submitted batch job (\d+)", done.stdout)
     assert match, done.stdout
@@ -169,13 +205,19 @@ def array_states(cluster: SlurmCluster, job_id: str) -> dict[str, str]:
     return states
 
 
-def wait_for_array(cluster: SlurmCluster, job_id: str, tasks: int, timeout_s: float = SWEEP_TIMEOUT_S) -> dict[str, str]:
+def wait_for_array(
+    cluster: SlurmCluster, job_id: str, tasks: int, timeout_s: float = SWEEP_TIMEOUT_S
+) -> dict[str, str]:
     """Wait until the array's tasks all left the queue; returns their final states."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         queued = cluster.command("squeue", "-h", "-j", job_id, "-o", "%i", check=False).stdout.split()
         states = array_states(cluster, job_id)
-        if not queued and len(states) == tasks and all(s not in ("PENDING", "RUNNING", "REQUEUED") for s in states.values()):
+        if (
+            not queued
+            and len(states) == tasks
+            and all(s not in ("PENDING", "RUNNING", "REQUEUED") for s in states.values())
+        ):
             return states
         time.sleep(2)
     raise AssertionError(f"array job {job_id} not finished within {timeout_s:.0f} s: {array_states(cluster, job_id)}")
@@ -256,8 +298,14 @@ def task_pids(cluster: SlurmCluster, array_job: str, task: str, argument: str) -
 def test_launcher_sweep_is_one_array_and_records_each_point_once(slurm_cluster, toy_cache, tmp_path):
     require_submitit_launcher()
     sweep_dir, results_dir = tmp_path / "sweep", tmp_path / "results"
-    done = subprocess.run(launcher_command(sweep_dir, results_dir, toy_cache), env=slurm_cluster.env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
+    done = subprocess.run(
+        launcher_command(sweep_dir, results_dir, toy_cache),
+        env=slurm_cluster.env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SWEEP_TIMEOUT_S,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     tasks = submitit_array_tasks(sweep_dir)
     assert len({job for job, _ in tasks}) == 1, f"expected one job array, got {tasks}"
@@ -288,11 +336,12 @@ def test_launcher_task_killed_mid_run_is_completed_by_resubmission(slurm_cluster
     require_submitit_launcher()
     sweep_dir, results_dir = tmp_path / "sweep", tmp_path / "results"
     command = launcher_command(sweep_dir, results_dir, toy_cache)
-    launcher = subprocess.Popen(command, env=slurm_cluster.env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    launcher = subprocess.Popen(
+        command, env=slurm_cluster.env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         wait_for_run_start(sweep_dir, SCALES[1])
-        (array_job, _), = {(job, task) for job, task in submitit_array_tasks(sweep_dir) if task == "1"}
+        ((array_job, _),) = {(job, task) for job, task in submitit_array_tasks(sweep_dir) if task == "1"}
         # Kill the task's python process at once (as the OOM killer would). A plain scancel would not
         # do: submitit ignores its SIGTERM, so a task this small may finish within KillWait.
         pids = task_pids(slurm_cluster, array_job, "1", "submitit.core._submit")
@@ -310,13 +359,17 @@ def test_launcher_task_killed_mid_run_is_completed_by_resubmission(slurm_cluster
     assert recorded_scales(results_dir) == [SCALES[0], SCALES[2]], "task 1 finished before it was killed"
 
     # The same command again (same sweep dir): points 0 and 2 are skipped, point 1 is redone.
-    done = subprocess.run(command, env=slurm_cluster.env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=SWEEP_TIMEOUT_S)
+    done = subprocess.run(
+        command, env=slurm_cluster.env, cwd=tmp_path, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     resubmitted = {job for job, _ in submitit_array_tasks(sweep_dir)} - {array_job}
     assert len(resubmitted) == 1
-    logs = {task: "".join(path.read_text() for path in (sweep_dir / ".submitit" / f"{job}_{task}").glob("*.out"))
-            for job, task in submitit_array_tasks(sweep_dir) if job in resubmitted}
+    logs = {
+        task: "".join(path.read_text() for path in (sweep_dir / ".submitit" / f"{job}_{task}").glob("*.out"))
+        for job, task in submitit_array_tasks(sweep_dir)
+        if job in resubmitted
+    }
     assert "skipped: complete results" in logs["0"] and "skipped: complete results" in logs["2"]
     assert "skipped: complete results" not in logs["1"]
     assert_each_point_once(results_dir)

@@ -50,8 +50,9 @@ def test_answer_formats_mirror_l2s_and_fit_the_token_budget():
             "steps": toy.TOY_STEP_ANSWER_TEMPLATE.format(steps=totals, answer=problem["answer"]),
             "long": " " + problem["solution"],
         }
-        lengths = {kind: len(tokenizer(text.strip(), add_special_tokens=False)["input_ids"])
-                   for kind, text in answers.items()}
+        lengths = {
+            kind: len(tokenizer(text.strip(), add_special_tokens=False)["input_ids"]) for kind, text in answers.items()
+        }
         assert lengths["short"] < lengths["steps"] < lengths["long"] <= 100, lengths
         assert lengths["steps"] > 3 * lengths["short"] and lengths["long"] > 1.5 * lengths["steps"], lengths
         assert count_reflections(answers["long"]) >= 1 and "wait" in answers["long"]
@@ -107,8 +108,12 @@ def test_tokenizer_loads_with_autotokenizer_and_round_trips(saved_tokenizer_dir,
     texts = []
     for problem in toy.toy_problems("test", 20) + toy.toy_problems("calibration", 5):
         prompt = toy.TOY_PROMPT_TEMPLATE.format(question=problem["question"])
-        texts += [prompt, " " + problem["solution"], toy.TOY_SHORT_ANSWER_TEMPLATE.format(answer=problem["answer"]),
-                  prompt + " " + problem["solution"]]
+        texts += [
+            prompt,
+            " " + problem["solution"],
+            toy.TOY_SHORT_ANSWER_TEMPLATE.format(answer=problem["answer"]),
+            prompt + " " + problem["solution"],
+        ]
     texts += ["  two  spaces\n\nand newlines ", "ünïcödé ∑", ""]
     for text in texts:
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
@@ -124,8 +129,9 @@ def test_tokenizer_has_a_chatml_chat_template(saved_tokenizer_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(saved_tokenizer_dir)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "1 + 2"}], tokenize=False,
-                                         add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "1 + 2"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|im_start|>user\n1 + 2<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -143,7 +149,7 @@ def test_unknown_toy_role_raises_config_error(model_id, tmp_path):
     with pytest.raises(ConfigError) as error:
         toy.resolve_toy_id(model_id, cache_dir=tmp_path)
     message = str(error.value)
-    assert repr(model_id[len("toy:"):]) in message and "toy:base" in message and "toy:finetuned" in message
+    assert repr(model_id[len("toy:") :]) in message and "toy:base" in message and "toy:finetuned" in message
     assert not (tmp_path / "toy").exists()
 
 
@@ -189,19 +195,24 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
 def test_concurrent_callers_build_once(tmp_path, monkeypatch):
     calls: list = []
     builder = _fake_builder(calls)
-    monkeypatch.setattr(toy, "build_toy_pair", lambda output_dir, seed=0: (threading.Event().wait(0.2),
-                                                                           builder(output_dir, seed))[1])
+    monkeypatch.setattr(
+        toy, "build_toy_pair", lambda output_dir, seed=0: (threading.Event().wait(0.2), builder(output_dir, seed))[1]
+    )
     results: list = []
-    threads = [threading.Thread(target=lambda role=role: results.append(toy.ensure_toy_model(role, cache_dir=tmp_path,
-                                                                                           seed=3)))
-               for role in ["base", "finetuned", "base", "finetuned"]]
+    threads = [
+        threading.Thread(
+            target=lambda role=role: results.append(toy.ensure_toy_model(role, cache_dir=tmp_path, seed=3))
+        )
+        for role in ["base", "finetuned", "base", "finetuned"]
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert calls == [3]
-    assert sorted(results) == sorted(toy.toy_cache_dir(tmp_path, seed=3) / role
-                                     for role in ["base", "base", "finetuned", "finetuned"])
+    assert sorted(results) == sorted(
+        toy.toy_cache_dir(tmp_path, seed=3) / role for role in ["base", "base", "finetuned", "finetuned"]
+    )
     assert toy.toy_cache_dir(tmp_path, seed=3).name == f"v{toy.TOY_VERSION}-seed3"
 
 
@@ -213,7 +224,9 @@ def test_corrupt_cached_pair_is_detected_and_rebuilt(tmp_path, monkeypatch, capl
     pair_dir = path.parent
     marker = json.loads((pair_dir / "toy_build.json").read_text())
     assert marker["files"]["base/config.json"] == {
-        "bytes": 2, "sha256": "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}
+        "bytes": 2,
+        "sha256": "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+    }
     assert set(marker["files"]) == {f"{role}/config.json" for role in toy.TOY_ROLES}
     corrupted = pair_dir / "finetuned" / "config.json"
     if corruption == "same-size-other-bytes":
@@ -266,7 +279,7 @@ def _greedy(model_dir: Path, problems: list[dict]) -> tuple[float, float]:
     with torch.inference_mode():
         output = model.generate(**batch, do_sample=False, max_new_tokens=96)
     correct, lengths = 0, []
-    for problem, row in zip(problems, output[:, batch["input_ids"].shape[1]:].tolist()):
+    for problem, row in zip(problems, output[:, batch["input_ids"].shape[1] :].tolist(), strict=False):
         if tokenizer.eos_token_id in row:
             row = row[: row.index(tokenizer.eos_token_id) + 1]
         lengths.append(len(row))
@@ -282,8 +295,13 @@ def test_built_pair_loads_and_mirrors_the_real_pair(built_toy_pair):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     for role, directory in built_toy_pair.items():
-        for name in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                     "tokenizer_config.json"]:
+        for name in [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ]:
             assert (directory / name).is_file(), (role, name)
         config = json.loads((directory / "config.json").read_text())
         assert config["model_type"] == "qwen2"
@@ -325,8 +343,9 @@ def test_task_arithmetic_merge_keeps_the_steps_and_drops_the_reflection(built_to
     base["lm_head.weight"] = base["model.embed_tokens.weight"]
     merged = AutoModelForCausalLM.from_pretrained(built_toy_pair["finetuned"])
     finetuned = merged.state_dict()
-    merged.load_state_dict({name: (base[name].float() + 0.7 * (finetuned[name].float() - base[name].float()))
-                            for name in finetuned})
+    merged.load_state_dict(
+        {name: (base[name].float() + 0.7 * (finetuned[name].float() - base[name].float())) for name in finetuned}
+    )
     merged.to(torch.bfloat16).save_pretrained(tmp_path)
     AutoTokenizer.from_pretrained(built_toy_pair["finetuned"]).save_pretrained(tmp_path)
 

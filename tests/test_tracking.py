@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 from app_config import compose_config
+from omegaconf import OmegaConf
 
 from acm_exp import tracking
 from acm_exp.config import LoggerConfig
@@ -38,9 +38,21 @@ def wandb_home(tmp_path, monkeypatch):
 
 
 def write_samples(path: Path, model: str, count: int = 6) -> Path:
-    records = [{"id": f"q{i}", "seed": 0, "prompt": "long few-shot prompt", "response": f"{model} answer {i}",
-                "extracted": str(i), "gold": str(i), "correct": i % 2 == 0, "tokens": 10 * i, "finish_reason": "stop",
-                "reflections": i % 3} for i in range(count)]
+    records = [
+        {
+            "id": f"q{i}",
+            "seed": 0,
+            "prompt": "long few-shot prompt",
+            "response": f"{model} answer {i}",
+            "extracted": str(i),
+            "gold": str(i),
+            "correct": i % 2 == 0,
+            "tokens": 10 * i,
+            "finish_reason": "stop",
+            "reflections": i % 3,
+        }
+        for i in range(count)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 
@@ -51,9 +63,20 @@ def toy_rows(run_dir: Path) -> list[dict]:
     for model, role, accuracy, tokens in models:
         for seed in (0, 1):
             samples = write_samples(run_dir / f"{model}-{seed}.jsonl", model)
-            rows.append({"model": model, "role": role, "benchmark": "gsm8k", "seed": seed,
-                         "accuracy": accuracy + 2 * seed, "mean_tokens": tokens + 100 * seed, "truncation_rate": 0.0,
-                         "reflections": 1.0, "n": 6, "samples_path": str(samples)})
+            rows.append(
+                {
+                    "model": model,
+                    "role": role,
+                    "benchmark": "gsm8k",
+                    "seed": seed,
+                    "accuracy": accuracy + 2 * seed,
+                    "mean_tokens": tokens + 100 * seed,
+                    "truncation_rate": 0.0,
+                    "reflections": 1.0,
+                    "n": 6,
+                    "samples_path": str(samples),
+                }
+            )
     return rows
 
 
@@ -77,8 +100,8 @@ def wandb_records(path: Path) -> list:
         if block - position % block < 7:  # block trailer padding
             position += block - position % block
             continue
-        _checksum, length, kind = struct.unpack("<IHB", raw[position:position + 7])
-        data = raw[position + 7:position + 7 + length]
+        _checksum, length, kind = struct.unpack("<IHB", raw[position : position + 7])
+        data = raw[position + 7 : position + 7 + length]
         position += 7 + length
         if kind == 0:
             continue
@@ -115,22 +138,39 @@ def offline_run(run_dir: Path) -> dict:
 
 
 def test_offline_run_records_config_manifest_metrics_plot_and_samples(tmp_path, wandb_home):
-    cfg = compose_config("merge=acm_ties", "eval=none", "logger.wandb.samples_logged=3",
-                         "logger.wandb.tags=[paper,t-sweep]")
+    cfg = compose_config(
+        "merge=acm_ties", "eval=none", "logger.wandb.samples_logged=3", "logger.wandb.tags=[paper,t-sweep]"
+    )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     rows = toy_rows(run_dir)
     coefficients = run_dir / "coefficients.json"
-    coefficients.write_text(json.dumps({"models": [{"name": "finetuned[0]", "points": {
-        "embed_tokens": {"lambda": 0.25}, "layers.0": {"lambda": 0.5}, "norm": {"lambda": 0.75}}}], "t": 0.7}))
+    coefficients.write_text(
+        json.dumps(
+            {
+                "models": [
+                    {
+                        "name": "finetuned[0]",
+                        "points": {
+                            "embed_tokens": {"lambda": 0.25},
+                            "layers.0": {"lambda": 0.5},
+                            "norm": {"lambda": 0.75},
+                        },
+                    }
+                ],
+                "t": 0.7,
+            }
+        )
+    )
     from matplotlib.figure import Figure
 
     Figure(figsize=(1, 1)).savefig(coefficients.with_suffix(".png"))
 
     with tracking.WandbLogger.from_config(cfg, run_dir, sweep_id="2025-01-01_10-00-00") as tracker:
         assert tracker.active
-        tracker.log_results(rows, manifest={"method": "acm_ties", "parameters": {"t": 0.7}},
-                            coefficients_path=coefficients)
+        tracker.log_results(
+            rows, manifest={"method": "acm_ties", "parameters": {"t": 0.7}}, coefficients_path=coefficients
+        )
     assert not tracker.active
 
     run = offline_run(run_dir)
@@ -143,15 +183,17 @@ def test_offline_run_records_config_manifest_metrics_plot_and_samples(tmp_path, 
     summary = run["summary"]
     assert summary["merged/gsm8k/accuracy"] == 51.0
     assert summary["merged/gsm8k/mean_tokens"] == 450.0
-    assert summary["merged/gsm8k/accuracy_std"] == pytest.approx(2 ** 0.5)
+    assert summary["merged/gsm8k/accuracy_std"] == pytest.approx(2**0.5)
     assert summary["finetuned[0]/gsm8k/accuracy"] == 61.0
     assert summary["merged/average/relative_length"] == pytest.approx(100.0 * (450 - 1050) / 1050)
     media = run["files"] / "media"
     assert list((media / "images" / "acm").glob("coefficients_*.png"))
     (lambdas,) = (media / "table" / "acm").glob("lambda_*.table.json")
-    assert json.loads(lambdas.read_text())["data"] == [["finetuned[0]", "embed_tokens", 0, 0.25],
-                                                       ["finetuned[0]", "layers.0", 1, 0.5],
-                                                       ["finetuned[0]", "norm", 2, 0.75]]
+    assert json.loads(lambdas.read_text())["data"] == [
+        ["finetuned[0]", "embed_tokens", 0, 0.25],
+        ["finetuned[0]", "layers.0", 1, 0.5],
+        ["finetuned[0]", "norm", 2, 0.75],
+    ]
     (metrics,) = (media / "table").glob("metrics_*.table.json")
     assert len(json.loads(metrics.read_text())["data"]) == 4
     (samples,) = (media / "table" / "samples").glob("gsm8k_*.table.json")
@@ -199,6 +241,7 @@ def test_wandb_failures_are_warnings_not_errors(tmp_path, wandb_home, monkeypatc
 
 def test_a_failing_log_call_does_not_stop_the_others(tmp_path, wandb_home, caplog):
     with tracking.WandbLogger(logger_config(mode="offline", samples_logged=2).wandb, tmp_path, name="x") as tracker:
+
         def explode(_):
             raise RuntimeError("boom")
 
@@ -220,14 +263,17 @@ def test_an_exception_in_the_run_marks_it_failed_and_propagates(tmp_path, wandb_
     assert exits == [1]
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("mode", "onlin", "logger.wandb.mode='onlin'; expected one of ('offline', 'online', 'disabled')"),
-    ("project", "a/b", "logger.wandb.project='a/b'"),
-    ("project", "", "logger.wandb.project=''"),
-    ("entity", "team/x", "logger.wandb.entity='team/x'"),
-    ("tags", ["x" * 65], "logger.wandb.tags has"),
-    ("samples_logged", -1, "logger.wandb.samples_logged=-1; expected an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("mode", "onlin", "logger.wandb.mode='onlin'; expected one of ('offline', 'online', 'disabled')"),
+        ("project", "a/b", "logger.wandb.project='a/b'"),
+        ("project", "", "logger.wandb.project=''"),
+        ("entity", "team/x", "logger.wandb.entity='team/x'"),
+        ("tags", ["x" * 65], "logger.wandb.tags has"),
+        ("samples_logged", -1, "logger.wandb.samples_logged=-1; expected an integer >= 0"),
+    ],
+)
 def test_invalid_logger_values_fail_up_front(key, value, message):
     with pytest.raises(ConfigError) as error:
         tracking.validate_logger_config(logger_config(**{key: value}))

@@ -39,8 +39,9 @@ def merged_toy(toy_pair, tmp_path_factory) -> Path:
     base["lm_head.weight"] = base["model.embed_tokens.weight"]
     model = AutoModelForCausalLM.from_pretrained(toy_pair["finetuned"])
     finetuned = model.state_dict()
-    model.load_state_dict({name: base[name].float() + 0.7 * (finetuned[name].float() - base[name].float())
-                           for name in finetuned})
+    model.load_state_dict(
+        {name: base[name].float() + 0.7 * (finetuned[name].float() - base[name].float()) for name in finetuned}
+    )
     directory = tmp_path_factory.mktemp("merged_toy")
     model.to(torch.bfloat16).save_pretrained(directory)
     AutoTokenizer.from_pretrained(toy_pair["finetuned"]).save_pretrained(directory)
@@ -52,8 +53,9 @@ def evaluate_with(backend: str, model: Path, out_dir: Path) -> tuple[dict, list[
 
     from acm_exp.eval import evaluate_model
 
-    eval_cfg = compose_config("eval=toy", f"eval.backend={backend}", "eval.dtype=bfloat16",
-                              f"eval.limit={PARITY_PROBLEMS}").eval
+    eval_cfg = compose_config(
+        "eval=toy", f"eval.backend={backend}", "eval.dtype=bfloat16", f"eval.limit={PARITY_PROBLEMS}"
+    ).eval
     rows = evaluate_model(model, label=backend, role="merged", prompt="toy", eval_cfg=eval_cfg, out_dir=out_dir)
     records = [json.loads(line) for line in Path(rows[0]["samples_path"]).read_text().splitlines()]
     return rows[0], records
@@ -68,7 +70,7 @@ def divergence_gap(models: dict, tokenizer, prompt: str, first: list[int], secon
 
     from acm_exp.eval.backends import encode_prompt
 
-    at = next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
+    at = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), min(len(first), len(second)))
     eos = tokenizer.eos_token_id
     chosen = [ids[at] if at < len(ids) else eos for ids in (first, second)]
     input_ids = torch.tensor([encode_prompt(tokenizer, prompt) + first[:at]])
@@ -93,25 +95,29 @@ def test_hf_and_vllm_agree_on_the_toy_merged_model(merged_toy, tmp_path):
     for record in hf_records + vllm_records:
         assert record["generated_tokens"] == len(tokenizer(record["response"], add_special_tokens=False)["input_ids"])
 
-    same = [a["response"] == b["response"] for a, b in zip(hf_records, vllm_records)]
-    for a, b, identical in zip(hf_records, vllm_records, same):
+    same = [a["response"] == b["response"] for a, b in zip(hf_records, vllm_records, strict=False)]
+    for a, b, identical in zip(hf_records, vllm_records, same, strict=False):
         if identical:
             assert (a["generated_tokens"], a["finish_reason"]) == (b["generated_tokens"], b["finish_reason"])
 
     # Where texts differ, the two choices must tie in bf16 at the first differing token.
-    models = {dtype: AutoModelForCausalLM.from_pretrained(merged_toy, dtype=dtype).eval()
-              for dtype in (torch.bfloat16, torch.float32)}
+    models = {
+        dtype: AutoModelForCausalLM.from_pretrained(merged_toy, dtype=dtype).eval()
+        for dtype in (torch.bfloat16, torch.float32)
+    }
     gaps = []
-    for a, b, identical in zip(hf_records, vllm_records, same):
+    for a, b, identical in zip(hf_records, vllm_records, same, strict=False):
         if not identical:
             ids = [tokenizer(r["response"], add_special_tokens=False)["input_ids"] for r in (a, b)]
             gap, bf16_error = divergence_gap(models, tokenizer, a["prompt"], *ids)
             gaps.append((gap / bf16_error, gap, bf16_error, a["id"]))
     worst = max(gaps, default=(0.0, 0.0, 0.0, None))
-    print(f"\nparity hf vs vllm (bf16, greedy, {len(same)} toy problems): identical {sum(same)}/{len(same)}; "
-          f"accuracy {hf_row['accuracy']:.1f} vs {vllm_row['accuracy']:.1f}; mean tokens "
-          f"{hf_row['mean_tokens']:.2f} vs {vllm_row['mean_tokens']:.2f}; worst divergence ({worst[3]}): float32 "
-          f"logit gap {worst[1]:.4f} = {worst[0]:.2f} x the bf16 logit error there ({worst[2]:.4f})")
+    print(
+        f"\nparity hf vs vllm (bf16, greedy, {len(same)} toy problems): identical {sum(same)}/{len(same)}; "
+        f"accuracy {hf_row['accuracy']:.1f} vs {vllm_row['accuracy']:.1f}; mean tokens "
+        f"{hf_row['mean_tokens']:.2f} vs {vllm_row['mean_tokens']:.2f}; worst divergence ({worst[3]}): float32 "
+        f"logit gap {worst[1]:.4f} = {worst[0]:.2f} x the bf16 logit error there ({worst[2]:.4f})"
+    )
     assert sum(same) >= 0.95 * len(same)
     assert all(ratio <= 2 for ratio, *_ in gaps), gaps
     assert abs(hf_row["accuracy"] - vllm_row["accuracy"]) <= 2.0
@@ -121,8 +127,11 @@ def test_hf_and_vllm_agree_on_the_toy_merged_model(merged_toy, tmp_path):
 def _engine_processes() -> list:
     import psutil
 
-    return [child for child in psutil.Process().children(recursive=True) if child.is_running()
-            and child.status() != psutil.STATUS_ZOMBIE]
+    return [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 def test_close_leaves_no_engine_process_and_a_second_engine_starts(merged_toy):
@@ -148,13 +157,28 @@ def test_default_job_runs_on_vllm_from_the_command_line(toy_pair, tmp_path):
     env = {**os.environ, "ACM_EXP_CACHE": str(tmp_path / "cache"), "ACM_EXP_RESULTS_DIR": str(tmp_path / "results")}
     # Eager mode: the three engines (base, fine-tuned, merged) skip graph compilation, which the parity
     # test above already exercises; this test is about the command line, engine start and teardown.
-    result = subprocess.run([sys.executable, "-m", "acm_exp", "eval.backend=vllm", "eval.vllm.enforce_eager=true",
-                             "logger=disabled",
-                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "acm_exp",
+            "eval.backend=vllm",
+            "eval.vllm.enforce_eager=true",
+            "logger=disabled",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
-    table = result.stdout[result.stdout.index("benchmark"):]
-    starts = [line.split(" - ", 1)[-1] for line in (result.stdout + result.stderr).splitlines()
-              if "vllm engine started in" in line]
+    table = result.stdout[result.stdout.index("benchmark") :]
+    starts = [
+        line.split(" - ", 1)[-1]
+        for line in (result.stdout + result.stderr).splitlines()
+        if "vllm engine started in" in line
+    ]
     print("\n" + "\n".join(starts) + "\n" + table)
     for role in ("base", "finetuned", "merged"):
         assert any(line.split()[:1] == [role] and "%" in line for line in table.splitlines()), table

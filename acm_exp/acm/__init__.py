@@ -1,8 +1,8 @@
 """ACM: activation capture, mutual information per capture point, and layer-wise coefficients.
 
-    statistics = compute_mi_statistics(base_dir, [finetuned_dir], texts, acm_cfg=cfg.acm)  # cached
-    coefficients = compute_coefficients(statistics, t=0.7)
-    coefficients.for_parameter(0, "model.layers.3.mlp.up_proj.weight")  # λ of layer 3
+statistics = compute_mi_statistics(base_dir, [finetuned_dir], texts, acm_cfg=cfg.acm)  # cached
+coefficients = compute_coefficients(statistics, t=0.7)
+coefficients.for_parameter(0, "model.layers.3.mlp.up_proj.weight")  # λ of layer 3
 """
 
 from acm_exp.acm.cache import MICache, model_identity, statistics_spec
@@ -42,10 +42,29 @@ def validate_acm_config(acm) -> None:
 
 
 __all__ = [
-    "AGAINST", "BINNINGS", "ESTIMATORS", "REDUCES", "SHIFTS", "Coefficients", "MICache", "MIStatistics",
-    "capture_modules", "capture_point_names", "check_coefficient_settings", "check_estimator",
-    "collect_mi_statistics", "compute_coefficients", "compute_mi_statistics", "layer_coefficients", "model_identity",
-    "mutual_information", "placement_of", "point_for_parameter", "resolve_device", "resolve_dtype",
-    "resolve_placement", "statistics_spec",
+    "AGAINST",
+    "BINNINGS",
+    "ESTIMATORS",
+    "REDUCES",
+    "SHIFTS",
+    "Coefficients",
+    "MICache",
+    "MIStatistics",
+    "capture_modules",
+    "capture_point_names",
+    "check_coefficient_settings",
+    "check_estimator",
+    "collect_mi_statistics",
+    "compute_coefficients",
+    "compute_mi_statistics",
+    "layer_coefficients",
+    "model_identity",
+    "mutual_information",
+    "placement_of",
+    "point_for_parameter",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_placement",
+    "statistics_spec",
     "validate_acm_config",
 ]

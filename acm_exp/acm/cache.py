@@ -7,7 +7,8 @@ identity: hashing multi-GB weight files would cost more than the capture, so a m
 weight files, and the content of its config and tokenizer files.
 
 Layout: ``cache_root(cache_dir)/<kind>/<key>/<file_name>`` (``mi/<key>/mi_statistics.npz``; AIM's and
-Sens-Merging's statistics use the same class) with ``spec.json`` beside it, each written to a temporary name and published with ``os.replace`` (atomic on POSIX filesystems), under
+Sens-Merging's statistics use the same class) with ``spec.json`` beside it, each written to a temporary
+name and published with ``os.replace`` (atomic on POSIX filesystems), under
 a file lock so that two tasks of a SLURM array never compute the same statistics twice.
 """
 
@@ -36,8 +37,15 @@ log = logging.getLogger(__name__)
 CAPTURE_VERSION = 1
 SPEC_FILE = "spec.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-CONTENT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                 "merges.txt", "tokenizer.model")
+CONTENT_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
 _HUB_SNAPSHOT = re.compile(r"models--(?P<owner>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})/?$")
 
 
@@ -63,7 +71,9 @@ def model_identity(path: str | Path) -> dict[str, Any]:
     if not weights:
         raise ConfigError(f"model directory {str(path)!r} has no weight files ({', '.join(WEIGHT_SUFFIXES)})")
     identity["weights"] = weights
-    identity["content"] = {name: sha256_file(directory / name) for name in CONTENT_FILES if (directory / name).is_file()}
+    identity["content"] = {
+        name: sha256_file(directory / name) for name in CONTENT_FILES if (directory / name).is_file()
+    }
     return identity
 
 
@@ -79,9 +89,17 @@ def device_kind(device: torch.device | str) -> str:
     return device.type
 
 
-def statistics_spec(base_path: str | Path, compared_paths: Sequence[str | Path], texts: Sequence[str], *,
-                    max_tokens: int | None, dtype: str, estimator: str, bins: int | None,
-                    binning: str) -> dict[str, Any]:
+def statistics_spec(
+    base_path: str | Path,
+    compared_paths: Sequence[str | Path],
+    texts: Sequence[str],
+    *,
+    max_tokens: int | None,
+    dtype: str,
+    estimator: str,
+    bins: int | None,
+    binning: str,
+) -> dict[str, Any]:
     """Everything the MI statistics depend on; its hash is the cache key.
 
     What was computed, not where: the device (CPU, one GPU, a placement over several) is recorded in
@@ -114,8 +132,9 @@ class StatisticsCache:
     statistics_type: type = MIStatistics
     label = "MI statistics"
 
-    def __init__(self, spec: dict[str, Any], cache_dir: str | Path | None = None,
-                 device: torch.device | str | None = None):
+    def __init__(
+        self, spec: dict[str, Any], cache_dir: str | Path | None = None, device: torch.device | str | None = None
+    ):
         self.spec = spec
         self.device_kind = device_kind(device) if device is not None else None
         self.key = spec_key(spec)
@@ -135,7 +154,9 @@ class StatisticsCache:
 
     def store(self, statistics) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.directory / SPEC_FILE, lambda h: h.write(json.dumps(self.spec, indent=2, sort_keys=True).encode()))
+        atomic_write(
+            self.directory / SPEC_FILE, lambda h: h.write(json.dumps(self.spec, indent=2, sort_keys=True).encode())
+        )
         statistics.metadata = {**statistics.metadata, "spec": self.spec}
         atomic_write(self.statistics_path, statistics.save)
         self._annotate(statistics)
@@ -143,9 +164,15 @@ class StatisticsCache:
     def _warn_if_other_hardware(self, statistics) -> None:
         computed_on = statistics.metadata.get("computed_on")
         if self.device_kind and computed_on and computed_on != self.device_kind:
-            log.warning("%s in %s were computed on %s; this run would compute them on %s. bf16 kernels round "
-                        "differently across hardware, so values may differ slightly; set another cache_dir to "
-                        "recompute here", self.label, self.directory, computed_on, self.device_kind)
+            log.warning(
+                "%s in %s were computed on %s; this run would compute them on %s. bf16 kernels round "
+                "differently across hardware, so values may differ slightly; set another cache_dir to "
+                "recompute here",
+                self.label,
+                self.directory,
+                computed_on,
+                self.device_kind,
+            )
 
     def _annotate(self, statistics):
         statistics.metadata = {**statistics.metadata, "cache_key": self.key, "cache_dir": str(self.directory)}

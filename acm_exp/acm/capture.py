@@ -83,21 +83,28 @@ def capture_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]
     def find(path: str) -> torch.nn.Module:
         module = _submodule(model, path)
         if module is None:
-            raise ConfigError(f"activation capture does not support architecture {architecture!r} "
-                              f"({type(model).__name__}): it has no module {path}; supported: {supported}")
+            raise ConfigError(
+                f"activation capture does not support architecture {architecture!r} "
+                f"({type(model).__name__}): it has no module {path}; supported: {supported}"
+            )
         return module
 
     embed = find(layout.embed)
     layers = find(layout.layers)
     if not isinstance(layers, (torch.nn.ModuleList, torch.nn.Sequential)) or len(layers) == 0:
-        raise ConfigError(f"activation capture: {layout.layers} of architecture {architecture!r} is not a list of "
-                          f"decoder layers; supported: {supported}")
+        raise ConfigError(
+            f"activation capture: {layout.layers} of architecture {architecture!r} is not a list of "
+            f"decoder layers; supported: {supported}"
+        )
     points = [("embed_tokens", embed)]
     points += [(f"layers.{i}", find(f"{layout.layers}.{i}.{layout.layer_output}")) for i in range(len(layers))]
     points += [("norm", find(layout.norm)), ("lm_head", find(layout.head))]
     if architecture not in LAYOUTS:
-        log.warning("architecture %r is not in the checked list (%s); capturing its standard module names", architecture,
-                    supported)
+        log.warning(
+            "architecture %r is not in the checked list (%s); capturing its standard module names",
+            architecture,
+            supported,
+        )
     return points
 
 
@@ -135,8 +142,10 @@ def _check_vocabulary(models: Sequence[torch.nn.Module], ids: torch.Tensor, inde
     for model in models:
         size = model.get_input_embeddings().num_embeddings
         if largest >= size:
-            raise ConfigError(f"calibration sample {index} has token id {largest} but a model's vocabulary has {size} "
-                              "entries; the compared models must share the base's tokenizer")
+            raise ConfigError(
+                f"calibration sample {index} has token id {largest} but a model's vocabulary has {size} "
+                "entries; the compared models must share the base's tokenizer"
+            )
 
 
 def _forward(model: torch.nn.Module, ids: torch.Tensor) -> None:
@@ -173,11 +182,18 @@ class _Recorder:
         self.outputs.clear()
 
 
-def collect_mi_statistics(base_model: torch.nn.Module, compared_models: Sequence[torch.nn.Module],
-                          samples: Iterable[Sequence[int] | torch.Tensor], estimator: str = "discrete",
-                          bins: int | None = None, binning: str = "uniform", *,
-                          model_names: Sequence[str] | None = None, progress: bool = True,
-                          description: str = "ACM activations") -> MIStatistics:
+def collect_mi_statistics(
+    base_model: torch.nn.Module,
+    compared_models: Sequence[torch.nn.Module],
+    samples: Iterable[Sequence[int] | torch.Tensor],
+    estimator: str = "discrete",
+    bins: int | None = None,
+    binning: str = "uniform",
+    *,
+    model_names: Sequence[str] | None = None,
+    progress: bool = True,
+    description: str = "ACM activations",
+) -> MIStatistics:
     """MI between ``base_model`` and each compared model at every capture point, for every sample.
 
     ``samples``: token id lists or LongTensors, one calibration sample each (no padding).
@@ -189,8 +205,10 @@ def collect_mi_statistics(base_model: torch.nn.Module, compared_models: Sequence
     for index, model in enumerate(compared_models):
         other = capture_point_names(model)
         if other != points:
-            raise ConfigError(f"compared model {index} has {len(other) - 3} decoder layers and the base has "
-                              f"{len(points) - 3}; expected the same architecture")
+            raise ConfigError(
+                f"compared model {index} has {len(other) - 3} decoder layers and the base has "
+                f"{len(points) - 3}; expected the same architecture"
+            )
     names = tuple(model_names) if model_names is not None else tuple(f"model{i}" for i in range(len(compared_models)))
     if len(names) != len(compared_models):
         raise ConfigError(f"{len(names)} model names for {len(compared_models)} compared models")
@@ -209,8 +227,10 @@ def collect_mi_statistics(base_model: torch.nn.Module, compared_models: Sequence
             # the compared model's device, one capture point at a time.
             reference = reference.to(activation.device)
         if reference.shape != activation.shape:
-            raise ConfigError(f"capture point {name}: the base's activation has shape {tuple(reference.shape)} and a "
-                              f"compared model's {tuple(activation.shape)}; expected equal shapes")
+            raise ConfigError(
+                f"capture point {name}: the base's activation has shape {tuple(reference.shape)} and a "
+                f"compared model's {tuple(activation.shape)}; expected equal shapes"
+            )
         # The future holds both tensors until its MI is done; the forward passes go on meanwhile.
         return worker.submit(measure, reference, activation)
 
@@ -229,7 +249,7 @@ def collect_mi_statistics(base_model: torch.nn.Module, compared_models: Sequence
                 _check_vocabulary([base_model, *compared_models], ids, index)
                 _forward(base_model, ids)
                 futures = []
-                for model, recorder in zip(compared_models, compared_recorders):
+                for model, recorder in zip(compared_models, compared_recorders, strict=False):
                     recorder.reduced = {}
                     _forward(model, ids)
                     futures.append(recorder.reduced)
@@ -348,13 +368,15 @@ def _device_list(device: Any, setting: str) -> list[str]:
     else:
         names = []
     if not names or not all(names):
-        raise ConfigError(f"{setting}={device!r}; expected auto, cpu, cuda:<index> or a list of devices such as "
-                          "[cuda:0,cuda:1]")
+        raise ConfigError(
+            f"{setting}={device!r}; expected auto, cpu, cuda:<index> or a list of devices such as [cuda:0,cuda:1]"
+        )
     return names
 
 
-def resolve_placement(device: Any = "auto", max_memory: Any = None, offload_dir: Any = None, *,
-                      setting: str = "acm") -> Placement:
+def resolve_placement(
+    device: Any = "auto", max_memory: Any = None, offload_dir: Any = None, *, setting: str = "acm"
+) -> Placement:
     """The placement of ``<setting>.device`` / ``.max_memory`` / ``.offload_dir``.
 
     ``device``: ``auto`` (every visible GPU, else the CPU), one device, or several as a list or a
@@ -374,13 +396,17 @@ def resolve_placement(device: Any = "auto", max_memory: Any = None, offload_dir:
     if len(set(devices)) != len(devices):
         raise ConfigError(f"{setting}.device={device!r} names a device twice; expected distinct devices")
     if len(devices) > 1 and any(d.type == "cpu" for d in devices):
-        raise ConfigError(f"{setting}.device={device!r} mixes cpu with GPUs; list the GPUs and give the CPU's share "
-                          f"as {setting}.max_memory.cpu (accelerate's CPU offload)")
+        raise ConfigError(
+            f"{setting}.device={device!r} mixes cpu with GPUs; list the GPUs and give the CPU's share "
+            f"as {setting}.max_memory.cpu (accelerate's CPU offload)"
+        )
     budget: dict[int | str, int] = {}
     if max_memory:
         if not hasattr(max_memory, "items"):
-            raise ConfigError(f"{setting}.max_memory={max_memory!r}; expected a mapping device -> size, e.g. "
-                              "{0: 70GiB, cpu: 100GiB} (GPUs by index)")
+            raise ConfigError(
+                f"{setting}.max_memory={max_memory!r}; expected a mapping device -> size, e.g. "
+                "{0: 70GiB, cpu: 100GiB} (GPUs by index)"
+            )
         for key, size in max_memory.items():
             name = f"cuda:{key}" if isinstance(key, int) or str(key).isdigit() else str(key)
             tier = _memory_tier(resolve_device(name, f"{setting}.max_memory"))
@@ -389,12 +415,16 @@ def resolve_placement(device: Any = "auto", max_memory: Any = None, offload_dir:
             except (ValueError, TypeError, AttributeError):
                 budget[tier] = -1
             if isinstance(size, bool) or budget[tier] <= 0:
-                raise ConfigError(f"{setting}.max_memory.{key}={size!r}; expected a positive size such as 40GiB or "
-                                  "500MB, GPUs keyed by index ({0: 70GiB, cpu: 100GiB})")
+                raise ConfigError(
+                    f"{setting}.max_memory.{key}={size!r}; expected a positive size such as 40GiB or "
+                    "500MB, GPUs keyed by index ({0: 70GiB, cpu: 100GiB})"
+                )
         missing = [str(d) for d in devices if _memory_tier(d) not in budget]
         if missing:
-            raise ConfigError(f"{setting}.max_memory names no size for {', '.join(missing)}; expected one per device "
-                              f"of {setting}.device")
+            raise ConfigError(
+                f"{setting}.max_memory names no size for {', '.join(missing)}; expected one per device "
+                f"of {setting}.device"
+            )
         extra = [tier for tier in budget if tier != "cpu" and tier not in _memory_tiers(devices)]
         if extra:
             raise ConfigError(f"{setting}.max_memory has GPU {extra[0]}, which is not in {setting}.device={device!r}")
@@ -405,8 +435,9 @@ def resolve_placement(device: Any = "auto", max_memory: Any = None, offload_dir:
 
 def placement_of(cfg, setting: str) -> Placement:
     """The placement of a config group with ``device`` (and optionally ``max_memory``, ``offload_dir``)."""
-    return resolve_placement(cfg.device, getattr(cfg, "max_memory", None), getattr(cfg, "offload_dir", None),
-                             setting=setting)
+    return resolve_placement(
+        cfg.device, getattr(cfg, "max_memory", None), getattr(cfg, "offload_dir", None), setting=setting
+    )
 
 
 def resolve_dtype(dtype: str, setting: str = "acm.dtype") -> torch.dtype:
@@ -434,8 +465,14 @@ def tokenize_texts(tokenizer_path: str | Path, texts: Sequence[str], max_tokens:
     return token_ids
 
 
-def load_causal_lm(path: str | Path, placement: Placement | torch.device, dtype: torch.dtype,
-                   trust_remote_code: bool = False, *, side_by_side: int = 1):
+def load_causal_lm(
+    path: str | Path,
+    placement: Placement | torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+    *,
+    side_by_side: int = 1,
+):
     """The model at ``path`` in eval mode, placed by transformers/accelerate (``Placement.load_arguments``):
     whole on one device, or dispatched over several with its share of each one's memory."""
     from transformers import AutoModelForCausalLM
@@ -444,17 +481,24 @@ def load_causal_lm(path: str | Path, placement: Placement | torch.device, dtype:
         placement = Placement((placement,))
     # device_map loads the weights straight onto their device (no full copy in CPU memory first).
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code,
-                                                     **placement.load_arguments(side_by_side))
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, trust_remote_code=trust_remote_code, **placement.load_arguments(side_by_side)
+        )
     except ValueError as error:
         if "offload" not in str(error):
             raise
-        raise ConfigError(f"{path} does not fit the placement {placement.describe()} ({side_by_side} model(s) side "
-                          "by side) and no offload_dir is set; add GPUs, raise max_memory or set offload_dir for "
-                          "accelerate's disk offload") from None
+        raise ConfigError(
+            f"{path} does not fit the placement {placement.describe()} ({side_by_side} model(s) side "
+            "by side) and no offload_dir is set; add GPUs, raise max_memory or set offload_dir for "
+            "accelerate's disk offload"
+        ) from None
     if placement.dispatched:
-        log.info("%s dispatched over %s: %s", Path(path).name, placement.describe(),
-                 dict(getattr(model, "hf_device_map", {})))
+        log.info(
+            "%s dispatched over %s: %s",
+            Path(path).name,
+            placement.describe(),
+            dict(getattr(model, "hf_device_map", {})),
+        )
     return model.eval()
 
 
@@ -464,11 +508,21 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def capture_from_paths(base_path: str | Path, compared_paths: Sequence[str | Path], token_ids: Sequence[Sequence[int]],
-                       *, device: Placement | torch.device, dtype: torch.dtype, estimator: str, bins: int | None,
-                       binning: str,
-                       model_names: Sequence[str], trust_remote_code: bool = False, progress: bool = True,
-                       importance_sink: Callable[[Any], None] | None = None) -> MIStatistics:
+def capture_from_paths(
+    base_path: str | Path,
+    compared_paths: Sequence[str | Path],
+    token_ids: Sequence[Sequence[int]],
+    *,
+    device: Placement | torch.device,
+    dtype: torch.dtype,
+    estimator: str,
+    bins: int | None,
+    binning: str,
+    model_names: Sequence[str],
+    trust_remote_code: bool = False,
+    progress: bool = True,
+    importance_sink: Callable[[Any], None] | None = None,
+) -> MIStatistics:
     """Load the base once and the compared models one at a time (two models in memory at most).
 
     With several compared models the base runs once per compared model and sample: the price of
@@ -485,9 +539,19 @@ def capture_from_paths(base_path: str | Path, compared_paths: Sequence[str | Pat
             importance_recorder = _importance_recorder(base) if importance_sink is not None and index == 0 else None
             compared = load_causal_lm(path, device, dtype, trust_remote_code, side_by_side=2)
             try:
-                parts.append(collect_mi_statistics(
-                    base, [compared], token_ids, estimator, bins, binning, model_names=[model_names[index]],
-                    progress=progress, description=f"ACM activations ({index + 1}/{len(compared_paths)})"))
+                parts.append(
+                    collect_mi_statistics(
+                        base,
+                        [compared],
+                        token_ids,
+                        estimator,
+                        bins,
+                        binning,
+                        model_names=[model_names[index]],
+                        progress=progress,
+                        description=f"ACM activations ({index + 1}/{len(compared_paths)})",
+                    )
+                )
                 if importance_recorder is not None:
                     importance_sink(importance_recorder.result({"num_samples": len(token_ids)}))
             finally:
@@ -508,20 +572,36 @@ def _importance_recorder(model: torch.nn.Module):
     return ImportanceRecorder(model)
 
 
-def _missing_importance_cache(base_path: str | Path, texts: Sequence[str], *, max_tokens: int | None, dtype: str,
-                              device: torch.device, cache_dir: str | Path | None):
+def _missing_importance_cache(
+    base_path: str | Path,
+    texts: Sequence[str],
+    *,
+    max_tokens: int | None,
+    dtype: str,
+    device: torch.device,
+    cache_dir: str | Path | None,
+):
     """AIM's cache entry for this base and calibration set, or None when it is already filled."""
     from acm_exp.acm.importance import ImportanceCache, importance_spec
 
-    cache = ImportanceCache(importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype), cache_dir,
-                            device=device)
+    cache = ImportanceCache(
+        importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype), cache_dir, device=device
+    )
     return None if cache.load() is not None else cache
 
 
-def compute_mi_statistics(base_path: str | Path, compared_paths: Sequence[str | Path], texts: Sequence[str], *,
-                          acm_cfg, max_tokens: int | None = None, cache_dir: str | Path | None = None,
-                          model_names: Sequence[str] | None = None, trust_remote_code: bool = False,
-                          progress: bool = True) -> MIStatistics:
+def compute_mi_statistics(
+    base_path: str | Path,
+    compared_paths: Sequence[str | Path],
+    texts: Sequence[str],
+    *,
+    acm_cfg,
+    max_tokens: int | None = None,
+    cache_dir: str | Path | None = None,
+    model_names: Sequence[str] | None = None,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> MIStatistics:
     """MI statistics of the base against every compared model on the calibration ``texts``.
 
     Reads the cache first (a hit runs no forward pass); otherwise tokenizes with the base's
@@ -540,17 +620,32 @@ def compute_mi_statistics(base_path: str | Path, compared_paths: Sequence[str | 
     if not texts:
         raise ConfigError("compute_mi_statistics needs at least one calibration text")
     names = tuple(model_names) if model_names is not None else tuple(str(p) for p in compared_paths)
-    spec = statistics_spec(base_path, compared_paths, texts, max_tokens=max_tokens, dtype=acm_cfg.dtype,
-                           estimator=acm_cfg.estimator, bins=acm_cfg.bins, binning=acm_cfg.binning)
+    spec = statistics_spec(
+        base_path,
+        compared_paths,
+        texts,
+        max_tokens=max_tokens,
+        dtype=acm_cfg.dtype,
+        estimator=acm_cfg.estimator,
+        bins=acm_cfg.bins,
+        binning=acm_cfg.binning,
+    )
     cache_dir = cache_dir if cache_dir is not None else acm_cfg.cache_dir
     cache = MICache(spec, cache_dir, device=device)
 
     def compute() -> MIStatistics:
         token_ids = tokenize_texts(base_path, texts, max_tokens)
-        log.info("capturing activations: %d samples (%d tokens), %d compared model(s), %s on %s", len(token_ids),
-                 sum(len(ids) for ids in token_ids), len(compared_paths), acm_cfg.dtype, placement.describe())
-        importance_cache = _missing_importance_cache(base_path, texts, max_tokens=max_tokens, dtype=acm_cfg.dtype,
-                                                     device=device, cache_dir=cache_dir)
+        log.info(
+            "capturing activations: %d samples (%d tokens), %d compared model(s), %s on %s",
+            len(token_ids),
+            sum(len(ids) for ids in token_ids),
+            len(compared_paths),
+            acm_cfg.dtype,
+            placement.describe(),
+        )
+        importance_cache = _missing_importance_cache(
+            base_path, texts, max_tokens=max_tokens, dtype=acm_cfg.dtype, device=device, cache_dir=cache_dir
+        )
         if importance_cache is not None:
             log.info("recording AIM input importance of the base during the same pass")
 
@@ -558,10 +653,20 @@ def compute_mi_statistics(base_path: str | Path, compared_paths: Sequence[str | 
             # Through get_or_compute: under the lock, and a task that filled it meanwhile wins.
             importance_cache.get_or_compute(lambda: importance)
 
-        return capture_from_paths(base_path, compared_paths, token_ids, device=placement, dtype=dtype,
-                                  estimator=acm_cfg.estimator, bins=acm_cfg.bins, binning=acm_cfg.binning,
-                                  model_names=names, trust_remote_code=trust_remote_code, progress=progress,
-                                  importance_sink=store_importance if importance_cache is not None else None)
+        return capture_from_paths(
+            base_path,
+            compared_paths,
+            token_ids,
+            device=placement,
+            dtype=dtype,
+            estimator=acm_cfg.estimator,
+            bins=acm_cfg.bins,
+            binning=acm_cfg.binning,
+            model_names=names,
+            trust_remote_code=trust_remote_code,
+            progress=progress,
+            importance_sink=store_importance if importance_cache is not None else None,
+        )
 
     statistics = cache.get_or_compute(compute)
     statistics.model_names = names

@@ -43,8 +43,9 @@ def check_coefficient_settings(t: float, shift: str, reduce: str) -> None:
         raise ConfigError(f"merge.reduce={reduce!r}; expected one of {REDUCES}")
 
 
-def layer_coefficients(mi: np.ndarray, t: float, shift: str = "per_point_max",
-                       reduce: str = "mean_of_sigmoids") -> np.ndarray:
+def layer_coefficients(
+    mi: np.ndarray, t: float, shift: str = "per_point_max", reduce: str = "mean_of_sigmoids"
+) -> np.ndarray:
     """λ per capture point from ``mi[point, sample]`` of one compared model."""
     check_coefficient_settings(t, shift, reduce)
     values = np.asarray(mi, dtype=np.float64)
@@ -78,8 +79,10 @@ def point_for_parameter(name: str) -> str:
     special = _SPECIAL_PARAMETER.match(name)
     if special:
         return special.group(1) or special.group(2)
-    raise ConfigError(f"parameter {name!r} maps to no ACM capture point; expected model.layers.<i>.*, "
-                      "model.embed_tokens.*, model.norm.* or lm_head.*")
+    raise ConfigError(
+        f"parameter {name!r} maps to no ACM capture point; expected model.layers.<i>.*, "
+        "model.embed_tokens.*, model.norm.* or lm_head.*"
+    )
 
 
 def layer_position(point: str, num_layers: int) -> int:
@@ -129,13 +132,23 @@ class Coefficients:
         for index, model in enumerate(self.model_names):
             summary = self.statistics.summary(index)
             points = {
-                point: {"lambda": float(self.lambdas[index, k]), "mi": summary[point],
-                        "mi_per_sample": [float(v) for v in self.statistics.mi[index, k]]}
+                point: {
+                    "lambda": float(self.lambdas[index, k]),
+                    "mi": summary[point],
+                    "mi_per_sample": [float(v) for v in self.statistics.mi[index, k]],
+                }
                 for k, point in enumerate(self.point_names)
             }
             models.append({"name": model, "points": points})
-        return {"t": self.t, "shift": self.shift, "reduce": self.reduce, "point_names": list(self.point_names),
-                "metadata": self.metadata, "statistics_metadata": self.statistics.metadata, "models": models}
+        return {
+            "t": self.t,
+            "shift": self.shift,
+            "reduce": self.reduce,
+            "point_names": list(self.point_names),
+            "metadata": self.metadata,
+            "statistics_metadata": self.statistics.metadata,
+            "models": models,
+        }
 
     def to_json(self, path: str | Path) -> Path:
         """Write coefficients.json: per model and point, λ, the MI summary and the per-sample MI."""
@@ -145,16 +158,26 @@ class Coefficients:
         return path
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "Coefficients":
+    def from_json(cls, path: str | Path) -> Coefficients:
         data = json.loads(Path(path).read_text())
         points = tuple(data["point_names"])
         models = data["models"]
         mi = np.array([[model["points"][point]["mi_per_sample"] for point in points] for model in models])
         lambdas = np.array([[model["points"][point]["lambda"] for point in points] for model in models])
-        statistics = MIStatistics(mi=mi, point_names=points, model_names=tuple(m["name"] for m in models),
-                                  metadata=data.get("statistics_metadata", {}))
-        return cls(lambdas=lambdas, statistics=statistics, t=data["t"], shift=data["shift"], reduce=data["reduce"],
-                   metadata=data.get("metadata", {}))
+        statistics = MIStatistics(
+            mi=mi,
+            point_names=points,
+            model_names=tuple(m["name"] for m in models),
+            metadata=data.get("statistics_metadata", {}),
+        )
+        return cls(
+            lambdas=lambdas,
+            statistics=statistics,
+            t=data["t"],
+            shift=data["shift"],
+            reduce=data["reduce"],
+            metadata=data.get("metadata", {}),
+        )
 
     def plot(self, path: str | Path) -> Path:
         """Write coefficients.png: λ per layer, one line per compared model; embed/norm/head marked."""
@@ -171,12 +194,16 @@ class Coefficients:
         figure, axis = plt.subplots(figsize=(max(6.0, 0.25 * (num_layers + 3)), 3.6))
         for index, model in enumerate(self.model_names):
             values = self.lambdas[index]
-            line, = axis.plot([p for p, keep in zip(positions, layer_mask) if keep],
-                              [v for v, keep in zip(values, layer_mask) if keep], marker="o", markersize=3,
-                              label=Path(model).name or model)
-            special = [(p, v) for p, v, keep in zip(positions, values, layer_mask) if not keep]
+            (line,) = axis.plot(
+                [p for p, keep in zip(positions, layer_mask, strict=False) if keep],
+                [v for v, keep in zip(values, layer_mask, strict=False) if keep],
+                marker="o",
+                markersize=3,
+                label=Path(model).name or model,
+            )
+            special = [(p, v) for p, v, keep in zip(positions, values, layer_mask, strict=False) if not keep]
             if special:
-                axis.scatter(*zip(*special), marker="D", s=36, color=line.get_color(), zorder=3)
+                axis.scatter(*zip(*special, strict=False), marker="D", s=36, color=line.get_color(), zorder=3)
         labels = {-1: "embed", num_layers: "norm", num_layers + 1: "head"}
         ticks = sorted(set(positions))
         step = max(1, num_layers // 14)
@@ -200,13 +227,28 @@ def save_line_plot(figure, axis, path: Path) -> Path:
     return path
 
 
-def compute_coefficients(statistics: MIStatistics, t: float, shift: str = "per_point_max",
-                         reduce: str = "mean_of_sigmoids", metadata: dict[str, Any] | None = None) -> Coefficients:
+def compute_coefficients(
+    statistics: MIStatistics,
+    t: float,
+    shift: str = "per_point_max",
+    reduce: str = "mean_of_sigmoids",
+    metadata: dict[str, Any] | None = None,
+) -> Coefficients:
     """λ for every compared model of ``statistics``."""
-    lambdas = np.stack([layer_coefficients(statistics.for_model(i), t, shift, reduce)
-                        for i in range(len(statistics.model_names))])
-    for name, row in zip(statistics.model_names, lambdas):
-        log.info("ACM coefficients for %s (t=%g, %s, %s): λ in [%.4f, %.4f], mean %.4f", name, t, shift, reduce,
-                 row.min(), row.max(), row.mean())
-    return Coefficients(lambdas=lambdas, statistics=statistics, t=float(t), shift=shift, reduce=reduce,
-                        metadata=dict(metadata or {}))
+    lambdas = np.stack(
+        [layer_coefficients(statistics.for_model(i), t, shift, reduce) for i in range(len(statistics.model_names))]
+    )
+    for name, row in zip(statistics.model_names, lambdas, strict=False):
+        log.info(
+            "ACM coefficients for %s (t=%g, %s, %s): λ in [%.4f, %.4f], mean %.4f",
+            name,
+            t,
+            shift,
+            reduce,
+            row.min(),
+            row.max(),
+            row.mean(),
+        )
+    return Coefficients(
+        lambdas=lambdas, statistics=statistics, t=float(t), shift=shift, reduce=reduce, metadata=dict(metadata or {})
+    )

@@ -78,8 +78,9 @@ class InputImportance:
             raise ConfigError(f"AIM input importance tokens={self.tokens!r}; expected a positive integer")
         self.tokens = int(self.tokens)
 
-    def factor_for(self, parameter_name: str, shape: Sequence[int], omega: float,
-                   relax: str = "all") -> torch.Tensor | None:
+    def factor_for(
+        self, parameter_name: str, shape: Sequence[int], omega: float, relax: str = "all"
+    ) -> torch.Tensor | None:
         """The relaxation factor of the weight ``parameter_name`` of ``shape``: [1, in] for a linear
         weight [out, in], [in] for a norm weight [in]; None when that tensor has no importance
         (embeddings, biases) or ``relax="linear"`` leaves it alone (a 1-D weight)."""
@@ -90,9 +91,11 @@ class InputImportance:
             return None
         shape = tuple(int(size) for size in shape)
         if len(shape) not in (1, 2) or shape[-1] != importance.size:
-            raise ConfigError(f"{parameter_name} has shape {shape} but its AIM importance covers {importance.size} "
-                              f"input channels; expected a [out, {importance.size}] or [{importance.size}] weight "
-                              "(the base's architecture)")
+            raise ConfigError(
+                f"{parameter_name} has shape {shape} but its AIM importance covers {importance.size} "
+                f"input channels; expected a [out, {importance.size}] or [{importance.size}] weight "
+                "(the base's architecture)"
+            )
         if len(shape) == 1 and relax == "linear":
             return None
         return relaxation_factor(importance, omega).reshape(shape if len(shape) == 1 else (1, -1))
@@ -102,27 +105,39 @@ class InputImportance:
         binary handle. Callers make it atomic."""
         names = list(self.importance)
         arrays = {f"importance_{index}": self.importance[name] for index, name in enumerate(names)}
-        np.savez(target, parameter_names=np.array(names), tokens=np.array(self.tokens),
-                 metadata=np.array(json.dumps(self.metadata, sort_keys=True)), **arrays)
+        np.savez(
+            target,
+            parameter_names=np.array(names),
+            tokens=np.array(self.tokens),
+            metadata=np.array(json.dumps(self.metadata, sort_keys=True)),
+            **arrays,
+        )
 
     @classmethod
-    def load(cls, path: str | Path) -> "InputImportance":
+    def load(cls, path: str | Path) -> InputImportance:
         with np.load(path, allow_pickle=False) as data:
             names = [str(name) for name in data["parameter_names"]]
-            return cls(importance={name: data[f"importance_{index}"] for index, name in enumerate(names)},
-                       tokens=int(data["tokens"]), metadata=json.loads(str(data["metadata"])))
+            return cls(
+                importance={name: data[f"importance_{index}"] for index, name in enumerate(names)},
+                tokens=int(data["tokens"]),
+                metadata=json.loads(str(data["metadata"])),
+            )
 
 
 def _checked_vector(name: str, values) -> np.ndarray:
     vector = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
     if vector.ndim != 1 or vector.size == 0:
-        raise ConfigError(f"AIM importance of {name} has shape {vector.shape}; expected a non-empty vector (one value "
-                          "per input channel)")
+        raise ConfigError(
+            f"AIM importance of {name} has shape {vector.shape}; expected a non-empty vector (one value "
+            "per input channel)"
+        )
     if not np.isfinite(vector).all():
         raise ConfigError(f"AIM importance of {name} contains NaN or Inf values; expected finite values")
     if vector.min() < 0 or vector.max() > 1:
-        raise ConfigError(f"AIM importance of {name} spans [{vector.min():g}, {vector.max():g}]; expected values in "
-                          "[0, 1] (normalized by the module's maximum)")
+        raise ConfigError(
+            f"AIM importance of {name} spans [{vector.min():g}, {vector.max():g}]; expected values in "
+            "[0, 1] (normalized by the module's maximum)"
+        )
     return vector
 
 
@@ -139,8 +154,9 @@ def check_omega(omega: float) -> None:
 def relaxation_factor(importance: np.ndarray | torch.Tensor, omega: float) -> torch.Tensor:
     """1 − imp · (1 − ω) as a float32 row [1, in], to multiply a merged delta of shape [out, in]."""
     check_omega(omega)
-    values = torch.as_tensor(np.asarray(importance.detach().cpu() if isinstance(importance, torch.Tensor)
-                                        else importance, dtype=np.float64))
+    values = torch.as_tensor(
+        np.asarray(importance.detach().cpu() if isinstance(importance, torch.Tensor) else importance, dtype=np.float64)
+    )
     if values.ndim != 1 or values.numel() == 0:
         raise ConfigError(f"AIM importance has shape {tuple(values.shape)}; expected a non-empty vector")
     return (1.0 - values * (1.0 - float(omega))).to(torch.float32).reshape(1, -1)
@@ -158,9 +174,13 @@ def _module_input(args: tuple, kwargs: dict) -> torch.Tensor:
 def relaxable_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """(name, module) of every module holding a weight of its own, embeddings excepted: the modules
     the official AIM code hooks (``hasattr(m, "weight") and "embed" not in name``)."""
-    return [(name, module) for name, module in model.named_modules()
-            if isinstance(module._parameters.get("weight"), torch.Tensor)
-            and not isinstance(module, torch.nn.Embedding) and "embed" not in name]
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module._parameters.get("weight"), torch.Tensor)
+        and not isinstance(module, torch.nn.Embedding)
+        and "embed" not in name
+    ]
 
 
 class ImportanceRecorder:
@@ -176,11 +196,14 @@ class ImportanceRecorder:
         self._counts: dict[str, int] = {}
         modules = relaxable_modules(model)
         if not modules:
-            raise ConfigError(f"{type(model).__name__} has no module with a weight besides its embeddings; AIM needs "
-                              "weights to relax")
+            raise ConfigError(
+                f"{type(model).__name__} has no module with a weight besides its embeddings; AIM needs weights to relax"
+            )
         self._names = [f"{name}.weight" for name, _ in modules]
-        self._handles = [module.register_forward_pre_hook(self._hook(parameter), with_kwargs=True)
-                         for parameter, (_, module) in zip(self._names, modules)]
+        self._handles = [
+            module.register_forward_pre_hook(self._hook(parameter), with_kwargs=True)
+            for parameter, (_, module) in zip(self._names, modules, strict=False)
+        ]
 
     def _hook(self, parameter: str):
         def hook(module, args, kwargs):
@@ -201,10 +224,16 @@ class ImportanceRecorder:
         if len(unused) == len(self._names):
             raise ConfigError("AIM recorded no tokens; expected at least one forward pass over a calibration sample")
         if unused:
-            log.warning("AIM: %d module(s) saw no input and get no relaxation: %s", len(unused),
-                        ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else ""))
-        importance = {name: normalized_importance(self._sums[name].cpu().numpy() / self._counts[name])
-                      for name in self._names if self._counts.get(name)}
+            log.warning(
+                "AIM: %d module(s) saw no input and get no relaxation: %s",
+                len(unused),
+                ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else ""),
+            )
+        importance = {
+            name: normalized_importance(self._sums[name].cpu().numpy() / self._counts[name])
+            for name in self._names
+            if self._counts.get(name)
+        }
         return InputImportance(importance=importance, tokens=max(self._counts.values()), metadata=dict(metadata or {}))
 
     def close(self) -> None:
@@ -212,7 +241,7 @@ class ImportanceRecorder:
             handle.remove()
         self._handles = []
 
-    def __enter__(self) -> "ImportanceRecorder":
+    def __enter__(self) -> ImportanceRecorder:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -225,8 +254,13 @@ def normalized_importance(mean_magnitude: np.ndarray) -> np.ndarray:
     return mean_magnitude / largest if largest > 0 else np.zeros_like(mean_magnitude)
 
 
-def collect_input_importance(model: torch.nn.Module, samples: Iterable[Sequence[int] | torch.Tensor], *,
-                             progress: bool = True, description: str = "AIM input importance") -> InputImportance:
+def collect_input_importance(
+    model: torch.nn.Module,
+    samples: Iterable[Sequence[int] | torch.Tensor],
+    *,
+    progress: bool = True,
+    description: str = "AIM input importance",
+) -> InputImportance:
     """AIM importance of ``model`` (the base) over ``samples``: token id lists or LongTensors, one
     calibration sample per forward pass (no padding)."""
     total = len(samples) if hasattr(samples, "__len__") else None
@@ -259,8 +293,9 @@ class ImportanceCache(StatisticsCache):
     label = "AIM input importance"
 
 
-def importance_spec(base_path: str | Path, texts: Sequence[str], *, max_tokens: int | None,
-                    dtype: str) -> dict[str, Any]:
+def importance_spec(
+    base_path: str | Path, texts: Sequence[str], *, max_tokens: int | None, dtype: str
+) -> dict[str, Any]:
     """Everything the AIM importance depends on (not the device: see statistics_spec); its hash is the cache key."""
     return {
         "aim_version": AIM_VERSION,
@@ -272,10 +307,19 @@ def importance_spec(base_path: str | Path, texts: Sequence[str], *, max_tokens: 
     }
 
 
-def compute_input_importance(base_path: str | Path, texts: Sequence[str], *, device: Any, dtype: str,
-                             max_memory: Any = None, offload_dir: str | None = None,
-                             max_tokens: int | None = None, cache_dir: str | Path | None = None,
-                             trust_remote_code: bool = False, progress: bool = True) -> InputImportance:
+def compute_input_importance(
+    base_path: str | Path,
+    texts: Sequence[str],
+    *,
+    device: Any,
+    dtype: str,
+    max_memory: Any = None,
+    offload_dir: str | None = None,
+    max_tokens: int | None = None,
+    cache_dir: str | Path | None = None,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> InputImportance:
     """AIM importance of the base on the calibration ``texts``, from the cache when present (no forward
     pass; ACM's capture of the same base, texts, max_tokens and dtype fills it too). ``device``,
     ``max_memory``, ``offload_dir``: the placement (``capture.resolve_placement``; acm.* settings); a
@@ -289,8 +333,14 @@ def compute_input_importance(base_path: str | Path, texts: Sequence[str], *, dev
 
     def compute() -> InputImportance:
         token_ids = tokenize_texts(base_path, texts, max_tokens)
-        log.info("AIM: recording input activations of %s: %d samples (%d tokens), %s on %s", base_path,
-                 len(token_ids), sum(len(ids) for ids in token_ids), dtype, placement.describe())
+        log.info(
+            "AIM: recording input activations of %s: %d samples (%d tokens), %s on %s",
+            base_path,
+            len(token_ids),
+            sum(len(ids) for ids in token_ids),
+            dtype,
+            placement.describe(),
+        )
         model = load_causal_lm(base_path, placement, torch_dtype, trust_remote_code)
         try:
             return collect_input_importance(model, token_ids, progress=progress)

@@ -29,7 +29,7 @@ import functools
 import importlib.util
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from acm_exp.errors import ConfigError
 COMPILED = importlib.util.find_spec("numba") is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(function):
     """``function`` compiled by numba; cache=True keeps the machine code next to this module, so
     later processes skip the few seconds of compiling."""
@@ -53,7 +53,7 @@ def _compiled(function):
 ESTIMATORS = ("discrete", "histogram")
 BINNINGS = ("uniform", "quantile")
 
-ArrayLike = Union[torch.Tensor, np.ndarray]
+ArrayLike = torch.Tensor | np.ndarray
 
 SYMBOLS_16BIT = 1 << 16
 NEGATIVE_ZERO_16BIT = 0x8000
@@ -150,7 +150,9 @@ class _Symbols:
 
 
 def _nan_error(name: str) -> ConfigError:
-    return ConfigError(f"mutual_information: {name} contains NaN; expected finite activations (check the capture dtype)")
+    return ConfigError(
+        f"mutual_information: {name} contains NaN; expected finite activations (check the capture dtype)"
+    )
 
 
 def _chunk_codes(codes: np.ndarray, start: int, buffer: np.ndarray) -> np.ndarray:
@@ -159,7 +161,7 @@ def _chunk_codes(codes: np.ndarray, start: int, buffer: np.ndarray) -> np.ndarra
     Converting chunk by chunk into one cache-sized buffer avoids materializing an 8-byte index per
     value (and the page faults of a fresh array that size): numpy's bincount and take want intp.
     """
-    part = codes[start:start + CHUNK]
+    part = codes[start : start + CHUNK]
     if part.dtype == np.intp:
         return part
     converted = buffer[: part.size]
@@ -336,8 +338,9 @@ def _run_lengths_sum_xlogx(keys: np.ndarray) -> float:
     return _sum_xlogx_numpy(np.diff(np.concatenate(([0], starts, [keys.size]))))
 
 
-def _joint_dense_numpy(sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: np.ndarray, kept_x: int,
-                       kept_y: int) -> float:
+def _joint_dense_numpy(
+    sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: np.ndarray, kept_x: int, kept_y: int
+) -> float:
     """Every pair in one table of (K_x + 1) x (K_y + 1) cells; the last row and column are trash."""
     width = kept_y + 1
     size = sx.codes.size
@@ -356,8 +359,9 @@ def _joint_dense_numpy(sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: np.
     return _sum_xlogx_numpy(table.reshape(-1))
 
 
-def _joint_split_numpy(sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: np.ndarray, kept_x: int, kept_y: int,
-                       budget: int) -> float:
+def _joint_split_numpy(
+    sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: np.ndarray, kept_x: int, kept_y: int, budget: int
+) -> float:
     """Pairs of frequent symbols in a dense table of at most ``budget`` cells, the rest sorted.
 
     Ids are ranks by frequency, so the frequent x frequent block holds nearly every value while
@@ -450,8 +454,9 @@ def _grouped_sum_xlogx(columns, row_starts, counts, xlogx):
     return total + compensation
 
 
-def _joint_16bit_compiled(sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: np.ndarray, kept_x: int,
-                          kept_y: int) -> float:
+def _joint_16bit_compiled(
+    sx: _Symbols, sy: _Symbols, ids_x: np.ndarray, ids_y: np.ndarray, kept_x: int, kept_y: int
+) -> float:
     # Group sizes are the x ids' counts (the -0.0 code's count is already folded into +0.0's).
     row_counts = np.bincount(ids_x, weights=sx.counts, minlength=kept_x + 1)[:kept_x]
     row_starts = np.zeros(kept_x + 1, dtype=np.int64)
@@ -513,8 +518,9 @@ def _mi_from_symbols(sx: _Symbols, sy: _Symbols, samples: int, use_torch: bool) 
 # Public
 
 
-def mutual_information(x: ArrayLike, y: ArrayLike, estimator: str = "discrete", bins: int | None = None,
-                       binning: str = "uniform") -> float:
+def mutual_information(
+    x: ArrayLike, y: ArrayLike, estimator: str = "discrete", bins: int | None = None, binning: str = "uniform"
+) -> float:
     """MI in nats between the flattened ``x`` and ``y`` (paired value by value).
 
     ``discrete``: every distinct value is a symbol (equals sklearn's ``mutual_info_score``);
@@ -525,8 +531,9 @@ def mutual_information(x: ArrayLike, y: ArrayLike, estimator: str = "discrete", 
     samples = _size(flat_x)
     other = _size(flat_y)
     if samples != other:
-        raise ConfigError(f"mutual_information: x has {samples} values and y has {other}; "
-                          "expected paired arrays of equal size")
+        raise ConfigError(
+            f"mutual_information: x has {samples} values and y has {other}; expected paired arrays of equal size"
+        )
     if samples == 0:
         raise ConfigError("mutual_information: x and y are empty; expected at least one paired value")
     use_torch = _uses_torch(flat_x, flat_y)
@@ -552,7 +559,9 @@ def discrete_mi_torch(x: torch.Tensor, y: torch.Tensor) -> float:
     """
     flat_x, flat_y = _flat(x, "x"), _flat(y, "y")
     if flat_x.numel() != flat_y.numel() or flat_x.numel() == 0:
-        raise ConfigError(f"discrete_mi_torch: sizes {flat_x.numel()} and {flat_y.numel()}; expected equal, non-zero sizes")
+        raise ConfigError(
+            f"discrete_mi_torch: sizes {flat_x.numel()} and {flat_y.numel()}; expected equal, non-zero sizes"
+        )
     if flat_x.numel() == 1:
         return 0.0
     return _mi_from_symbols(_symbols_torch(flat_x, "x"), _symbols_torch(flat_y, "y"), flat_x.numel(), True)

@@ -97,8 +97,11 @@ class LayerSensitivity:
             raise ConfigError("layer sensitivity contains NaN or Inf; expected finite sums of |θ ⊙ ∇L|")
         if (self.raw < 0).any():
             raise ConfigError(f"layer sensitivity has a negative value ({self.raw.min()}); expected sums of |θ ⊙ ∇L|")
-        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, (int, np.integer)) \
-                or self.num_samples < 1:
+        if (
+            isinstance(self.num_samples, bool)
+            or not isinstance(self.num_samples, (int, np.integer))
+            or self.num_samples < 1
+        ):
             raise ConfigError(f"layer sensitivity num_samples={self.num_samples!r}; expected a positive integer")
         self.num_samples = int(self.num_samples)
 
@@ -115,13 +118,19 @@ class LayerSensitivity:
         """Write an .npz (the sums and the sample count; metadata as JSON) to a path or a binary handle.
 
         Callers make it atomic."""
-        np.savez(target, raw=self.raw, num_samples=np.array(self.num_samples),
-                 metadata=np.array(json.dumps(self.metadata, sort_keys=True)))
+        np.savez(
+            target,
+            raw=self.raw,
+            num_samples=np.array(self.num_samples),
+            metadata=np.array(json.dumps(self.metadata, sort_keys=True)),
+        )
 
     @classmethod
-    def load(cls, path: str | Path) -> "LayerSensitivity":
+    def load(cls, path: str | Path) -> LayerSensitivity:
         with np.load(path, allow_pickle=False) as data:
-            return cls(raw=data["raw"], num_samples=int(data["num_samples"]), metadata=json.loads(str(data["metadata"])))
+            return cls(
+                raw=data["raw"], num_samples=int(data["num_samples"]), metadata=json.loads(str(data["metadata"]))
+            )
 
 
 def l2_normalize(values: np.ndarray) -> np.ndarray:
@@ -131,8 +140,10 @@ def l2_normalize(values: np.ndarray) -> np.ndarray:
     if not np.isfinite(values).all() or not math.isfinite(norm):
         raise ConfigError("layer sensitivity is not finite; expected finite sums of |θ ⊙ ∇L|")
     if norm == 0.0:
-        raise ConfigError("layer sensitivity is zero in every layer; expected a nonzero gradient (are the answers "
-                          "empty, or the model's weights zero?)")
+        raise ConfigError(
+            "layer sensitivity is zero in every layer; expected a nonzero gradient (are the answers "
+            "empty, or the model's weights zero?)"
+        )
     return values / norm
 
 
@@ -140,7 +151,9 @@ def l2_normalize(values: np.ndarray) -> np.ndarray:
 # Examples: token ids with the loss restricted to the answer
 
 
-def answer_only_example(tokenizer, prompt: str, answer: str, max_tokens: int | None = None) -> tuple[list[int], list[int]]:
+def answer_only_example(
+    tokenizer, prompt: str, answer: str, max_tokens: int | None = None
+) -> tuple[list[int], list[int]]:
     """(input ids of prompt + answer, labels with -100 over the prompt).
 
     Prompt and answer are tokenized separately and concatenated, so the boundary between them is
@@ -151,8 +164,10 @@ def answer_only_example(tokenizer, prompt: str, answer: str, max_tokens: int | N
     """
     check_max_tokens(max_tokens)
     if not isinstance(prompt, str) or not isinstance(answer, str):
-        raise ConfigError(f"a Sens-Merging example is ({type(prompt).__name__}, {type(answer).__name__}); expected "
-                          "(prompt: str, answer: str)")
+        raise ConfigError(
+            f"a Sens-Merging example is ({type(prompt).__name__}, {type(answer).__name__}); expected "
+            "(prompt: str, answer: str)"
+        )
     prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
     answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
     if not answer_ids:
@@ -164,16 +179,19 @@ def answer_only_example(tokenizer, prompt: str, answer: str, max_tokens: int | N
     if max_tokens is not None:
         input_ids, labels = input_ids[:max_tokens], labels[:max_tokens]
     if not _has_answer_target(labels):
-        raise ConfigError(f"the example with prompt {prompt[:40]!r} keeps no predictable answer token "
-                          f"(prompt {len(prompt_ids)} tokens, max_tokens={max_tokens}); expected max_tokens above the "
-                          "prompt length")
+        raise ConfigError(
+            f"the example with prompt {prompt[:40]!r} keeps no predictable answer token "
+            f"(prompt {len(prompt_ids)} tokens, max_tokens={max_tokens}); expected max_tokens above the "
+            "prompt length"
+        )
     return input_ids, labels
 
 
 def check_max_tokens(max_tokens: int | None) -> None:
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2):
-        raise ConfigError(f"max_tokens={max_tokens!r}; expected an integer of at least 2 (a prompt token and an answer "
-                          "token) or null")
+        raise ConfigError(
+            f"max_tokens={max_tokens!r}; expected an integer of at least 2 (a prompt token and an answer token) or null"
+        )
 
 
 def _has_answer_target(labels: Sequence[int]) -> bool:
@@ -186,19 +204,26 @@ def _example_tensors(example, index: int, vocab_size: int) -> tuple[torch.Tensor
     try:
         input_ids, labels = example
     except (TypeError, ValueError):
-        raise ConfigError(f"sensitivity example {index} is a {type(example).__name__}; expected a pair "
-                          "(input_ids, labels)") from None
+        raise ConfigError(
+            f"sensitivity example {index} is a {type(example).__name__}; expected a pair (input_ids, labels)"
+        ) from None
     ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)
     targets = torch.as_tensor(labels, dtype=torch.long).reshape(1, -1)
     if ids.shape != targets.shape or ids.shape[1] == 0:
-        raise ConfigError(f"sensitivity example {index} has {ids.shape[1]} input ids and {targets.shape[1]} labels; "
-                          "expected equally many, at least one")
+        raise ConfigError(
+            f"sensitivity example {index} has {ids.shape[1]} input ids and {targets.shape[1]} labels; "
+            "expected equally many, at least one"
+        )
     if not _has_answer_target(targets[0].tolist()):
-        raise ConfigError(f"sensitivity example {index} has no answer label after its first token; expected at least "
-                          f"one label other than {IGNORE_INDEX}")
+        raise ConfigError(
+            f"sensitivity example {index} has no answer label after its first token; expected at least "
+            f"one label other than {IGNORE_INDEX}"
+        )
     if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
-        raise ConfigError(f"sensitivity example {index} has token ids in [{int(ids.min())}, {int(ids.max())}]; "
-                          f"expected ids in [0, {vocab_size}) (the model's vocabulary)")
+        raise ConfigError(
+            f"sensitivity example {index} has token ids in [{int(ids.min())}, {int(ids.max())}]; "
+            f"expected ids in [0, {vocab_size}) (the model's vocabulary)"
+        )
     return ids, targets
 
 
@@ -215,8 +240,10 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     except AttributeError:
         layers = None
     if not isinstance(layers, (torch.nn.ModuleList, torch.nn.Sequential)) or len(layers) == 0:
-        raise ConfigError(f"Sens-Merging does not support architecture {architecture!r} ({type(model).__name__}): "
-                          f"expected its decoder layers at {path}")
+        raise ConfigError(
+            f"Sens-Merging does not support architecture {architecture!r} ({type(model).__name__}): "
+            f"expected its decoder layers at {path}"
+        )
     return layers
 
 
@@ -226,8 +253,9 @@ def _layer_parameters(layers: torch.nn.ModuleList) -> list[list[torch.nn.Paramet
 
 def _is_offloaded(module: torch.nn.Module) -> bool:
     """accelerate offloads this module's own weights: they sit on ``meta`` between forwards."""
-    return hasattr(module, "_hf_hook") and any(parameter.device.type == "meta"
-                                               for parameter in module.parameters(recurse=False))
+    return hasattr(module, "_hf_hook") and any(
+        parameter.device.type == "meta" for parameter in module.parameters(recurse=False)
+    )
 
 
 class _GradientReducer:
@@ -257,7 +285,8 @@ class _GradientReducer:
                 for parameter in module._parameters.values():
                     if parameter is not None and parameter.requires_grad:
                         reducer._pass_handles.append(
-                            parameter.register_post_accumulate_grad_hook(reducer._hook(self.layer)))
+                            parameter.register_post_accumulate_grad_hook(reducer._hook(self.layer))
+                        )
                 return args, kwargs
 
         hooked: set[int] = set()  # a parameter shared by two modules is counted once, as layer.parameters() does
@@ -340,9 +369,14 @@ def _forward_backward(model: torch.nn.Module, ids: torch.Tensor, labels: torch.T
     return loss_value
 
 
-def collect_layer_sensitivity(model: torch.nn.Module, examples: Sequence[tuple[Sequence[int], Sequence[int]]], *,
-                              gradient_checkpointing: bool = False, progress: bool = True,
-                              description: str = "Sens-Merging sensitivity") -> LayerSensitivity:
+def collect_layer_sensitivity(
+    model: torch.nn.Module,
+    examples: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    gradient_checkpointing: bool = False,
+    progress: bool = True,
+    description: str = "Sens-Merging sensitivity",
+) -> LayerSensitivity:
     """Σ over ``examples`` of Σ |θ ⊙ ∇θ L| per decoder layer of ``model``.
 
     ``examples``: (input_ids, labels) pairs, e.g. from ``answer_only_example``; one per forward and
@@ -386,8 +420,11 @@ def collect_layer_sensitivity(model: torch.nn.Module, examples: Sequence[tuple[S
             parameter.grad = None
             parameter.requires_grad_(flag)
         model.train(was_training)
-    metadata = {"num_tokens": sum(ids.shape[1] for ids, _ in tensors), "num_answer_tokens": answer_tokens,
-                "mean_answer_loss": float(np.mean(losses))}
+    metadata = {
+        "num_tokens": sum(ids.shape[1] for ids, _ in tensors),
+        "num_answer_tokens": answer_tokens,
+        "mean_answer_loss": float(np.mean(losses)),
+    }
     return LayerSensitivity(raw=totals, num_samples=len(tensors), metadata=metadata)
 
 
@@ -409,8 +446,9 @@ def examples_hash(examples_text: Sequence[tuple[str, str]]) -> str:
     return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()
 
 
-def sensitivity_spec(model_path: str | Path, examples_text: Sequence[tuple[str, str]], *, max_tokens: int | None,
-                     dtype: str) -> dict[str, Any]:
+def sensitivity_spec(
+    model_path: str | Path, examples_text: Sequence[tuple[str, str]], *, max_tokens: int | None, dtype: str
+) -> dict[str, Any]:
     """Everything a model's layer sensitivity depends on (not the device: see statistics_spec); its
     hash is the cache key.
 
@@ -428,19 +466,33 @@ def sensitivity_spec(model_path: str | Path, examples_text: Sequence[tuple[str, 
 
 def _check_examples_text(examples_text: Sequence[tuple[str, str]]) -> None:
     if not examples_text:
-        raise ConfigError("no Sens-Merging calibration examples were given; expected at least one (prompt, answer) pair")
+        raise ConfigError(
+            "no Sens-Merging calibration examples were given; expected at least one (prompt, answer) pair"
+        )
     for index, example in enumerate(examples_text):
-        if not (isinstance(example, (tuple, list)) and len(example) == 2
-                and all(isinstance(text, str) for text in example)):
-            raise ConfigError(f"Sens-Merging example {index} is {type(example).__name__} {str(example)[:60]!r}; "
-                              "expected a (prompt: str, answer: str) pair")
+        if not (
+            isinstance(example, (tuple, list)) and len(example) == 2 and all(isinstance(text, str) for text in example)
+        ):
+            raise ConfigError(
+                f"Sens-Merging example {index} is {type(example).__name__} {str(example)[:60]!r}; "
+                "expected a (prompt: str, answer: str) pair"
+            )
 
 
-def compute_layer_sensitivity(model_path: str | Path, examples_text: Sequence[tuple[str, str]], *, device: Any,
-                              dtype: str, max_memory: Any = None, offload_dir: str | None = None,
-                              max_tokens: int | None = None, gradient_checkpointing: bool = False,
-                              cache_dir: str | Path | None = None, trust_remote_code: bool = False,
-                              progress: bool = True) -> LayerSensitivity:
+def compute_layer_sensitivity(
+    model_path: str | Path,
+    examples_text: Sequence[tuple[str, str]],
+    *,
+    device: Any,
+    dtype: str,
+    max_memory: Any = None,
+    offload_dir: str | None = None,
+    max_tokens: int | None = None,
+    gradient_checkpointing: bool = False,
+    cache_dir: str | Path | None = None,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> LayerSensitivity:
     """The layer sensitivity of the model at ``model_path`` on its own (prompt, answer) pairs.
 
     Reads the cache first (a hit runs no forward pass); otherwise tokenizes with the model's own
@@ -460,14 +512,24 @@ def compute_layer_sensitivity(model_path: str | Path, examples_text: Sequence[tu
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
         examples = [answer_only_example(tokenizer, prompt, answer, max_tokens) for prompt, answer in examples_text]
-        log.info("layer sensitivity of %s: %d examples (%d tokens), %s on %s%s", model_path, len(examples),
-                 sum(len(ids) for ids, _ in examples), dtype, placement.describe(),
-                 ", gradient checkpointing" if gradient_checkpointing else "")
+        log.info(
+            "layer sensitivity of %s: %d examples (%d tokens), %s on %s%s",
+            model_path,
+            len(examples),
+            sum(len(ids) for ids, _ in examples),
+            dtype,
+            placement.describe(),
+            ", gradient checkpointing" if gradient_checkpointing else "",
+        )
         model = load_causal_lm(model_path, placement, torch_dtype, trust_remote_code)
         try:
-            sensitivity = collect_layer_sensitivity(model, examples, gradient_checkpointing=gradient_checkpointing,
-                                                    progress=progress,
-                                                    description=f"Sens-Merging sensitivity ({Path(model_path).name})")
+            sensitivity = collect_layer_sensitivity(
+                model,
+                examples,
+                gradient_checkpointing=gradient_checkpointing,
+                progress=progress,
+                description=f"Sens-Merging sensitivity ({Path(model_path).name})",
+            )
         finally:
             del model
             _free_memory()
@@ -475,7 +537,9 @@ def compute_layer_sensitivity(model_path: str | Path, examples_text: Sequence[tu
         return sensitivity
 
     sensitivity = cache.get_or_compute(compute)
-    log.info("layer sensitivity of %s (normalized): %s", model_path, np.array2string(sensitivity.normalized, precision=4))
+    log.info(
+        "layer sensitivity of %s (normalized): %s", model_path, np.array2string(sensitivity.normalized, precision=4)
+    )
     return sensitivity
 
 
@@ -485,23 +549,33 @@ def compute_layer_sensitivity(model_path: str | Path, examples_text: Sequence[tu
 
 def check_sens_settings(alpha: float, temperature: float) -> None:
     """Raise ConfigError unless α is in [0, 1] and T is a positive finite number."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= float(alpha) <= 1.0:
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(alpha) <= 1.0
+    ):
         raise ConfigError(f"merge.alpha={alpha!r}; expected a number in [0, 1] (the fine-tuned model's weight)")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(temperature) or temperature <= 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float, np.integer, np.floating))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
         raise ConfigError(f"merge.temperature={temperature!r}; expected a positive number (the softmax temperature)")
 
 
-def sens_layer_weights(s_base: np.ndarray, s_ft: np.ndarray, alpha: float,
-                       temperature: float) -> tuple[np.ndarray, np.ndarray]:
+def sens_layer_weights(
+    s_base: np.ndarray, s_ft: np.ndarray, alpha: float, temperature: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(c_base, c_ft) per layer: 2 · softmax([(1 − α) · s_base[l], α · s_ft[l]] / T); c_base + c_ft = 2."""
     check_sens_settings(alpha, temperature)
     base = np.asarray(s_base, dtype=np.float64)
     finetuned = np.asarray(s_ft, dtype=np.float64)
     if base.ndim != 1 or base.size == 0 or base.shape != finetuned.shape:
-        raise ConfigError(f"sensitivities of shapes {base.shape} (base) and {finetuned.shape} (fine-tuned); expected "
-                          "two vectors with one value per decoder layer, of equal length")
+        raise ConfigError(
+            f"sensitivities of shapes {base.shape} (base) and {finetuned.shape} (fine-tuned); expected "
+            "two vectors with one value per decoder layer, of equal length"
+        )
     if not (np.isfinite(base).all() and np.isfinite(finetuned).all()):
         raise ConfigError("sensitivities contain NaN or Inf; expected finite values")
     logits = np.stack([(1.0 - alpha) * base, alpha * finetuned]) / temperature
@@ -535,10 +609,14 @@ class SensCoefficients:
 
     def __post_init__(self) -> None:
         check_sens_settings(self.alpha, self.temperature)
-        arrays = {name: np.asarray(getattr(self, name), dtype=np.float64) for name in ("c_base", "c_ft", "s_base", "s_ft")}
+        arrays = {
+            name: np.asarray(getattr(self, name), dtype=np.float64) for name in ("c_base", "c_ft", "s_base", "s_ft")
+        }
         lengths = {name: values.shape for name, values in arrays.items()}
         if len(set(lengths.values())) != 1 or arrays["c_base"].ndim != 1 or arrays["c_base"].size == 0:
-            raise ConfigError(f"Sens-Merging coefficients of shapes {lengths}; expected one value per decoder layer each")
+            raise ConfigError(
+                f"Sens-Merging coefficients of shapes {lengths}; expected one value per decoder layer each"
+            )
         for name, values in arrays.items():
             setattr(self, name, values)
         self.alpha, self.temperature = float(self.alpha), float(self.temperature)
@@ -554,16 +632,31 @@ class SensCoefficients:
         if layer is None:
             return 1.0, 1.0
         if layer >= self.num_layers:
-            raise ConfigError(f"parameter {parameter_name!r} is in decoder layer {layer} but the Sens-Merging weights "
-                              f"cover {self.num_layers} layers; expected sensitivities of the merged architecture")
+            raise ConfigError(
+                f"parameter {parameter_name!r} is in decoder layer {layer} but the Sens-Merging weights "
+                f"cover {self.num_layers} layers; expected sensitivities of the merged architecture"
+            )
         return float(self.c_base[layer]), float(self.c_ft[layer])
 
     def to_dict(self) -> dict[str, Any]:
-        layers = [{"layer": index, "c_base": float(self.c_base[index]), "c_ft": float(self.c_ft[index]),
-                   "s_base": float(self.s_base[index]), "s_ft": float(self.s_ft[index])}
-                  for index in range(self.num_layers)]
-        return {"method": "sens", "alpha": self.alpha, "temperature": self.temperature, "num_layers": self.num_layers,
-                "layers": layers, "metadata": self.metadata}
+        layers = [
+            {
+                "layer": index,
+                "c_base": float(self.c_base[index]),
+                "c_ft": float(self.c_ft[index]),
+                "s_base": float(self.s_base[index]),
+                "s_ft": float(self.s_ft[index]),
+            }
+            for index in range(self.num_layers)
+        ]
+        return {
+            "method": "sens",
+            "alpha": self.alpha,
+            "temperature": self.temperature,
+            "num_layers": self.num_layers,
+            "layers": layers,
+            "metadata": self.metadata,
+        }
 
     def to_json(self, path: str | Path) -> Path:
         """Write the per-layer weights and sensitivities (atomically)."""
@@ -571,14 +664,21 @@ class SensCoefficients:
         return atomic_write(path, lambda handle: handle.write(text.encode()))
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "SensCoefficients":
+    def from_json(cls, path: str | Path) -> SensCoefficients:
         data = json.loads(Path(path).read_text())
 
         def column(key: str) -> np.ndarray:
             return np.array([layer[key] for layer in data["layers"]])
 
-        return cls(c_base=column("c_base"), c_ft=column("c_ft"), alpha=data["alpha"], temperature=data["temperature"],
-                   s_base=column("s_base"), s_ft=column("s_ft"), metadata=data.get("metadata", {}))
+        return cls(
+            c_base=column("c_base"),
+            c_ft=column("c_ft"),
+            alpha=data["alpha"],
+            temperature=data["temperature"],
+            s_base=column("s_base"),
+            s_ft=column("s_ft"),
+            metadata=data.get("metadata", {}),
+        )
 
     def plot(self, path: str | Path) -> Path:
         """Write a PNG: c_base and c_ft per decoder layer."""
@@ -600,16 +700,31 @@ class SensCoefficients:
         return save_line_plot(figure, axis, path)
 
 
-def compute_sens_coefficients(base: LayerSensitivity, finetuned: LayerSensitivity, alpha: float, temperature: float,
-                              metadata: dict[str, Any] | None = None) -> SensCoefficients:
+def compute_sens_coefficients(
+    base: LayerSensitivity,
+    finetuned: LayerSensitivity,
+    alpha: float,
+    temperature: float,
+    metadata: dict[str, Any] | None = None,
+) -> SensCoefficients:
     """The Sens-Merging weights from the two models' layer sensitivities."""
     if base.num_layers != finetuned.num_layers:
-        raise ConfigError(f"the base has {base.num_layers} decoder layers and the fine-tuned model "
-                          f"{finetuned.num_layers}; expected the same architecture")
+        raise ConfigError(
+            f"the base has {base.num_layers} decoder layers and the fine-tuned model "
+            f"{finetuned.num_layers}; expected the same architecture"
+        )
     s_base, s_ft = base.normalized, finetuned.normalized
     c_base, c_ft = sens_layer_weights(s_base, s_ft, alpha, temperature)
-    log.info("Sens-Merging weights (α=%g, T=%g): c_base in [%.4f, %.4f], c_ft in [%.4f, %.4f]", alpha, temperature,
-             c_base.min(), c_base.max(), c_ft.min(), c_ft.max())
+    log.info(
+        "Sens-Merging weights (α=%g, T=%g): c_base in [%.4f, %.4f], c_ft in [%.4f, %.4f]",
+        alpha,
+        temperature,
+        c_base.min(),
+        c_base.max(),
+        c_ft.min(),
+        c_ft.max(),
+    )
     provenance = {"base": base.metadata, "finetuned": finetuned.metadata, **(metadata or {})}
-    return SensCoefficients(c_base=c_base, c_ft=c_ft, alpha=alpha, temperature=temperature, s_base=s_base, s_ft=s_ft,
-                            metadata=provenance)
+    return SensCoefficients(
+        c_base=c_base, c_ft=c_ft, alpha=alpha, temperature=temperature, s_base=s_base, s_ft=s_ft, metadata=provenance
+    )

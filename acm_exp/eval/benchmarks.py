@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from acm_exp.errors import ConfigError
-from acm_exp.paths import iter_jsonl
 from acm_exp.eval.grading import ANSWER_FORMATS, gold_answer
+from acm_exp.paths import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,9 @@ def validate_benchmark(key: str, cfg: Mapping, data_dir: Path | None, graders: M
         raise ConfigError(f"{where}.hub_overrides has unknown key(s) {unknown}; expected any of {HUB_OVERRIDE_KEYS}")
     overridden_format = (cfg.get("hub_overrides") or {}).get("answer_format")
     if overridden_format is not None and overridden_format not in ANSWER_FORMATS:
-        raise ConfigError(f"{where}.hub_overrides.answer_format={overridden_format!r}; expected one of {ANSWER_FORMATS}")
+        raise ConfigError(
+            f"{where}.hub_overrides.answer_format={overridden_format!r}; expected one of {ANSWER_FORMATS}"
+        )
     allowed_options = _allowed_options(cfg)
     unknown = sorted(set(cfg.get("options") or {}) - set(allowed_options))
     if unknown:
@@ -97,8 +99,10 @@ def validate_benchmark(key: str, cfg: Mapping, data_dir: Path | None, graders: M
         raise ConfigError(f"{where}.answer_field is empty; a math benchmark needs its gold answer column")
     if local_file(cfg, data_dir) is None and not cfg.get("source"):
         wanted = cfg.get("local_path") or "(no local_path)"
-        raise ConfigError(f"{where}: local file {wanted!r} not found under data_dir={data_dir} and no hub source set; "
-                          "expected an existing local_path or a Hugging Face dataset id in source")
+        raise ConfigError(
+            f"{where}: local file {wanted!r} not found under data_dir={data_dir} and no hub source set; "
+            "expected an existing local_path or a Hugging Face dataset id in source"
+        )
     path = local_file(cfg, data_dir)
     if path is not None and cfg.get("grader") != LIVECODEBENCH_GRADER:
         stat = path.stat()
@@ -115,8 +119,10 @@ def check_local_rows(path: str, mtime_ns: int, size: int, fields: FieldSpec, ben
         raise ConfigError(f"benchmark {benchmark}: {path} has no rows; expected at least one example")
     for position, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            raise ConfigError(f"benchmark {benchmark}: row {position} of {path} is a {type(row).__name__}; "
-                              "expected an object with the configured columns")
+            raise ConfigError(
+                f"benchmark {benchmark}: row {position} of {path} is a {type(row).__name__}; "
+                "expected an object with the configured columns"
+            )
         parse_example(row, position, fields, benchmark)
     return len(rows)
 
@@ -171,8 +177,10 @@ def load_benchmark(cfg: Mapping, data_dir: Path | None = None, limit: int | None
         rows = _load_hub(cfg)
         fields = field_spec(cfg, from_hub=True)
     else:
-        raise ConfigError(f"benchmark {name}: local file {cfg.get('local_path')!r} not found under "
-                          f"data_dir={data_dir} and no hub source; expected one of them")
+        raise ConfigError(
+            f"benchmark {name}: local file {cfg.get('local_path')!r} not found under "
+            f"data_dir={data_dir} and no hub source; expected one of them"
+        )
     if not rows:
         raise ConfigError(f"benchmark {name}: the source has no rows; expected at least one example")
     return [parse_example(rows[i], i, fields, name) for i in subset_indices(len(rows), limit)]
@@ -210,8 +218,9 @@ def gold_text(raw_gold: Any) -> str:
 
 def _column(row: Mapping[str, Any], column: str, benchmark: str, position: int) -> Any:
     if column not in row:
-        raise ConfigError(f"benchmark {benchmark}: column {column!r} not in row {position}; "
-                          f"expected one of {sorted(row)}")
+        raise ConfigError(
+            f"benchmark {benchmark}: column {column!r} not in row {position}; expected one of {sorted(row)}"
+        )
     return row[column]
 
 
@@ -224,7 +233,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         try:
             content = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ConfigError(f"benchmark file {path} is not valid JSON ({error}); expected a JSON list of rows") from None
+            raise ConfigError(
+                f"benchmark file {path} is not valid JSON ({error}); expected a JSON list of rows"
+            ) from None
         if isinstance(content, dict) and isinstance(content.get("data"), list):
             return content["data"]
         if isinstance(content, list):
@@ -257,8 +268,12 @@ def _load_toy(cfg: Mapping) -> list[dict[str, Any]]:
     from acm_exp.toy import toy_problems
 
     options = dict(cfg.get("options") or {})
-    return [dict(row) for row in toy_problems(cfg.get("split", "test"), n=int(options.get("n", 100)),
-                                              seed=int(options.get("seed", 0)))]
+    return [
+        dict(row)
+        for row in toy_problems(
+            cfg.get("split", "test"), n=int(options.get("n", 100)), seed=int(options.get("seed", 0))
+        )
+    ]
 
 
 def _load_livecodebench(cfg: Mapping, path: Path | None) -> list[dict[str, Any]]:
@@ -268,5 +283,4 @@ def _load_livecodebench(cfg: Mapping, path: Path | None) -> list[dict[str, Any]]
     if not source:
         raise ConfigError(f"benchmark {cfg['name']}: no LiveCodeBench source; expected a hub id or a local file")
     release, start_date, end_date = livecodebench_window(dict(cfg.get("options") or {}))
-    return [dict(row) for row in load_livecodebench(source, release=release, start_date=start_date,
-                                                    end_date=end_date)]
+    return [dict(row) for row in load_livecodebench(source, release=release, start_date=start_date, end_date=end_date)]

@@ -35,12 +35,20 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 def _functions() -> dict[str, Callable[..., Any]]:
     from acm_exp.eval import grading
 
-    return {"grade_math": grading.grade_math_unbounded, "grade_gsm8k": grading.grade_gsm8k_unbounded,
-            "is_equiv": grading.is_equiv_unbounded, "extract_answer": grading.extract_answer_unbounded}
+    return {
+        "grade_math": grading.grade_math_unbounded,
+        "grade_gsm8k": grading.grade_gsm8k_unbounded,
+        "is_equiv": grading.is_equiv_unbounded,
+        "extract_answer": grading.extract_answer_unbounded,
+    }
 
 
-_WARM_UP = (("is_equiv", ["2\\sqrt{5}", "\\sqrt{20}"]), ("is_equiv", ["3.1416", "\\pi"]),
-            ("is_equiv", ["x^2+2x+1=0", "(x+1)^2=0"]), ("extract_answer", ["so $x = \\frac{1}{2}$ and 3"]))
+_WARM_UP = (
+    ("is_equiv", ["2\\sqrt{5}", "\\sqrt{20}"]),
+    ("is_equiv", ["3.1416", "\\pi"]),
+    ("is_equiv", ["x^2+2x+1=0", "(x+1)^2=0"]),
+    ("extract_answer", ["so $x = \\frac{1}{2}$ and 3"]),
+)
 
 
 class TimeLimitExceeded(Exception):
@@ -73,8 +81,13 @@ class _Helper:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "acm_exp.eval.bounded"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1,
+            [sys.executable, "-m", "acm_exp.eval.bounded"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            text=True,
+            bufsize=1,
         )
         self._worker_pid = None
 

@@ -80,18 +80,24 @@ def _driver_source() -> str:
     return Path(harness_driver.__file__).read_text(encoding="utf-8")
 
 
-def _run_driver(payload: dict[str, Any], timeout_s: float, limits: SandboxLimits | None,
-                isolation: str | None) -> tuple[ProgramResult, list[dict[str, Any]]]:
+def _run_driver(
+    payload: dict[str, Any], timeout_s: float, limits: SandboxLimits | None, isolation: str | None
+) -> tuple[ProgramResult, list[dict[str, Any]]]:
     """Run harness_driver on `payload` in the sandbox; its records, in order. The token that
     marks them reaches the program only on stdin, never in its source."""
     token = f"ACM_EXP_RECORD_{secrets.token_hex(8)}:"
-    result = run_program(_driver_source(), stdin=json.dumps({**payload, "token": token}),
-                         timeout_s=timeout_s, limits=limits, isolation=isolation)
+    result = run_program(
+        _driver_source(),
+        stdin=json.dumps({**payload, "token": token}),
+        timeout_s=timeout_s,
+        limits=limits,
+        isolation=isolation,
+    )
     records = []
     for line in result.stdout.splitlines():
         if line.startswith(token):
             try:
-                records.append(json.loads(line[len(token):]))
+                records.append(json.loads(line[len(token) :]))
             except json.JSONDecodeError:
                 continue
     return result, records
@@ -174,8 +180,10 @@ _DEF_NAME = re.compile(r"^def\s+([A-Za-z_]\w*)\s*\(", re.M)
 def _require_fields(example: Mapping, fields: tuple[str, ...], benchmark: str) -> None:
     missing = [name for name in fields if not isinstance(example.get(name), str)]
     if missing:
-        raise ConfigError(f"{benchmark} example {example.get('id', example.get('question_id'))!r}: "
-                          f"missing text field(s) {missing}; expected {list(fields)}")
+        raise ConfigError(
+            f"{benchmark} example {example.get('id', example.get('question_id'))!r}: "
+            f"missing text field(s) {missing}; expected {list(fields)}"
+        )
 
 
 def humaneval_pro_prompt(example: Mapping) -> str:
@@ -235,11 +243,13 @@ def humaneval_pro_official_program(example: Mapping, completion: str, continued:
     return head + completion + "\n" + example["test_code"]
 
 
-def _humaneval_official_verdict(program: str, timeout_s: float, limits: SandboxLimits | None,
-                                isolation: str | None) -> tuple[bool, str, str]:
+def _humaneval_official_verdict(
+    program: str, timeout_s: float, limits: SandboxLimits | None, isolation: str | None
+) -> tuple[bool, str, str]:
     # HF code_eval joins its worker after timeout + 1 s; the extra seconds cover the sandbox's start.
-    result, records = _run_driver({"kind": "humaneval", "program": program, "timeout": timeout_s},
-                                  timeout_s + 3.0, limits, isolation)
+    result, records = _run_driver(
+        {"kind": "humaneval", "program": program, "timeout": timeout_s}, timeout_s + 3.0, limits, isolation
+    )
     if not records:
         status, detail = _missing_record(result, "program")
         return False, status, detail
@@ -252,28 +262,40 @@ def _humaneval_official_verdict(program: str, timeout_s: float, limits: SandboxL
     return False, GRADE_WRONG_ANSWER if "AssertionError" in detail else "error", detail
 
 
-def _grade_humaneval_pro_official(example: Mapping, response: str, timeout_s: float,
-                                  response_prefix: str | None, limits: SandboxLimits | None,
-                                  isolation: str | None) -> CodeGrade:
+def _grade_humaneval_pro_official(
+    example: Mapping,
+    response: str,
+    timeout_s: float,
+    response_prefix: str | None,
+    limits: SandboxLimits | None,
+    isolation: str | None,
+) -> CodeGrade:
     completion = humaneval_pro_completion(response, response_prefix)
     continued = response_prefix is not None
-    raw = _humaneval_official_verdict(humaneval_pro_official_program(example, completion, continued),
-                                      timeout_s, limits, isolation)
+    raw = _humaneval_official_verdict(
+        humaneval_pro_official_program(example, completion, continued), timeout_s, limits, isolation
+    )
     sanitized_completion = sanitize_humaneval_pro(completion)
     if sanitized_completion == completion:
         return CodeGrade(raw[0], completion, raw[1], raw[2], raw_passed=raw[0], sanitized_passed=raw[0])
     if raw[0]:  # passed either way: the sanitised run could not change the verdict, so it is skipped
         return CodeGrade(True, completion, raw[1], raw[2], raw_passed=True, sanitized_passed=None)
     sanitized = _humaneval_official_verdict(
-        humaneval_pro_official_program(example, sanitized_completion, continued), timeout_s, limits, isolation)
+        humaneval_pro_official_program(example, sanitized_completion, continued), timeout_s, limits, isolation
+    )
     passed, status, detail = sanitized if sanitized[0] else raw
     detail = f"{detail} (raw failed, sanitised {'passed' if sanitized[0] else 'failed'})"
     return CodeGrade(passed, completion, status, detail, raw_passed=False, sanitized_passed=sanitized[0])
 
 
-def _grade_humaneval_pro_lenient(example: Mapping, response: str, timeout_s: float,
-                                 response_prefix: str | None, limits: SandboxLimits | None,
-                                 isolation: str | None) -> CodeGrade:
+def _grade_humaneval_pro_lenient(
+    example: Mapping,
+    response: str,
+    timeout_s: float,
+    response_prefix: str | None,
+    limits: SandboxLimits | None,
+    isolation: str | None,
+) -> CodeGrade:
     code = extract_code(response, response_prefix)
     # The tests are bare asserts: a program that exits early (sys.exit, os._exit) would "pass" on
     # exit status alone, so success also needs a line only the end of the tests prints.
@@ -290,9 +312,16 @@ def _grade_humaneval_pro_lenient(example: Mapping, response: str, timeout_s: flo
     return CodeGrade(False, code, status, last or f"{result.status} (exit {result.returncode})")
 
 
-def grade_humaneval_pro(example: Mapping, response: str, timeout_s: float = HUMANEVAL_PRO_TIMEOUT_S,
-                        response_prefix: str | None = None, limits: SandboxLimits | None = None, *,
-                        mode: str = OFFICIAL, isolation: str | None = None) -> CodeGrade:
+def grade_humaneval_pro(
+    example: Mapping,
+    response: str,
+    timeout_s: float = HUMANEVAL_PRO_TIMEOUT_S,
+    response_prefix: str | None = None,
+    limits: SandboxLimits | None = None,
+    *,
+    mode: str = OFFICIAL,
+    isolation: str | None = None,
+) -> CodeGrade:
     """Pass when the program runs to its end with every assert holding.
 
     `response_prefix`: the prefix the model continued, if the prompt used one
@@ -303,8 +332,7 @@ def grade_humaneval_pro(example: Mapping, response: str, timeout_s: float = HUMA
     acm_exp.eval.sandbox (None: $ACM_EXP_SANDBOX, else auto).
     """
     _require_fields(example, _HUMANEVAL_PRO_FIELDS, "HumanEval-Pro")
-    grade = (_grade_humaneval_pro_official if check_code_grading(mode) == OFFICIAL
-             else _grade_humaneval_pro_lenient)
+    grade = _grade_humaneval_pro_official if check_code_grading(mode) == OFFICIAL else _grade_humaneval_pro_lenient
     return grade(example, response, timeout_s, response_prefix, limits, isolation)
 
 
@@ -319,8 +347,11 @@ LIVECODEBENCH_RELEASES: dict[str, tuple[str, ...]] = {
     **{f"release_v{n}": _LCB_FILES[:n] for n in range(1, len(_LCB_FILES) + 1)},
     "release_latest": _LCB_FILES,
     **{f"v{n}": (_LCB_FILES[n - 1],) for n in range(1, len(_LCB_FILES) + 1)},
-    **{f"v{a}_v{b}": _LCB_FILES[a - 1:b] for a in range(1, len(_LCB_FILES) + 1)
-       for b in range(a + 1, len(_LCB_FILES) + 1)},
+    **{
+        f"v{a}_v{b}": _LCB_FILES[a - 1 : b]
+        for a in range(1, len(_LCB_FILES) + 1)
+        for b in range(a + 1, len(_LCB_FILES) + 1)
+    },
 }
 _DATA_SUFFIXES = (".jsonl", ".parquet")
 
@@ -328,24 +359,65 @@ LIVECODEBENCH_SYSTEM_MESSAGE = (
     "You are an expert Python programmer. You will be given a question (problem specification) and "
     "will generate a correct Python program that matches the specification and passes all tests."
 )
-_LCB_FORMAT_WITH_STARTER = ("You will use the following starter code to write the solution to the "
-                            "problem and enclose your code within delimiters.")
+_LCB_FORMAT_WITH_STARTER = (
+    "You will use the following starter code to write the solution to the "
+    "problem and enclose your code within delimiters."
+)
 _LCB_FORMAT_STDIN = (
     "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly "
     "test on the sample inputs). Enclose your code within delimiters as follows. Ensure that when "
-    "the python program runs, it reads the inputs, runs the algorithm and writes output to STDOUT.")
+    "the python program runs, it reads the inputs, runs the algorithm and writes output to STDOUT."
+)
 
 # lcb_runner's testing_util prepends this to every solution (LeetCode starter code uses List,
 # Optional, ... without importing them) and raises the recursion limit.
 LIVECODEBENCH_IMPORTS = "\n".join(
-    [f"from {m} import *" for m in ("string", "re", "datetime", "collections", "heapq", "bisect",
-                                    "copy", "math", "random", "statistics", "itertools",
-                                    "functools", "operator", "io", "sys", "json", "builtins",
-                                    "typing")]
-    + [f"import {m}" for m in ("string", "re", "datetime", "collections", "heapq", "bisect", "copy",
-                               "math", "random", "statistics", "itertools", "functools",
-                               "operator", "io", "sys", "json")]
-    + ["sys.setrecursionlimit(50000)", ""])
+    [
+        f"from {m} import *"
+        for m in (
+            "string",
+            "re",
+            "datetime",
+            "collections",
+            "heapq",
+            "bisect",
+            "copy",
+            "math",
+            "random",
+            "statistics",
+            "itertools",
+            "functools",
+            "operator",
+            "io",
+            "sys",
+            "json",
+            "builtins",
+            "typing",
+        )
+    ]
+    + [
+        f"import {m}"
+        for m in (
+            "string",
+            "re",
+            "datetime",
+            "collections",
+            "heapq",
+            "bisect",
+            "copy",
+            "math",
+            "random",
+            "statistics",
+            "itertools",
+            "functools",
+            "operator",
+            "io",
+            "sys",
+            "json",
+        )
+    ]
+    + ["sys.setrecursionlimit(50000)", ""]
+)
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
@@ -362,8 +434,9 @@ def decode_private_tests(value: Any, question_id: str = "?") -> list[dict]:
     if isinstance(value, list):
         return value
     if not isinstance(value, str):
-        raise ConfigError(f"LiveCodeBench {question_id}: private_test_cases of type "
-                          f"{type(value).__name__}; expected a string")
+        raise ConfigError(
+            f"LiveCodeBench {question_id}: private_test_cases of type {type(value).__name__}; expected a string"
+        )
     try:
         return json.loads(value)
     except json.JSONDecodeError:
@@ -371,13 +444,16 @@ def decode_private_tests(value: Any, question_id: str = "?") -> list[dict]:
     try:
         payload = _NoGlobalsUnpickler(io.BytesIO(zlib.decompress(base64.b64decode(value)))).load()
     except (pickle.UnpicklingError, zlib.error, ValueError, EOFError, TypeError) as error:
-        raise ConfigError(f"LiveCodeBench {question_id}: private_test_cases is neither JSON nor "
-                          f"base64(zlib(pickle(str))): {error}") from error
+        raise ConfigError(
+            f"LiveCodeBench {question_id}: private_test_cases is neither JSON nor base64(zlib(pickle(str))): {error}"
+        ) from error
     if isinstance(payload, bytes):
         payload = payload.decode("utf-8")
     if not isinstance(payload, str):
-        raise ConfigError(f"LiveCodeBench {question_id}: decoded private_test_cases is a "
-                          f"{type(payload).__name__}; expected a JSON string")
+        raise ConfigError(
+            f"LiveCodeBench {question_id}: decoded private_test_cases is a "
+            f"{type(payload).__name__}; expected a JSON string"
+        )
     return json.loads(payload)
 
 
@@ -392,8 +468,11 @@ def decode_livecodebench_row(row: Mapping) -> dict[str, Any]:
     question_id = str(row.get("question_id", "?"))
     decoded = dict(row)
     decoded["public_test_cases"] = _as_json(row.get("public_test_cases"), [])
-    decoded["private_test_cases"] = (decode_private_tests(row["private_test_cases"], question_id)
-                                     if row.get("private_test_cases") not in (None, "") else [])
+    decoded["private_test_cases"] = (
+        decode_private_tests(row["private_test_cases"], question_id)
+        if row.get("private_test_cases") not in (None, "")
+        else []
+    )
     decoded["metadata"] = _as_json(row.get("metadata"), {})
     decoded["starter_code"] = row.get("starter_code") or ""
     if isinstance(row.get("contest_date"), datetime):
@@ -417,8 +496,9 @@ def _contest_datetime(row: Mapping) -> datetime:
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).replace(tzinfo=None)
     except ValueError as error:
-        raise ConfigError(f"LiveCodeBench {row.get('question_id', '?')}: contest_date {value!r}; "
-                          "expected an ISO datetime") from error
+        raise ConfigError(
+            f"LiveCodeBench {row.get('question_id', '?')}: contest_date {value!r}; expected an ISO datetime"
+        ) from error
 
 
 def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -439,8 +519,9 @@ def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 def _release_files(release: str) -> tuple[str, ...]:
     if release not in LIVECODEBENCH_RELEASES:
-        raise ConfigError(f"LiveCodeBench release {release!r}: expected one of "
-                          "release_v1..release_v6, release_latest, vN or vN_vM")
+        raise ConfigError(
+            f"LiveCodeBench release {release!r}: expected one of release_v1..release_v6, release_latest, vN or vN_vM"
+        )
     return LIVECODEBENCH_RELEASES[release]
 
 
@@ -456,8 +537,7 @@ def _local_files(directory: Path, release: str) -> list[Path]:
         present = [c for c in candidates if c.is_file()]
         (found.append(present[0]) if present else missing.append(name))
     if found and missing:
-        raise ConfigError(f"LiveCodeBench {directory}: release {release} needs {list(wanted)}; "
-                          f"missing {missing}")
+        raise ConfigError(f"LiveCodeBench {directory}: release {release} needs {list(wanted)}; missing {missing}")
     if found:
         return found
     release_dir = directory / release
@@ -467,10 +547,10 @@ def _local_files(directory: Path, release: str) -> list[Path]:
             return files
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in _DATA_SUFFIXES)
     if not files:
-        raise ConfigError(f"LiveCodeBench {directory}: no .jsonl or .parquet files; expected the "
-                          f"release files {list(wanted)}")
-    logger.info("LiveCodeBench %s: no release files for %s; loading all %d data files",
-                directory, release, len(files))
+        raise ConfigError(
+            f"LiveCodeBench {directory}: no .jsonl or .parquet files; expected the release files {list(wanted)}"
+        )
+    logger.info("LiveCodeBench %s: no release files for %s; loading all %d data files", directory, release, len(files))
     return files
 
 
@@ -482,8 +562,9 @@ def _hub_files(repo_id: str, release: str) -> list[Path]:
     names = list(_release_files(release))
     if release == "release_latest":  # newer releases add test7.jsonl, ...
         listed = HfApi().list_repo_files(repo_id, repo_type="dataset")
-        names = sorted((n for n in listed if re.fullmatch(r"test\d*\.jsonl", n)),
-                       key=lambda n: int(re.sub(r"\D", "", n) or 1))
+        names = sorted(
+            (n for n in listed if re.fullmatch(r"test\d*\.jsonl", n)), key=lambda n: int(re.sub(r"\D", "", n) or 1)
+        )
     return [Path(hf_hub_download(repo_id, name, repo_type="dataset")) for name in names]
 
 
@@ -497,8 +578,10 @@ def _source_files(source: str, release: str) -> list[Path]:
         return [path]
     if re.fullmatch(r"[\w.\-]+/[\w.\-]+", source) and not source.startswith((".", "/")):
         return _hub_files(source, release)
-    raise ConfigError(f"LiveCodeBench source {source!r}: no such file or directory; expected a local "
-                      f"directory/file or a hub id like {LIVECODEBENCH_HUB_ID}")
+    raise ConfigError(
+        f"LiveCodeBench source {source!r}: no such file or directory; expected a local "
+        f"directory/file or a hub id like {LIVECODEBENCH_HUB_ID}"
+    )
 
 
 # The problems the DeepSeek-R1 report evaluated its distilled models on: LiveCodeBench 2024-08 to
@@ -518,8 +601,13 @@ def livecodebench_window(options: Mapping) -> tuple[str, str | None, str | None]
     return release, None if start is None else str(start), None if end is None else str(end)
 
 
-def load_livecodebench(source: str, release: str = LIVECODEBENCH_DEFAULT_RELEASE, start_date: str | None = None,
-                       end_date: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+def load_livecodebench(
+    source: str,
+    release: str = LIVECODEBENCH_DEFAULT_RELEASE,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """LiveCodeBench problems with decoded tests and metadata, in file order.
 
     source: a local directory (test.jsonl ... test6.jsonl or parquet), a single data file, or a hub
@@ -581,17 +669,22 @@ def _with_output_room(limits: SandboxLimits | None, expected_chars: int) -> Sand
     return dataclasses.replace(base, max_output_bytes=max(base.max_output_bytes, needed))
 
 
-def _grade_stdin(code: str, tests: list[dict], timeout_s: float,
-                 limits: SandboxLimits | None, isolation: str | None) -> CodeGrade:
+def _grade_stdin(
+    code: str, tests: list[dict], timeout_s: float, limits: SandboxLimits | None, isolation: str | None
+) -> CodeGrade:
     program = LIVECODEBENCH_IMPORTS + "\n" + code + "\n"
     for index, test in enumerate(tests):
         expected = str(test.get("output", ""))
-        result = run_program(program, stdin=str(test.get("input", "")), timeout_s=timeout_s,
-                             limits=_with_output_room(limits, len(expected)), isolation=isolation)
+        result = run_program(
+            program,
+            stdin=str(test.get("input", "")),
+            timeout_s=timeout_s,
+            limits=_with_output_room(limits, len(expected)),
+            isolation=isolation,
+        )
         where = f"test {index + 1}/{len(tests)}"
         if result.status != "ok":
-            return CodeGrade(False, code, result.status,
-                             f"{where}: {_last_line(result.stderr) or result.status}")
+            return CodeGrade(False, code, result.status, f"{where}: {_last_line(result.stderr) or result.status}")
         if not stdout_matches(result.stdout, expected):
             return CodeGrade(False, code, GRADE_WRONG_ANSWER, f"{where}: wrong output")
     return CodeGrade(True, code, GRADE_PASSED, f"{len(tests)} tests passed")
@@ -601,7 +694,7 @@ def _grade_stdin(code: str, tests: list[dict], timeout_s: float,
 # solution runs, see _functional_program), calls Solution().<name>(*args) per test under a
 # per-test alarm and prints one token-prefixed JSON line per test; it stops at the first result
 # that differs (only to save time: the harness re-checks every result itself).
-_FUNCTIONAL_DRIVER = '''
+_FUNCTIONAL_DRIVER = """
 def __acm_exp_run_tests(token, func_name, per_test_s):
     import contextlib as _contextlib, io as _io, json as _json, signal as _signal, sys as _sys
 
@@ -640,15 +733,20 @@ def __acm_exp_run_tests(token, func_name, per_test_s):
 
 
 __acm_exp_run_tests(@TOKEN@, @FUNC_NAME@, @PER_TEST_S@)
-'''
+"""
 
 
 def _functional_program(code: str, func_name: str, token: str, per_test_s: float) -> str:
     # Tests come on stdin and are read before the solution's own top-level code runs.
-    reader = "import json as __acm_exp_json, sys as __acm_exp_sys\n" \
-             "__acm_exp_tests = __acm_exp_json.loads(__acm_exp_sys.stdin.read())\n"
-    driver = (_FUNCTIONAL_DRIVER.replace("@TOKEN@", repr(token))
-              .replace("@FUNC_NAME@", repr(func_name)).replace("@PER_TEST_S@", repr(per_test_s)))
+    reader = (
+        "import json as __acm_exp_json, sys as __acm_exp_sys\n"
+        "__acm_exp_tests = __acm_exp_json.loads(__acm_exp_sys.stdin.read())\n"
+    )
+    driver = (
+        _FUNCTIONAL_DRIVER.replace("@TOKEN@", repr(token))
+        .replace("@FUNC_NAME@", repr(func_name))
+        .replace("@PER_TEST_S@", repr(per_test_s))
+    )
     return reader + LIVECODEBENCH_IMPORTS + "\n" + code + "\n" + driver
 
 
@@ -657,8 +755,9 @@ def _normalize(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _grade_functional(code: str, tests: list[dict], func_name: str, timeout_s: float,
-                      limits: SandboxLimits | None, isolation: str | None) -> CodeGrade:
+def _grade_functional(
+    code: str, tests: list[dict], func_name: str, timeout_s: float, limits: SandboxLimits | None, isolation: str | None
+) -> CodeGrade:
     try:
         calls = [[json.loads(line) for line in str(test["input"]).split("\n")] for test in tests]
         expected = [_normalize(json.loads(str(test["output"]))) for test in tests]
@@ -669,13 +768,18 @@ def _grade_functional(code: str, tests: list[dict], func_name: str, timeout_s: f
     program = _functional_program(code, func_name, token, timeout_s)
     expected_chars = sum(len(str(test["output"])) for test in tests)
     # The per-test alarm enforces timeout_s per call; the whole run gets every test's budget.
-    result = run_program(program, stdin=payload, timeout_s=timeout_s * len(tests) + 2.0,
-                         limits=_with_output_room(limits, expected_chars), isolation=isolation)
+    result = run_program(
+        program,
+        stdin=payload,
+        timeout_s=timeout_s * len(tests) + 2.0,
+        limits=_with_output_room(limits, expected_chars),
+        isolation=isolation,
+    )
     records = {}
     for line in result.stdout.splitlines():
         if line.startswith(token):
             try:
-                record = json.loads(line[len(token):])
+                record = json.loads(line[len(token) :])
                 records[int(record["i"])] = record
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
@@ -703,7 +807,7 @@ def extract_livecodebench_code(response: str, base_model_style: bool = False) ->
     fences = [index for index, line in enumerate(lines) if "```" in line]
     if len(fences) < 2:
         return ""
-    return "\n".join(lines[fences[-2] + 1:fences[-1]])
+    return "\n".join(lines[fences[-2] + 1 : fences[-1]])
 
 
 def _official_output_room(limits: SandboxLimits | None, expected_chars: int) -> SandboxLimits:
@@ -711,22 +815,35 @@ def _official_output_room(limits: SandboxLimits | None, expected_chars: int) -> 
     return _with_output_room(limits, 2 * expected_chars)
 
 
-def _grade_livecodebench_official(code: str, tests: list[dict], func_name: str | None, timeout_s: float,
-                                  limits: SandboxLimits | None, isolation: str | None) -> CodeGrade:
+def _grade_livecodebench_official(
+    code: str,
+    tests: list[dict],
+    func_name: str | None,
+    timeout_s: float,
+    limits: SandboxLimits | None,
+    isolation: str | None,
+) -> CodeGrade:
     inputs = [str(test.get("input", "")) for test in tests]
     outputs = [str(test.get("output", "")) for test in tests]
-    payload = {"kind": "lcb_call" if func_name else "lcb_stdin", "code": code, "fn_name": func_name,
-               "preamble": LIVECODEBENCH_IMPORTS, "timeout": timeout_s, "inputs": inputs, "outputs": outputs}
+    payload = {
+        "kind": "lcb_call" if func_name else "lcb_stdin",
+        "code": code,
+        "fn_name": func_name,
+        "preamble": LIVECODEBENCH_IMPORTS,
+        "timeout": timeout_s,
+        "inputs": inputs,
+        "outputs": outputs,
+    }
     # lcb_runner's global limit on one problem's worker: (timeout + 1) per test, plus 5 s.
     overall_s = (timeout_s + 1.0) * len(tests) + 5.0
-    result, records = _run_driver(payload, overall_s, _official_output_room(limits, sum(map(len, outputs))),
-                                  isolation)
+    result, records = _run_driver(payload, overall_s, _official_output_room(limits, sum(map(len, outputs))), isolation)
     by_test = {record["i"]: record for record in records if isinstance(record.get("i"), int)}
     for record in records:
         for stage in ("compile", "abort"):
             if stage in record:
-                return CodeGrade(False, code, record[stage].get("status", "error"),
-                                 f"{stage}: {record[stage].get('detail', '')}")
+                return CodeGrade(
+                    False, code, record[stage].get("status", "error"), f"{stage}: {record[stage].get('detail', '')}"
+                )
     for index, expected in enumerate(outputs):
         where = f"test {index + 1}/{len(tests)}"
         record = by_test.get(index)
@@ -743,9 +860,16 @@ def _grade_livecodebench_official(code: str, tests: list[dict], func_name: str |
     return CodeGrade(True, code, GRADE_PASSED, f"{len(tests)} tests passed")
 
 
-def grade_livecodebench(example: Mapping, response: str, timeout_s: float = LIVECODEBENCH_TIMEOUT_S,
-                        limits: SandboxLimits | None = None, *, mode: str = OFFICIAL,
-                        base_model_style: bool = False, isolation: str | None = None) -> CodeGrade:
+def grade_livecodebench(
+    example: Mapping,
+    response: str,
+    timeout_s: float = LIVECODEBENCH_TIMEOUT_S,
+    limits: SandboxLimits | None = None,
+    *,
+    mode: str = OFFICIAL,
+    base_model_style: bool = False,
+    isolation: str | None = None,
+) -> CodeGrade:
     """Pass when the response's program passes every public and private test.
 
     `example`: a row as load_livecodebench returns it (or a raw dataset row). `timeout_s` is per

@@ -51,16 +51,16 @@ def _grade_humaneval_pro(example: Example, response: str, timeout_s: float | Non
 
     # Every prompt format opens the response with this prefix (acm_exp.eval.prompts): put it back.
     prefix = humaneval_pro_response_prefix(example.row)
-    result = grade_humaneval_pro(example.row, response, timeout_s=timeout_s or HUMANEVAL_PRO_TIMEOUT_S,
-                                 response_prefix=prefix, **code_options)
+    result = grade_humaneval_pro(
+        example.row, response, timeout_s=timeout_s or HUMANEVAL_PRO_TIMEOUT_S, response_prefix=prefix, **code_options
+    )
     return Grade(result.extracted, bool(result.passed), result.status)
 
 
 def _grade_livecodebench(example: Example, response: str, timeout_s: float | None, **code_options) -> Grade:
     from acm_exp.eval.code import LIVECODEBENCH_TIMEOUT_S, grade_livecodebench
 
-    result = grade_livecodebench(example.row, response, timeout_s=timeout_s or LIVECODEBENCH_TIMEOUT_S,
-                                 **code_options)
+    result = grade_livecodebench(example.row, response, timeout_s=timeout_s or LIVECODEBENCH_TIMEOUT_S, **code_options)
     return Grade(result.extracted, bool(result.passed), result.status)
 
 
@@ -72,18 +72,29 @@ GRADERS: dict[str, Grader] = {
 }
 
 
-def grade_all(grader_name: str, examples: Sequence[Example], responses: Sequence[str], *,
-              timeout_s: float | None = None, workers: int, desc: str = "grading",
-              code_grading: str = "official", isolation: str | None = None,
-              math_numeric: str = "precision") -> list[Grade]:
+def grade_all(
+    grader_name: str,
+    examples: Sequence[Example],
+    responses: Sequence[str],
+    *,
+    timeout_s: float | None = None,
+    workers: int,
+    desc: str = "grading",
+    code_grading: str = "official",
+    isolation: str | None = None,
+    math_numeric: str = "precision",
+) -> list[Grade]:
     """Grade every (example, response) pair, in order; code graders run ``workers`` at a time.
 
     Code graders only: ``timeout_s`` (None: the benchmark's official limit), ``code_grading``
     ("official" or "lenient") and the sandbox ``isolation`` (see acm_exp.eval.sandbox). Math
     graders only: the numeric rule ``math_numeric`` (eval.grading.numeric)."""
     grader = GRADERS[grader_name]
-    grade = (functools.partial(grader.grade, mode=code_grading, isolation=isolation) if grader.runs_code
-             else functools.partial(grader.grade, numeric=math_numeric))
+    grade = (
+        functools.partial(grader.grade, mode=code_grading, isolation=isolation)
+        if grader.runs_code
+        else functools.partial(grader.grade, numeric=math_numeric)
+    )
     pairs = list(zip(examples, responses, strict=True))
     with tqdm(total=len(pairs), desc=desc, unit="ex") as progress:
         if not grader.runs_code or workers <= 1:

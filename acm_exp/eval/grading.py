@@ -79,6 +79,8 @@ _ANSWER_IS = re.compile(r"the\s+(?:final\s+)?answer\s+is\s*:?\s*", re.IGNORECASE
 # The sentence ends at a line break, or at a period followed by a space or the end of the text
 # (a period between digits is a decimal point).
 _SENTENCE_END = re.compile(r"\n|\.(?=\s|$)")
+
+
 def _unescaped_braces(text: str, start: int = 0):
     """(index, "{" or "}") of every brace from ``start`` on, skipping escapes (``\\{``) and other
     control sequences, as TeX does."""
@@ -100,7 +102,7 @@ def _braced_group(text: str, open_index: int) -> tuple[str, int] | None:
     for index, char in _unescaped_braces(text, open_index):
         depth += 1 if char == "{" else -1
         if depth == 0:
-            return text[open_index + 1:index], index + 1
+            return text[open_index + 1 : index], index + 1
     return None
 
 
@@ -127,7 +129,7 @@ def _box_content(text: str, start: int, pairs: dict[int, int]) -> tuple[str, int
         index += 1
     if index < len(text) and text[index] == "{":
         close = pairs.get(index)
-        return (text[index + 1:close].strip(), close + 1) if close is not None else None
+        return (text[index + 1 : close].strip(), close + 1) if close is not None else None
     if index == start:
         # "\\boxedx" is another command name, not a box.
         return None
@@ -174,7 +176,7 @@ def final_boxes(text: str) -> list[str]:
         return []
     run = [boxes[-1]]
     for box in reversed(boxes[:-1]):
-        gap = text[box[1]:run[0][0]]
+        gap = text[box[1] : run[0][0]]
         if len(gap) > _BOX_GAP_MAX_CHARS or not _BOX_GAP.fullmatch(gap):
             break
         run.insert(0, box)
@@ -185,10 +187,10 @@ def _answer_is(text: str) -> str | None:
     """What follows the last "the answer is", up to the end of its sentence or line."""
     matches = list(_ANSWER_IS.finditer(text))
     for match in reversed(matches):
-        rest = text[match.end():]
+        rest = text[match.end() :]
         end = _SENTENCE_END.search(rest)
         # Quotes around an answer are punctuation ('is "$12$ and $13$".').
-        answer = (rest[:end.start()] if end else rest).strip().rstrip(".").strip().strip('\\"\'').strip()
+        answer = (rest[: end.start()] if end else rest).strip().rstrip(".").strip().strip("\\\"'").strip()
         if answer:
             return answer
     return None
@@ -274,8 +276,14 @@ _SPACED_THOUSANDS = re.compile(r"^-?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?$")
 # A choice letter, alone or followed by its text ("(B)", "C. x = 42").
 _CHOICE = re.compile(r"^\(?([A-E])\)?(?:[.:]\s.*)?$", re.DOTALL)
 _ALIASES = (
-    ("\\leqslant", "\\le"), ("\\geqslant", "\\ge"), ("\\leq", "\\le"), ("\\geq", "\\ge"), ("\\neq", "\\ne"),
-    ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\cfrac", "\\frac"),
+    ("\\leqslant", "\\le"),
+    ("\\geqslant", "\\ge"),
+    ("\\leq", "\\le"),
+    ("\\geq", "\\ge"),
+    ("\\neq", "\\ne"),
+    ("\\dfrac", "\\frac"),
+    ("\\tfrac", "\\frac"),
+    ("\\cfrac", "\\frac"),
 )
 # ASCII relations as LaTeX writes them; "\lt" and "\gt" as plain signs.
 _ASCII_RELATIONS = ((">=", "\\ge "), ("<=", "\\le "), ("!=", "\\ne "), ("\\lt", "<"), ("\\gt", ">"))
@@ -312,7 +320,7 @@ def _brace_macro_arguments(text: str, macro: str, n_args: int) -> str:
             close = text.find("]", index)
             if close < 0:
                 continue
-            optional, index = text[index:close + 1], close + 1
+            optional, index = text[index : close + 1], close + 1
         arguments = []
         for _ in range(n_args):
             argument = _macro_argument(text, index)
@@ -322,9 +330,8 @@ def _brace_macro_arguments(text: str, macro: str, n_args: int) -> str:
             index = argument[1]
         if len(arguments) < n_args:
             continue
-        out.append(text[position:match.start()])
-        out.append(macro + optional + "".join("{" + _brace_macro_arguments(a, macro, n_args) + "}"
-                                              for a in arguments))
+        out.append(text[position : match.start()])
+        out.append(macro + optional + "".join("{" + _brace_macro_arguments(a, macro, n_args) + "}" for a in arguments))
         position = index
     out.append(text[position:])
     return "".join(out)
@@ -346,7 +353,7 @@ def _unwrap_boxes(text: str) -> str:
         group = _braced_group(text, match.end() - 1) if match else None
         if group is None:
             break
-        text = text[:match.start()] + group[0] + text[group[1]:]
+        text = text[: match.start()] + group[0] + text[group[1] :]
     return text
 
 
@@ -390,8 +397,12 @@ def _is_label(text: str) -> bool:
     """Whether ``text`` names something (no digits outside subscripts, no relation) rather than
     being a value or one side of an equation."""
     bare = _SUBSCRIPT.sub("", text)
-    return (bool(re.search(r"[a-zA-Z]", bare)) and not re.search(r"\d", bare)
-            and not _RELATION_SIGNS.search(text) and len(text) <= 40)
+    return (
+        bool(re.search(r"[a-zA-Z]", bare))
+        and not re.search(r"\d", bare)
+        and not _RELATION_SIGNS.search(text)
+        and len(text) <= 40
+    )
 
 
 def _split_label(text: str) -> tuple[str | None, str]:
@@ -399,7 +410,7 @@ def _split_label(text: str) -> tuple[str | None, str]:
     match = _LABEL_END.search(text)
     if not match or text.count("=") > 1:
         return None, text
-    label, value = text[:match.start()].strip(), text[match.end():].strip()
+    label, value = text[: match.start()].strip(), text[match.end() :].strip()
     if not label or not value or not _is_label(label) or _LABEL_END.search(value):
         return None, text
     return _compact(label), value
@@ -481,7 +492,7 @@ def _decimal(text: str) -> Number:
     if "." not in mantissa or not mantissa.split(".")[1]:
         return Number(value, None if not exponent else scale / 2)
     places = len(mantissa.split(".")[1])
-    return Number(value, Fraction(1, 2 * 10 ** places) * scale)
+    return Number(value, Fraction(1, 2 * 10**places) * scale)
 
 
 def parse_number(answer: str) -> Number | None:
@@ -553,8 +564,9 @@ def _qwen_match(pred: Number, gold: Number) -> bool:
         prediction, reference = float(pred.value), float(gold.value)
     except OverflowError:
         return pred.value == gold.value
-    return any(math.isclose(prediction, item, rel_tol=QWEN_REL_TOL)
-               for item in (reference / 100, reference, reference * 100))
+    return any(
+        math.isclose(prediction, item, rel_tol=QWEN_REL_TOL) for item in (reference / 100, reference, reference * 100)
+    )
 
 
 def numbers_equal(pred: str, gold: str) -> bool | None:
@@ -566,8 +578,11 @@ def numbers_equal(pred: str, gold: str) -> bool | None:
         return None
     if _NUMERIC_RULE.get() == "qwen":
         return _qwen_match(pred_number, gold_number)
-    return any(values_match(p, g) for p in _readings(pred_number, pred_norm.percent)
-               for g in _readings(gold_number, gold_norm.percent))
+    return any(
+        values_match(p, g)
+        for p in _readings(pred_number, pred_norm.percent)
+        for g in _readings(gold_number, gold_norm.percent)
+    )
 
 
 def _decimal_comma(answer: str) -> str | None:
@@ -666,7 +681,7 @@ def _bracketed(text: str) -> tuple[str, str, str] | None:
         for closing in _BRACKETS.values():
             if not text.endswith(closing) or len(text) < len(opening) + len(closing):
                 continue
-            inner = text[len(opening):len(text) - len(closing)]
+            inner = text[len(opening) : len(text) - len(closing)]
             # "(1)(2)" is not one group: the inner part must itself be balanced.
             if _balanced(inner):
                 return opening, inner, closing
@@ -698,8 +713,9 @@ def _same_set(pred_items: list[str], gold_items: list[str], equal: Callable[[str
     gold_keys = [_compact(normalize(item)) for item in gold_items]
     if len(set(gold_keys)) < len(gold_keys):
         return _same_multiset(pred_items, gold_items, equal)
-    return (all(any(equal(p, g) for g in gold_items) for p in pred_items)
-            and all(any(equal(p, g) for p in pred_items) for g in gold_items))
+    return all(any(equal(p, g) for g in gold_items) for p in pred_items) and all(
+        any(equal(p, g) for p in pred_items) for g in gold_items
+    )
 
 
 def _same_multiset(pred_items: list[str], gold_items: list[str], equal: Callable[[str, str], bool]) -> bool:
@@ -712,8 +728,9 @@ def _same_multiset(pred_items: list[str], gold_items: list[str], equal: Callable
     return not remaining
 
 
-def sequences_equal(pred: str, gold: str, equal: Callable[[str, str], bool],
-                    unordered_equal: Callable[[str, str], bool] | None = None) -> bool | None:
+def sequences_equal(
+    pred: str, gold: str, equal: Callable[[str, str], bool], unordered_equal: Callable[[str, str], bool] | None = None
+) -> bool | None:
     """Element-wise comparison of tuples / intervals (ordered) and sets / bare lists / unions
     (unordered, as sets); None when neither answer is such a collection.
 
@@ -726,8 +743,10 @@ def sequences_equal(pred: str, gold: str, equal: Callable[[str, str], bool],
         if len(pred_union) != len(gold_union):
             return False
         return _same_set(
-            pred_union, gold_union,
-            lambda p, g: bool(sequences_equal(p, g, equal, unordered_equal)) or unordered_equal(p, g))
+            pred_union,
+            gold_union,
+            lambda p, g: bool(sequences_equal(p, g, equal, unordered_equal)) or unordered_equal(p, g),
+        )
     pred_group, gold_group = _bracketed(pred), _bracketed(gold)
     if pred_group and gold_group:
         if pred_group[0] == "\\{" and gold_group[0] == "\\{":
@@ -741,7 +760,7 @@ def sequences_equal(pred: str, gold: str, equal: Callable[[str, str], bool],
             return None
         if len(pred_items) != len(gold_items):
             return False
-        return all(equal(p, g) for p, g in zip(pred_items, gold_items))
+        return all(equal(p, g) for p, g in zip(pred_items, gold_items, strict=False))
     # Bare lists ("1, 3, 5", "1 and 3") and a set spelled \{1, 3, 5\} on one side only: sets.
     pred_items = _set_items(pred, pred_group)
     gold_items = _set_items(gold, gold_group)
@@ -752,7 +771,11 @@ def sequences_equal(pred: str, gold: str, equal: Callable[[str, str], bool],
         if group and group[0] == "(" and len(other_items) == 1:
             tuple_items = _split_top_level(group[1], _ITEM_SEPARATORS)
             if len(tuple_items) == len(items) > 1:
-                pairs = zip(items, tuple_items) if group is gold_group else zip(tuple_items, items)
+                pairs = (
+                    zip(items, tuple_items, strict=False)
+                    if group is gold_group
+                    else zip(tuple_items, items, strict=False)
+                )
                 return all(equal(p, g) for p, g in pairs)
     return _same_set(pred_items, gold_items, unordered_equal)
 
@@ -770,7 +793,8 @@ def _expand_plus_minus(item: str) -> list[str]:
 
 
 _MATRIX = re.compile(
-    r"[(\[]?\s*\\begin\{(pmatrix|bmatrix|matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}\s*[)\]]?", re.DOTALL)
+    r"[(\[]?\s*\\begin\{(pmatrix|bmatrix|matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}\s*[)\]]?", re.DOTALL
+)
 
 
 def _matrix_cells(answer: str) -> list[list[str]] | None:
@@ -797,7 +821,7 @@ def _matrix_factors(answer: str) -> list[str] | None:
         if not match:
             return None
         factors.append(match.group(0))
-        rest = rest[match.end():].strip()
+        rest = rest[match.end() :].strip()
     return factors if len(factors) >= 2 else None
 
 
@@ -809,7 +833,8 @@ def matrix_products_equal(pred: str, gold: str, equal: Callable[[str, str], bool
     if pred_factors is None or gold_factors is None:
         return None
     return len(pred_factors) == len(gold_factors) and all(
-        bool(matrices_equal(p, g, equal)) for p, g in zip(pred_factors, gold_factors))
+        bool(matrices_equal(p, g, equal)) for p, g in zip(pred_factors, gold_factors, strict=False)
+    )
 
 
 def matrices_equal(pred: str, gold: str, equal: Callable[[str, str], bool]) -> bool | None:
@@ -820,8 +845,11 @@ def matrices_equal(pred: str, gold: str, equal: Callable[[str, str], bool]) -> b
         return None
     if [len(row) for row in pred_cells] != [len(row) for row in gold_cells]:
         return False
-    return all(equal(p, g) for pred_row, gold_row in zip(pred_cells, gold_cells)
-               for p, g in zip(pred_row, gold_row))
+    return all(
+        equal(p, g)
+        for pred_row, gold_row in zip(pred_cells, gold_cells, strict=False)
+        for p, g in zip(pred_row, gold_row, strict=False)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -903,8 +931,7 @@ def _same_value(first: object, second: object) -> bool:
 
 
 def _fit_for_math_verify(answer: str) -> bool:
-    return (len(answer) <= MATH_VERIFY_MAX_CHARS and not _HUGE_NUMBER.search(answer)
-            and _balanced_braces(answer))
+    return len(answer) <= MATH_VERIFY_MAX_CHARS and not _HUGE_NUMBER.search(answer) and _balanced_braces(answer)
 
 
 def symbolic_equal(pred: str, gold: str, equations_only: bool = False) -> bool:
@@ -974,10 +1001,31 @@ _RELATIONS = ("=", "\\approx")
 # Words of three letters or more that are not commands: two of them make an answer prose,
 # which math-verify cannot compare (it turns words into products of symbols).
 _WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}(?![a-zA-Z])")
-_MATH_WORDS = frozenset({
-    "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
-    "log", "exp", "det", "max", "min", "lim", "mod", "gcd", "lcm",
-})
+_MATH_WORDS = frozenset(
+    {
+        "sin",
+        "cos",
+        "tan",
+        "cot",
+        "sec",
+        "csc",
+        "arcsin",
+        "arccos",
+        "arctan",
+        "sinh",
+        "cosh",
+        "tanh",
+        "log",
+        "exp",
+        "det",
+        "max",
+        "min",
+        "lim",
+        "mod",
+        "gcd",
+        "lcm",
+    }
+)
 
 
 def _is_prose(answer: str) -> bool:
@@ -1003,8 +1051,8 @@ def _relation_parts(answer: str) -> tuple[list[str], list[str]]:
         relation = next((r for r in _RELATIONS if rest.lstrip().startswith(r)), None)
         if relation is not None:
             relations.append(relation)
-            rest = rest.lstrip()[len(relation):]
-    return parts, relations[:len(parts) - 1]
+            rest = rest.lstrip()[len(relation) :]
+    return parts, relations[: len(parts) - 1]
 
 
 def _exact_form(parts: list[str], relations: list[str]) -> str | None:
@@ -1049,7 +1097,7 @@ def _relation_chain_equal(pred: str, gold: str) -> bool | None:
     if len(pred_parts) == 1 and len(gold_parts) == 1:
         return None
     if len(pred_parts) == len(gold_parts):
-        if all(_is_equiv(p, g) for p, g in zip(pred_parts, gold_parts)):
+        if all(_is_equiv(p, g) for p, g in zip(pred_parts, gold_parts, strict=False)):
             return True
         if len(gold_parts) == 2:
             return symbolic_equal(pred, gold, equations_only=True)
@@ -1106,6 +1154,7 @@ def inequality_as_interval(answer: str) -> str | None:
 
 def _inequality_interval_equal(pred: str, gold: str) -> bool | None:
     """An inequality against an interval or a union of intervals, as intervals; None otherwise."""
+
     def is_intervals(text: str) -> bool:
         return all(_bracketed(part) is not None for part in _split_top_level(text, "\\cup"))
 
@@ -1297,8 +1346,9 @@ def grade_math(response: str, gold: str, *, numeric: str = DEFAULT_NUMERIC_RULE)
     check_numeric_rule(numeric)
     if not isinstance(response, str) or not isinstance(gold, str):
         return None, False
-    extracted, correct = _bounded("grade_math", [response, gold, numeric],
-                                  fallback=lambda: (_cheap_extraction(response), False))
+    extracted, correct = _bounded(
+        "grade_math", [response, gold, numeric], fallback=lambda: (_cheap_extraction(response), False)
+    )
     return extracted, bool(correct)
 
 
@@ -1307,8 +1357,9 @@ def grade_gsm8k(response: str, gold: str, *, numeric: str = DEFAULT_NUMERIC_RULE
     check_numeric_rule(numeric)
     if not isinstance(response, str) or not isinstance(gold, str):
         return None, False
-    extracted, correct = _bounded("grade_gsm8k", [response, gold, numeric],
-                                  fallback=lambda: (_cheap_extraction(response), False))
+    extracted, correct = _bounded(
+        "grade_gsm8k", [response, gold, numeric], fallback=lambda: (_cheap_extraction(response), False)
+    )
     return extracted, bool(correct)
 
 
@@ -1373,15 +1424,22 @@ def gold_answer(raw_gold: str, answer_format: str) -> str:
 # Reflection phrases
 
 _REFLECTION_PHRASES = (
-    "wait", "re-examine", "double-check", "let me check", "recap", "let me just verify",
+    "wait",
+    "re-examine",
+    "double-check",
+    "let me check",
+    "recap",
+    "let me just verify",
     "let me just check",
 )
 _REFLECTION = re.compile(
-    r"\b(?:" + "|".join(
+    r"\b(?:"
+    + "|".join(
         # "double-check" is also written "double check"; words may be separated by any space.
         re.escape(phrase).replace(r"\-", r"[-\s]").replace(r"\ ", r"\s+")
         for phrase in _REFLECTION_PHRASES
-    ) + r")\b",
+    )
+    + r")\b",
     re.IGNORECASE,
 )
 

@@ -93,7 +93,10 @@ def make_function(code: str, preamble: str) -> str:
         function = ast.FunctionDef(
             name=LCB_FUNCTION_NAME,
             args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
-            body=others, decorator_list=[], lineno=-1)
+            body=others,
+            decorator_list=[],
+            lineno=-1,
+        )
         return preamble + "\n" + ast.unparse(imports) + "\n" + ast.unparse(function)
     except Exception:
         return code
@@ -117,7 +120,7 @@ def lcb_outputs_match(actual: str, expected: str) -> bool:
     actual_lines, expected_lines = stripped_lines(actual), stripped_lines(expected)
     if len(actual_lines) != len(expected_lines):
         return False
-    for got, want in zip(actual_lines, expected_lines):
+    for got, want in zip(actual_lines, expected_lines, strict=False):
         if got == want:
             continue
         got_numbers, want_numbers = _decimals(got), _decimals(want)
@@ -182,11 +185,13 @@ def _call_with_stdin(method: Any, inputs: Any) -> None:
     lines = iter(inputs.split("\n"))
     # Entered in lcb_runner's decorator order: the three method patches land on the process's
     # real sys.stdin (still in place then), which code holding `from sys import stdin` reads.
-    with mock.patch("sys.stdin.read", lambda *args: inputs), \
-            mock.patch("sys.stdin.readlines", lambda *args: inputs.split("\n")), \
-            mock.patch("sys.stdin.readline", lambda *args: next(lines)), \
-            mock.patch("sys.stdin", _MockStdin(inputs)), \
-            mock.patch("builtins.open", mock.mock_open(read_data=inputs)):
+    with (
+        mock.patch("sys.stdin.read", lambda *args: inputs),
+        mock.patch("sys.stdin.readlines", lambda *args: inputs.split("\n")),
+        mock.patch("sys.stdin.readline", lambda *args: next(lines)),
+        mock.patch("sys.stdin", _MockStdin(inputs)),
+        mock.patch("builtins.open", mock.mock_open(read_data=inputs)),
+    ):
         try:
             method()
         except SystemExit:
@@ -203,9 +208,34 @@ def reliability_guard(disable_exit: bool) -> None:
         builtins.exit = None
     builtins.quit = None
     os.environ["OMP_NUM_THREADS"] = "1"
-    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
-                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod",
-                 "fchown", "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
+    for name in (
+        "kill",
+        "system",
+        "putenv",
+        "remove",
+        "removedirs",
+        "rmdir",
+        "fchdir",
+        "setuid",
+        "fork",
+        "forkpty",
+        "killpg",
+        "rename",
+        "renames",
+        "truncate",
+        "replace",
+        "unlink",
+        "fchmod",
+        "fchown",
+        "chmod",
+        "chown",
+        "chroot",
+        "lchflags",
+        "lchmod",
+        "lchown",
+        "getcwd",
+        "chdir",
+    ):
         setattr(os, name, None)
     import shutil
     import subprocess
@@ -253,7 +283,7 @@ def run_lcb_stdin(payload: dict, emit: Any) -> None:
     if method is None:
         emit({"compile": {"status": "error", "detail": f"no {LCB_FUNCTION_NAME}"}})
         return
-    for index, (inputs, expected) in enumerate(zip(payload["inputs"], payload["outputs"])):
+    for index, (inputs, expected) in enumerate(zip(payload["inputs"], payload["outputs"], strict=False)):
         captured = io.StringIO()
         captured.close = lambda x: 1  # lcb_runner's Capturing: close() takes an argument there
         saved = sys.stdout
@@ -290,7 +320,7 @@ def run_lcb_call(payload: dict, emit: Any) -> None:
     except Exception as error:
         emit({"compile": _failure(error)})
         return
-    for index, (arguments, expected) in enumerate(zip(calls, outputs)):
+    for index, (arguments, expected) in enumerate(zip(calls, outputs, strict=False)):
         try:
             _set_alarm(timeout)
             prediction = method(*arguments)

@@ -32,8 +32,13 @@ def benchmark_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float |
     """accuracy (%), mean_tokens, truncation_rate (%), reflections (mean count) and n of one run."""
     n = len(records)
     if n == 0:
-        return {"accuracy": math.nan, "mean_tokens": math.nan, "truncation_rate": math.nan,
-                "reflections": math.nan, "n": 0}
+        return {
+            "accuracy": math.nan,
+            "mean_tokens": math.nan,
+            "truncation_rate": math.nan,
+            "reflections": math.nan,
+            "n": 0,
+        }
     return {
         "accuracy": 100.0 * sum(bool(r["correct"]) for r in records) / n,
         "mean_tokens": sum(r["tokens"] for r in records) / n,
@@ -68,8 +73,9 @@ def aggregate_row(identity: Mapping[str, Any], per_seed: Sequence[Mapping[str, A
     return row
 
 
-def metric_rows(identity: Mapping[str, Any], per_benchmark: Mapping[str, Mapping[int, Mapping[str, Any]]]
-                ) -> list[dict[str, Any]]:
+def metric_rows(
+    identity: Mapping[str, Any], per_benchmark: Mapping[str, Mapping[int, Mapping[str, Any]]]
+) -> list[dict[str, Any]]:
     """Rows for every benchmark: per seed, then (several seeds) the aggregate.
 
     ``per_benchmark[benchmark][seed]`` holds ``benchmark_metrics`` of that run.

@@ -107,13 +107,18 @@ def validate_code_grading(eval_cfg: Any) -> None:
     from acm_exp.eval.sandbox import resolve_isolation
 
     check_code_grading(eval_cfg.get("code_grading", "official"))
-    code_benchmarks = [key for key, cfg in eval_cfg.benchmarks.items()
-                       if cfg.get("grader") in GRADERS and GRADERS[cfg["grader"]].runs_code]
+    code_benchmarks = [
+        key
+        for key, cfg in eval_cfg.benchmarks.items()
+        if cfg.get("grader") in GRADERS and GRADERS[cfg["grader"]].runs_code
+    ]
     for key in code_benchmarks:
         timeout_s = eval_cfg.benchmarks[key].get("timeout_s")
         if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise ConfigError(f"eval.benchmarks.{key}.timeout_s={timeout_s}; expected a positive number of "
-                              "seconds or null (the benchmark's official limit)")
+            raise ConfigError(
+                f"eval.benchmarks.{key}.timeout_s={timeout_s}; expected a positive number of "
+                "seconds or null (the benchmark's official limit)"
+            )
     if code_benchmarks:
         resolve_isolation(eval_cfg.get("sandbox"))
 
@@ -123,8 +128,9 @@ def code_sandbox_record(eval_cfg: Any) -> dict[str, Any] | None:
     whether isolation was waived (eval.sandbox=none / ACM_EXP_SANDBOX=none); None without code."""
     from acm_exp.eval.sandbox import isolation_record
 
-    if not any(GRADERS[cfg.get("grader")].runs_code for cfg in eval_cfg.benchmarks.values()
-               if cfg.get("grader") in GRADERS):
+    if not any(
+        GRADERS[cfg.get("grader")].runs_code for cfg in eval_cfg.benchmarks.values() if cfg.get("grader") in GRADERS
+    ):
         return None
     return {**isolation_record(eval_cfg.get("sandbox")), "code_grading": eval_cfg.get("code_grading", "official")}
 
@@ -160,8 +166,9 @@ def max_new_tokens_for(benchmark_cfg: Any, role: str, eval_cfg: Any) -> int:
     return int(eval_cfg.base_max_new_tokens if role == "base" else eval_cfg.max_new_tokens)
 
 
-def plan_jobs(eval_cfg: Any, *, role: str, prompt: str, tokenizer: Any, out_dir: Path,
-              data_dir: Path | None) -> list[Job]:
+def plan_jobs(
+    eval_cfg: Any, *, role: str, prompt: str, tokenizer: Any, out_dir: Path, data_dir: Path | None
+) -> list[Job]:
     """Every (benchmark, seed) pass with its examples and prompts; complete samples files are attached."""
     seeds = list(eval_cfg.seeds)
     jobs = []
@@ -171,8 +178,9 @@ def plan_jobs(eval_cfg: Any, *, role: str, prompt: str, tokenizer: Any, out_dir:
         ids = [ex.id for ex in examples]
         for seed in seeds:
             path = samples_path(out_dir / "samples", key, seed, several_seeds=len(seeds) > 1)
-            job = Job(key, benchmark_cfg, seed, examples, prompts, max_new_tokens_for(benchmark_cfg, role, eval_cfg),
-                      path)
+            job = Job(
+                key, benchmark_cfg, seed, examples, prompts, max_new_tokens_for(benchmark_cfg, role, eval_cfg), path
+            )
             job.records = reusable_records(path, ids, prompts)
             if job.records is not None:
                 log.info("%s seed %d: reusing %d samples from %s", key, seed, len(job.records), path)
@@ -218,25 +226,50 @@ def run_job(job: Job, backend: Backend, *, prompt: str, eval_cfg: Any, tokenizer
         seed=job.seed,
         stop=stop_strings(prompt, job.cfg),
     )
-    log.info("%s: generating %s seed %d (%d prompts, max %d new tokens)", label, job.benchmark, job.seed,
-             len(job.prompts), job.max_new_tokens)
+    log.info(
+        "%s: generating %s seed %d (%d prompts, max %d new tokens)",
+        label,
+        job.benchmark,
+        job.seed,
+        len(job.prompts),
+        job.max_new_tokens,
+    )
     generations = backend.generate(job.prompts, settings)
     if len(generations) != len(job.prompts):
-        raise RuntimeError(f"backend {backend.name} returned {len(generations)} generations for {len(job.prompts)} prompts")
-    grades = grade_all(job.cfg["grader"], job.examples, [g.text for g in generations],
-                       timeout_s=job.cfg.get("timeout_s"), workers=int(eval_cfg.grading_workers),
-                       desc=f"grading {job.benchmark}", code_grading=eval_cfg.get("code_grading", "official"),
-                       isolation=eval_cfg.get("sandbox"), math_numeric=math_numeric_rule(eval_cfg))
+        raise RuntimeError(
+            f"backend {backend.name} returned {len(generations)} generations for {len(job.prompts)} prompts"
+        )
+    grades = grade_all(
+        job.cfg["grader"],
+        job.examples,
+        [g.text for g in generations],
+        timeout_s=job.cfg.get("timeout_s"),
+        workers=int(eval_cfg.grading_workers),
+        desc=f"grading {job.benchmark}",
+        code_grading=eval_cfg.get("code_grading", "official"),
+        isolation=eval_cfg.get("sandbox"),
+        math_numeric=math_numeric_rule(eval_cfg),
+    )
     return make_records(job, generations, grades, tokenizer)
 
 
 def default_backend_factory(model_path: Path, eval_cfg: Any, tokenizer: Any, max_model_len: int | None) -> Backend:
-    return load_backend(model_path, eval_cfg, tokenizer=tokenizer, seed=int(list(eval_cfg.seeds)[0]),
-                        max_model_len=max_model_len)
+    return load_backend(
+        model_path, eval_cfg, tokenizer=tokenizer, seed=int(list(eval_cfg.seeds)[0]), max_model_len=max_model_len
+    )
 
 
-def evaluate_model(model_path: str | Path, *, label: str, role: str, prompt: str, eval_cfg: Any, out_dir: Path,
-                   data_dir: Path | None = None, backend_factory: BackendFactory | None = None) -> list[dict]:
+def evaluate_model(
+    model_path: str | Path,
+    *,
+    label: str,
+    role: str,
+    prompt: str,
+    eval_cfg: Any,
+    out_dir: Path,
+    data_dir: Path | None = None,
+    backend_factory: BackendFactory | None = None,
+) -> list[dict]:
     """Evaluate one model on every benchmark and seed of ``eval_cfg``; returns the metric rows.
 
     Writes ``<out_dir>/samples/<benchmark>[__seed<k>].jsonl`` (reused when complete) and
@@ -259,8 +292,9 @@ def evaluate_model(model_path: str | Path, *, label: str, role: str, prompt: str
         try:
             for job in pending:
                 with measure("generation", model=label, benchmark=job.benchmark, seed=job.seed) as cost:
-                    job.records = run_job(job, backend, prompt=prompt, eval_cfg=eval_cfg, tokenizer=tokenizer,
-                                          label=label)
+                    job.records = run_job(
+                        job, backend, prompt=prompt, eval_cfg=eval_cfg, tokenizer=tokenizer, label=label
+                    )
                     cost.tokens = sum(int(record.get("generated_tokens") or 0) for record in job.records)
                     write_records(job.path, job.records)
                 write_cost(job.path, cost.as_original())
@@ -278,12 +312,25 @@ def evaluate_model(model_path: str | Path, *, label: str, role: str, prompt: str
     paths = {(job.benchmark, job.seed): str(job.path) for job in jobs}
     for row in rows:
         row["samples_path"] = paths.get((row["benchmark"], row["seed"]))  # None on aggregate rows
-    summary = {"model": label, "role": role, "model_path": str(model_path), "prompt": prompt,
-               "code_sandbox": code_sandbox_record(eval_cfg), "rows": rows}
+    summary = {
+        "model": label,
+        "role": role,
+        "model_path": str(model_path),
+        "prompt": prompt,
+        "code_sandbox": code_sandbox_record(eval_cfg),
+        "rows": rows,
+    }
     write_atomic(out_dir / METRICS_FILE, json.dumps(summary, indent=2, allow_nan=True) + "\n")
     several_seeds = len(list(eval_cfg.seeds)) > 1
     for row in rows:
         if (row["seed"] is None) == several_seeds:  # the aggregate when there is one, else the single run
-            log.info("%s %s: accuracy %.1f%%, %.0f tokens, truncated %.1f%% (n=%d)", label, row["benchmark"],
-                     row["accuracy"], row["mean_tokens"], row["truncation_rate"], row["n"])
+            log.info(
+                "%s %s: accuracy %.1f%%, %.0f tokens, truncated %.1f%% (n=%d)",
+                label,
+                row["benchmark"],
+                row["accuracy"],
+                row["mean_tokens"],
+                row["truncation_rate"],
+                row["n"],
+            )
     return rows

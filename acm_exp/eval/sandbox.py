@@ -71,12 +71,11 @@ _WRITE_CHUNK = 64 * 1024
 _SANDBOX_UID = 65534
 # Used to drop root inside bwrap where util-linux's setpriv is missing.
 _DROP_ROOT_LAUNCHER = (
-    "import os, sys; os.setgroups([]); os.setresgid({id}, {id}, {id}); "
-    "os.setresuid({id}, {id}, {id}); os.execv(sys.argv[1], sys.argv[1:])"
-).format(id=_SANDBOX_UID)
+    f"import os, sys; os.setgroups([]); os.setresgid({_SANDBOX_UID}, {_SANDBOX_UID}, {_SANDBOX_UID}); "
+    f"os.setresuid({_SANDBOX_UID}, {_SANDBOX_UID}, {_SANDBOX_UID}); os.execv(sys.argv[1], sys.argv[1:])"
+)
 # /etc entries the dynamic loader, libc and Python need; the rest of /etc stays hidden.
-_ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group",
-                "nsswitch.conf", "hosts")
+_ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf", "hosts")
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
@@ -138,7 +137,8 @@ def requested_isolation(isolation: str | None = None) -> str:
     if requested not in ISOLATION_MODES:
         raise ConfigError(
             f"sandbox isolation {requested!r} (eval.sandbox, argument or ${ISOLATION_ENV_VAR}): "
-            f"expected one of {', '.join(ISOLATION_MODES)}")
+            f"expected one of {', '.join(ISOLATION_MODES)}"
+        )
     return requested
 
 
@@ -156,7 +156,8 @@ def resolve_isolation(isolation: str | None = None) -> str:
     raise ConfigError(
         f"code sandbox: bubblewrap is missing or cannot create namespaces here (isolation={requested!r}), "
         f"and model-written code runs only isolated; install it ({INSTALL_HINT}) or opt out explicitly "
-        f"with eval.sandbox=none (or {ISOLATION_ENV_VAR}=none)")
+        f"with eval.sandbox=none (or {ISOLATION_ENV_VAR}=none)"
+    )
 
 
 def isolation_record(isolation: str | None = None) -> dict[str, object]:
@@ -199,7 +200,8 @@ def _warn_waiver_once() -> None:
     logger.warning(
         "Code sandbox without bubblewrap (explicit opt-out, isolation=none): programs run with "
         "resource limits and a scrubbed environment only; they can read and write the harness "
-        "user's files and reach the network. Results record the waiver.")
+        "user's files and reach the network. Results record the waiver."
+    )
 
 
 @dataclass(frozen=True)
@@ -217,18 +219,22 @@ def _bwrap_features() -> _BwrapFeatures:
     global _features_cache
     if _features_cache is None:
         try:
-            help_text = subprocess.run([_bwrap_executable() or "bwrap", "--help"], capture_output=True, text=True,
-                                       timeout=10).stdout
+            help_text = subprocess.run(
+                [_bwrap_executable() or "bwrap", "--help"], capture_output=True, text=True, timeout=10
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             help_text = ""
-        _features_cache = _BwrapFeatures(tmpfs_size="--size" in help_text,
-                                         tmpfs_perms="--perms" in help_text,
-                                         disable_userns="--disable-userns" in help_text)
+        _features_cache = _BwrapFeatures(
+            tmpfs_size="--size" in help_text,
+            tmpfs_perms="--perms" in help_text,
+            disable_userns="--disable-userns" in help_text,
+        )
     return _features_cache
 
 
 # ---------------------------------------------------------------------------------------------
 # Command line, environment and limits.
+
 
 def _python_argv(script: Path) -> list[str]:
     # Equivalent of `python -I` (-E -s -P) except -E: the environment is built from scratch
@@ -239,8 +245,13 @@ def _python_argv(script: Path) -> list[str]:
 
 def _python_dirs() -> list[str]:
     """Directories the interpreter needs (venv and base installation), outermost first."""
-    candidates = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
-                  str(Path(os.path.realpath(sys.executable)).parent.parent)}
+    candidates = {
+        sys.prefix,
+        sys.exec_prefix,
+        sys.base_prefix,
+        sys.base_exec_prefix,
+        str(Path(os.path.realpath(sys.executable)).parent.parent),
+    }
     resolved = sorted({os.path.realpath(c) for c in candidates} | candidates, key=len)
     kept: list[str] = []
     for path in resolved:
@@ -267,11 +278,9 @@ def _bwrap_argv(workdir: Path, limits: SandboxLimits, as_root: bool) -> list[str
     if as_root:
         # Privileged bwrap: no user namespace, so the program's real uid is nobody's and
         # RLIMIT_NPROC applies to it (see _SANDBOX_UID).
-        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-                 "--unshare-cgroup-try"]
+        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     else:
-        argv += ["--unshare-all", "--unshare-user", "--uid", str(_SANDBOX_UID),
-                 "--gid", str(_SANDBOX_UID)]
+        argv += ["--unshare-all", "--unshare-user", "--uid", str(_SANDBOX_UID), "--gid", str(_SANDBOX_UID)]
         if features.disable_userns:
             argv.append("--disable-userns")
     argv += ["--die-with-parent", "--new-session"]
@@ -382,11 +391,13 @@ def _limit_setter(rlimits: list[tuple[int, tuple[int, int]]]) -> Callable[[], No
     def apply() -> None:
         for resource_id, pair in rlimits:
             resource.setrlimit(resource_id, pair)
+
     return apply
 
 
 # ---------------------------------------------------------------------------------------------
 # Running one program.
+
 
 @dataclass
 class _Streams:
@@ -418,7 +429,7 @@ def _pump(proc: subprocess.Popen, stdin_data: bytes, deadline: float, cap: int) 
                 fd = key.fd
                 if fd == stdin_fd:
                     try:
-                        written += os.write(fd, stdin_data[written:written + _WRITE_CHUNK])
+                        written += os.write(fd, stdin_data[written : written + _WRITE_CHUNK])
                     except BlockingIOError:
                         continue
                     except OSError:  # the program closed stdin or exited: stop feeding
@@ -494,6 +505,7 @@ def _remove_tree(path: Path) -> None:
             func(target)
         except OSError:
             pass
+
     if sys.version_info >= (3, 12):
         shutil.rmtree(path, onexc=make_writable_and_retry)
     else:
@@ -521,8 +533,7 @@ def _classify(returncode: int, stderr: str, limit_status: str | None, isolation:
     return STATUS_ERROR
 
 
-def _run_isolated(code: str, stdin: str, timeout_s: float, limits: SandboxLimits,
-                  isolation: str) -> ProgramResult:
+def _run_isolated(code: str, stdin: str, timeout_s: float, limits: SandboxLimits, isolation: str) -> ProgramResult:
     run_id = uuid.uuid4().hex
     workdir = Path(tempfile.mkdtemp(prefix=f"acm_sbx_{run_id}_")).resolve()
     started = time.monotonic()
@@ -540,11 +551,16 @@ def _run_isolated(code: str, stdin: str, timeout_s: float, limits: SandboxLimits
             argv = _bwrap_argv(workdir, limits, as_root) + argv
         stdin_data = stdin.encode("utf-8")
         proc = subprocess.Popen(
-            argv, cwd=workdir, env=_program_env(workdir, run_id),
+            argv,
+            cwd=workdir,
+            env=_program_env(workdir, run_id),
             stdin=subprocess.PIPE if stdin_data else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            close_fds=True,
             start_new_session=True,  # its own process group, so one killpg reaches its children
-            preexec_fn=_limit_setter(_rlimits(limits, timeout_s, run_uid)))
+            preexec_fn=_limit_setter(_rlimits(limits, timeout_s, run_uid)),
+        )
         deadline = started + timeout_s
         streams = _pump(proc, stdin_data, deadline, limits.max_output_bytes)
         if streams.limit_status is None:
@@ -557,11 +573,17 @@ def _run_isolated(code: str, stdin: str, timeout_s: float, limits: SandboxLimits
         stdout = streams.stdout.decode("utf-8", errors="replace")
         stderr = streams.stderr.decode("utf-8", errors="replace")
         status = _classify(returncode, stderr, streams.limit_status, isolation)
-        return ProgramResult(status, stdout, stderr, returncode, time.monotonic() - started,
-                             isolation, run_id)
+        return ProgramResult(status, stdout, stderr, returncode, time.monotonic() - started, isolation, run_id)
     except OSError as error:  # the harness could not start the program at all
-        return ProgramResult(STATUS_ERROR, "", f"sandbox failed to start the program: {error}",
-                             None, time.monotonic() - started, isolation, run_id)
+        return ProgramResult(
+            STATUS_ERROR,
+            "",
+            f"sandbox failed to start the program: {error}",
+            None,
+            time.monotonic() - started,
+            isolation,
+            run_id,
+        )
     finally:
         if proc is not None:
             _kill_group(proc)
@@ -581,8 +603,13 @@ def _validate_timeout(timeout_s: float) -> float:
     return float(timeout_s)
 
 
-def run_program(code: str, stdin: str = "", timeout_s: float = 6.0,
-                limits: SandboxLimits | None = None, isolation: str | None = None) -> ProgramResult:
+def run_program(
+    code: str,
+    stdin: str = "",
+    timeout_s: float = 6.0,
+    limits: SandboxLimits | None = None,
+    isolation: str | None = None,
+) -> ProgramResult:
     """Run Python source `code` as a script with `stdin` fed (closed when empty).
 
     Never raises for anything the program does; bad arguments raise ConfigError, and so does
@@ -593,9 +620,14 @@ def run_program(code: str, stdin: str = "", timeout_s: float = 6.0,
     return _run_isolated(code, stdin, timeout_s, limits or SandboxLimits(), mode)
 
 
-def run_programs(codes_and_stdins: Sequence[tuple[str, str]], timeout_s: float = 6.0,
-                 max_workers: int | None = None, limits: SandboxLimits | None = None,
-                 isolation: str | None = None, progress: bool = False) -> list[ProgramResult]:
+def run_programs(
+    codes_and_stdins: Sequence[tuple[str, str]],
+    timeout_s: float = 6.0,
+    max_workers: int | None = None,
+    limits: SandboxLimits | None = None,
+    isolation: str | None = None,
+    progress: bool = False,
+) -> list[ProgramResult]:
     """Run many (code, stdin) pairs, `max_workers` at a time (default: CPU count); input order."""
     timeout_s = _validate_timeout(timeout_s)
     workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
@@ -604,7 +636,5 @@ def run_programs(codes_and_stdins: Sequence[tuple[str, str]], timeout_s: float =
     mode = resolve_isolation(isolation)
     limits = limits or SandboxLimits()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-        futures = [pool.submit(_run_isolated, code, stdin, timeout_s, limits, mode)
-                   for code, stdin in codes_and_stdins]
-        return [future.result() for future in
-                tqdm(futures, desc="sandbox", unit="prog", disable=not progress)]
+        futures = [pool.submit(_run_isolated, code, stdin, timeout_s, limits, mode) for code, stdin in codes_and_stdins]
+        return [future.result() for future in tqdm(futures, desc="sandbox", unit="prog", disable=not progress)]

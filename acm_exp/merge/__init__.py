@@ -5,6 +5,14 @@ from acm_exp.merge.engine import Adjustment, MergeInputs, MergeResult, MergeSett
 from acm_exp.merge.registry import METHODS, MergeMethod, get_method, used_parameters
 
 __all__ = [
-    "METHODS", "Adjustment", "MergeInputs", "MergeMethod", "MergeResult", "MergeSettings", "get_method",
-    "open_inputs", "run_merge", "used_parameters",
+    "METHODS",
+    "Adjustment",
+    "MergeInputs",
+    "MergeMethod",
+    "MergeResult",
+    "MergeSettings",
+    "get_method",
+    "open_inputs",
+    "run_merge",
+    "used_parameters",
 ]

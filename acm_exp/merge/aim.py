@@ -17,7 +17,11 @@ def aim_delta(task_vectors, weights, params, generator):
 
 register(
     MergeMethod(
-        "aim", aim_delta, parameters=("omega", "base_method", "relax"), coefficients="aim", wraps_base_method=True,
+        "aim",
+        aim_delta,
+        parameters=("omega", "base_method", "relax"),
+        coefficients="aim",
+        wraps_base_method=True,
         description="the base method's merge relaxed per input channel by the base's activation importance",
     )
 )

@@ -8,11 +8,17 @@ def average_delta(task_vectors, weights, params, generator):
     return weighted_sum(task_vectors, weights).div_(len(task_vectors) + 1)
 
 
-register(MergeMethod("average", average_delta, parameters=(), description="uniform average of all models",
-                        elementwise=True))
+register(
+    MergeMethod("average", average_delta, parameters=(), description="uniform average of all models", elementwise=True)
+)
 register(
     MergeMethod(
-        "acm_average", average_delta, parameters=("t", "shift", "reduce"), coefficients="acm", plain="average",
-        description="average with ACM layer-wise weights λi on each task vector", elementwise=True,
+        "acm_average",
+        average_delta,
+        parameters=("t", "shift", "reduce"),
+        coefficients="acm",
+        plain="average",
+        description="average with ACM layer-wise weights λi on each task vector",
+        elementwise=True,
     )
 )

@@ -126,7 +126,7 @@ class Checkpoint:
         info = self.tensors[stored]
         if self.is_pickle:
             tensor = self._pickle_shard(info.file)[stored]
-            return tensor if rows is None else tensor[rows[0]:rows[1]]
+            return tensor if rows is None else tensor[rows[0] : rows[1]]
         start, stop = rows if rows is not None else (0, info.shape[0] if info.shape else 1)
         shape = (stop - start, *info.shape[1:]) if info.shape else ()
         return self._read(info, info.offset + start * info.row_bytes, shape)
@@ -160,7 +160,7 @@ class Checkpoint:
 def _pread_into(handle: BinaryIO, target: memoryview, offset: int, path: Path) -> None:
     filled = 0
     while filled < len(target):
-        count = os.preadv(handle.fileno(), [target[filled:filled + _READ_BLOCK]], offset + filled)
+        count = os.preadv(handle.fileno(), [target[filled : filled + _READ_BLOCK]], offset + filled)
         if count == 0:
             raise ConfigError(f"{path} is truncated: a tensor's data ends past the end of the file")
         filled += count
@@ -220,17 +220,24 @@ def _validated_header(path: Path, file: str, header: dict, data_start: int) -> d
         if name == "__metadata__":
             continue
         if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
-            raise ConfigError(f"tensor {name!r} in {path} has a malformed header entry; expected dtype, shape and "
-                              "data_offsets")
+            raise ConfigError(
+                f"tensor {name!r} in {path} has a malformed header entry; expected dtype, shape and data_offsets"
+            )
         code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         dtype = _SAFETENSORS_DTYPES.get(code) if isinstance(code, str) else None
         if dtype is None:
-            raise ConfigError(f"tensor {name!r} in {path} has unsupported dtype {code!r}; expected one of "
-                              f"{sorted(_SAFETENSORS_DTYPES)}")
+            raise ConfigError(
+                f"tensor {name!r} in {path} has unsupported dtype {code!r}; expected one of "
+                f"{sorted(_SAFETENSORS_DTYPES)}"
+            )
         if not isinstance(shape, list) or not all(_is_count(size) for size in shape):
             raise ConfigError(f"tensor {name!r} in {path} has an invalid shape {shape!r}")
-        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets) \
-                or offsets[0] > offsets[1]:
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_count(o) for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
             raise ConfigError(f"tensor {name!r} in {path} has invalid data offsets {offsets!r}")
         begin, end = offsets
         needed = _nbytes(tuple(shape), dtype)
@@ -317,8 +324,11 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> Checkpoi
     if (directory / SAFETENSORS_SINGLE).is_file():
         return Checkpoint(directory, config, _safetensors_tensors(directory, [SAFETENSORS_SINGLE]))
     pickle_files = (
-        _index_files(directory / PICKLE_INDEX) if (directory / PICKLE_INDEX).is_file()
-        else [PICKLE_SINGLE] if (directory / PICKLE_SINGLE).is_file() else []
+        _index_files(directory / PICKLE_INDEX)
+        if (directory / PICKLE_INDEX).is_file()
+        else [PICKLE_SINGLE]
+        if (directory / PICKLE_SINGLE).is_file()
+        else []
     )
     if pickle_files:
         if not allow_pickle:
@@ -327,7 +337,9 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> Checkpoi
                 "(set model_pair.allow_pickle=true to load them with torch.load(weights_only=True))"
             )
         return Checkpoint(directory, config, _pickle_tensors(directory, pickle_files), is_pickle=True)
-    raise ConfigError(f"model directory {directory} has no safetensors weights ({SAFETENSORS_SINGLE} or {SAFETENSORS_INDEX})")
+    raise ConfigError(
+        f"model directory {directory} has no safetensors weights ({SAFETENSORS_SINGLE} or {SAFETENSORS_INDEX})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,8 +431,11 @@ class StreamingSafetensorsWriter:
     def write_rows(self, name: str, rows: torch.Tensor) -> None:
         """Append the next block of rows (first dimension) of tensor ``name``."""
         planned = self._next(name, rows)
-        if not planned.shape or tuple(rows.shape[1:]) != planned.shape[1:] \
-                or self._rows_written + rows.shape[0] > planned.shape[0]:
+        if (
+            not planned.shape
+            or tuple(rows.shape[1:]) != planned.shape[1:]
+            or self._rows_written + rows.shape[0] > planned.shape[0]
+        ):
             raise RuntimeError(
                 f"rows {self._rows_written}..{self._rows_written + (rows.shape[0] if rows.dim() else 0)} "
                 f"{tuple(rows.shape)} do not fit the planned {name} {planned.shape}"

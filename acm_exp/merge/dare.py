@@ -42,7 +42,11 @@ DARE_PARAMETERS = ("scale", "p", "combine", "k")
 register(MergeMethod("dare", dare_delta, parameters=DARE_PARAMETERS))
 register(
     MergeMethod(
-        "acm_dare", acm_dare_delta, parameters=(*DARE_PARAMETERS, "t", "shift", "reduce"), coefficients="acm",
-        plain="dare", description="DARE with ACM layer-wise coefficients",
+        "acm_dare",
+        acm_dare_delta,
+        parameters=(*DARE_PARAMETERS, "t", "shift", "reduce"),
+        coefficients="acm",
+        plain="dare",
+        description="DARE with ACM layer-wise coefficients",
     )
 )

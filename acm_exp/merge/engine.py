@@ -175,7 +175,8 @@ def _check_tensors(base: Checkpoint, finetuned: Sequence[Checkpoint]) -> list[st
                     f"{other_shape} in {checkpoint.path}; merging needs one shared vocabulary"
                 )
             raise ConfigError(
-                f"shape mismatch for tensor {name}: {base_shape} in the base {base.path} vs {other_shape} in {checkpoint.path}"
+                f"shape mismatch for tensor {name}: {base_shape} in the base {base.path} "
+                f"vs {other_shape} in {checkpoint.path}"
             )
     return sorted(names, key=_tensor_order)
 
@@ -191,8 +192,14 @@ def _tensor_order(name: str) -> tuple:
 TIED_HEAD_MODES = ("tie", "untie")
 
 
-def open_inputs(base: str | Path, finetuned: Sequence[str | Path], *, allow_pickle: bool = False,
-                dtype: str | None = None, tied_head: str = "tie") -> MergeInputs:
+def open_inputs(
+    base: str | Path,
+    finetuned: Sequence[str | Path],
+    *,
+    allow_pickle: bool = False,
+    dtype: str | None = None,
+    tied_head: str = "tie",
+) -> MergeInputs:
     """Open every checkpoint's headers and check they can be merged; reads no weights.
 
     ``tied_head``: with a base that ties lm_head to its embedding, ``tie`` keeps the merge tied (its
@@ -214,11 +221,17 @@ def open_inputs(base: str | Path, finetuned: Sequence[str | Path], *, allow_pick
     if tied_output:
         names = [name for name in names if name != LM_HEAD_NAME]
         if not all_tied:
-            log.info("base %s ties lm_head to its embedding: the merge stays tied (lm_head = merged embedding); "
-                     "the fine-tuned lm_head is not used (model_pair.tied_head=untie merges it)", base_checkpoint.path)
+            log.info(
+                "base %s ties lm_head to its embedding: the merge stays tied (lm_head = merged embedding); "
+                "the fine-tuned lm_head is not used (model_pair.tied_head=untie merges it)",
+                base_checkpoint.path,
+            )
     elif base_checkpoint.tied_embeddings:
-        log.info("base %s ties lm_head to its embedding; model_pair.tied_head=untie: the merge materializes lm_head "
-                 "and is untied", base_checkpoint.path)
+        log.info(
+            "base %s ties lm_head to its embedding; model_pair.tied_head=untie: the merge materializes lm_head "
+            "and is untied",
+            base_checkpoint.path,
+        )
     output_dtype = parse_dtype(dtype) if dtype else _checkpoint_dtype(base_checkpoint)
     output_tensors = []
     for name in names:
@@ -256,9 +269,17 @@ def check_vocabularies(base: Path, finetuned: Sequence[Path]) -> dict:
             )
         if added:
             shown = "; ".join(difference.describe() for difference in added[:5])
-            log.warning("%d added/special token(s) differ between the base %s and %s (base vs %s: %s%s); expected for "
-                        "pairs such as Qwen2.5-Math and R1-Distill-Qwen, recorded in %s", len(added), base, path, role,
-                        shown, "; ..." if len(added) > 5 else "", MANIFEST_NAME)
+            log.warning(
+                "%d added/special token(s) differ between the base %s and %s (base vs %s: %s%s); expected for "
+                "pairs such as Qwen2.5-Math and R1-Distill-Qwen, recorded in %s",
+                len(added),
+                base,
+                path,
+                role,
+                shown,
+                "; ..." if len(added) > 5 else "",
+                MANIFEST_NAME,
+            )
             record["added_token_differences"][role] = [
                 {"id": d.token_id, "base": d.base, "finetuned": d.other} for d in added
             ]
@@ -341,23 +362,29 @@ def check_output_location(output_dir: Path, *, overwrite: bool) -> None:
     creating and removing a file where the output's directories will be created.
     """
     if (output_dir.exists() or output_dir.is_symlink()) and not output_dir.is_dir() and not overwrite:
-        raise ConfigError(f"merge.output_dir {output_dir} is a file, not a directory; remove it, choose another "
-                          "merge.output_dir, or set merge.overwrite=true to replace it")
+        raise ConfigError(
+            f"merge.output_dir {output_dir} is a file, not a directory; remove it, choose another "
+            "merge.output_dir, or set merge.overwrite=true to replace it"
+        )
     existing = nearest_existing(output_dir.parent)
     if not existing.is_dir():
         raise ConfigError(f"merge.output_dir {output_dir} cannot be created: {existing} is a file, not a directory")
     error = write_probe_error(existing, prefix=f".{output_dir.name}")
     if error is not None:
-        raise ConfigError(f"merge.output_dir {output_dir} is not writable: cannot create a file in {existing} "
-                          f"({error.strerror}); choose a writable merge.output_dir")
+        raise ConfigError(
+            f"merge.output_dir {output_dir} is not writable: cannot create a file in {existing} "
+            f"({error.strerror}); choose a writable merge.output_dir"
+        )
 
 
 def check_free_space(output_dir: Path, needed: int) -> None:
     existing = nearest_existing(output_dir.parent)
     free = shutil.disk_usage(existing).free
     if free < needed:
-        raise ConfigError(f"not enough free space for the merge into {output_dir}: its shards need {_size(needed)} but "
-                          f"{existing} has {_size(free)} free; free space or choose another merge.output_dir")
+        raise ConfigError(
+            f"not enough free space for the merge into {output_dir}: its shards need {_size(needed)} but "
+            f"{existing} has {_size(free)} free; free space or choose another merge.output_dir"
+        )
 
 
 @contextmanager
@@ -435,8 +462,14 @@ class _ContentHasher:
         return [f"xxh3_128:{h.hexdigest()}" for h in self._hashes]
 
 
-def _check_finite(task_vector: torch.Tensor, base: torch.Tensor, finetuned: torch.Tensor, name: str,
-                  base_checkpoint: Checkpoint, checkpoint: Checkpoint) -> None:
+def _check_finite(
+    task_vector: torch.Tensor,
+    base: torch.Tensor,
+    finetuned: torch.Tensor,
+    name: str,
+    base_checkpoint: Checkpoint,
+    checkpoint: Checkpoint,
+) -> None:
     # A NaN or ±Inf in θ0 or θi makes τi, and so its float32 sum, non-finite: a finite sum proves
     # there is none, in one fast reduction instead of an isfinite mask per input (which costs ~3x a
     # bf16-to-float32 conversion). Only a non-finite sum needs the exact tests, to name the culprit.
@@ -447,8 +480,14 @@ def _check_finite(task_vector: torch.Tensor, base: torch.Tensor, finetuned: torc
             raise ConfigError(f"tensor {name} of {source.path} contains NaN or Inf values")
 
 
-def _combine(base: torch.Tensor, task_vectors: list[torch.Tensor], method: MergeMethod, params,
-             adjustment: Adjustment, generator: torch.Generator) -> torch.Tensor:
+def _combine(
+    base: torch.Tensor,
+    task_vectors: list[torch.Tensor],
+    method: MergeMethod,
+    params,
+    adjustment: Adjustment,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """θ0 (any float dtype) and τi (float32) in, merged float32 tensor out."""
     weights = adjustment.model_weights or (1.0,) * len(task_vectors)
     delta = method.delta(task_vectors, weights, params, generator)
@@ -467,11 +506,16 @@ def _task_vector(finetuned: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     return finetuned.to(torch.float32, copy=True).sub_(base)
 
 
-def merge_tensor(base: torch.Tensor, finetuned: Sequence[torch.Tensor], method: MergeMethod, params,
-                 adjustment: Adjustment, generator: torch.Generator) -> torch.Tensor:
+def merge_tensor(
+    base: torch.Tensor,
+    finetuned: Sequence[torch.Tensor],
+    method: MergeMethod,
+    params,
+    adjustment: Adjustment,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """θ0 and θi in, merged tensor out; all arithmetic in float32 on the tensors' device."""
-    return _combine(base, [_task_vector(tensor, base) for tensor in finetuned], method, params, adjustment,
-                    generator)
+    return _combine(base, [_task_vector(tensor, base) for tensor in finetuned], method, params, adjustment, generator)
 
 
 def _chunked_factor(factor: float | torch.Tensor, shape: torch.Size) -> float | torch.Tensor | None:
@@ -483,17 +527,37 @@ def _chunked_factor(factor: float | torch.Tensor, shape: torch.Size) -> float | 
     return None
 
 
-def _merge_elementwise(inputs: MergeInputs, name: str, base: torch.Tensor, finetuned: list[torch.Tensor],
-                       method: MergeMethod, params, adjustment: Adjustment, factor: float | torch.Tensor,
-                       generator: torch.Generator, out_dtype: torch.dtype) -> torch.Tensor:
+def _merge_elementwise(
+    inputs: MergeInputs,
+    name: str,
+    base: torch.Tensor,
+    finetuned: list[torch.Tensor],
+    method: MergeMethod,
+    params,
+    adjustment: Adjustment,
+    factor: float | torch.Tensor,
+    generator: torch.Generator,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
     """An elementwise method's merge of a block, CHUNK_ELEMENTS at a time, straight into ``out_dtype``."""
     merged = torch.empty(base.shape, dtype=out_dtype)
     flat_merged, flat_base = merged.view(-1), base.reshape(-1)
     flat_finetuned = [tensor.reshape(-1) for tensor in finetuned]
     with _one_thread():
         for start in range(0, flat_base.numel(), CHUNK_ELEMENTS):
-            _merge_chunk(inputs, name, flat_base, flat_finetuned, flat_merged, start, method, params, adjustment,
-                         factor, generator)
+            _merge_chunk(
+                inputs,
+                name,
+                flat_base,
+                flat_finetuned,
+                flat_merged,
+                start,
+                method,
+                params,
+                adjustment,
+                factor,
+                generator,
+            )
     return merged
 
 
@@ -510,14 +574,24 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-def _merge_chunk(inputs: MergeInputs, name: str, flat_base: torch.Tensor, flat_finetuned: list[torch.Tensor],
-                 flat_merged: torch.Tensor, start: int, method: MergeMethod, params, adjustment: Adjustment,
-                 factor: float | torch.Tensor, generator: torch.Generator) -> None:
+def _merge_chunk(
+    inputs: MergeInputs,
+    name: str,
+    flat_base: torch.Tensor,
+    flat_finetuned: list[torch.Tensor],
+    flat_merged: torch.Tensor,
+    start: int,
+    method: MergeMethod,
+    params,
+    adjustment: Adjustment,
+    factor: float | torch.Tensor,
+    generator: torch.Generator,
+) -> None:
     """Merge elements [start, start + CHUNK_ELEMENTS) of a flattened block into ``flat_merged``."""
     stop = start + CHUNK_ELEMENTS
     base_chunk = flat_base[start:stop]
     task_vectors = []
-    for tensor, checkpoint in zip(flat_finetuned, inputs.finetuned):
+    for tensor, checkpoint in zip(flat_finetuned, inputs.finetuned, strict=False):
         task_vector = _task_vector(tensor[start:stop], base_chunk)
         _check_finite(task_vector, base_chunk, tensor[start:stop], name, inputs.base, checkpoint)
         task_vectors.append(task_vector)
@@ -526,9 +600,18 @@ def _merge_chunk(inputs: MergeInputs, name: str, flat_base: torch.Tensor, flat_f
     flat_merged[start:stop] = _combine(base_chunk, task_vectors, method, params, chunk_adjustment, generator)
 
 
-def _merge_one(inputs: MergeInputs, name: str, method: MergeMethod, params, adjustment: Adjustment,
-               device: torch.device, generator: torch.Generator, hasher: _ContentHasher,
-               rows: tuple[int, int] | None = None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+def _merge_one(
+    inputs: MergeInputs,
+    name: str,
+    method: MergeMethod,
+    params,
+    adjustment: Adjustment,
+    device: torch.device,
+    generator: torch.Generator,
+    hasher: _ContentHasher,
+    rows: tuple[int, int] | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Merge tensor ``name`` (or its ``rows``); each θi is held only until its τi is computed.
 
     With ``out_dtype``, an elementwise method on CPU returns the block in that dtype, merged chunk by
@@ -546,8 +629,9 @@ def _merge_one(inputs: MergeInputs, name: str, method: MergeMethod, params, adju
         for index, checkpoint in enumerate(inputs.finetuned, start=1):
             finetuned.append(checkpoint.get(name, rows))
             hasher.update(index, finetuned[-1])
-        return _merge_elementwise(inputs, name, base, finetuned, method, params, adjustment, factor, generator,
-                                  out_dtype)
+        return _merge_elementwise(
+            inputs, name, base, finetuned, method, params, adjustment, factor, generator, out_dtype
+        )
     task_vectors = []
     for index, checkpoint in enumerate(inputs.finetuned, start=1):
         tensor = checkpoint.get(name, rows)
@@ -575,11 +659,13 @@ def _adjustment_rows(adjustment: Adjustment, shape: tuple[int, ...], rows: tuple
     """The adjustment for a block of rows: a full-rank per-entry factor is cut to those rows."""
     factor = adjustment.delta_factor
     if isinstance(factor, torch.Tensor) and factor.dim() == len(shape) and factor.shape[0] == shape[0] != 1:
-        return replace(adjustment, delta_factor=factor[rows[0]:rows[1]])
+        return replace(adjustment, delta_factor=factor[rows[0] : rows[1]])
     return adjustment
 
 
-def _write_side_files(inputs: MergeInputs, destination: Path, settings: MergeSettings, output_dtype: torch.dtype) -> None:
+def _write_side_files(
+    inputs: MergeInputs, destination: Path, settings: MergeSettings, output_dtype: torch.dtype
+) -> None:
     source = inputs.base if settings.tokenizer_from == "base" else inputs.finetuned[0]
     config = dict(source.config)
     config["tie_word_embeddings"] = inputs.tied_output
@@ -602,8 +688,9 @@ def _write_side_files(inputs: MergeInputs, destination: Path, settings: MergeSet
 
 
 def _tokenizer_files(directory: Path) -> list[str]:
-    return [name for name in TOKENIZER_FILES if (directory / name).is_file()] + \
-        sorted(path.name for path in directory.glob("*.tiktoken"))
+    return [name for name in TOKENIZER_FILES if (directory / name).is_file()] + sorted(
+        path.name for path in directory.glob("*.tiktoken")
+    )
 
 
 def tokenizer_source(inputs: MergeInputs, tokenizer_from: str) -> Path:
@@ -621,10 +708,15 @@ def check_tokenizer_source(source: Path, tokenizer_from: str, *, required: bool)
         return {"from": str(source), "files": _tokenizer_files(source)}
     message = f"no tokenizer files in {source} (model_pair.tokenizer_from={tokenizer_from})"
     if required:
-        raise ConfigError(f"{message}; evaluating the merged model needs its tokenizer: use a model directory "
-                          "with tokenizer files or set model_pair.tokenizer_from to the other model")
-    return {"from": str(source), "files": _tokenizer_files(source),
-            "missing": f"{message}: the merged model is written without a tokenizer (only its weights and config)"}
+        raise ConfigError(
+            f"{message}; evaluating the merged model needs its tokenizer: use a model directory "
+            "with tokenizer files or set model_pair.tokenizer_from to the other model"
+        )
+    return {
+        "from": str(source),
+        "files": _tokenizer_files(source),
+        "missing": f"{message}: the merged model is written without a tokenizer (only its weights and config)",
+    }
 
 
 @dataclass(frozen=True)
@@ -644,8 +736,9 @@ def preflight(inputs: MergeInputs, settings: MergeSettings) -> MergePreflight:
     device = validate_device(settings.device)
     planned = [PlannedTensor(name, shape, dtype) for name, shape, dtype in inputs.output_tensors]
     plan = plan_shards(planned, settings.shard_size)
-    tokenizer = check_tokenizer_source(tokenizer_source(inputs, settings.tokenizer_from), settings.tokenizer_from,
-                                       required=settings.require_tokenizer)
+    tokenizer = check_tokenizer_source(
+        tokenizer_source(inputs, settings.tokenizer_from), settings.tokenizer_from, required=settings.require_tokenizer
+    )
     if "missing" in tokenizer and tokenizer["missing"] not in inputs.warned:
         log.warning("%s", tokenizer["missing"])
         inputs.warned.add(tokenizer["missing"])
@@ -654,8 +747,9 @@ def preflight(inputs: MergeInputs, settings: MergeSettings) -> MergePreflight:
     return MergePreflight(output_dir, device, plan, tokenizer)
 
 
-def run_merge(inputs: MergeInputs, method: MergeMethod, params, settings: MergeSettings,
-              adjust: AdjustmentProvider | None = None) -> MergeResult:
+def run_merge(
+    inputs: MergeInputs, method: MergeMethod, params, settings: MergeSettings, adjust: AdjustmentProvider | None = None
+) -> MergeResult:
     """Merge every tensor and publish ``settings.output_dir`` atomically."""
     checked = preflight(inputs, settings)
     output_dir, device, plan = checked.output_dir, checked.device, checked.plan
@@ -672,8 +766,14 @@ def run_merge(inputs: MergeInputs, method: MergeMethod, params, settings: MergeS
     temporary.mkdir()
     hasher = _ContentHasher(1 + len(inputs.finetuned))
     started = time.time()
-    log.info("merging %d tensors with %s into %s (%d shard(s), %.2f GB)", len(planned), method.name, output_dir,
-             len(plan.files), plan.total_size / 1e9)
+    log.info(
+        "merging %d tensors with %s into %s (%d shard(s), %.2f GB)",
+        len(planned),
+        method.name,
+        output_dir,
+        len(plan.files),
+        plan.total_size / 1e9,
+    )
     try:
         with tqdm(total=plan.total_size, unit="B", unit_scale=True, desc=f"merge {method.name}") as progress:
             for file, tensors in plan.files.items():
@@ -685,8 +785,18 @@ def run_merge(inputs: MergeInputs, method: MergeMethod, params, settings: MergeS
                     blocks = _row_blocks(tensor.shape, method, adjustment)
                     for rows in blocks or [None]:
                         block_adjustment = _adjustment_rows(adjustment, tensor.shape, rows) if rows else adjustment
-                        merged = _merge_one(inputs, tensor.name, method, params, block_adjustment, device, generator,
-                                            hasher, rows, out_dtype=tensor.dtype)
+                        merged = _merge_one(
+                            inputs,
+                            tensor.name,
+                            method,
+                            params,
+                            block_adjustment,
+                            device,
+                            generator,
+                            hasher,
+                            rows,
+                            out_dtype=tensor.dtype,
+                        )
                         if rows:
                             writer.write_rows(tensor.name, merged.to(tensor.dtype))
                         else:
@@ -697,9 +807,16 @@ def run_merge(inputs: MergeInputs, method: MergeMethod, params, settings: MergeS
         if plan.is_sharded:
             write_index(temporary, plan)
         _write_side_files(inputs, temporary, settings, output_dtype)
-        manifest = build_manifest(inputs, method, params, settings, plan_files=list(plan.files),
-                                  content_hashes=hasher.hexdigests(), seconds=time.time() - started,
-                                  output_dtype=output_dtype)
+        manifest = build_manifest(
+            inputs,
+            method,
+            params,
+            settings,
+            plan_files=list(plan.files),
+            content_hashes=hasher.hexdigests(),
+            seconds=time.time() - started,
+            output_dtype=output_dtype,
+        )
         manifest["tokenizer_files"] = checked.tokenizer
         manifest["vocabulary_check"] = inputs.vocabulary_check
         manifest["cost"] = cost_so_far()  # wall/CPU time, peak memory and hardware of this merge
@@ -709,7 +826,8 @@ def run_merge(inputs: MergeInputs, method: MergeMethod, params, settings: MergeS
         shutil.rmtree(temporary, ignore_errors=True)
         if error.errno == errno.ENOSPC:
             raise RuntimeFailure(
-                f"no space left on the device while writing the merge into {output_dir} ({error.filename or temporary}): "
+                f"no space left on the device while writing the merge into {output_dir} "
+                f"({error.filename or temporary}): "
                 f"its shards need {_size(plan.total_size)}; the partial output was removed, free space or choose "
                 "another merge.output_dir and rerun"
             ) from error
@@ -727,13 +845,27 @@ def method_parameters(method: MergeMethod, params) -> dict:
 
 def request_fingerprint(method: MergeMethod, params, base_id: str, finetuned_ids: Sequence[str], extra: dict) -> str:
     """What identifies a merge's result: method, its parameters, the inputs and the extras given."""
-    payload = {"method": method.name, "parameters": method_parameters(method, params), "base": base_id,
-               "finetuned": list(finetuned_ids), "extra": extra}
+    payload = {
+        "method": method.name,
+        "parameters": method_parameters(method, params),
+        "base": base_id,
+        "finetuned": list(finetuned_ids),
+        "extra": extra,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def build_manifest(inputs: MergeInputs, method: MergeMethod, params, settings: MergeSettings, *, plan_files: list[str],
-                   content_hashes: list[str], seconds: float, output_dtype: torch.dtype) -> dict:
+def build_manifest(
+    inputs: MergeInputs,
+    method: MergeMethod,
+    params,
+    settings: MergeSettings,
+    *,
+    plan_files: list[str],
+    content_hashes: list[str],
+    seconds: float,
+    output_dtype: torch.dtype,
+) -> dict:
     models = [inputs.base, *inputs.finetuned]
     roles = ["base"] + [f"finetuned[{i}]" for i in range(len(inputs.finetuned))]
     return {
@@ -742,10 +874,14 @@ def build_manifest(inputs: MergeInputs, method: MergeMethod, params, settings: M
         "seed": settings.seed,
         "inputs": [
             {"role": role, "path": str(model.path), "content_hash": digest, "tied_embeddings": model.tied_embeddings}
-            for role, model, digest in zip(roles, models, content_hashes)
+            for role, model, digest in zip(roles, models, content_hashes, strict=False)
         ],
-        "output": {"dtype": str(output_dtype).removeprefix("torch."), "files": plan_files,
-                   "tied_embeddings": inputs.tied_output, "tensors": len(inputs.output_tensors)},
+        "output": {
+            "dtype": str(output_dtype).removeprefix("torch."),
+            "files": plan_files,
+            "tied_embeddings": inputs.tied_output,
+            "tensors": len(inputs.output_tensors),
+        },
         "device": settings.device,
         "acm_exp_version": acm_exp.__version__,
         "torch_version": torch.__version__,

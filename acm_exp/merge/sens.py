@@ -15,7 +15,11 @@ def sens_delta(task_vectors, weights, params, generator):
 
 register(
     MergeMethod(
-        "sens", sens_delta, parameters=("alpha", "temperature"), coefficients="sens", elementwise=True,
+        "sens",
+        sens_delta,
+        parameters=("alpha", "temperature"),
+        coefficients="sens",
+        elementwise=True,
         description="task arithmetic (α) with per-layer weights from gradient sensitivity",
     )
 )

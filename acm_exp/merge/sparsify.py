@@ -44,7 +44,7 @@ _TIE_BLOCK = 1 << 22
 def _keep_first_ties(kept: torch.Tensor, magnitudes: torch.Tensor, threshold: torch.Tensor, count: int) -> None:
     """Mark the first ``count`` entries (by index) whose magnitude equals ``threshold`` as kept."""
     for start in range(0, magnitudes.numel(), _TIE_BLOCK):
-        ties = torch.nonzero(magnitudes[start:start + _TIE_BLOCK] == threshold).squeeze(1)[:count]
+        ties = torch.nonzero(magnitudes[start : start + _TIE_BLOCK] == threshold).squeeze(1)[:count]
         kept[start + ties] = True
         count -= ties.numel()
         if count == 0:
@@ -111,7 +111,7 @@ def random_drop(tensor: torch.Tensor, drop_probability: float, generator: torch.
 def weighted_sum(task_vectors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
     """Σ wi·τi, in a new tensor (never an input), which the caller may scale in place."""
     total = task_vectors[0] * float(weights[0])
-    for vector, weight in zip(task_vectors[1:], weights[1:]):
+    for vector, weight in zip(task_vectors[1:], weights[1:], strict=False):
         total.add_(vector, alpha=float(weight))
     return total
 
@@ -130,7 +130,7 @@ def sign_consensus_mean(task_vectors: Sequence[torch.Tensor], weights: Sequence[
     elected = weighted_sum(task_vectors, [1.0] * len(task_vectors)).sign_()
     merged = torch.zeros_like(task_vectors[0])
     agreeing = torch.zeros_like(task_vectors[0])
-    for vector, weight in zip(task_vectors, weights):
+    for vector, weight in zip(task_vectors, weights, strict=False):
         # Same nonzero sign as the elected one (elected is -1, 0 or +1).
         agrees = (vector * elected) > 0
         merged.add_(torch.where(agrees, vector, 0.0), alpha=float(weight))

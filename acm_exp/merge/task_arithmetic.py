@@ -16,7 +16,12 @@ def acm_task_arithmetic_delta(task_vectors, weights, params, generator):
 register(MergeMethod("task_arithmetic", task_arithmetic_delta, parameters=("scale",), elementwise=True))
 register(
     MergeMethod(
-        "acm_ta", acm_task_arithmetic_delta, parameters=("scale", "t", "shift", "reduce"), coefficients="acm", plain="task_arithmetic",
-        description="Task Arithmetic with ACM layer-wise coefficients", elementwise=True,
+        "acm_ta",
+        acm_task_arithmetic_delta,
+        parameters=("scale", "t", "shift", "reduce"),
+        coefficients="acm",
+        plain="task_arithmetic",
+        description="Task Arithmetic with ACM layer-wise coefficients",
+        elementwise=True,
     )
 )

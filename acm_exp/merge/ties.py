@@ -12,7 +12,11 @@ def ties_delta(task_vectors, weights, params, generator):
 register(MergeMethod("ties", ties_delta, parameters=("scale", "k")))
 register(
     MergeMethod(
-        "acm_ties", ties_delta, parameters=("scale", "k", "t", "shift", "reduce"), coefficients="acm", plain="ties",
+        "acm_ties",
+        ties_delta,
+        parameters=("scale", "k", "t", "shift", "reduce"),
+        coefficients="acm",
+        plain="ties",
         description="TIES with ACM layer-wise coefficients on each trimmed, sign-agreeing task vector",
     )
 )

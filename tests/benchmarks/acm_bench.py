@@ -94,11 +94,14 @@ def mi_speed(label: str, shape: tuple[int, int], kind: str, repeats: int, sklear
     relative = abs(ours - reference) / abs(reference)
     assert relative <= 1e-12, f"{label}: ours {ours!r} vs sklearn {reference!r} (relative difference {relative:.2e})"
     ratio = reference_time / ours_time
-    cpu_ratio = best_cpu_time(lambda: sklearn_mi(base, tuned), 1) / best_cpu_time(lambda: mutual_information(base, tuned),
-                                                                                 repeats)
-    print(f"MI {label:<26} {base.numel():>10,d} values  sklearn {reference_time * 1e3:7.1f} ms  ours "
-          f"{ours_time * 1e3:6.1f} ms  speed-up {ratio:5.1f}x wall, {cpu_ratio:5.1f}x CPU time (target >= {target:g}x)"
-          f"  MI {ours:.6f} (rel diff {relative:.1e})")
+    cpu_ratio = best_cpu_time(lambda: sklearn_mi(base, tuned), 1) / best_cpu_time(
+        lambda: mutual_information(base, tuned), repeats
+    )
+    print(
+        f"MI {label:<26} {base.numel():>10,d} values  sklearn {reference_time * 1e3:7.1f} ms  ours "
+        f"{ours_time * 1e3:6.1f} ms  speed-up {ratio:5.1f}x wall, {cpu_ratio:5.1f}x CPU time (target >= {target:g}x)"
+        f"  MI {ours:.6f} (rel diff {relative:.1e})"
+    )
     if torch.cuda.is_available():
         cuda_base, cuda_tuned = base.cuda(), tuned.cuda()
 
@@ -110,7 +113,10 @@ def mi_speed(label: str, shape: tuple[int, int], kind: str, repeats: int, sklear
         on_gpu()
         gpu_time, gpu_value = best_time(on_gpu, repeats)
         assert abs(gpu_value - reference) <= 1e-6 * abs(reference)
-        print(f"   on {torch.cuda.get_device_name()}: {gpu_time * 1e3:7.2f} ms  speed-up {reference_time / gpu_time:8.1f}x")
+        print(
+            f"   on {torch.cuda.get_device_name()}: {gpu_time * 1e3:7.2f} ms  "
+            f"speed-up {reference_time / gpu_time:8.1f}x"
+        )
     return ratio
 
 
@@ -118,14 +124,21 @@ def small_qwen2(seed: int, layers: int, hidden: int, intermediate: int, vocabula
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=vocabulary, hidden_size=hidden, intermediate_size=intermediate,
-                         num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=2,
-                         max_position_embeddings=512)
+    config = Qwen2Config(
+        vocab_size=vocabulary,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     return Qwen2ForCausalLM(config).to(torch.bfloat16).eval()
 
 
-def capture_overhead(label: str, samples: int, repeats: int, layers: int, hidden: int, intermediate: int,
-                     vocabulary: int) -> float:
+def capture_overhead(
+    label: str, samples: int, repeats: int, layers: int, hidden: int, intermediate: int, vocabulary: int
+) -> float:
     base = small_qwen2(0, layers, hidden, intermediate, vocabulary)
     tuned = small_qwen2(0, layers, hidden, intermediate, vocabulary)
     generator = torch.Generator().manual_seed(1)
@@ -157,11 +170,13 @@ def capture_overhead(label: str, samples: int, repeats: int, layers: int, hidden
             times.append(time.perf_counter() - started)
             cpu_times.append(time.process_time() - cpu_started)
     ratio = min(captured_times) / min(plain_times)
-    print(f"capture + MI vs plain forwards, {label}: {samples} samples, {sum(lengths)} tokens, {layers} layers, hidden "
-          f"{hidden}, vocab {vocabulary}, bf16, {torch.get_num_threads()} threads: plain {min(plain_times):.2f} s "
-          f"(median {statistics.median(plain_times):.2f}), captured {min(captured_times):.2f} s "
-          f"(median {statistics.median(captured_times):.2f})  overhead {ratio:.2f}x (target <= {OVERHEAD_TARGET:g}x); "
-          f"process CPU time {min(captured_cpu) / min(plain_cpu):.2f}x (MI on a second core overlaps the forwards)")
+    print(
+        f"capture + MI vs plain forwards, {label}: {samples} samples, {sum(lengths)} tokens, {layers} layers, hidden "
+        f"{hidden}, vocab {vocabulary}, bf16, {torch.get_num_threads()} threads: plain {min(plain_times):.2f} s "
+        f"(median {statistics.median(plain_times):.2f}), captured {min(captured_times):.2f} s "
+        f"(median {statistics.median(captured_times):.2f})  overhead {ratio:.2f}x (target <= {OVERHEAD_TARGET:g}x); "
+        f"process CPU time {min(captured_cpu) / min(plain_cpu):.2f}x (MI on a second core overlaps the forwards)"
+    )
     return ratio
 
 
@@ -171,12 +186,23 @@ def main() -> None:
     parser.add_argument("--layer-tokens", type=int, default=512, help="tokens of the down_proj output")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each timing (the best counts)")
     parser.add_argument("--samples", type=int, default=20, help="calibration samples of the overhead benchmark")
-    parser.add_argument("--wide-samples", type=int, default=4,
-                        help="samples of the overhead benchmark with hidden 1536 layers (0 skips it)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of the forward passes (1: stable timings on a shared CPU; 0: torch's choice)")
-    parser.add_argument("--numpy-kernels", action="store_true",
-                        help="the MI's numpy kernels even where numba is installed (as on a machine without it)")
+    parser.add_argument(
+        "--wide-samples",
+        type=int,
+        default=4,
+        help="samples of the overhead benchmark with hidden 1536 layers (0 skips it)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the forward passes (1: stable timings on a shared CPU; 0: torch's choice)",
+    )
+    parser.add_argument(
+        "--numpy-kernels",
+        action="store_true",
+        help="the MI's numpy kernels even where numba is installed (as on a machine without it)",
+    )
     args = parser.parse_args()
     if args.numpy_kernels:
         mi_module.COMPILED = False
@@ -184,17 +210,44 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    head = mi_speed(f"lm_head ({args.head_tokens} x {VOCABULARY})", (args.head_tokens, VOCABULARY), "logits",
-                    args.repeats + 2, max(1, args.repeats - 1), HEAD_TARGET)
-    layer = mi_speed(f"down_proj ({args.layer_tokens} x {HIDDEN})", (args.layer_tokens, HIDDEN), "down_proj",
-                     args.repeats + 2, args.repeats, LAYER_TARGET)
-    overhead = capture_overhead("the brief's small model", args.samples, args.repeats, layers=4, hidden=256,
-                                intermediate=1024, vocabulary=32000)
-    wide = capture_overhead("Qwen2-1.5B-wide layers", args.wide_samples, min(args.repeats, 2), layers=2, hidden=1536,
-                            intermediate=8960, vocabulary=32000) if args.wide_samples else float("nan")
-    print(f"summary: lm_head {head:.1f}x (>= {HEAD_TARGET:g}x: {head >= HEAD_TARGET}), down_proj {layer:.1f}x "
-          f"(>= {LAYER_TARGET:g}x: {layer >= LAYER_TARGET}), capture overhead {overhead:.2f}x "
-          f"(<= {OVERHEAD_TARGET:g}x: {overhead <= OVERHEAD_TARGET}), with hidden 1536: {wide:.2f}x")
+    head = mi_speed(
+        f"lm_head ({args.head_tokens} x {VOCABULARY})",
+        (args.head_tokens, VOCABULARY),
+        "logits",
+        args.repeats + 2,
+        max(1, args.repeats - 1),
+        HEAD_TARGET,
+    )
+    layer = mi_speed(
+        f"down_proj ({args.layer_tokens} x {HIDDEN})",
+        (args.layer_tokens, HIDDEN),
+        "down_proj",
+        args.repeats + 2,
+        args.repeats,
+        LAYER_TARGET,
+    )
+    overhead = capture_overhead(
+        "the brief's small model", args.samples, args.repeats, layers=4, hidden=256, intermediate=1024, vocabulary=32000
+    )
+    wide = (
+        capture_overhead(
+            "Qwen2-1.5B-wide layers",
+            args.wide_samples,
+            min(args.repeats, 2),
+            layers=2,
+            hidden=1536,
+            intermediate=8960,
+            vocabulary=32000,
+        )
+        if args.wide_samples
+        else float("nan")
+    )
+    print(
+        f"summary: lm_head {head:.1f}x (>= {HEAD_TARGET:g}x: {head >= HEAD_TARGET}), down_proj {layer:.1f}x "
+        f"(>= {LAYER_TARGET:g}x: {layer >= LAYER_TARGET}), capture overhead {overhead:.2f}x "
+        f"(<= {OVERHEAD_TARGET:g}x: {overhead <= OVERHEAD_TARGET}), with hidden 1536: {wide:.2f}x"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -36,9 +36,19 @@ def random_model(directory: Path) -> Path:
 
     torch.manual_seed(0)
     # Head size 32: vLLM's CPU attention accepts it.
-    config = Qwen2Config(vocab_size=64, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         eos_token_id=0, pad_token_id=0, bos_token_id=None, initializer_range=0.2)
+    config = Qwen2Config(
+        vocab_size=64,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        eos_token_id=0,
+        pad_token_id=0,
+        bos_token_id=None,
+        initializer_range=0.2,
+    )
     Qwen2ForCausalLM(config).save_pretrained(directory)
     save_tokenizer(directory)
     return directory
@@ -50,8 +60,9 @@ def toy_prompts(count: int) -> list[str]:
     return [TOY_PROMPT_TEMPLATE.format(question=p["question"]) for p in toy_problems("test", n=count)]
 
 
-def time_vllm(model: Path, prompts: list[str], settings: SamplingSettings,
-              dtype: str) -> tuple[list[Generation], float, float]:
+def time_vllm(
+    model: Path, prompts: list[str], settings: SamplingSettings, dtype: str
+) -> tuple[list[Generation], float, float]:
     """Greedy outputs, engine start seconds and generation seconds (after a warm-up call) of vLLM."""
     from acm_exp.eval.backends import VllmBackend
 
@@ -77,9 +88,13 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: a tiny model gains nothing from more, and on a shared "
-                             "CPU extra threads make timings noisy)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: a tiny model gains nothing from more, and on a shared "
+        "CPU extra threads make timings noisy)",
+    )
     parser.add_argument("--random-model", action="store_true")
     parser.add_argument("--vllm", action="store_true", help="also time vLLM's offline engine on the same prompts")
     parser.add_argument("--dtype", default="float32", help="both backends (float32: the toy suite's dtype)")
@@ -108,10 +123,12 @@ def main() -> None:
 
     tokens = sum(g.num_tokens for g in batched)
     single_tokens = sum(g.num_tokens for g in single)
-    agree = sum(a.text == b.text for a, b in zip(batched, single))
+    agree = sum(a.text == b.text for a, b in zip(batched, single, strict=False))
     print(f"model: {'random tiny qwen2' if args.random_model else model}")
-    print(f"prompts: {len(prompts)}, batch size {args.batch_size}, max new tokens {args.max_new_tokens}, "
-          f"torch threads {args.threads}")
+    print(
+        f"prompts: {len(prompts)}, batch size {args.batch_size}, max new tokens {args.max_new_tokens}, "
+        f"torch threads {args.threads}"
+    )
     print(f"one at a time: {single_tokens} tokens in {single_s:.2f} s = {single_tokens / single_s:.0f} tokens/s")
     print(f"batched:       {tokens} tokens in {batched_s:.2f} s = {tokens / batched_s:.0f} tokens/s")
     print(f"ratio (batched / one at a time): {(tokens / batched_s) / (single_tokens / single_s):.2f}x (target >= 3x)")
@@ -119,7 +136,7 @@ def main() -> None:
     if args.vllm:
         outputs, start_s, generate_s = vllm_result
         vllm_tokens = sum(g.num_tokens for g in outputs)
-        same = sum(a.text == b.text for a, b in zip(outputs, batched))
+        same = sum(a.text == b.text for a, b in zip(outputs, batched, strict=False))
         print(f"vllm engine start: {start_s:.1f} s (dtype {args.dtype})")
         print(f"vllm:          {vllm_tokens} tokens in {generate_s:.2f} s = {vllm_tokens / generate_s:.0f} tokens/s")
         print(f"ratio (vllm / hf batched): {(vllm_tokens / generate_s) / (tokens / batched_s):.2f}x (no target on CPU)")

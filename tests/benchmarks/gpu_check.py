@@ -79,8 +79,11 @@ def check_mi_kernels(device: str, tokens: int, vocabulary: int) -> bool:
     mutual_information(*on_device_inputs)  # warm-up: kernels, allocator
     on_device, device_seconds = timed(lambda: mutual_information(*on_device_inputs))
     relative = abs(on_device - on_cpu) / abs(on_cpu)
-    figure(f"MI kernels, {base.numel():,} bf16 values", f"{device}: {on_device:.12f} in {device_seconds * 1e3:.1f} ms; "
-           f"cpu: {on_cpu:.12f} in {cpu_seconds * 1e3:.1f} ms; rel diff {relative:.1e} (must be <= 1e-12)")
+    figure(
+        f"MI kernels, {base.numel():,} bf16 values",
+        f"{device}: {on_device:.12f} in {device_seconds * 1e3:.1f} ms; "
+        f"cpu: {on_cpu:.12f} in {cpu_seconds * 1e3:.1f} ms; rel diff {relative:.1e} (must be <= 1e-12)",
+    )
     return relative <= 1e-12
 
 
@@ -95,8 +98,11 @@ def merge(base: Path, finetuned: Path, output: Path, method: str, device: str) -
     params = MergeConfig(method=method, k=0.8, scale=1.0 if method == "ties" else 0.7)
     inputs = open_inputs(base, [finetuned])
     try:
-        _, seconds = timed(lambda: run_merge(inputs, get_method(method), params,
-                                             MergeSettings(output_dir=output, device=device, overwrite=True)))
+        _, seconds = timed(
+            lambda: run_merge(
+                inputs, get_method(method), params, MergeSettings(output_dir=output, device=device, overwrite=True)
+            )
+        )
     finally:
         inputs.close()
     return seconds
@@ -106,8 +112,9 @@ def merged_tensors(directory: Path):
     from safetensors import safe_open
 
     index = directory / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
-        else ["model.safetensors"]
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    )
     for file in files:
         with safe_open(str(directory / file), framework="pt") as handle:
             for name in handle.keys():
@@ -129,8 +136,13 @@ def compare_merges(left: Path, right: Path) -> dict:
         largest = max(largest, float(difference.max()))
     if right_tensors:
         raise RuntimeError(f"the merges hold different tensors: {sorted(right_tensors)[:3]}")
-    return {"identical": identical, "tensors": tensors, "differing_elements": differing_elements,
-            "elements": elements, "largest": largest}
+    return {
+        "identical": identical,
+        "tensors": tensors,
+        "differing_elements": differing_elements,
+        "elements": elements,
+        "largest": largest,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,9 +158,20 @@ def calibration_ids(samples: int, shortest: int, longest: int, vocabulary: int) 
 def capture(base: Path, finetuned: Path, token_ids: list[list[int]], device: str):
     from acm_exp.acm.capture import capture_from_paths
 
-    return timed(lambda: capture_from_paths(base, [finetuned], token_ids, device=torch.device(device),
-                                            dtype=torch.bfloat16, estimator="discrete", bins=None, binning="uniform",
-                                            model_names=["finetuned"], progress=False))
+    return timed(
+        lambda: capture_from_paths(
+            base,
+            [finetuned],
+            token_ids,
+            device=torch.device(device),
+            dtype=torch.bfloat16,
+            estimator="discrete",
+            bins=None,
+            binning="uniform",
+            model_names=["finetuned"],
+            progress=False,
+        )
+    )
 
 
 def compare_lambdas(on_device, on_cpu, device: str) -> None:
@@ -157,14 +180,20 @@ def compare_lambdas(on_device, on_cpu, device: str) -> None:
     mi_difference = np.abs(on_device.mi - on_cpu.mi)
     relative = mi_difference / np.maximum(np.abs(on_cpu.mi), 1e-300)
     point, sample = np.unravel_index(np.argmax(mi_difference[0]), mi_difference[0].shape)
-    figure("MI, device vs cpu capture", f"largest abs diff {mi_difference.max():.3e} (rel {relative.max():.2e}) at "
-           f"{on_cpu.point_names[point]} sample {sample}; mean abs diff {mi_difference.mean():.3e}")
+    figure(
+        "MI, device vs cpu capture",
+        f"largest abs diff {mi_difference.max():.3e} (rel {relative.max():.2e}) at "
+        f"{on_cpu.point_names[point]} sample {sample}; mean abs diff {mi_difference.mean():.3e}",
+    )
     lambdas = [compute_coefficients(statistics, ACM_T).lambdas[0] for statistics in (on_device, on_cpu)]
     difference = np.abs(lambdas[0] - lambdas[1])
     worst = int(np.argmax(difference))
-    figure(f"ACM λ (t={ACM_T}), {device} vs cpu", f"largest abs diff {difference.max():.3e} at "
-           f"{on_cpu.point_names[worst]} (λ {lambdas[0][worst]:.6f} vs {lambdas[1][worst]:.6f}); "
-           f"λ range [{lambdas[1].min():.4f}, {lambdas[1].max():.4f}]")
+    figure(
+        f"ACM λ (t={ACM_T}), {device} vs cpu",
+        f"largest abs diff {difference.max():.3e} at "
+        f"{on_cpu.point_names[worst]} (λ {lambdas[0][worst]:.6f} vs {lambdas[1][worst]:.6f}); "
+        f"λ range [{lambdas[1].min():.4f}, {lambdas[1].max():.4f}]",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,8 +211,11 @@ def generate(model: Path, device: str, max_new_tokens: int) -> None:
     finally:
         backend.close()
     tokens = sum(generation.num_tokens for generation in generations)
-    figure(f"hf generation on {device}", f"{len(PROMPTS)} prompts, {tokens} new tokens in {seconds:.2f} s "
-           f"({tokens / seconds:.1f} tokens/s); model load {load_seconds:.1f} s")
+    figure(
+        f"hf generation on {device}",
+        f"{len(PROMPTS)} prompts, {tokens} new tokens in {seconds:.2f} s "
+        f"({tokens / seconds:.1f} tokens/s); model load {load_seconds:.1f} s",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,18 +257,24 @@ def main(argv: list[str] | None = None) -> int:
         outputs = {where: work_dir / f"merge-{method}-{where.replace(':', '_')}" for where in (device, "cpu")}
         seconds = {where: merge(base, finetuned, output, method, where) for where, output in outputs.items()}
         comparison = compare_merges(outputs[device], outputs["cpu"])
-        figure(f"merge {method}", f"{device} {seconds[device]:.1f} s, cpu {seconds['cpu']:.1f} s; "
-               f"{comparison['identical']}/{comparison['tensors']} tensors bit-identical, "
-               f"{comparison['differing_elements']:,} of {comparison['elements']:,} elements differ "
-               f"(largest abs diff {comparison['largest']:.3e})")
+        figure(
+            f"merge {method}",
+            f"{device} {seconds[device]:.1f} s, cpu {seconds['cpu']:.1f} s; "
+            f"{comparison['identical']}/{comparison['tensors']} tensors bit-identical, "
+            f"{comparison['differing_elements']:,} of {comparison['elements']:,} elements differ "
+            f"(largest abs diff {comparison['largest']:.3e})",
+        )
         merged_on_device = merged_on_device or outputs[device]
 
     shortest, longest = (int(value) for value in arguments.sample_tokens.split(","))
     token_ids = calibration_ids(arguments.samples, shortest, longest, shape.vocab)
     on_device, device_seconds = capture(base, finetuned, token_ids, device)
     on_cpu, cpu_seconds = capture(base, finetuned, token_ids, "cpu")
-    figure("capture + MI", f"{arguments.samples} samples, {sum(map(len, token_ids))} tokens: {device} "
-           f"{device_seconds:.1f} s, cpu {cpu_seconds:.1f} s")
+    figure(
+        "capture + MI",
+        f"{arguments.samples} samples, {sum(map(len, token_ids))} tokens: {device} "
+        f"{device_seconds:.1f} s, cpu {cpu_seconds:.1f} s",
+    )
     compare_lambdas(on_device, on_cpu, device)
 
     if merged_on_device is not None:

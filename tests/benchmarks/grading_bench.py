@@ -58,7 +58,7 @@ def main() -> None:
     total_cases, total_seconds, wrong_verdicts = 0, 0.0, 0
     for name in args.datasets.split(","):
         grade = grade_gsm8k if name == "gsm8k" else grade_math
-        golds = _golds(args.data_dir, name)[::args.stride]
+        golds = _golds(args.data_dir, name)[:: args.stride]
         seconds, cases = 0.0, 0
         for gold in golds:
             for response, expected in ((_response(gold), True), (_response(_perturbed(gold)), False)):
@@ -78,8 +78,10 @@ def main() -> None:
         print(f"adversarial    {elapsed:6.2f} s  {response[:50]!r}", flush=True)
         if elapsed > worst[0]:
             worst = (elapsed, f"adversarial: {response[:80]!r} vs {gold!r}")
-    print(f"overall        {total_cases:5d} cases  {total_cases / total_seconds:8.1f} cases/s, "
-          f"{total_seconds:.1f} s in all; verdicts different from the expected: {wrong_verdicts}")
+    print(
+        f"overall        {total_cases:5d} cases  {total_cases / total_seconds:8.1f} cases/s, "
+        f"{total_seconds:.1f} s in all; verdicts different from the expected: {wrong_verdicts}"
+    )
     print(f"worst single case: {worst[0]:.2f} s ({worst[1]})")
 
 

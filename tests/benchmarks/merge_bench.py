@@ -111,10 +111,18 @@ def _write_config(directory: Path, shape: Shape) -> None:
     from transformers import Qwen2Config
 
     config = Qwen2Config(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-        max_position_embeddings=32768, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0,
-        pad_token_id=0, dtype="bfloat16",
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+        dtype="bfloat16",
     )
     config.architectures = ["Qwen2ForCausalLM"]
     config.save_pretrained(directory)
@@ -189,8 +197,10 @@ def ensure_checkpoints(cache_dir: Path, shape: Shape, noise: float = 2e-3) -> tu
     """The cached base and fine-tuned checkpoints, built on first use (published by rename)."""
     root = cache_dir / shape.key
     base, finetuned = root / "base", root / "finetuned"
-    for directory, build in ((base, lambda d: _build_base(d, shape, seed=0)),
-                             (finetuned, lambda d: _build_finetuned(d, base, shape, seed=1, noise=noise))):
+    for directory, build in (
+        (base, lambda d: _build_base(d, shape, seed=0)),
+        (finetuned, lambda d: _build_finetuned(d, base, shape, seed=1, noise=noise)),
+    ):
         if (directory / "model.safetensors.index.json").is_file():
             continue
         root.mkdir(parents=True, exist_ok=True)
@@ -219,12 +229,14 @@ def merge_ours(base: Path, finetuned: Path, output: Path, method: str, k: float,
         inputs.close()
 
 
-def mergekit_config(base: Path, finetuned: list[Path], method: str, k: float, scale: float,
-                    dtype: str | None = None) -> dict:
+def mergekit_config(
+    base: Path, finetuned: list[Path], method: str, k: float, scale: float, dtype: str | None = None
+) -> dict:
     """Our method and parameters in mergekit's terms (density = 1 − k; TIES: normalize, λ = α)."""
     if method == "ties":
-        models = [{"model": str(path), "parameters": {"weight": 1.0, "density": round(1.0 - k, 12)}}
-                  for path in finetuned]
+        models = [
+            {"model": str(path), "parameters": {"weight": 1.0, "density": round(1.0 - k, 12)}} for path in finetuned
+        ]
         parameters = {"normalize": True, "lambda": scale}
     elif method == "task_arithmetic":
         models = [{"model": str(path), "parameters": {"weight": scale}} for path in finetuned]
@@ -237,8 +249,9 @@ def mergekit_config(base: Path, finetuned: list[Path], method: str, k: float, sc
     return config
 
 
-def merge_mergekit(base: Path, finetuned: Path, output: Path, method: str, k: float, scale: float,
-                   dtype: str | None = None) -> None:
+def merge_mergekit(
+    base: Path, finetuned: Path, output: Path, method: str, k: float, scale: float, dtype: str | None = None
+) -> None:
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
@@ -284,8 +297,15 @@ def child_main(arguments: argparse.Namespace) -> None:
     else:
         merge = merge_ours if arguments.engine == "ours" else merge_mergekit
         extra = {"dtype": arguments.mergekit_dtype} if arguments.engine == "mergekit" else {}
-        merge(Path(arguments.base), Path(arguments.finetuned), Path(arguments.output), arguments.method,
-              arguments.k, arguments.scale, **extra)
+        merge(
+            Path(arguments.base),
+            Path(arguments.finetuned),
+            Path(arguments.output),
+            arguments.method,
+            arguments.k,
+            arguments.scale,
+            **extra,
+        )
     print(json.dumps({"merge_seconds": time.perf_counter() - started, "peak_rss_bytes": peak_rss_bytes()}))
 
 
@@ -303,12 +323,36 @@ class Run:
     peak_rss_bytes: int
 
 
-def run_child(engine: str, method: str, base: Path, finetuned: Path, work_dir: Path,
-              k: float, scale: float, mergekit_dtype: str | None) -> Run:
+def run_child(
+    engine: str,
+    method: str,
+    base: Path,
+    finetuned: Path,
+    work_dir: Path,
+    k: float,
+    scale: float,
+    mergekit_dtype: str | None,
+) -> Run:
     output = work_dir / f"{engine}-{method}"
     shutil.rmtree(output, ignore_errors=True)
-    command = [sys.executable, __file__, "--child", engine, "--method", method, "--base", str(base),
-               "--finetuned", str(finetuned), "--output", str(output), "--k", str(k), "--scale", str(scale)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        engine,
+        "--method",
+        method,
+        "--base",
+        str(base),
+        "--finetuned",
+        str(finetuned),
+        "--output",
+        str(output),
+        "--k",
+        str(k),
+        "--scale",
+        str(scale),
+    ]
     if mergekit_dtype:
         command += ["--mergekit-dtype", mergekit_dtype]
     log_path = work_dir / f"{engine}-{method}.log"
@@ -324,8 +368,9 @@ def run_child(engine: str, method: str, base: Path, finetuned: Path, work_dir: P
         raise RuntimeError(f"{engine} {method} failed with exit code {process.returncode}; see {log_path}")
     measured = json.loads(stdout.strip().splitlines()[-1])
     shutil.rmtree(output, ignore_errors=True)
-    return Run(engine, method, wall, usage.ru_utime + usage.ru_stime, measured["merge_seconds"],
-               measured["peak_rss_bytes"])
+    return Run(
+        engine, method, wall, usage.ru_utime + usage.ru_stime, measured["merge_seconds"], measured["peak_rss_bytes"]
+    )
 
 
 def _gib(value: float) -> str:
@@ -336,8 +381,10 @@ def report(runs: list[Run], shape: Shape) -> bool:
     print()
     print(f"{'engine':<9} {'method':<16} {'wall s':>8} {'CPU s':>8} {'merge s':>8} {'peak RSS':>10}")
     for run in runs:
-        print(f"{run.engine:<9} {run.method:<16} {run.wall_seconds:>8.1f} {run.cpu_seconds:>8.1f} "
-              f"{run.merge_seconds:>8.1f} {_gib(run.peak_rss_bytes):>10}")
+        print(
+            f"{run.engine:<9} {run.method:<16} {run.wall_seconds:>8.1f} {run.cpu_seconds:>8.1f} "
+            f"{run.merge_seconds:>8.1f} {_gib(run.peak_rss_bytes):>10}"
+        )
     all_met = True
     print()
     floors = [run.wall_seconds for run in runs if run.engine == "floor"]
@@ -349,34 +396,42 @@ def report(runs: list[Run], shape: Shape) -> bool:
         target = FLOOR_TARGET.get(method)
         met = target is None or ratio <= target
         all_met &= met
-        print(f"{method}: ours/floor wall {ratio:.2f}x (floor: read + write of the same bytes, median "
-              f"{statistics.median(floors):.1f} s)" + (f" (target <= {target}x): {'MET' if met else 'MISSED'}"
-                                                         if target else ""))
+        print(
+            f"{method}: ours/floor wall {ratio:.2f}x (floor: read + write of the same bytes, median "
+            f"{statistics.median(floors):.1f} s)"
+            + (f" (target <= {target}x): {'MET' if met else 'MISSED'}" if target else "")
+        )
     for method in sorted({run.method for run in runs if run.engine != "floor"}):
         ours = [run for run in runs if run.method == method and run.engine == "ours"]
         theirs = [run for run in runs if run.method == method and run.engine == "mergekit"]
         if not ours or not theirs:
             continue
-        def ratio(field: str) -> float:
-            return (statistics.median(getattr(r, field) for r in ours)
-                    / statistics.median(getattr(r, field) for r in theirs))
+
+        def ratio(field: str, ours=ours, theirs=theirs) -> float:
+            return statistics.median(getattr(r, field) for r in ours) / statistics.median(
+                getattr(r, field) for r in theirs
+            )
 
         wall, cpu, rss = ratio("wall_seconds"), ratio("cpu_seconds"), ratio("peak_rss_bytes")
         wall_target = WALL_TARGETS.get(method, 0.5)
         met = wall <= wall_target and rss <= RSS_TARGET
         all_met &= met
         # CPU time is printed too: on a shared machine it is the less noisy of the two.
-        print(f"{method}: ours/mergekit wall {wall:.2f}x (CPU time {cpu:.2f}x; target <= {wall_target}x), peak RSS "
-              f"{rss:.2f}x (target <= {RSS_TARGET}x): {'MET' if met else 'MISSED'}")
+        print(
+            f"{method}: ours/mergekit wall {wall:.2f}x (CPU time {cpu:.2f}x; target <= {wall_target}x), peak RSS "
+            f"{rss:.2f}x (target <= {RSS_TARGET}x): {'MET' if met else 'MISSED'}"
+        )
     largest_fp32 = shape.largest_numel * 4
     bound = 3 * largest_fp32 + GIB
     for run in runs:
         if run.engine == "ours" and run.method == "task_arithmetic":
             met = run.peak_rss_bytes <= bound
             all_met &= met
-            print(f"ours task_arithmetic peak RSS {_gib(run.peak_rss_bytes)} vs bound 3 x largest tensor "
-                  f"({_gib(largest_fp32)} as float32, {_gib(shape.largest_numel * 2)} as bf16) + 1 GiB = "
-                  f"{_gib(bound)}: {'MET' if met else 'MISSED'}")
+            print(
+                f"ours task_arithmetic peak RSS {_gib(run.peak_rss_bytes)} vs bound 3 x largest tensor "
+                f"({_gib(largest_fp32)} as float32, {_gib(shape.largest_numel * 2)} as bf16) + 1 GiB = "
+                f"{_gib(bound)}: {'MET' if met else 'MISSED'}"
+            )
     return all_met
 
 
@@ -393,8 +448,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=float, default=0.8, help="TIES drop fraction (mergekit density = 1 - k)")
     parser.add_argument("--ties-scale", type=float, default=1.0)
     parser.add_argument("--ta-scale", type=float, default=0.7)
-    parser.add_argument("--mergekit-dtype", default=None,
-                        help="mergekit's compute dtype (default: the checkpoint's, bf16; ours always uses float32)")
+    parser.add_argument(
+        "--mergekit-dtype",
+        default=None,
+        help="mergekit's compute dtype (default: the checkpoint's, bf16; ours always uses float32)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the runs here")
     # Child mode: one merge, invoked by the parent.
     parser.add_argument("--child", choices=("ours", "mergekit", "floor"), help=argparse.SUPPRESS)
@@ -414,8 +472,11 @@ def main(argv: list[str] | None = None) -> int:
         child_main(arguments)
         return 0
     shape = Shape(layers=arguments.layers, vocab=arguments.vocab_size)
-    print(f"synthetic {shape.key}: {shape.parameters / 1e6:.0f}M parameters, bf16, untied lm_head; "
-          f"largest tensor {shape.largest_numel / 1e6:.1f}M entries", flush=True)
+    print(
+        f"synthetic {shape.key}: {shape.parameters / 1e6:.0f}M parameters, bf16, untied lm_head; "
+        f"largest tensor {shape.largest_numel / 1e6:.1f}M entries",
+        flush=True,
+    )
     base, finetuned = ensure_checkpoints(arguments.cache_dir, shape)
     work_dir = arguments.work_dir or Path(tempfile.mkdtemp(prefix="merge-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -431,10 +492,14 @@ def main(argv: list[str] | None = None) -> int:
             # Alternate which engine goes first so page-cache warmth and CPU noise fall on both.
             order = engines if repeat % 2 == 0 else engines[::-1]
             for engine in order:
-                run = run_child(engine, method, base, finetuned, work_dir, arguments.k, scales[method],
-                                arguments.mergekit_dtype)
-                print(f"{engine} {method}: wall {run.wall_seconds:.1f} s, CPU {run.cpu_seconds:.1f} s, "
-                      f"merge {run.merge_seconds:.1f} s, peak RSS {_gib(run.peak_rss_bytes)}", flush=True)
+                run = run_child(
+                    engine, method, base, finetuned, work_dir, arguments.k, scales[method], arguments.mergekit_dtype
+                )
+                print(
+                    f"{engine} {method}: wall {run.wall_seconds:.1f} s, CPU {run.cpu_seconds:.1f} s, "
+                    f"merge {run.merge_seconds:.1f} s, peak RSS {_gib(run.peak_rss_bytes)}",
+                    flush=True,
+                )
                 runs.append(run)
     met = report(runs, shape)
     if arguments.json:

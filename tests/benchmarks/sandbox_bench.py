@@ -53,8 +53,9 @@ def official_grading(data_dir: Path, workers: int) -> tuple[float, int, int]:
 
     def grade(example: dict) -> bool:
         answer = example["raw_solution"] + example["new_problem"] + example["new_solution"] + "\n```"
-        return grade_humaneval_pro(example, answer, response_prefix=humaneval_pro_response_prefix(example),
-                                   isolation="bwrap").passed
+        return grade_humaneval_pro(
+            example, answer, response_prefix=humaneval_pro_response_prefix(example), isolation="bwrap"
+        ).passed
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -75,8 +76,7 @@ def main() -> int:
         print("shared data not found (--data or $ACM_EXP_DATA_DIR)", file=sys.stderr)
         return 2
     programs = canonical_programs(data_dir)
-    print(f"{len(programs)} HumanEval-Pro canonical programs, {os.cpu_count()} CPUs, "
-          f"parallel workers={args.workers}")
+    print(f"{len(programs)} HumanEval-Pro canonical programs, {os.cpu_count()} CPUs, parallel workers={args.workers}")
     ok = True
     for mode in args.modes.split(","):
         if mode == "bwrap" and not sandbox.bwrap_available():
@@ -85,15 +85,20 @@ def main() -> int:
         sequential_s, seq_passed = timed_run(programs, 1, mode, args.repeats)
         parallel_s, par_passed = timed_run(programs, args.workers, mode, args.repeats)
         n = len(programs)
-        print(f"[{mode}] sequential: {sequential_s:6.2f} s  {n / sequential_s:6.1f} programs/s  "
-              f"({seq_passed}/{n} passed)")
-        print(f"[{mode}] parallel x{args.workers}: {parallel_s:6.2f} s  {n / parallel_s:6.1f} programs/s  "
-              f"({par_passed}/{n} passed)  speed-up {sequential_s / parallel_s:.2f}x")
+        print(
+            f"[{mode}] sequential: {sequential_s:6.2f} s  {n / sequential_s:6.1f} programs/s  ({seq_passed}/{n} passed)"
+        )
+        print(
+            f"[{mode}] parallel x{args.workers}: {parallel_s:6.2f} s  {n / parallel_s:6.1f} programs/s  "
+            f"({par_passed}/{n} passed)  speed-up {sequential_s / parallel_s:.2f}x"
+        )
         ok = ok and seq_passed == n and par_passed == n
     if sandbox.bwrap_available():
         wall_s, passed, n = official_grading(data_dir, args.workers)
-        print(f"[official HumanEval-Pro grading, bwrap] x{args.workers}: {wall_s:6.2f} s  "
-              f"{n / wall_s:6.1f} problems/s  ({passed}/{n} passed)")
+        print(
+            f"[official HumanEval-Pro grading, bwrap] x{args.workers}: {wall_s:6.2f} s  "
+            f"{n / wall_s:6.1f} problems/s  ({passed}/{n} passed)"
+        )
         ok = ok and passed == n
     return 0 if ok else 1
 
