@@ -8,6 +8,7 @@ runtime failure also names the log file that holds its traceback (never the cons
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 
 from acm_exp.config import register_configs
 from acm_exp.errors import UserError
-from acm_exp.failures import failure_line, write_traceback
+from acm_exp.failures import config_error_line, failure_line, write_traceback
 
 log = logging.getLogger("acm_exp")
 
@@ -55,5 +56,23 @@ def main(cfg: DictConfig) -> None:
         _fail(error, EXIT_FAILURE)
 
 
+def cli() -> None:
+    """``python -m acm_exp`` and ``acm-exp``: Hydra's own errors (an unknown key, a wrongly typed
+    value, a value outside a fixed choice) end in the same one line as ours, before any work."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    wants_full_error = bool(os.environ.get("HYDRA_FULL_ERROR"))
+    # Hydra then raises its errors instead of printing them over several lines.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as error:
+        if wants_full_error:
+            raise
+        print(f"acm_exp: error: {config_error_line(error)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_FAILURE)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -3,7 +3,7 @@
 Each function builds the config that ``python -m acm_exp`` would run for the same settings (Hydra's
 compose API over the package's ``conf/`` directory, with the arguments as command-line overrides),
 validates it with the CLI's own checks (the same one-line ``acm_exp.errors.ConfigError``) and runs
-the CLI's own stage functions from ``acm_exp.pipeline``: same caches, same run-directory layout,
+the CLI's own stage functions from ``acm_exp.stages``: same caches, same run-directory layout,
 same manifests and metrics. Every result carries ``overrides``, the CLI arguments that reproduce it.
 
     >>> import acm_exp
@@ -18,7 +18,6 @@ calibrates on its own corpus and evaluates on its own task).
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 import numbers
@@ -26,11 +25,12 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from acm_exp.acm.provider import CoefficientPlan
 from acm_exp.config import (
     AcmConfig,
     CalibrationConfig,
@@ -38,14 +38,34 @@ from acm_exp.config import (
     MergeConfig,
     register_configs,
 )
+from acm_exp.costs import measure
 from acm_exp.errors import ConfigError, DataError
+from acm_exp.failures import config_error_line
+from acm_exp.merge.engine import read_manifest
+from acm_exp.outcomes import Calibration, Coefficients, EvalResult, MergeResult
+from acm_exp.paths import shared_data_dir
+from acm_exp.stages import (
+    Models,
+    Steps,
+    check_generation_inputs,
+    check_merge_inputs,
+    coefficient_stage,
+    evaluation_stage,
+    evaluation_targets,
+    merge_stage,
+    merged_output_dir,
+    resolve_models,
+    validate,
+    write_costs,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
     from omegaconf import DictConfig
 
-    from acm_exp.acm import Coefficients as LayerCoefficients
-    from acm_exp.pipeline import CoefficientPlan
+    from acm_exp.calibration import CalibrationSet
+    from acm_exp.merge import MergeMethod
+    from acm_exp.merge.engine import MergeInputs
 
 log = logging.getLogger("acm_exp")
 
@@ -53,8 +73,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CUSTOM_PAIR = "custom"
 EVAL_OFF = "eval=none"
-HTML_TEXT_CHARS = 160
-HTML_MAX_ROWS = 40
 
 # Keyword settings each function accepts, by config section (the fields its arguments do not cover).
 CALIBRATION_SETTINGS = tuple(f.name for f in fields(CalibrationConfig) if f.name != "source")
@@ -82,6 +100,14 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "\\'") + "'"
 
 
+# Words Hydra's override grammar reads as something other than a string.
+HYDRA_KEYWORDS = ("null", "true", "false", "inf", "nan")
+
+
+def _is_plain_word(text: str) -> bool:
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text) is not None and text.lower() not in HYDRA_KEYWORDS
+
+
 def override_value(key: str, value: Any) -> str:
     """``value`` in Hydra's override grammar, as it would be typed after ``key=`` on the command line."""
     if value is None:
@@ -100,7 +126,8 @@ def override_value(key: str, value: Any) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if isinstance(value, str):
-        return _quoted(value)
+        # A plain word is written bare, as typed on the command line (Hydra echoes it in its errors).
+        return value if _is_plain_word(value) else _quoted(value)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(override_value(key, item) for item in value) + "]"
     raise ConfigError(
@@ -138,10 +165,6 @@ def _conf_dir() -> Path:
     return CONF_DIR
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, str]:
     """The job config ``python -m acm_exp <overrides>`` runs, and its default run directory.
 
@@ -169,7 +192,7 @@ def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, str]:
             cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
             run_dir = str(cfg.hydra.run.dir)
     except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(_one_line(error)) from None
+        raise ConfigError(config_error_line(error)) from None
     finally:
         restore_gh_from_backup(outer)
     # As the CLI's task function sees it: the hydra node lives apart (HydraConfig).
@@ -279,37 +302,13 @@ def _new_run_dir(run_dir: PathLike | None, default: str) -> Path:
 # Progress and costs
 
 
-class _Stages:
-    """One notebook-friendly progress bar over a call's stages; each stage also tags a failure with
-    its name (acm_exp.failures.stage), as in the CLI."""
-
-    def __init__(self, title: str, names: Sequence[str]):
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=len(names), desc=title, unit="stage")
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        from acm_exp.failures import stage
-
-        self._bar.set_postfix_str(name)
-        log.info("%s", name)
-        with stage(name):
-            yield
-        self._bar.update(1)
-
-    def close(self) -> None:
-        self._bar.set_postfix_str("done")
-        self._bar.close()
-
-
 @contextmanager
-def _progress(title: str, names: Sequence[str]) -> Iterator[_Stages]:
-    stages = _Stages(title, names)
+def _steps(title: str, total: int) -> Iterator[Steps]:
+    steps = Steps(title, total)
     try:
-        yield stages
+        yield steps
     finally:
-        stages.close()
+        steps.close()
 
 
 def _timings(costs: Mapping[str, Any]) -> dict[str, float]:
@@ -321,277 +320,139 @@ def _timings(costs: Mapping[str, Any]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rendering
+# The stages on a composed config: the CLI's job (acm_exp.pipeline.run) is these calls in order
 
 
-def _short(text: Any, limit: int = HTML_TEXT_CHARS) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def calibration_of(selected: CalibrationSet, cfg: DictConfig, overrides: Sequence[str]) -> Calibration:
+    """A calibration selection as the API returns it."""
+    from omegaconf import OmegaConf
 
-
-def _html_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], note: str = "") -> str:
-    head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows[:HTML_MAX_ROWS]
-    )
-    more = f"<p>… {len(rows) - HTML_MAX_ROWS} more rows</p>" if len(rows) > HTML_MAX_ROWS else ""
-    note_html = f"<p>{html.escape(note)}</p>" if note else ""
-    return (
-        f"<div><strong>{html.escape(title)}</strong>{note_html}<table><thead><tr>{head}</tr></thead>"
-        f"<tbody>{body}</tbody></table>{more}</div>"
+    return Calibration(
+        texts=list(selected.texts),
+        indices=[int(i) for i in selected.indices],
+        spec=selected.spec,
+        selection_hash=selected.selection_hash,
+        corpus_size=selected.corpus_size,
+        settings=OmegaConf.to_container(cfg.calibration, resolve=True),
+        cluster_labels=selected.cluster_labels,
+        overrides=tuple(item for item in overrides if item.startswith("calibration")),
     )
 
 
-def _key_value_html(title: str, items: Mapping[str, Any]) -> str:
-    return _html_table(title, ("", ""), [(key, value) for key, value in items.items()])
+def coefficients_of(
+    plan: CoefficientPlan, cfg: DictConfig, run_dir: Path, overrides: Sequence[str], settings_overrides: Sequence[str]
+) -> Coefficients:
+    """The ACM provider's plan as the API returns it: λ per point and model, and the calibration."""
+    from acm_exp.acm import Coefficients as LayerCoefficients
+
+    return Coefficients(
+        base=str(cfg.model_pair.base),
+        finetuned=tuple(str(m) for m in cfg.model_pair.finetuned),
+        acm=LayerCoefficients.from_json(plan.coefficients_path),
+        calibration=calibration_of(plan.calibration, cfg, overrides),
+        against=str(cfg.acm.against),
+        method=str(cfg.merge.method),
+        run_dir=run_dir,
+        path=Path(plan.coefficients_path),
+        overrides=tuple(overrides),
+        settings_overrides=tuple(settings_overrides),
+        plan=plan,
+    )
 
 
-# ---------------------------------------------------------------------------------------------
-# Results
+def prepare_models(cfg: DictConfig, run_dir: Path, steps: Steps) -> tuple[Models, MergeInputs]:
+    """Resolve the input models and check them before any heavy stage: shards, vocabularies, the merge
+    output's place and, when the job evaluates, every generating tokenizer's stop strings."""
+    with steps("resolving the models"):
+        models = resolve_models(cfg)
+    with steps("checking the models and the merge output"):
+        inputs = check_merge_inputs(cfg, models.dirs, merged_output_dir(cfg, run_dir))
+    try:
+        with steps("checking the models' tokenizers"):
+            check_generation_inputs(cfg, models.dirs)
+    except BaseException:
+        inputs.close()
+        raise
+    return models, inputs
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """A calibration selection: the texts fed to the models, the corpus rows they came from and the
-    settings that picked them (``settings``: the resolved ``calibration`` config).
-
-    Example:
-        >>> calibration = acm_exp.select_calibration("toy", per_cluster=2)
-        >>> len(calibration), calibration.spec
-        (8, 'toy[:400]:cluster(k=4,per=2,seed=42)')
-        >>> calibration.texts[0]
-        '8 + 3 + 4 + 8'
-    """
-
-    texts: list[str]
-    indices: list[int]
-    spec: str
-    selection_hash: str
-    corpus_size: int
-    settings: dict[str, Any]
-    cluster_labels: list[int] | None = None
-    overrides: tuple[str, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __repr__(self) -> str:
-        return (
-            f"Calibration({self.spec}: {len(self.texts)} of {self.corpus_size} rows, selection {self.selection_hash})"
-        )
-
-    def _repr_html_(self) -> str:
-        labels = self.cluster_labels or [""] * len(self.texts)
-        rows = [
-            (index, label, _short(text)) for index, label, text in zip(self.indices, labels, self.texts, strict=False)
-        ]
-        return _html_table(repr(self), ("row", "cluster", "text"), rows)
+def plan_coefficients(cfg: DictConfig, method: MergeMethod, models: Models, run_dir: Path, steps: Steps):
+    """The method's coefficient plan (nothing to compute for a plain method)."""
+    provider = method.coefficients
+    with steps(f"computing {provider} coefficients" if provider else "planning"):
+        with measure("coefficients", provider=provider):
+            return coefficient_stage(cfg, method, models.refs, models.dirs, run_dir)
 
 
-@dataclass(frozen=True)
-class Coefficients:
-    """ACM's λ per capture point (embedding, each decoder layer, final norm, head) and fine-tuned
-    model, from the MI between the base's and that model's activations on the calibration texts.
-
-    ``lambdas[model][point]``; ``for_parameter(name)`` gives the λ a checkpoint tensor is merged
-    with. The run directory holds ``coefficients.json`` (``path``; λ, MI summary and per-sample MI,
-    the same file the CLI writes), ``coefficients.png`` and ``calibration.json``.
-
-    Example:
-        >>> calibration = acm_exp.select_calibration("toy", per_cluster=2)
-        >>> coefficients = acm_exp.acm_coefficients("toy:base", "toy:finetuned", calibration, t=0.7)
-        >>> coefficients.for_parameter("model.layers.1.mlp.up_proj.weight")  # layer 1's λ
-        0.5099...
-        >>> coefficients.to_dict()["models"][0]["points"]["lm_head"]["lambda"]
-        0.5663...
-    """
-
-    base: str
-    finetuned: tuple[str, ...]
-    acm: LayerCoefficients = field(repr=False)
-    calibration: Calibration = field(repr=False)
-    against: str
-    method: str
-    run_dir: Path
-    path: Path
-    timings: dict[str, float] = field(default_factory=dict)
-    overrides: tuple[str, ...] = ()
-    # The CLI overrides that fix how these coefficients were computed (t, shift, reduce, acm.*,
-    # calibration.*): a merge with these coefficients composes them too.
-    settings_overrides: tuple[str, ...] = field(default=(), repr=False)
-    plan: CoefficientPlan | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def t(self) -> float:
-        return self.acm.t
-
-    @property
-    def points(self) -> tuple[str, ...]:
-        return tuple(self.acm.point_names)
-
-    @property
-    def lambdas(self) -> dict[str, dict[str, float]]:
-        return {
-            model: {point: self.acm.for_point(index, point) for point in self.points}
-            for index, model in enumerate(self.acm.model_names)
-        }
-
-    @property
-    def mi_cache_key(self) -> str | None:
-        return self.acm.statistics.metadata.get("cache_key")
-
-    def for_point(self, point: str, model: int = 0) -> float:
-        """λ of capture point ``point`` (``layers.3``, ``embed_tokens``, ``norm``, ``lm_head``)."""
-        return self.acm.for_point(model, point)
-
-    def for_parameter(self, name: str, model: int = 0) -> float:
-        """λ of the checkpoint tensor ``name`` (every tensor of decoder layer i takes layer i's λ)."""
-        return self.acm.for_parameter(model, name)
-
-    def to_dict(self) -> dict[str, Any]:
-        """What ``coefficients.json`` holds: t, shift, reduce, and per model and point λ and MI."""
-        return self.acm.to_dict()
-
-    def plot(self, path: PathLike | None = None) -> Path:
-        """Draw λ per layer (one line per fine-tuned model) to ``path`` (default: the run's
-        ``coefficients.png``); returns the PNG's path (``IPython.display.Image(path)`` shows it)."""
-        return self.acm.plot(Path(path) if path is not None else self.run_dir / "coefficients.png")
-
-    def __repr__(self) -> str:
-        values = [value for model in self.lambdas.values() for value in model.values()]
-        return (
-            f"Coefficients(t={self.t:g}, {self.acm.shift}, {self.acm.reduce}, {len(self.points)} points "
-            f"x {len(self.finetuned)} model(s), λ in [{min(values):.4f}, {max(values):.4f}], {self.path})"
-        )
-
-    def _repr_html_(self) -> str:
-        models = list(self.acm.model_names)
-        mean_mi = {
-            (index, point): self.acm.statistics.summary(index)[point]
-            for index in range(len(models))
-            for point in self.points
-        }
-        rows = [
-            (
-                point,
-                *(f"{self.acm.for_point(index, point):.4f}" for index in range(len(models))),
-                *(_short(mean_mi[index, point], 40) for index in range(len(models))),
+def merge_configured(
+    cfg: DictConfig,
+    method: MergeMethod,
+    run_dir: Path,
+    steps: Steps,
+    *,
+    coefficients: Coefficients | None = None,
+    overrides: Sequence[str] = (),
+    settings_overrides: Sequence[str] = (),
+    merge_params: Mapping[str, Any] | None = None,
+) -> MergeResult:
+    """Resolve and check the models, compute the method's coefficients (or take ``coefficients``) and
+    merge into the configured output (an identical complete merge there is reused)."""
+    models, inputs = prepare_models(cfg, run_dir, steps)
+    try:
+        if coefficients is not None:
+            plan = _plan_from(coefficients, cfg, method, merge_params or {})
+        else:
+            plan = plan_coefficients(cfg, method, models, run_dir, steps)
+            if method.coefficients == "acm":
+                coefficients = coefficients_of(plan, cfg, run_dir, overrides, settings_overrides)
+        with steps("the merge"), measure("merge", method=plan.method.name) as merge_cost:
+            merged_dir = merge_stage(
+                cfg, plan.method, models.dirs, merged_output_dir(cfg, run_dir), plan, inputs=inputs
             )
-            for point in self.points
-        ]
-        header = ("point", *(f"λ {model}" for model in models), *(f"MI {model}" for model in models))
-        return _html_table(repr(self), header, rows)
+    finally:
+        inputs.close()
+    log.info("merged model: %s", merged_dir)
+    return MergeResult(
+        output_dir=merged_dir,
+        manifest=read_manifest(merged_dir) or {},
+        timings={},
+        run_dir=run_dir,
+        method=str(cfg.merge.method),
+        reused=merge_cost.cached,
+        coefficients=coefficients,
+        coefficients_path=plan.coefficients_path,
+        overrides=tuple(overrides),
+        inputs=tuple(models.dirs),
+    )
 
 
-@dataclass(frozen=True)
-class MergeResult:
-    """A finished merge: its output directory, ``merge_manifest.json`` (method, parameters, inputs
-    with content hashes, ``request_fingerprint``), seconds per stage and the run directory.
+def evaluate_configured(
+    cfg: DictConfig, model_dirs: Sequence[Path], merged_dir: Path, run_dir: Path, steps: Steps
+) -> list[EvalResult]:
+    """Evaluate every model of ``cfg.eval.models`` on the configured benchmarks: one result per model."""
+    from acm_exp.eval.samples import read_records
 
-    Example:
-        >>> merged = acm_exp.merge_models("toy:base", "toy:finetuned", "ties", k=0.5)
-        >>> merged.output_dir.name, merged.manifest["parameters"]["k"]
-        ('merged', 0.5)
-        >>> sorted(merged.timings)
-        ['coefficients', 'merge']
-    """
-
-    output_dir: Path
-    manifest: dict[str, Any] = field(repr=False)
-    timings: dict[str, float]
-    run_dir: Path
-    method: str
-    reused: bool = False
-    coefficients: Coefficients | None = field(default=None, repr=False)
-    coefficients_path: Path | None = field(default=None, repr=False)
-    costs: dict[str, Any] = field(default_factory=dict, repr=False)
-    overrides: tuple[str, ...] = ()
-
-    @property
-    def fingerprint(self) -> str | None:
-        """What identifies the merge's result (method, parameters, inputs, coefficient settings)."""
-        return self.manifest.get("request_fingerprint")
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return dict(self.manifest.get("parameters") or {})
-
-    def __repr__(self) -> str:
-        parameters = ", ".join(f"{key}={value}" for key, value in self.parameters.items())
-        status = "reused" if self.reused else f"{sum(self.timings.values()):.1f} s"
-        return (
-            f"MergeResult({self.method}({parameters}) -> {self.output_dir}, {status}, fingerprint {self.fingerprint})"
+    with steps("evaluation"):
+        rows = evaluation_stage(cfg, list(model_dirs), merged_dir, run_dir)
+    results = []
+    for target in evaluation_targets(cfg, list(model_dirs), merged_dir):
+        own = [row for row in rows if row.get("model") == target.label]
+        samples: dict[str, list[dict[str, Any]]] = {}
+        for row in own:
+            if row.get("samples_path"):
+                samples.setdefault(row["benchmark"], []).extend(read_records(Path(row["samples_path"])) or [])
+        results.append(
+            EvalResult(
+                model=target.label,
+                role=target.role,
+                path=Path(target.path),
+                rows=own,
+                samples=samples,
+                timings={},
+                run_dir=run_dir if target.role == "merged" else None,
+            )
         )
-
-    def _repr_html_(self) -> str:
-        inputs = {
-            entry.get("role", "?"): f"{entry.get('path')} ({entry.get('content_hash')})"
-            for entry in self.manifest.get("inputs", [])
-        }
-        items = {
-            "method": self.method,
-            **{f"merge.{k}": v for k, v in self.parameters.items()},
-            **inputs,
-            "output": self.output_dir,
-            "fingerprint": self.fingerprint,
-            "reused": self.reused,
-            **{f"{stage} (s)": seconds for stage, seconds in self.timings.items()},
-            "run_dir": self.run_dir,
-        }
-        return _key_value_html(f"MergeResult: {self.method}", items)
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """One model's evaluation: metric rows (accuracy %, mean response tokens, truncation rate, per
-    benchmark and seed, plus the seed mean with several seeds) and the per-sample records (prompt,
-    response, extracted and gold answer, correctness, tokens) per benchmark.
-
-    Example:
-        >>> result = acm_exp.evaluate("toy:finetuned", ("toy",), limit=5)
-        >>> result.accuracy
-        {'toy': ...}
-        >>> sorted(result.samples["toy"][0])[:4]
-        ['correct', 'extracted', 'finish_reason', 'generated_tokens']
-    """
-
-    model: str
-    role: str
-    path: Path
-    rows: list[dict[str, Any]] = field(repr=False)
-    samples: dict[str, list[dict[str, Any]]] = field(repr=False)
-    timings: dict[str, float] = field(default_factory=dict)
-    run_dir: Path | None = None
-    results_file: Path | None = None
-    overrides: tuple[str, ...] = ()
-
-    def _summary_rows(self) -> list[dict[str, Any]]:
-        several = {row["benchmark"] for row in self.rows if row.get("seed") is None}
-        return [row for row in self.rows if (row.get("seed") is None) == (row["benchmark"] in several)]
-
-    @property
-    def metrics(self) -> pd.DataFrame:
-        """The metric rows as a table (one row per benchmark and seed, and the seed mean)."""
-        import pandas as pd
-
-        return pd.DataFrame(self.rows).drop(columns=["samples_path"], errors="ignore")
-
-    @property
-    def accuracy(self) -> dict[str, float]:
-        """Accuracy (%) per benchmark (the seed mean when several seeds ran)."""
-        return {row["benchmark"]: float(row["accuracy"]) for row in self._summary_rows()}
-
-    def __repr__(self) -> str:
-        cells = ", ".join(
-            f"{row['benchmark']}: {row['accuracy']:.1f}% / {row['mean_tokens']:.0f} tok (n={row['n']})"
-            for row in self._summary_rows()
-        )
-        return f"EvalResult({self.model} [{self.role}]: {cells})"
-
-    def _repr_html_(self) -> str:
-        columns = ("benchmark", "seed", "n", "accuracy", "mean_tokens", "truncation_rate", "reflections")
-        rows = [tuple(_short(row.get(column), 40) for column in columns) for row in self.rows]
-        return _html_table(f"EvalResult: {self.model} [{self.role}]", columns, rows, note=str(self.path))
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,24 +482,20 @@ def _calibration_overrides(source: str, settings: Mapping[str, Any]) -> list[str
     )
 
 
-def _calibration_from(cfg: DictConfig, overrides: Sequence[str]) -> Calibration:
-    """The selection the pipeline's calibration stage makes for ``cfg`` (the same call, same caches)."""
-    from omegaconf import OmegaConf
+def _calibration_choice(calibration: Calibration | str | None) -> list[str]:
+    """The overrides that select ``calibration``: a selection's own, a source's, or none (the model
+    pair's default corpus, as on the command line)."""
+    if isinstance(calibration, Calibration):
+        return [item for item in calibration.overrides if item.startswith("calibration")]
+    return [] if calibration is None else _calibration_overrides(calibration, {})
 
-    from acm_exp.calibration import select_calibration as select
-    from acm_exp.pipeline import data_dir
 
-    selected = select(cfg.calibration, data_dir=data_dir(cfg), cache_dir=cfg.cache_dir)
-    return Calibration(
-        texts=list(selected.texts),
-        indices=[int(i) for i in selected.indices],
-        spec=selected.spec,
-        selection_hash=selected.selection_hash,
-        corpus_size=selected.corpus_size,
-        settings=OmegaConf.to_container(cfg.calibration, resolve=True),
-        cluster_labels=selected.cluster_labels,
-        overrides=tuple(overrides),
-    )
+def _coefficient_overrides(
+    calibration: Calibration | str | None, t: float, shift: str, reduce: str, acm_settings: Mapping[str, Any]
+) -> list[str]:
+    _check_names("acm_coefficients", acm_settings, ACM_SETTINGS)
+    merge_settings = {"t": t, "shift": shift, "reduce": reduce}
+    return _calibration_choice(calibration) + _assignments("merge", merge_settings) + _assignments("acm", acm_settings)
 
 
 def select_calibration(
@@ -657,83 +514,22 @@ def select_calibration(
         >>> len(calibration), calibration.spec
         (8, 'toy[:400]:cluster(k=4,per=2,seed=42)')
     """
+    from acm_exp.calibration import select_calibration as select
     from acm_exp.calibration import validate_config
 
     overrides = _calibration_overrides(source, settings) + _place_overrides(cache_dir, data_dir)
     cfg, _ = compose_config(overrides)
     validate_config(cfg.calibration)
-    with _progress("calibration", ["selecting the calibration set"]) as progress:
-        with progress.stage("selecting the calibration set"):
-            return _calibration_from(cfg, overrides)
+    with _steps("calibration", 1) as steps, steps("selecting the calibration set"):
+        selected = select(cfg.calibration, data_dir=shared_data_dir(cfg.data_dir), cache_dir=cfg.cache_dir)
+    return calibration_of(selected, cfg, overrides)
 
 
 # ---------------------------------------------------------------------------------------------
 # Models and coefficients
 
 
-def _resolve_models(cfg: DictConfig) -> tuple[list, list[Path]]:
-    from acm_exp.models import model_refs, resolve_model
-
-    refs = model_refs(cfg.model_pair)
-    return refs, [resolve_model(ref, cache_dir=cfg.cache_dir, toy_seed=cfg.seed) for ref in refs]
-
-
-def _calibration_choice(calibration: Calibration | str | None) -> list[str]:
-    """The overrides that select ``calibration``: a selection's own, a source's, or none (the model
-    pair's default corpus, as on the command line)."""
-    if isinstance(calibration, Calibration):
-        return [item for item in calibration.overrides if item.startswith("calibration")]
-    return [] if calibration is None else _calibration_overrides(calibration, {})
-
-
-def _coefficient_overrides(
-    calibration: Calibration | str | None, t: float, shift: str, reduce: str, acm_settings: Mapping[str, Any]
-) -> list[str]:
-    _check_names("acm_coefficients", acm_settings, ACM_SETTINGS)
-    merge_settings = {"t": t, "shift": shift, "reduce": reduce}
-    return _calibration_choice(calibration) + _assignments("merge", merge_settings) + _assignments("acm", acm_settings)
-
-
-def _compute_coefficients(
-    cfg: DictConfig,
-    method,
-    refs,
-    model_dirs: list[Path],
-    run_dir: Path,
-    calibration: Calibration | None,
-    overrides: Sequence[str],
-    settings_overrides: Sequence[str],
-    progress: _Stages,
-) -> Coefficients:
-    """The pipeline's ACM stage (calibration, cached MI statistics, λ), wrapped as a Coefficients."""
-    from acm_exp.acm import Coefficients as LayerCoefficients
-    from acm_exp.costs import measure
-    from acm_exp.pipeline import coefficient_stage
-
-    with progress.stage("selecting the calibration set"):
-        if calibration is None:
-            calibration = _calibration_from(cfg, [item for item in overrides if item.startswith("calibration")])
-    with progress.stage("computing acm coefficients"), measure("coefficients", provider=method.coefficients):
-        plan = coefficient_stage(cfg, method, refs, model_dirs, run_dir)
-    selected = plan.manifest["calibration"]["selection_hash"]
-    if selected != calibration.selection_hash:
-        raise DataError(
-            f"the calibration selection changed while computing the coefficients ({selected} != "
-            f"{calibration.selection_hash}); the corpus or its cache was modified, select it again"
-        )
-    return Coefficients(
-        base=str(cfg.model_pair.base),
-        finetuned=tuple(str(m) for m in cfg.model_pair.finetuned),
-        acm=LayerCoefficients.from_json(plan.coefficients_path),
-        calibration=calibration,
-        against=str(cfg.acm.against),
-        method=str(cfg.merge.method),
-        run_dir=run_dir,
-        path=Path(plan.coefficients_path),
-        overrides=tuple(overrides),
-        settings_overrides=tuple(settings_overrides),
-        plan=plan,
-    )
+ACM_METHODS = "acm_ta, acm_ties, acm_dare, acm_average"
 
 
 def acm_coefficients(
@@ -765,7 +561,6 @@ def acm_coefficients(
         ['embed_tokens', 'layers.0', 'layers.1', 'lm_head', 'norm']
     """
     from acm_exp.costs import ledger
-    from acm_exp.pipeline import check_merge_inputs, merged_output_dir, validate
 
     settings_overrides = _coefficient_overrides(calibration, t, shift, reduce, acm_settings)
     overrides = (
@@ -778,33 +573,20 @@ def acm_coefficients(
     cfg, default_run_dir = compose_config(overrides)
     checked = validate(cfg)
     if checked.coefficients != "acm":
-        raise ConfigError(
-            f"method={method!r} takes no ACM coefficients; expected an ACM method "
-            "(acm_ta, acm_ties, acm_dare, acm_average)"
-        )
+        raise ConfigError(f"method={method!r} takes no ACM coefficients; expected an ACM method ({ACM_METHODS})")
     run_directory = _new_run_dir(run_dir, default_run_dir)
-    stages = [
-        "resolving the models",
-        "checking the models",
-        "selecting the calibration set",
-        "computing acm coefficients",
-    ]
-    with _progress("ACM coefficients", stages) as progress, ledger() as book:
-        with progress.stage("resolving the models"):
-            refs, model_dirs = _resolve_models(cfg)
-        with progress.stage("checking the models"):
-            check_merge_inputs(cfg, model_dirs, merged_output_dir(cfg, run_directory))
-        given = calibration if isinstance(calibration, Calibration) else None
-        coefficients = _compute_coefficients(
-            cfg, checked, refs, model_dirs, run_directory, given, overrides, settings_overrides, progress
+    with _steps("ACM coefficients", 4) as steps, ledger() as book:
+        models, inputs = prepare_models(cfg, run_directory, steps)
+        inputs.close()
+        plan = plan_coefficients(cfg, checked, models, run_directory, steps)
+    coefficients = coefficients_of(plan, cfg, run_directory, overrides, settings_overrides)
+    if isinstance(calibration, Calibration) and coefficients.calibration.selection_hash != calibration.selection_hash:
+        raise DataError(
+            f"the calibration selection changed while computing the coefficients "
+            f"({coefficients.calibration.selection_hash} != {calibration.selection_hash}); the corpus or its "
+            "cache was modified, select it again"
         )
-    return _with_timings(coefficients, _timings(book.to_dict()))
-
-
-def _with_timings(coefficients: Coefficients, timings: dict[str, float]) -> Coefficients:
-    from dataclasses import replace
-
-    return replace(coefficients, timings=timings)
+    return replace(coefficients, timings=_timings(book.to_dict()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -819,12 +601,12 @@ def _split_merge_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict
 
 def _plan_from(coefficients: Coefficients, cfg: DictConfig, method, merge_params: Mapping[str, Any]) -> CoefficientPlan:
     """The CLI's coefficient plan for ``method`` from coefficients computed earlier."""
-    from acm_exp.pipeline import METHOD_FIELDS, CoefficientPlan
+    from acm_exp import merge_parameters
 
     if method.coefficients != "acm":
         raise ConfigError(
             f"coefficients= given, but merge method {method.name!r} takes no ACM coefficients; "
-            "expected an ACM method (acm_ta, acm_ties, acm_dare, acm_average)"
+            f"expected an ACM method ({ACM_METHODS})"
         )
     models = (str(cfg.model_pair.base), tuple(str(m) for m in cfg.model_pair.finetuned))
     if models != (coefficients.base, coefficients.finetuned):
@@ -855,7 +637,8 @@ def _plan_from(coefficients: Coefficients, cfg: DictConfig, method, merge_params
                 f"coefficients with against='merged' rescale a {coefficients.method} merge; expected "
                 f"method={coefficients.method!r}, got {method.name!r}"
             )
-        changed = sorted(set(merge_params) & set(METHOD_FIELDS) - {"t", "shift", "reduce"})
+        acm_settings = {parameter.name for parameter in merge_parameters.ACM_PARAMETERS}
+        changed = sorted(set(merge_params) & set(merge_parameters.MERGE_PARAMETERS) - acm_settings)
         if changed:
             raise ConfigError(
                 f"coefficients with against='merged' rescale the plain merge built with the method's "
@@ -895,25 +678,17 @@ def merge_models(
         >>> merged.manifest["acm"]["t"], merged.output_dir.name
         (0.7, 'merged')
     """
-    from acm_exp.costs import ledger, measure
-    from acm_exp.merge import get_method
-    from acm_exp.merge.engine import read_manifest
-    from acm_exp.pipeline import (
-        check_merge_inputs,
-        coefficient_stage,
-        merge_stage,
-        merged_output_dir,
-        validate,
-        write_costs,
-    )
+    from omegaconf import OmegaConf
+
+    from acm_exp.costs import ledger
 
     merge_params, pair_settings = _split_merge_params(params)
     if coefficients is not None and not isinstance(coefficients, Coefficients):
         raise ConfigError(f"coefficients={type(coefficients).__name__}; expected the result of acm_coefficients()")
     if coefficients is not None and calibration is not None:
         raise ConfigError(
-            "both coefficients= and calibration= given; expected one (the coefficients already "
-            "fix their calibration set)"
+            "both coefficients= and calibration= given; "
+            "expected one (the coefficients already fix their calibration set)"
         )
     if coefficients is not None:
         settings = list(coefficients.settings_overrides)
@@ -942,58 +717,23 @@ def merge_models(
     run_directory = (
         _new_run_dir(run_dir, default_run_dir) if run_dir is not None or coefficients is None else coefficients.run_dir
     )
-    from omegaconf import OmegaConf
-
     OmegaConf.save(cfg, run_directory / "resolved_config.yaml", resolve=True)
-    computes_acm = checked.coefficients == "acm" and coefficients is None
-    stages = ["resolving the models", "checking the models and the merge output"]
-    stages += (
-        ["selecting the calibration set", "computing acm coefficients"]
-        if computes_acm
-        else [f"computing {checked.coefficients} coefficients"]
-        if checked.coefficients and coefficients is None
-        else []
-    )
-    stages += ["merging"]
-    with _progress(f"merge {get_method(cfg.merge.method).name}", stages) as progress, ledger() as book:
-        with progress.stage("resolving the models"):
-            refs, model_dirs = _resolve_models(cfg)
-        output_dir = merged_output_dir(cfg, run_directory)
-        with progress.stage("checking the models and the merge output"):
-            check_merge_inputs(cfg, model_dirs, output_dir)
-        if computes_acm:
-            calibration_given = calibration if isinstance(calibration, Calibration) else None
-            coefficients = _compute_coefficients(
-                cfg, checked, refs, model_dirs, run_directory, calibration_given, overrides, settings, progress
-            )
-        if coefficients is not None:
-            plan = _plan_from(coefficients, cfg, checked, merge_params)
-        else:
-            with (
-                progress.stage(
-                    f"computing {checked.coefficients} coefficients" if checked.coefficients else "planning"
-                ),
-                measure("coefficients", provider=checked.coefficients),
-            ):
-                plan = coefficient_stage(cfg, checked, refs, model_dirs, run_directory)
-        with progress.stage("merging"), measure("merge", method=plan.method.name) as merge_cost:
-            merged_dir = merge_stage(cfg, plan.method, model_dirs, output_dir, plan)
+    # resolve, check the models, check the tokenizers, [coefficients or planning,] merge
+    total = 4 if coefficients is not None else 5
+    with _steps(f"merge {checked.name}", total) as steps, ledger() as book:
+        merged = merge_configured(
+            cfg,
+            checked,
+            run_directory,
+            steps,
+            coefficients=coefficients,
+            overrides=overrides,
+            settings_overrides=settings,
+            merge_params=merge_params,
+        )
     costs = book.to_dict()
     write_costs(book, run_directory)
-    manifest = read_manifest(merged_dir) or {}
-    log.info("merged model: %s", merged_dir)
-    return MergeResult(
-        output_dir=merged_dir,
-        manifest=manifest,
-        timings=_timings(costs),
-        run_dir=run_directory,
-        method=str(cfg.merge.method),
-        reused=merge_cost.cached,
-        coefficients=coefficients,
-        coefficients_path=plan.coefficients_path,
-        costs=costs,
-        overrides=tuple(overrides),
-    )
+    return replace(merged, timings=_timings(costs), costs=costs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1089,9 +829,7 @@ def evaluate(
         [('toy', 5)]
     """
     from acm_exp.costs import ledger
-    from acm_exp.eval.samples import read_records
     from acm_exp.models import ModelRef, resolve_model
-    from acm_exp.pipeline import check_generation_inputs, evaluation_stage, validate
 
     model_overrides, model_role, merged = _evaluated_model(model, role)
     if results_dir is not None:
@@ -1111,54 +849,43 @@ def evaluate(
         raise ConfigError("the chosen evaluation suite has no benchmarks; expected benchmarks=(...)")
     # Only a merge has the run config a results row describes (method, parameters, calibration).
     recording = record and merged is not None and model_role == "merged"
-    stages = ["resolving the model", "checking the model's tokenizer", "evaluating"]
-    stages += ["recording the results"] if recording else []
     started = datetime.now(timezone.utc)
     run_directory: Path | None = None
     if model_role == "merged":
         run_directory = (
             merged.run_dir if merged is not None and run_dir is None else _new_run_dir(run_dir, default_run_dir)
         )
-    with _progress("evaluate", stages) as progress, ledger() as book:
-        with progress.stage("resolving the model"):
+    with _steps("evaluate", 4 if recording else 3) as steps, ledger() as book:
+        with steps("resolving the model"):
             if merged is not None:
                 path = merged.output_dir
             else:
-                path = resolve_model(
-                    ModelRef(model_role, _model_name(model, "model")), cache_dir=cfg.cache_dir, toy_seed=cfg.seed
-                )
+                ref = ModelRef(model_role, _model_name(model, "model"))
+                path = resolve_model(ref, cache_dir=cfg.cache_dir, toy_seed=cfg.seed)
         # The evaluated model stands in every role's place, so the CLI's stages see only it.
         model_dirs = [path, path]
-        with progress.stage("checking the model's tokenizer"):
+        with steps("checking the model's tokenizer"):
             check_generation_inputs(cfg, model_dirs)
-        with progress.stage("evaluating"):
-            # Input roles evaluate into the shared cache; only a merged model writes into a run directory.
-            rows = evaluation_stage(cfg, model_dirs, path, run_directory or Path.cwd())
+        # Input roles evaluate into the shared cache; only a merged model writes into a run directory.
+        (result,) = evaluate_configured(cfg, model_dirs, path, run_directory or Path.cwd(), steps)
         results_file = None
         if recording:
             from acm_exp.results import record_run, resolve_results_dir
 
-            with progress.stage("recording the results"):
+            with steps("recording the results"):
                 results_file = record_run(
                     cfg,
                     run_directory,
-                    rows,
+                    result.rows,
                     manifest=merged.manifest,
                     coefficients_path=merged.coefficients_path,
                     started_at=started,
                     results_dir=resolve_results_dir(cfg.logger.results_dir),
                     costs=book.to_dict(),
                 )
-    samples: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        if row.get("samples_path"):
-            samples.setdefault(row["benchmark"], []).extend(read_records(Path(row["samples_path"])) or [])
-    return EvalResult(
+    return replace(
+        result,
         model=str(model.output_dir if merged is not None else model),
-        role=model_role,
-        path=Path(path),
-        rows=rows,
-        samples=samples,
         timings=_timings(book.to_dict()),
         run_dir=run_directory,
         results_file=results_file,

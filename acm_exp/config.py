@@ -7,11 +7,57 @@ the config, before any weight is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from acm_exp.choices import Choice
+from acm_exp.merge_parameters import MERGE_PARAMETERS
+
+
+class Against(Choice):
+    """What ACM compares the base model with (acm.against)."""
+
+    finetuned = "finetuned"
+    merged = "merged"
+
+
+class Estimator(Choice):
+    """How ACM estimates mutual information (acm.estimator; acm_exp.acm.mi)."""
+
+    discrete = "discrete"
+    histogram = "histogram"
+
+
+class Binning(Choice):
+    """How the histogram MI estimator places its bins (acm.binning)."""
+
+    uniform = "uniform"
+    quantile = "quantile"
+
+
+class ClusterPick(Choice):
+    """Which members a calibration cluster contributes (calibration.cluster_pick)."""
+
+    reference = "reference"
+    nearest = "nearest"
+    random = "random"
+
+
+class SensFormat(Choice):
+    """The texts of Sens-Merging's gradient pass (sens.format)."""
+
+    l2s = "l2s"
+    template = "template"
+
+
+class CodeGrading(Choice):
+    """How code benchmarks are graded (eval.code_grading)."""
+
+    official = "official"
+    lenient = "lenient"
 
 
 @dataclass
@@ -45,59 +91,33 @@ class ModelPairConfig:
     allow_pickle: bool = False
 
 
-@dataclass
-class MergeConfig:
-    """One schema for every merge method, so a sweep can vary any hyper-parameter.
-
-    A parameter that the chosen method does not use is reported at validation (a warning that
-    names it) rather than silently ignored.
-    """
-
-    method: str = MISSING
-    # α: global scale of the merged task vector (Task Arithmetic's λ, TIES' scaling).
-    scale: float = 1.0
-    # TIES: fraction of each task vector's entries *dropped* by magnitude, per tensor.
-    k: float = 0.8
-    # DARE: drop probability; survivors are rescaled by 1/(1-p).
-    p: float = 0.3
-    # DARE: how the sparsified task vectors are combined ("ta" or "ties").
-    combine: str = "ta"
-    # Model Breadcrumbs: fraction of the largest-magnitude entries also dropped (outliers).
-    gamma: float = 0.01
-    # ACM coefficient temperature and its two ambiguity switches (DESIGN.md §1 item 4).
-    t: float = 0.7
-    shift: str = "per_point_max"
-    reduce: str = "mean_of_sigmoids"
-    # AIM: relaxation floor ω, and the method whose merge AIM relaxes.
-    omega: float = 0.4
-    base_method: str = "ties"
-    # AIM: which weights are relaxed: "all" (every weight but the embeddings, norms included, as
-    # the official AIM code does) or "linear" (the linear layers only).
-    relax: str = "all"
-    # Sens-Merging: α weight of the fine-tuned model and softmax temperature T.
-    alpha: float = 0.7
-    temperature: float = 2.0
-    # Output and execution.
-    output_dir: str | None = None
-    shard_size: str = "5GB"
-    device: str = "cpu"
-    dtype: str | None = None
-    overwrite: bool = False
-    seed: int = 0
-
-
 # MergeConfig fields that say where and how the merge runs; every other field is a method
-# hyper-parameter (validated per method, a results column, part of the merge fingerprint).
+# hyper-parameter, declared in acm_exp.merge_parameters.
 MERGE_EXECUTION_FIELDS = ("method", "output_dir", "shard_size", "device", "dtype", "overwrite", "seed")
 
+MergeConfig = make_dataclass(
+    "MergeConfig",
+    [
+        ("method", str, field(default=MISSING)),
+        # A choice is typed by its enum, so Hydra rejects a bad value at compose time.
+        *((p.name, p.kind, field(default=p.default)) for p in MERGE_PARAMETERS.values()),
+        ("output_dir", str | None, field(default=None)),
+        ("shard_size", str, field(default="5GB")),
+        ("device", str, field(default="cpu")),
+        ("dtype", str | None, field(default=None)),
+        ("overwrite", bool, field(default=False)),
+        ("seed", int, field(default=0)),
+    ],
+    namespace={
+        "__module__": __name__,
+        "__doc__": """One schema for every merge method, so a sweep can vary any hyper-parameter.
 
-def merge_hyper_parameters() -> dict[str, type]:
-    """The merge hyper-parameters, in declaration order, with their Python type (float or str)."""
-    import dataclasses
-    import typing
-
-    hints = typing.get_type_hints(MergeConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(MergeConfig) if f.name not in MERGE_EXECUTION_FIELDS}
+    The hyper-parameter fields come from their declarations (acm_exp.merge_parameters). A parameter
+    that the chosen method does not use is reported at validation (a warning that names it) rather
+    than silently ignored.
+    """,
+    },
+)
 
 
 @dataclass
@@ -123,7 +143,7 @@ class CalibrationConfig:
     # the order of `datasets.Dataset.shuffle(seed=shuffle_seed)`, taking each cluster's first
     # per_cluster non-empty questions), "nearest" (closest to its centroid) or "random" (a draw
     # seeded by `seed`).
-    cluster_pick: str = "nearest"
+    cluster_pick: ClusterPick = ClusterPick.nearest
     shuffle_seed: int = 54
     # Number of samples for selection=random (default: num_clusters * per_cluster).
     num_samples: int | None = None
@@ -141,10 +161,10 @@ class AcmConfig:
 
     # "finetuned": MI between base and each fine-tuned model (the paper); "merged": between base
     # and the base method's merge, rescaled post hoc (the circulating script).
-    against: str = "finetuned"
-    estimator: str = "discrete"
+    against: Against = Against.finetuned
+    estimator: Estimator = Estimator.discrete
     bins: int | None = None
-    binning: str = "uniform"
+    binning: Binning = Binning.uniform
     # "auto": every visible GPU when there is one (the paper captured on GPU; CPU and GPU bf16
     # kernels round differently, and the discrete MI counts exact values), else the CPU; or one
     # device ("cuda:0"), or several ("[cuda:0,cuda:1]" / "cuda:0,cuda:1"): accelerate then places
@@ -176,7 +196,7 @@ class SensConfig:
     # ``response_field`` (the fine-tuned model's own long response) for the fine-tuned model; a
     # calibration set without that field falls back to the templates below for the fine-tuned model
     # (with a warning). "template": the templates below for both models.
-    format: str = "l2s"
+    format: SensFormat = SensFormat.l2s
     response_field: str | None = "dpsk_res"
     base_answers: str = "long"
     finetuned_answers: str = "short"
@@ -201,15 +221,20 @@ class SensConfig:
 class BenchmarkConfig:
     """One benchmark as data: where it comes from, which fields, how it is prompted and graded.
 
-    Rows come from ``local_path`` (relative to ``data_dir``, or absolute) when that file exists,
-    else from the Hugging Face dataset ``source`` (``subset``, ``split``); ``source: toy`` is the
-    embedded toy task. ``hub_overrides`` replaces field settings (question_field, answer_field,
-    answer_format, id_field) when rows come from the hub, whose copy may name columns differently
-    from the offline file.
+    ``task`` names the benchmark family (acm_exp.eval.tasks: its loader, options and code prompt).
+    Rows come from the family's own loader if it has one, else from ``local_path`` (relative to
+    ``data_dir``, or absolute) when that file exists, else from the Hugging Face dataset ``source``
+    (``subset``, ``split``); ``source: toy`` is the embedded toy task. ``hub_overrides`` replaces
+    field settings (question_field, answer_field, answer_format, id_field) when rows come from the
+    hub, whose copy may name columns differently from the offline file.
     """
 
     name: str = MISSING
-    # "math" or "code": code benchmarks take their prompt from acm_exp.eval.code.
+    # The benchmark family (a name registered in acm_exp.eval.tasks). null: implied by the keys of
+    # configs older than this field (source toy: "toy", else the grader's family); left out of the
+    # config hash while null, so those configs keep their hash.
+    task: str | None = None
+    # "math" or "code": code benchmarks take their prompt from their family (acm_exp.eval.tasks).
     kind: str = "math"
     source: str | None = None
     subset: str | None = None
@@ -222,10 +247,10 @@ class BenchmarkConfig:
     # How the gold answer is parsed (acm_exp.eval.grading.gold_answer): plain, gsm8k, last_boxed,
     # list_string, latex_dollars.
     answer_format: str = "plain"
-    # Key of acm_exp.eval.graders.GRADERS.
+    # The family whose grader scores the responses (acm_exp.eval.tasks.GRADERS).
     grader: str = "math"
-    # Exemplars of the few-shot `cot` prompt: "gsm8k" (8 GSM8K exemplars) or "math" (4 Minerva
-    # MATH exemplars).
+    # The family whose exemplars the few-shot `cot` prompt shows: "gsm8k" (8 GSM8K exemplars) or
+    # "math" (4 Minerva MATH exemplars).
     fewshot_set: str = "math"
     max_new_tokens: int | None = None
     # Code benchmarks: the sandbox time limit in seconds (LiveCodeBench: per test; HumanEval-Pro:
@@ -293,7 +318,7 @@ class EvalConfig:
     # "official": the benchmarks' own harnesses (lcb_runner; CodeEval-Pro + HF code_eval), so
     # pass@1 compares with published numbers; "lenient": this framework's earlier, forgiving
     # extraction and execution (acm_exp.eval.code).
-    code_grading: str = "official"
+    code_grading: CodeGrading = CodeGrading.official
     # Parallel workers of the code graders (each runs a sandboxed subprocess).
     grading_workers: int = 4
     grading: GradingConfig = field(default_factory=GradingConfig)

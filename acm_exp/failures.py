@@ -58,6 +58,25 @@ def _describe_os_error(error: OSError) -> str:
     return f"{error.strerror or type(error).__name__}:{where or ' ' + str(error)}"
 
 
+# Lines of OmegaConf's node dump that follow its message: they name no value and say nothing to do.
+CONFIG_DUMP_PREFIXES = ("full_key:", "reference_type=", "object_type=")
+
+
+def config_error_line(error: BaseException) -> str:
+    """A Hydra or OmegaConf composition error (unknown key, bad type, a value outside an enum's
+    choices) with its cause, on one line: ``Error merging override merge.shift=max: Invalid value
+    'max', expected one of [per_point_max, global_max, none]``."""
+    parts: list[str] = []
+    for item in (error, error.__cause__):
+        if item is None:
+            continue
+        lines = [line.strip() for line in str(item).split("Config search path:")[0].splitlines()]
+        text = " ".join(line for line in lines if line and not line.startswith(CONFIG_DUMP_PREFIXES))
+        if text and text not in parts:
+            parts.append(text)
+    return ": ".join(parts)
+
+
 def describe(error: BaseException) -> str:
     """The cause and the remedy in one line, without the stage."""
     if isinstance(error, UserError):

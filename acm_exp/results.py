@@ -34,18 +34,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
-from acm_exp.config import merge_hyper_parameters
 from acm_exp.costs import COST_COLUMNS, cost_columns
 from acm_exp.errors import ConfigError
+from acm_exp.merge_parameters import MERGE_PARAMETERS
 from acm_exp.paths import REPO_ROOT, atomic_write
 
 log = logging.getLogger(__name__)
 
 RESULTS_DIR_ENV = "ACM_EXP_RESULTS_DIR"
 
-# Merge hyper-parameters (MergeConfig fields). A method records only those it uses; the others
+# Merge hyper-parameters (acm_exp.merge_parameters). A method records only those it uses; the others
 # are null, so filtering on t=0.7 never matches a TIES run that ignores t.
-HYPER_PARAMETERS = tuple(merge_hyper_parameters())
+HYPER_PARAMETERS = tuple(MERGE_PARAMETERS)
 ACM_COLUMNS = ("acm_against", "estimator", "bins")
 CALIBRATION_COLUMNS = (
     "calibration",
@@ -79,7 +79,7 @@ SCHEMA = pa.schema(
         ("base_model", _STRING),
         ("finetuned_models", _STRING),
         ("method", _STRING),
-        *((name, _FLOAT if kind is float else _STRING) for name, kind in merge_hyper_parameters().items()),
+        *((p.name, _FLOAT if p.kind is float else _STRING) for p in MERGE_PARAMETERS.values()),
         ("acm_against", _STRING),
         ("estimator", _STRING),
         ("bins", _INT),
@@ -166,6 +166,9 @@ HASH_EXCLUDED_KEYS = (
     "eval.grading_workers",
     "eval.benchmarks.*.local_path",
 )
+# Keys added to the schema after results were recorded: left out while null (what configs written
+# before them mean), so those configs keep their hash.
+HASH_EXCLUDED_WHEN_NULL_KEYS = ("eval.benchmarks.*.task",)
 _REQUIRED_ROW_KEYS = ("model", "role", "benchmark", "seed", "accuracy", "mean_tokens", "n")
 _RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 
@@ -203,7 +206,7 @@ def _method_usage(merge: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None
         return HYPER_PARAMETERS, "acm"
 
 
-def _drop_key(tree: Any, path: Sequence[str]) -> None:
+def _drop_key(tree: Any, path: Sequence[str], *, only_null: bool = False) -> None:
     if not isinstance(tree, dict) or not path:
         return
     head, rest = path[0], path[1:]
@@ -212,8 +215,8 @@ def _drop_key(tree: Any, path: Sequence[str]) -> None:
         if key not in tree:
             continue
         if rest:
-            _drop_key(tree[key], rest)
-        else:
+            _drop_key(tree[key], rest, only_null=only_null)
+        elif not only_null or tree[key] is None:
             del tree[key]
 
 
@@ -225,6 +228,8 @@ def hashable_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         tree = json.loads(json.dumps(cfg, default=str))
     for dotted in HASH_EXCLUDED_KEYS:
         _drop_key(tree, dotted.split("."))
+    for dotted in HASH_EXCLUDED_WHEN_NULL_KEYS:
+        _drop_key(tree, dotted.split("."), only_null=True)
     merge = tree.get("merge")
     if isinstance(merge, dict) and "method" in merge:
         used, coefficients = _method_usage(merge)
@@ -513,10 +518,9 @@ def grading_columns(cfg: DictConfig, benchmark: str) -> dict[str, Any]:
     benchmark_cfg = (eval_cfg.get("benchmarks") or {}).get(benchmark) if eval_cfg is not None else None
     if benchmark_cfg is None:
         return columns
-    from acm_exp.eval.code import livecodebench_window
-    from acm_exp.eval.graders import GRADERS
     from acm_exp.eval.grading import DEFAULT_NUMERIC_RULE
     from acm_exp.eval.sandbox import resolve_isolation
+    from acm_exp.eval.tasks import GRADERS, families, task_name
 
     grader = benchmark_cfg.get("grader")
     if grader in GRADERS and GRADERS[grader].runs_code:
@@ -524,9 +528,9 @@ def grading_columns(cfg: DictConfig, benchmark: str) -> dict[str, Any]:
         columns["code_grading"] = eval_cfg.get("code_grading", "official")
     if grader in GRADERS and not GRADERS[grader].runs_code:
         columns["math_numeric"] = (eval_cfg.get("grading") or {}).get("numeric", DEFAULT_NUMERIC_RULE)
-    if grader == "livecodebench":
-        release, start, end = livecodebench_window(benchmark_cfg.get("options") or {})
-        columns.update({"lcb_release": release, "lcb_start_date": start, "lcb_end_date": end})
+    family = families().get(task_name(benchmark_cfg))
+    if family is not None and family.result_columns is not None:
+        columns.update(family.result_columns(benchmark_cfg))
     return columns
 
 

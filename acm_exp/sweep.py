@@ -42,7 +42,7 @@ class ValidateSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra import compose
 
-        from acm_exp.pipeline import validate
+        from acm_exp.stages import validate
 
         points = sweep_points(config.hydra.sweeper.get("params") or {}, config.hydra.overrides.task)
         log.info("validating the %d points of the sweep before launching any", len(points))

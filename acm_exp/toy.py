@@ -303,6 +303,18 @@ def _training_batch(tokenizer, problems, kinds):
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
+def _stage(desc: str) -> dict:
+    """The recipe's steps, learning rate, warmup and data mix of one training stage."""
+    if desc == "base":
+        return {"steps": RECIPE.base_steps, "lr": RECIPE.base_lr, "warmup": RECIPE.warmup_steps, "mix": _base_mix}
+    return {
+        "steps": RECIPE.finetune_steps,
+        "lr": RECIPE.finetune_lr,
+        "warmup": RECIPE.finetune_warmup_steps,
+        "mix": _finetune_mix,
+    }
+
+
 def _train(model, tokenizer, *, steps: int, lr: float, warmup: int, mix, seed: int, desc: str) -> float:
     """A fixed number of AdamW steps (linear warmup, cosine decay) on fresh training problems;
     returns the mean loss of the last 20 steps.
@@ -401,16 +413,7 @@ def build_toy_pair(output_dir: str | os.PathLike, seed: int = 0) -> dict[str, Pa
 
         log.info("training the toy base (step-by-step, then mostly direct answers, %d steps)", RECIPE.base_steps)
         base = _new_model(tokenizer, tie=True)
-        loss = _train(
-            base,
-            tokenizer,
-            steps=RECIPE.base_steps,
-            lr=RECIPE.base_lr,
-            warmup=RECIPE.warmup_steps,
-            mix=_base_mix,
-            seed=seed,
-            desc="base",
-        )
+        loss = _train(base, tokenizer, seed=seed, desc="base", **_stage("base"))
         log.info("toy base trained: loss %.3f", loss)
         _save(base, tokenizer, output_dir / "base")
 
@@ -424,16 +427,7 @@ def build_toy_pair(output_dir: str | os.PathLike, seed: int = 0) -> dict[str, Pa
             "training the toy fine-tuned model (step-by-step answers with a reflection, %d steps)",
             RECIPE.finetune_steps,
         )
-        loss = _train(
-            finetuned,
-            tokenizer,
-            steps=RECIPE.finetune_steps,
-            lr=RECIPE.finetune_lr,
-            warmup=RECIPE.finetune_warmup_steps,
-            mix=_finetune_mix,
-            seed=seed,
-            desc="finetuned",
-        )
+        loss = _train(finetuned, tokenizer, seed=seed, desc="finetuned", **_stage("finetuned"))
         log.info("toy fine-tuned model trained: loss %.3f", loss)
         _save(finetuned, tokenizer, output_dir / "finetuned")
     finally:

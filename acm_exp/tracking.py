@@ -349,14 +349,17 @@ class WandbLogger:
         self.run.log({"metrics": self._wandb.Table(columns=columns, data=data)})
 
     def _log_coefficients(self, path: Path) -> None:
-        from acm_exp.figures import read_coefficients
+        from acm_exp.coefficients_file import LAMBDA_COLUMNS, AcmCoefficientsFile, read_coefficients
 
         image, document = path.with_suffix(".png"), path.with_suffix(".json")
         if image.is_file():
             self.run.log({"acm/coefficients": self._wandb.Image(str(image))})
         if document.is_file():
-            columns, data = table_data(read_coefficients(document))
-            self.run.log({"acm/lambda": self._wandb.Table(columns=columns, data=data)})
+            coefficients = read_coefficients(document)
+            # Sens-Merging's per-layer weights are in its plot; the table is ACM's λ.
+            if isinstance(coefficients, AcmCoefficientsFile):
+                data = coefficients.lambda_rows()
+                self.run.log({"acm/lambda": self._wandb.Table(columns=list(LAMBDA_COLUMNS), data=data)})
         if not image.is_file() and not document.is_file():
             log.warning("W&B: no coefficients at %s (.png/.json)", path)
 

@@ -29,11 +29,12 @@ from acm_exp.acm import (
     compute_coefficients,
     compute_mi_statistics,
     model_identity,
+    modeling,
     mutual_information,
     statistics_spec,
     validate_acm_config,
 )
-from acm_exp.acm.capture import tokenize_texts
+from acm_exp.acm.modeling import tokenize_texts
 from acm_exp.config import AcmConfig
 from acm_exp.errors import ConfigError
 
@@ -166,9 +167,9 @@ def test_samples_as_tensors_or_a_generator():
 
 def test_one_forward_pass_per_model_and_sample():
     base = tiny_model()
-    before = capture.FORWARD_PASSES
+    before = modeling.FORWARD_PASSES
     collect_mi_statistics(base, [perturbed(base, 1), perturbed(base, 2)], token_samples(3), progress=False)
-    assert capture.FORWARD_PASSES - before == 3 * 3
+    assert modeling.FORWARD_PASSES - before == 3 * 3
 
 
 def test_base_activations_of_only_the_current_sample_are_held(monkeypatch):
@@ -217,13 +218,13 @@ def model_dirs(tmp_path_factory) -> tuple[Path, list[Path]]:
 def test_sweep_over_t_runs_one_activation_pass(model_dirs, tmp_path):
     base, tuned = model_dirs
     cache_dir = tmp_path / "cache"
-    before = capture.FORWARD_PASSES
+    before = modeling.FORWARD_PASSES
     lambdas = []
     for t in (0.5, 0.7, 0.9):
         statistics = compute_mi_statistics(base, tuned, TEXTS, acm_cfg=AcmConfig(), cache_dir=cache_dir, progress=False)
         lambdas.append(compute_coefficients(statistics, t).lambdas)
     # One pass of the base and one of each compared model per sample, all in the first run.
-    assert capture.FORWARD_PASSES - before == len(TEXTS) * 2 * len(tuned)
+    assert modeling.FORWARD_PASSES - before == len(TEXTS) * 2 * len(tuned)
     assert statistics.mi.shape == (2, 5, len(TEXTS))
     assert statistics.model_names == tuple(str(path) for path in tuned)
     assert not np.allclose(lambdas[0], lambdas[2])
@@ -248,8 +249,8 @@ def test_results_match_collect_on_the_same_tokens(model_dirs, tmp_path):
     )
     token_ids = tokenize_texts(base, TEXTS, max_tokens=6)
     assert max(len(ids) for ids in token_ids) == 6
-    base_model = capture.load_causal_lm(base, torch.device("cpu"), torch.bfloat16)
-    tuned_model = capture.load_causal_lm(tuned[0], torch.device("cpu"), torch.bfloat16)
+    base_model = modeling.load_causal_lm(base, torch.device("cpu"), torch.bfloat16)
+    tuned_model = modeling.load_causal_lm(tuned[0], torch.device("cpu"), torch.bfloat16)
     direct = collect_mi_statistics(base_model, [tuned_model], token_ids, progress=False)
     np.testing.assert_array_equal(statistics.mi, direct.mi)
     assert statistics.model_names == ("slow",)
@@ -370,12 +371,12 @@ def test_cache_key_is_unchanged_by_the_placement_and_other_hardware_is_logged(
     # The same statistics asked for on an accelerator: same key, served from the cache, and the
     # difference in hardware is logged (bf16 kernels round differently).
     monkeypatch.setattr(cache_module, "device_kind", lambda device: "cuda: NVIDIA H200")
-    before = capture.FORWARD_PASSES
+    before = modeling.FORWARD_PASSES
     with caplog.at_level("WARNING"):
         again = compute_mi_statistics(
             base, tuned[:1], TEXTS, acm_cfg=AcmConfig(device="auto"), cache_dir=tmp_path, progress=False
         )
-    assert capture.FORWARD_PASSES == before
+    assert modeling.FORWARD_PASSES == before
     assert again.metadata["cache_key"] == first.metadata["cache_key"]
     np.testing.assert_array_equal(again.mi, first.mi)
     assert any(

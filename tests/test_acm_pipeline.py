@@ -13,7 +13,7 @@ import torch
 from app_config import compose_config
 from model_factory import load_state
 
-from acm_exp.acm import Coefficients, capture
+from acm_exp.acm import Coefficients, modeling
 from acm_exp.pipeline import run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,9 +89,9 @@ def test_sweep_over_t_runs_one_activation_pass(tmp_path, cache_dir):
     forward_passes = []
     lambdas = []
     for t in (0.5, 0.7, 0.9):
-        before = capture.FORWARD_PASSES
+        before = modeling.FORWARD_PASSES
         run_toy(tmp_path / f"t{t}", cache_dir, "merge=acm_ties", f"merge.t={t}", "calibration.per_cluster=3")
-        forward_passes.append(capture.FORWARD_PASSES - before)
+        forward_passes.append(modeling.FORWARD_PASSES - before)
         coefficients = Coefficients.from_json(tmp_path / f"t{t}" / "run" / "coefficients.json")
         lambdas.append(coefficients.for_point(0, "layers.0"))
     assert forward_passes[0] > 0 and forward_passes[1:] == [0, 0]

@@ -12,8 +12,7 @@ import torch
 from model_factory import make_pair, tiny_config
 from transformers import Qwen2ForCausalLM
 
-from acm_exp.acm import capture, compute_mi_statistics
-from acm_exp.acm.capture import load_causal_lm, tokenize_texts
+from acm_exp.acm import compute_mi_statistics, modeling
 from acm_exp.acm.importance import (
     ImportanceCache,
     ImportanceRecorder,
@@ -23,8 +22,9 @@ from acm_exp.acm.importance import (
     importance_spec,
     relaxation_factor,
 )
+from acm_exp.acm.modeling import load_causal_lm, tokenize_texts
 from acm_exp.config import AcmConfig
-from acm_exp.errors import ConfigError
+from acm_exp.errors import ConfigError, DataError
 
 TEXTS = ["What is 12 + 30?", "compute 7 * 8, then add 1.", "hello world", "a longer question: (3 + 4) * 5 = ?"]
 
@@ -126,9 +126,9 @@ def test_causal_lm_matches_hand_computation(tie):
     model = tiny_qwen(tie=tie)
     samples = token_samples()
     pre_hooks = sum(len(module._forward_pre_hooks) for module in model.modules())
-    before = capture.FORWARD_PASSES
+    before = modeling.FORWARD_PASSES
     importance = collect_input_importance(model, samples, progress=False)
-    assert capture.FORWARD_PASSES - before == len(samples)
+    assert modeling.FORWARD_PASSES - before == len(samples)
     assert sum(len(module._forward_pre_hooks) for module in model.modules()) == pre_hooks  # hooks removed
     reference = reference_weight_inputs(model, samples)
     # Every weight but the embedding: the linears, lm_head (even when tied to the embedding) and the
@@ -270,12 +270,12 @@ def assert_same_importance(left: InputImportance, right: InputImportance) -> Non
 
 def test_second_computation_comes_from_the_cache(model_dirs, tmp_path):
     base, _ = model_dirs
-    before = capture.FORWARD_PASSES
+    before = modeling.FORWARD_PASSES
     first = compute_input_importance(base, TEXTS, device="cpu", dtype="bfloat16", cache_dir=tmp_path, progress=False)
-    assert capture.FORWARD_PASSES - before == len(TEXTS)
-    middle = capture.FORWARD_PASSES
+    assert modeling.FORWARD_PASSES - before == len(TEXTS)
+    middle = modeling.FORWARD_PASSES
     second = compute_input_importance(base, TEXTS, device="cpu", dtype="bfloat16", cache_dir=tmp_path, progress=False)
-    assert capture.FORWARD_PASSES == middle
+    assert modeling.FORWARD_PASSES == middle
     assert_same_importance(first, second)
     assert_same_importance(first, direct_importance(base))
     entry = Path(second.metadata["cache_dir"])
@@ -309,15 +309,15 @@ def test_cache_key_depends_on_base_texts_tokens_and_dtype(model_dirs):
 
 def test_acm_capture_fills_the_aim_cache(model_dirs, tmp_path):
     base, tuned = model_dirs
-    before = capture.FORWARD_PASSES
+    before = modeling.FORWARD_PASSES
     compute_mi_statistics(base, tuned, TEXTS, acm_cfg=AcmConfig(), max_tokens=9, cache_dir=tmp_path, progress=False)
     # ACM's pass count is unchanged: the base once per compared model and sample, plus the compared models.
-    assert capture.FORWARD_PASSES - before == len(TEXTS) * 2 * len(tuned)
-    middle = capture.FORWARD_PASSES
+    assert modeling.FORWARD_PASSES - before == len(TEXTS) * 2 * len(tuned)
+    middle = modeling.FORWARD_PASSES
     shared = compute_input_importance(
         base, TEXTS, device="cpu", dtype="bfloat16", max_tokens=9, cache_dir=tmp_path, progress=False
     )
-    assert capture.FORWARD_PASSES == middle
+    assert modeling.FORWARD_PASSES == middle
     # Recorded during one compared model's pass only: every token counted once.
     assert_same_importance(shared, direct_importance(base, max_tokens=9))
     assert shared.tokens == sum(len(ids) for ids in tokenize_texts(base, TEXTS, 9))
@@ -361,7 +361,7 @@ def test_acm_cache_hit_records_nothing(model_dirs, tmp_path):
     ],
 )
 def test_invalid_importance(importance, tokens, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(DataError, match=message):
         InputImportance(importance, tokens=tokens)
 
 
@@ -383,7 +383,7 @@ def test_bad_samples_and_models(model_dirs):
         ImportanceRecorder(torch.nn.Sequential(torch.nn.ReLU()))
     with ImportanceRecorder(model) as recorder, pytest.raises(ConfigError, match="recorded no tokens"):
         recorder.result()
-    with pytest.raises(ConfigError, match="expected a non-empty vector"):
+    with pytest.raises(DataError, match="expected a non-empty vector"):
         relaxation_factor(np.ones((2, 2)), 0.4)
     base, _ = model_dirs
     with pytest.raises(ConfigError, match="at least one calibration text"):

@@ -153,10 +153,19 @@ def test_the_default_run_directory_is_the_clis_and_never_shared(tmp_path, monkey
 
 def cli_error(*overrides: str) -> str:
     """The message of the CLI's validation (acm_exp.pipeline.validate) for these command-line overrides."""
-    from acm_exp.pipeline import validate
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
+    from acm_exp.failures import config_error_line
+    from acm_exp.stages import validate
+
+    try:
+        cfg = compose_config(*overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        # A fixed choice is an enum in the schema: Hydra rejects a bad value while composing.
+        return config_error_line(error)
     with pytest.raises(ConfigError) as error:
-        validate(compose_config(*overrides))
+        validate(cfg)
     return str(error.value)
 
 
@@ -327,9 +336,9 @@ def toy_runs(toy_pair, tmp_path_factory):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
-    from acm_exp.acm import capture
+    from acm_exp.acm import modeling
 
-    passes = capture.FORWARD_PASSES
+    passes = modeling.FORWARD_PASSES
     calibration = acm_exp.select_calibration("toy", per_cluster=PER_CLUSTER, cache_dir=api_cache)
     coefficients = acm_exp.acm_coefficients(
         "toy:base", "toy:finetuned", calibration, t=0.7, cache_dir=api_cache, run_dir=root / "api_run"
@@ -357,7 +366,7 @@ def toy_runs(toy_pair, tmp_path_factory):
         "merged": merged,
         "evaluated": evaluated,
         "base": base,
-        "api_forward_passes": capture.FORWARD_PASSES - passes,
+        "api_forward_passes": modeling.FORWARD_PASSES - passes,
     }
 
 
@@ -446,9 +455,9 @@ def test_recorded_results_match_the_clis_row(toy_runs):
 
 @pytest.mark.slow
 def test_coefficients_reuse_the_clis_mi_cache_and_must_match_the_merge(toy_runs):
-    from acm_exp.acm import capture
+    from acm_exp.acm import modeling
 
-    before = capture.FORWARD_PASSES
+    before = modeling.FORWARD_PASSES
     cli_cache = toy_runs["cli"]["cache"]
     hotter = acm_exp.acm_coefficients(
         "toy:base",
@@ -458,7 +467,7 @@ def test_coefficients_reuse_the_clis_mi_cache_and_must_match_the_merge(toy_runs)
         cache_dir=cli_cache,
         run_dir=toy_runs["root"] / "t09",
     )
-    assert capture.FORWARD_PASSES == before  # the CLI's statistics, another t
+    assert modeling.FORWARD_PASSES == before  # the CLI's statistics, another t
     assert hotter.mi_cache_key == toy_runs["coefficients"].mi_cache_key
     assert hotter.for_point("layers.0") != toy_runs["coefficients"].for_point("layers.0")
     with pytest.raises(ConfigError, match=r"^merge t=0.7 differs from the coefficients' t=0.9"):
@@ -507,7 +516,7 @@ def test_the_readme_example_runs(toy_runs, tmp_path):
 
 
 def test_a_merges_fingerprint_ignores_where_the_coefficient_files_live():
-    from acm_exp.pipeline import coefficient_identity
+    from acm_exp.stages import coefficient_identity
 
     def manifest(run: str, t: float) -> dict:
         return {
@@ -538,3 +547,35 @@ def test_a_calibration_file_is_selected_with_the_clis_settings(tmp_path):
 
     cli = compose_config(*calibration.overrides)
     assert select_calibration(cli.calibration, cache_dir=tmp_path).texts == calibration.texts
+
+
+@pytest.mark.slow
+def test_the_clis_job_is_the_apis_calls_in_order(tmp_path, monkeypatch):
+    """The CLI is a thin layer: ``pipeline.run`` merges and evaluates through the API's own calls."""
+    from acm_exp import pipeline
+
+    calls = []
+    for name in ("merge_configured", "evaluate_configured"):
+        original = getattr(api, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            result = _original(*args, **kwargs)
+            calls.append((_name, result))
+            return result
+
+        monkeypatch.setattr(pipeline, name, spy)
+    cfg = compose_config(
+        "model_pair=toy",
+        "merge=ties",
+        "eval.models=[merged]",
+        "eval.limit=2",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"logger.results_dir={tmp_path / 'results'}",
+    )
+    merged_dir = pipeline.run(cfg, run_dir=tmp_path / "run")
+    assert [name for name, _ in calls] == ["merge_configured", "evaluate_configured"]
+    merged, evaluations = calls[0][1], calls[1][1]
+    assert isinstance(merged, acm_exp.MergeResult) and merged.output_dir == merged_dir
+    assert [(result.role, result.path) for result in evaluations] == [("merged", merged_dir)]
+    recorded = acm_exp.load_results(tmp_path / "results")
+    assert list(recorded["accuracy"]) == [row["accuracy"] for row in evaluations[0].rows if row.get("seed") is not None]

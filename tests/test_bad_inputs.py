@@ -237,7 +237,18 @@ def unknown_model_directory(tmp, pair, sharded, stack):
     return [f"model_pair.base={tmp / 'missing'}", f"model_pair.finetuned=[{pair.finetuned}]", "eval=none"]
 
 
+def choice_outside_its_enum(tmp, pair, sharded, stack):
+    # merge.shift is an enum in the schema: Hydra refuses the value while composing the config.
+    return [*_merge_only(tmp, pair), "merge=acm_ties", "merge.shift=max"]
+
+
+def unknown_config_key(tmp, pair, sharded, stack):
+    return [*_merge_only(tmp, pair), "merge.kk=0.5"]
+
+
 CASES = [
+    BadInput("a choice outside its enum", choice_outside_its_enum, ("merge.shift=max", "expected one of")),
+    BadInput("an unknown config key", unknown_config_key, ("merge.kk",)),
     BadInput("config.json is not JSON", config_not_json, ("config.json",)),
     BadInput("config.json is not an object", config_not_object, ("config.json",)),
     BadInput("shard index is not JSON", index_not_json, ("model.safetensors.index.json",)),

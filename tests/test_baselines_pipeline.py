@@ -10,7 +10,7 @@ import torch
 from app_config import compose_config
 from model_factory import load_state
 
-from acm_exp.acm import capture
+from acm_exp.acm import modeling
 from acm_exp.acm.importance import compute_input_importance, relaxation_factor
 from acm_exp.acm.sensitivity import SensCoefficients
 from acm_exp.calibration import select_calibration
@@ -53,11 +53,11 @@ def assert_bf16_equal(actual: torch.Tensor, expected: torch.Tensor, name: str) -
 
 
 def test_aim_relaxes_the_ties_delta_per_input_channel_and_reuses_the_acm_capture(tmp_path, toy_pair, cache_dir):
-    before = capture.FORWARD_PASSES
+    before = modeling.FORWARD_PASSES
     run_toy(tmp_path / "acm", cache_dir, "merge=acm_ties")
-    after_acm = capture.FORWARD_PASSES
+    after_acm = modeling.FORWARD_PASSES
     merged_dir = run_toy(tmp_path / "aim", cache_dir, "merge=aim", "merge.omega=0.4", "merge.k=0.5")
-    assert after_acm > before and capture.FORWARD_PASSES == after_acm  # AIM ran no forward pass of its own
+    assert after_acm > before and modeling.FORWARD_PASSES == after_acm  # AIM ran no forward pass of its own
 
     cfg = compose_config("calibration=toy", "calibration.per_cluster=3")
     texts = select_calibration(cfg.calibration, cache_dir=cache_dir).texts

@@ -197,7 +197,7 @@ def test_index_without_a_weight_map_is_refused(tmp_path):
 def test_config_json_not_an_object_is_one_line_at_validation_and_at_open(model, text, expected):
     from app_config import compose_config
 
-    from acm_exp.pipeline import validate
+    from acm_exp.stages import validate
 
     (model / "config.json").write_text(text)
     with pytest.raises(ConfigError, match=expected):

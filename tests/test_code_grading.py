@@ -13,15 +13,12 @@ from pathlib import Path
 import pytest
 
 from acm_exp.errors import ConfigError
-from acm_exp.eval import code as code_module
-from acm_exp.eval.code import (
-    CodeGrade,
+from acm_exp.eval.code import CodeGrade, extract_code
+from acm_exp.eval.tasks import livecodebench as code_module
+from acm_exp.eval.tasks.humaneval_pro import grade_humaneval_pro, humaneval_pro_prompt, humaneval_pro_response_prefix
+from acm_exp.eval.tasks.livecodebench import (
     decode_private_tests,
-    extract_code,
-    grade_humaneval_pro,
     grade_livecodebench,
-    humaneval_pro_prompt,
-    humaneval_pro_response_prefix,
     livecodebench_prompt,
     load_livecodebench,
     stdout_matches,
@@ -384,13 +381,9 @@ def test_livecodebench_prompt_formats() -> None:
 # Official grading (eval.code_grading=official, the default): each rule of lcb_runner and of
 # CodeEval-Pro + HF code_eval, with a response on which the lenient (earlier) grading disagrees.
 
-from acm_exp.eval.code import (  # noqa: E402
-    HUMANEVAL_PRO_TIMEOUT_S,
-    LIVECODEBENCH_TIMEOUT_S,
-    extract_livecodebench_code,
-    humaneval_pro_completion,
-)
 from acm_exp.eval.harness_driver import clean_if_name, make_function, sanitize_humaneval_pro  # noqa: E402
+from acm_exp.eval.tasks.humaneval_pro import HUMANEVAL_PRO_TIMEOUT_S, humaneval_pro_completion  # noqa: E402
+from acm_exp.eval.tasks.livecodebench import LIVECODEBENCH_TIMEOUT_S, extract_livecodebench_code  # noqa: E402
 
 
 def _stdin_problem(tests: list[tuple[str, str]]) -> dict:

@@ -18,7 +18,7 @@ from acm_exp.acm import (
     layer_coefficients,
     point_for_parameter,
 )
-from acm_exp.errors import ConfigError
+from acm_exp.errors import ConfigError, DataError
 
 POINTS = ("embed_tokens", "layers.0", "layers.1", "layers.2", "norm", "lm_head")
 
@@ -94,11 +94,11 @@ def test_bad_switches_and_arrays():
         layer_coefficients(mi, 0.7, shift="max")
     with pytest.raises(ConfigError, match="merge.reduce='median'"):
         layer_coefficients(mi, 0.7, reduce="median")
-    with pytest.raises(ConfigError, match="expected \\(points, samples\\)"):
+    with pytest.raises(DataError, match="expected \\(points, samples\\)"):
         layer_coefficients(np.ones(4), 0.7)
-    with pytest.raises(ConfigError, match="expected \\(points, samples\\)"):
+    with pytest.raises(DataError, match="expected \\(points, samples\\)"):
         layer_coefficients(np.ones((4, 0)), 0.7)
-    with pytest.raises(ConfigError, match="NaN"):
+    with pytest.raises(DataError, match="NaN"):
         layer_coefficients(np.array([[1.0, math.nan]]), 0.7)
 
 
@@ -216,9 +216,9 @@ def test_plot_writes_a_png(tmp_path):
 
 
 def test_statistics_validation():
-    with pytest.raises(ConfigError, match="models x points"):
+    with pytest.raises(DataError, match="models x points"):
         MIStatistics(mi=np.ones((1, 3, 2)), point_names=POINTS, model_names=("a",))
-    with pytest.raises(ConfigError, match="no calibration sample"):
+    with pytest.raises(DataError, match="no calibration sample"):
         MIStatistics(mi=np.ones((1, len(POINTS), 0)), point_names=POINTS, model_names=("a",))
-    with pytest.raises(ConfigError, match="NaN"):
+    with pytest.raises(DataError, match="NaN"):
         MIStatistics(mi=np.full((1, len(POINTS), 1), np.nan), point_names=POINTS, model_names=("a",))

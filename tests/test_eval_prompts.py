@@ -85,7 +85,7 @@ def test_chat_template_without_template_is_a_config_error(tmp_path):
 
 def test_humaneval_pro_wraps_the_task_and_opens_the_answer(chat_tokenizer, shared_data_dir):
     from acm_exp.eval.benchmarks import read_rows
-    from acm_exp.eval.code import humaneval_pro_prompt, humaneval_pro_response_prefix
+    from acm_exp.eval.tasks.humaneval_pro import humaneval_pro_prompt, humaneval_pro_response_prefix
 
     row = read_rows(shared_data_dir / "humaneval_pro" / "humaneval_pro.json")[0]
     task, prefix = humaneval_pro_prompt(row), humaneval_pro_response_prefix(row)
@@ -104,7 +104,7 @@ def test_humaneval_pro_wraps_the_task_and_opens_the_answer(chat_tokenizer, share
 
 
 def test_livecodebench_uses_its_system_message():
-    from acm_exp.eval.code import LIVECODEBENCH_SYSTEM_MESSAGE, livecodebench_prompt
+    from acm_exp.eval.tasks.livecodebench import LIVECODEBENCH_SYSTEM_MESSAGE, livecodebench_prompt
 
     row = {"question_id": "q1", "question_content": "Read n and print n+1.", "starter_code": ""}
     cfg = {"name": "livecodebench", "kind": "code", "grader": "livecodebench"}

@@ -13,8 +13,8 @@ import pytest
 from app_config import compose_config
 
 from acm_exp.errors import ConfigError
-from acm_exp.pipeline import validate
 from acm_exp.results import calibration_size, load_results
+from acm_exp.stages import validate
 from acm_exp.sweep import sweep_points
 
 REPO = Path(__file__).resolve().parent.parent

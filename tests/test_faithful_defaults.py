@@ -173,13 +173,13 @@ def test_aim_relaxes_every_weight_by_default():
     ],
 )
 def test_switches_restore_the_alternatives(override):
-    from acm_exp.pipeline import validate
+    from acm_exp.stages import validate
 
     validate(compose_config("model_pair=qwen2.5-7b", "merge=acm_ta", override))
 
 
 def test_bad_tied_head_is_refused_at_validation():
-    from acm_exp.pipeline import validate
+    from acm_exp.stages import validate
 
     with pytest.raises(ConfigError, match="model_pair.tied_head='both'"):
         validate(compose_config("model_pair=qwen2.5-7b", "model_pair.tied_head=both"))
@@ -193,7 +193,8 @@ def test_bad_tied_head_is_refused_at_validation():
 def test_calibrated_runs_record_their_calibration(tmp_path, monkeypatch, method):
     import numpy as np
 
-    from acm_exp import calibration, pipeline
+    from acm_exp import calibration
+    from acm_exp.acm.provider import select_calibration
 
     def fake_embeddings(texts, model_name=calibration.DEFAULT_EMBEDDING_MODEL):
         rng = np.random.default_rng(len(texts))
@@ -213,7 +214,7 @@ def test_calibrated_runs_record_their_calibration(tmp_path, monkeypatch, method)
         f"cache_dir={tmp_path / 'cache'}",
     )
     assert get_method(cfg.merge.method).coefficients is not None
-    selected = pipeline._select_calibration(cfg, tmp_path / "run")
+    selected = select_calibration(cfg, tmp_path / "run")
     record = json.loads((tmp_path / "run" / "calibration.json").read_text())
     assert record["source"] == str(corpus) and record["indices"] == selected.indices and len(record["indices"]) == 6
     assert record["settings"]["cluster_pick"] == "reference" and record["settings"]["shuffle_seed"] == 54

@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from acm_exp import figures, results
+from acm_exp.coefficients_file import AcmCoefficientsFile, write_coefficients
 
 REPO = Path(__file__).resolve().parent.parent
 FINISHED = "2025-01-01T01:00:00+00:00"
@@ -65,6 +67,19 @@ def write_run(results_dir: Path, run_id: str, method: str, models: dict, seeds=(
     results.write_rows(results_dir, rows)
 
 
+def acm_lambdas(lambdas: dict[str, float], t: float = 0.7, model: str = "finetuned[0]") -> AcmCoefficientsFile:
+    """What ACM writes for one compared model with these λ (two calibration samples of MI 1)."""
+    return AcmCoefficientsFile(
+        t=t,
+        shift="per_point_max",
+        reduce="mean_of_sigmoids",
+        point_names=tuple(lambdas),
+        model_names=(model,),
+        lambdas=np.array([list(lambdas.values())]),
+        mi_per_sample=np.ones((1, len(lambdas), 2)),
+    )
+
+
 def merged(gsm8k: tuple[float, float], math500: tuple[float, float]) -> dict:
     return {("merged", "merged"): {"gsm8k": gsm8k, "math500": math500}}
 
@@ -81,26 +96,10 @@ def paper_table(tmp_path_factory) -> Path:
     write_run(
         directory, "ties", "ties", {**inputs, **merged((86.0, 500.0), (74.0, 1500.0))}, seeds=(0, 1), k=0.8, scale=1.0
     )
-    coefficients = tmp_path / "run-t05" / "coefficients.json"
-    coefficients.parent.mkdir()
-    coefficients.write_text(
-        json.dumps(
-            {
-                "t": 0.5,
-                "models": [
-                    {
-                        "name": "finetuned[0]",
-                        "points": {
-                            "lm_head": {"lambda": 0.1},
-                            "layers.1": {"lambda": 0.6},
-                            "embed_tokens": {"lambda": 0.3},
-                            "norm": {"lambda": 0.2},
-                            "layers.0": {"lambda": 0.5},
-                        },
-                    }
-                ],
-            }
-        )
+    # Points out of plot order: the figure orders them.
+    coefficients = write_coefficients(
+        tmp_path / "run-t05" / "coefficients.json",
+        acm_lambdas({"lm_head": 0.1, "layers.1": 0.6, "embed_tokens": 0.3, "norm": 0.2, "layers.0": 0.5}, t=0.5),
     )
     write_run(
         directory,
@@ -288,34 +287,21 @@ def test_command_line_filters_and_exit_codes(paper_table, tmp_path):
     assert unknown.returncode == 2 and "unknown results column 'metod'" in unknown.stderr
 
 
-def test_read_coefficients_accepts_the_plausible_shapes(tmp_path):
-    path = tmp_path / "c.json"
-    path.write_text(
-        json.dumps(
-            {
-                "models": {
-                    "ft": {
-                        "model.embed_tokens": 0.4,
-                        "model.layers.1.mlp.down_proj": 0.7,
-                        "model.layers.0.mlp.down_proj": {"lambda": 0.9},
-                        "model.norm": 0.3,
-                        "lm_head": 0.2,
-                    }
-                }
-            }
+def test_layer_coefficients_read_the_file_acm_writes_and_name_a_bad_one(tmp_path, capsys):
+    directory = tmp_path / "results"
+    good = write_coefficients(tmp_path / "good" / "coefficients.json", acm_lambdas({"layers.0": 0.4, "norm": 0.9}))
+    loose = tmp_path / "loose" / "coefficients.json"
+    loose.parent.mkdir()
+    loose.write_text(json.dumps({"models": {"ft": {"model.layers.0.mlp": 0.7}}}))
+    for run_id, path in (("good", good), ("loose", loose)):
+        write_run(
+            directory, run_id, "acm_ties", merged((85.0, 450.0), (75.0, 900.0)), t=0.7, coefficients_path=str(path)
         )
-    )
-    frame = figures.read_coefficients(path)
-    assert frame.values.tolist() == [
-        ["ft", "embed_tokens", 0, 0.4],
-        ["ft", "layers.0", 1, 0.9],
-        ["ft", "layers.1", 2, 0.7],
-        ["ft", "norm", 3, 0.3],
-        ["ft", "lm_head", 4, 0.2],
-    ]
-    path.write_text(json.dumps({"t": 0.7}))
-    with pytest.raises(ValueError, match="models"):
-        figures.read_coefficients(path)
+    (outcome,) = figures.make_figures(results.load_results(directory), tmp_path / "out", only=["layer_coefficients"])
+    assert outcome.files
+    layers = pd.read_csv(tmp_path / "out" / "layer_coefficients.csv")
+    assert layers[["point", "position", "lambda"]].values.tolist() == [["layers.0", 1, 0.4], ["norm", 2, 0.9]]
+    assert f"skipped unreadable coefficients file {loose} has keys ['models']" in capsys.readouterr().err
 
 
 def test_pareto_front():
@@ -500,6 +486,13 @@ def test_method_labels_follow_the_paper():
     assert figures.method_label("aim", "ties") == "AIM-TIES"
     assert figures.method_label("aim", "task_arithmetic") == "AIM-TA"
     assert figures.method_label("sens") == "Sens-Merging"
+
+
+def test_the_method_order_names_registered_methods():
+    from acm_exp.figures.entries import METHOD_ORDER
+    from acm_exp.merge.registry import registered_methods
+
+    assert set(METHOD_ORDER) <= set(registered_methods())
 
 
 def test_layer_coefficients_leave_out_sens_merging_weights(tmp_path, capsys):

@@ -21,7 +21,8 @@ from acm_exp.errors import ConfigError, RuntimeFailure
 from acm_exp.merge import MergeSettings, engine, get_method, open_inputs, run_merge
 from acm_exp.merge import checkpoint as checkpoint_module
 from acm_exp.merge.engine import MANIFEST_NAME, TOKENIZER_FILES
-from acm_exp.pipeline import merge_stage, run, validate
+from acm_exp.pipeline import run
+from acm_exp.stages import merge_stage, validate
 
 TESTS = Path(__file__).resolve().parent
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -332,7 +333,7 @@ sys.path.insert(0, sys.argv[1])
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 from app_config import compose_config
 from acm_exp.merge import checkpoint
-from acm_exp.pipeline import merge_stage, validate
+from acm_exp.stages import merge_stage, validate
 base, finetuned, output = map(Path, sys.argv[2:5])
 gate = Path(sys.argv[5]) if len(sys.argv) > 5 else None
 if gate is not None:

@@ -16,7 +16,7 @@ from acm_exp.acm import mi as mi_module
 from acm_exp.acm import mutual_information
 from acm_exp.acm.capture import capture_modules
 from acm_exp.acm.mi import bin_indices, discrete_mi_torch
-from acm_exp.errors import ConfigError
+from acm_exp.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -147,27 +147,27 @@ def test_degenerate_inputs(estimate):
 def test_nan_is_rejected(dtype, estimate):
     x, y = correlated(100, 0.1, dtype)
     y[7] = float("nan")
-    with pytest.raises(ConfigError, match="y contains NaN"):
+    with pytest.raises(DataError, match="y contains NaN"):
         estimate(x, y)
-    with pytest.raises(ConfigError, match="x contains NaN"):
+    with pytest.raises(DataError, match="x contains NaN"):
         estimate(y, x)
 
 
 def test_numpy_float16_nan_is_rejected():
     values = np.ones(10, dtype=np.float16)
     values[3] = np.nan
-    with pytest.raises(ConfigError, match="NaN"):
+    with pytest.raises(DataError, match="NaN"):
         mutual_information(values, np.arange(10, dtype=np.float16))
 
 
 def test_bad_inputs_are_rejected():
-    with pytest.raises(ConfigError, match="empty"):
+    with pytest.raises(DataError, match="empty"):
         mutual_information(torch.empty(0), torch.empty(0))
-    with pytest.raises(ConfigError, match="x has 3 values and y has 4"):
+    with pytest.raises(DataError, match="x has 3 values and y has 4"):
         mutual_information(torch.ones(3), torch.ones(4))
-    with pytest.raises(ConfigError, match="complex"):
+    with pytest.raises(DataError, match="complex"):
         mutual_information(torch.ones(3, dtype=torch.complex64), torch.ones(3))
-    with pytest.raises(ConfigError, match="dtype"):
+    with pytest.raises(DataError, match="dtype"):
         mutual_information(np.array(["a", "b"]), np.array(["a", "b"]))
 
 
@@ -229,7 +229,7 @@ def test_histogram_edges_and_degenerate_inputs():
     assert bin_indices(values, 4, "uniform").tolist() == [0, 1, 2, 3, 3]
     constant = torch.full((50,), 2.0)
     assert mutual_information(constant, torch.randn(50), estimator="histogram", bins=8) == 0.0
-    with pytest.raises(ConfigError, match="finite"):
+    with pytest.raises(DataError, match="finite"):
         mutual_information(torch.tensor([1.0, float("inf")]), torch.ones(2), estimator="histogram", bins=4)
 
 

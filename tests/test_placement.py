@@ -15,11 +15,12 @@ import pytest
 import torch
 from model_factory import make_pair
 
-from acm_exp.acm import capture, compute_coefficients, compute_mi_statistics, validate_acm_config
-from acm_exp.acm.capture import Placement, load_causal_lm, resolve_placement
+from acm_exp.acm import compute_coefficients, compute_mi_statistics, modeling, validate_acm_config
 from acm_exp.acm.importance import compute_input_importance
+from acm_exp.acm.modeling import load_causal_lm
 from acm_exp.acm.sensitivity import compute_layer_sensitivity, compute_sens_coefficients
 from acm_exp.config import AcmConfig, SensConfig
+from acm_exp.devices import Placement, resolve_placement
 from acm_exp.errors import ConfigError
 
 TEXTS = ["What is 12 + 30?", "compute 7 * 8, then add 1.", "hello world", "a longer question: (3 + 4) * 5 = ?"]
@@ -44,7 +45,7 @@ def offloading(tmp_path: Path, budget: str = SMALL_BUDGET) -> dict:
 def device_maps(monkeypatch) -> list[dict]:
     """The hf_device_map of every model loaded by the statistics code."""
     maps = []
-    original = capture.load_causal_lm
+    original = modeling.load_causal_lm
 
     def recording(*args, **kwargs):
         model = original(*args, **kwargs)
@@ -154,7 +155,7 @@ def test_config_validation_checks_the_placement():
         validate_acm_config(AcmConfig(device="cpu", max_memory={"cpu": "much"}))
     from omegaconf import OmegaConf
 
-    from acm_exp.pipeline import validate_sens_config
+    from acm_exp.acm.sens_provider import validate_sens_config
 
     cfg = OmegaConf.create({"model_pair": {"finetuned": ["x"]}, "sens": OmegaConf.structured(SensConfig)})
     cfg.sens.max_memory = {"cpu": "much"}
@@ -264,7 +265,8 @@ def test_dispatched_sensitivity_is_identical(model_dirs, tmp_path, device_maps, 
 
 
 def test_offload_hooks_are_restored_after_the_gradient_pass(model_dirs, tmp_path):
-    from acm_exp.acm.sensitivity import collect_layer_sensitivity, decoder_layers
+    from acm_exp.acm.modeling import decoder_layers
+    from acm_exp.acm.sensitivity import collect_layer_sensitivity
 
     base, _ = model_dirs
     model = load_causal_lm(base, resolve_placement(**offloading(tmp_path), setting="sens"), torch.float32)
@@ -288,18 +290,18 @@ def test_cache_key_is_unchanged_by_the_placement(model_dirs, tmp_path):
     first = compute_mi_statistics(
         base, tuned, TEXTS, acm_cfg=AcmConfig(**offloading(tmp_path)), cache_dir=tmp_path, progress=False
     )
-    before = capture.FORWARD_PASSES
+    before = modeling.FORWARD_PASSES
     again = compute_mi_statistics(
         base, tuned, TEXTS, acm_cfg=AcmConfig(device="cpu"), cache_dir=tmp_path, progress=False
     )
-    assert capture.FORWARD_PASSES == before
+    assert modeling.FORWARD_PASSES == before
     assert again.metadata["cache_key"] == first.metadata["cache_key"]
     np.testing.assert_array_equal(again.mi, first.mi)
     importance = [
         compute_input_importance(base, TEXTS, dtype="bfloat16", cache_dir=tmp_path, progress=False, **placement)
         for placement in (offloading(tmp_path), {"device": "cpu"})
     ]
-    assert capture.FORWARD_PASSES == before  # filled by the capture pass, found under either placement
+    assert modeling.FORWARD_PASSES == before  # filled by the capture pass, found under either placement
     assert importance[0].metadata["cache_key"] == importance[1].metadata["cache_key"]
     from acm_exp.acm import sensitivity
 

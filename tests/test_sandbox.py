@@ -19,8 +19,9 @@ import pytest
 
 from acm_exp.errors import ConfigError
 from acm_exp.eval import sandbox
-from acm_exp.eval.code import grade_humaneval_pro, grade_livecodebench
 from acm_exp.eval.sandbox import SandboxLimits, run_program, run_programs
+from acm_exp.eval.tasks.humaneval_pro import grade_humaneval_pro
+from acm_exp.eval.tasks.livecodebench import grade_livecodebench
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRETS = {
@@ -396,7 +397,7 @@ def test_code_benchmark_without_isolation_fails_at_validation(
 ) -> None:
     from app_config import compose_config
 
-    from acm_exp import pipeline
+    from acm_exp import stages
 
     code_eval = (
         "model_pair=toy",
@@ -406,13 +407,13 @@ def test_code_benchmark_without_isolation_fails_at_validation(
         "model_pair.merged_prompt=cot",
     )
     loaded = []
-    monkeypatch.setattr(pipeline, "resolve_model", lambda *args, **kwargs: loaded.append(args))
+    monkeypatch.setattr(stages, "resolve_model", lambda *args, **kwargs: loaded.append(args))
     with pytest.raises(ConfigError) as raised:
-        pipeline.validate(compose_config(*code_eval))
+        stages.validate(compose_config(*code_eval))
     _assert_install_line(raised.value)
-    pipeline.validate(compose_config(*code_eval, "eval.sandbox=none"))
+    stages.validate(compose_config(*code_eval, "eval.sandbox=none"))
     # Math-only evaluation never runs code: no isolation needed.
-    pipeline.validate(compose_config("model_pair=toy", "eval=toy"))
+    stages.validate(compose_config("model_pair=toy", "eval=toy"))
     assert loaded == []
 
 

@@ -28,7 +28,7 @@ from acm_exp.acm.sensitivity import (
     sens_layer_weights,
     sensitivity_spec,
 )
-from acm_exp.errors import ConfigError
+from acm_exp.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -221,13 +221,13 @@ def test_normalized_is_unit_l2():
         ([1.0, 2.0], 0, "num_samples=0"),
     ],
 )
-def test_bad_layer_sensitivity_is_a_config_error(raw, num_samples, message):
-    with pytest.raises(ConfigError, match=message):
+def test_bad_layer_sensitivity_is_a_data_error(raw, num_samples, message):
+    with pytest.raises(DataError, match=message):
         LayerSensitivity(raw=np.array(raw), num_samples=num_samples)
 
 
 def test_zero_sensitivity_cannot_be_normalized():
-    with pytest.raises(ConfigError, match="zero in every layer"):
+    with pytest.raises(DataError, match="zero in every layer"):
         LayerSensitivity(raw=np.zeros(3), num_samples=1).normalized  # noqa: B018 (the property raises)
 
 
@@ -357,14 +357,14 @@ def test_bad_weight_settings_are_config_errors(alpha, temperature, message):
 
 
 def test_sensitivities_of_different_lengths_are_a_config_error():
-    with pytest.raises(ConfigError, match="equal length"):
+    with pytest.raises(DataError, match="equal length"):
         sens_layer_weights(np.ones(2), np.ones(3), 0.5, 1.0)
     with pytest.raises(ConfigError, match="expected the same architecture"):
         compute_sens_coefficients(LayerSensitivity(np.ones(2), 1), LayerSensitivity(np.ones(3), 1), 0.5, 1.0)
 
 
 def test_l2_normalize_rejects_non_finite_values():
-    with pytest.raises(ConfigError, match="not finite"):
+    with pytest.raises(DataError, match="not finite"):
         l2_normalize(np.array([1.0, np.inf]))
 
 

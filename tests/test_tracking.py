@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from app_config import compose_config
 from omegaconf import OmegaConf
 
 from acm_exp import tracking
+from acm_exp.coefficients_file import AcmCoefficientsFile, write_coefficients
 from acm_exp.config import LoggerConfig
 from acm_exp.errors import ConfigError
 from acm_exp.results import metric_frame
@@ -144,23 +146,17 @@ def test_offline_run_records_config_manifest_metrics_plot_and_samples(tmp_path, 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     rows = toy_rows(run_dir)
-    coefficients = run_dir / "coefficients.json"
-    coefficients.write_text(
-        json.dumps(
-            {
-                "models": [
-                    {
-                        "name": "finetuned[0]",
-                        "points": {
-                            "embed_tokens": {"lambda": 0.25},
-                            "layers.0": {"lambda": 0.5},
-                            "norm": {"lambda": 0.75},
-                        },
-                    }
-                ],
-                "t": 0.7,
-            }
-        )
+    coefficients = write_coefficients(
+        run_dir / "coefficients.json",
+        AcmCoefficientsFile(
+            t=0.7,
+            shift="per_point_max",
+            reduce="mean_of_sigmoids",
+            point_names=("embed_tokens", "layers.0", "norm"),
+            model_names=("finetuned[0]",),
+            lambdas=np.array([[0.25, 0.5, 0.75]]),
+            mi_per_sample=np.ones((1, 3, 2)),
+        ),
     )
     from matplotlib.figure import Figure
 

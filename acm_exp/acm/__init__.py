@@ -11,25 +11,20 @@ from acm_exp.acm.capture import (
     capture_point_names,
     collect_mi_statistics,
     compute_mi_statistics,
-    placement_of,
-    resolve_device,
-    resolve_dtype,
-    resolve_placement,
 )
 from acm_exp.acm.coefficients import (
-    REDUCES,
-    SHIFTS,
     Coefficients,
-    check_coefficient_settings,
     compute_coefficients,
     layer_coefficients,
     point_for_parameter,
 )
 from acm_exp.acm.mi import BINNINGS, ESTIMATORS, check_estimator, mutual_information
 from acm_exp.acm.stats import MIStatistics
+from acm_exp.config import Against
+from acm_exp.devices import dtype_name, placement_of
 from acm_exp.errors import ConfigError
 
-AGAINST = ("finetuned", "merged")
+AGAINST = Against.values()
 
 
 def validate_acm_config(acm) -> None:
@@ -37,7 +32,7 @@ def validate_acm_config(acm) -> None:
     if acm.against not in AGAINST:
         raise ConfigError(f"acm.against={acm.against!r}; expected one of {AGAINST}")
     check_estimator(acm.estimator, acm.bins, acm.binning)
-    resolve_dtype(acm.dtype)
+    dtype_name(acm.dtype, "acm.dtype")
     placement_of(acm, "acm")
 
 
@@ -45,14 +40,11 @@ __all__ = [
     "AGAINST",
     "BINNINGS",
     "ESTIMATORS",
-    "REDUCES",
-    "SHIFTS",
     "Coefficients",
     "MICache",
     "MIStatistics",
     "capture_modules",
     "capture_point_names",
-    "check_coefficient_settings",
     "check_estimator",
     "collect_mi_statistics",
     "compute_coefficients",
@@ -60,11 +52,7 @@ __all__ = [
     "layer_coefficients",
     "model_identity",
     "mutual_information",
-    "placement_of",
     "point_for_parameter",
-    "resolve_device",
-    "resolve_dtype",
-    "resolve_placement",
     "statistics_spec",
     "validate_acm_config",
 ]

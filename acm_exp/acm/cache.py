@@ -28,7 +28,7 @@ from filelock import FileLock
 
 from acm_exp.acm.stats import MIStatistics
 from acm_exp.costs import measure, note_cache_hit, note_computed
-from acm_exp.errors import ConfigError
+from acm_exp.errors import ConfigError, DataError
 from acm_exp.paths import atomic_write, cache_root, sha256_file
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class StatisticsCache:
             return None
         try:
             statistics = self.statistics_type.load(self.statistics_path)
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, ConfigError) as error:
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, DataError) as error:
             log.warning("ignoring the unreadable %s cache entry %s (%s)", self.label, self.statistics_path, error)
             return None
         return self._annotate(statistics)

@@ -9,9 +9,7 @@ of that compared model (``global_max``) or 0 (``none``). High MI (a redundant la
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,38 +19,27 @@ import numpy as np
 import torch
 
 from acm_exp.acm.stats import MIStatistics
-from acm_exp.errors import ConfigError
+from acm_exp.coefficients_file import AcmCoefficientsFile, layer_position, read_coefficients, write_coefficients
+from acm_exp.errors import ConfigError, DataError
+from acm_exp.merge_parameters import ACM_PARAMETERS
 
 log = logging.getLogger(__name__)
 
-SHIFTS = ("per_point_max", "global_max", "none")
-REDUCES = ("mean_of_sigmoids", "sigmoid_of_mean")
-SPECIAL_POINTS = ("embed_tokens", "norm", "lm_head")
-
 _LAYER_PARAMETER = re.compile(r"^model\.layers\.(\d+)\.\S+$")
 _SPECIAL_PARAMETER = re.compile(r"^(?:model\.(embed_tokens|norm)|(lm_head))\.[A-Za-z_]+$")
-
-
-def check_coefficient_settings(t: float, shift: str, reduce: str) -> None:
-    """Raise ConfigError unless t is a finite number and shift/reduce are known."""
-    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not math.isfinite(t):
-        raise ConfigError(f"merge.t={t!r}; expected a finite number (the sigmoid temperature, negative allowed)")
-    if shift not in SHIFTS:
-        raise ConfigError(f"merge.shift={shift!r}; expected one of {SHIFTS}")
-    if reduce not in REDUCES:
-        raise ConfigError(f"merge.reduce={reduce!r}; expected one of {REDUCES}")
 
 
 def layer_coefficients(
     mi: np.ndarray, t: float, shift: str = "per_point_max", reduce: str = "mean_of_sigmoids"
 ) -> np.ndarray:
     """λ per capture point from ``mi[point, sample]`` of one compared model."""
-    check_coefficient_settings(t, shift, reduce)
+    for parameter, value in zip(ACM_PARAMETERS, (t, shift, reduce), strict=True):
+        parameter.check(value)
     values = np.asarray(mi, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
-        raise ConfigError(f"MI array of shape {values.shape}; expected (points, samples) with at least one of each")
+        raise DataError(f"MI array of shape {values.shape}; expected (points, samples) with at least one of each")
     if not np.isfinite(values).all():
-        raise ConfigError("MI array contains NaN or Inf; expected finite mutual information values")
+        raise DataError("MI array contains NaN or Inf; expected finite mutual information values")
     if shift == "per_point_max":
         offset = values.max(axis=1, keepdims=True)
     elif shift == "global_max":
@@ -83,17 +70,6 @@ def point_for_parameter(name: str) -> str:
         f"parameter {name!r} maps to no ACM capture point; expected model.layers.<i>.*, "
         "model.embed_tokens.*, model.norm.* or lm_head.*"
     )
-
-
-def layer_position(point: str, num_layers: int) -> int:
-    """x position of a capture point in the layer-wise plot: embed -1, layers 0..L-1, norm L, head L+1."""
-    if point == "embed_tokens":
-        return -1
-    if point == "norm":
-        return num_layers
-    if point == "lm_head":
-        return num_layers + 1
-    return int(point.split(".", 1)[1])
 
 
 @dataclass
@@ -127,56 +103,43 @@ class Coefficients:
         """λ of every compared model for tensor ``name``, in model order (the engine's model_weights)."""
         return tuple(self.for_parameter(index, name) for index in range(len(self.model_names)))
 
+    def to_file(self) -> AcmCoefficientsFile:
+        """What coefficients.json holds: per model and point, λ and the per-sample MI."""
+        return AcmCoefficientsFile(
+            t=self.t,
+            shift=self.shift,
+            reduce=self.reduce,
+            point_names=self.point_names,
+            model_names=self.model_names,
+            lambdas=self.lambdas,
+            mi_per_sample=self.statistics.mi,
+            metadata=self.metadata,
+            statistics_metadata=self.statistics.metadata,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        models = []
-        for index, model in enumerate(self.model_names):
-            summary = self.statistics.summary(index)
-            points = {
-                point: {
-                    "lambda": float(self.lambdas[index, k]),
-                    "mi": summary[point],
-                    "mi_per_sample": [float(v) for v in self.statistics.mi[index, k]],
-                }
-                for k, point in enumerate(self.point_names)
-            }
-            models.append({"name": model, "points": points})
-        return {
-            "t": self.t,
-            "shift": self.shift,
-            "reduce": self.reduce,
-            "point_names": list(self.point_names),
-            "metadata": self.metadata,
-            "statistics_metadata": self.statistics.metadata,
-            "models": models,
-        }
+        return self.to_file().to_dict()
 
     def to_json(self, path: str | Path) -> Path:
         """Write coefficients.json: per model and point, λ, the MI summary and the per-sample MI."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return write_coefficients(path, self.to_file())
 
     @classmethod
     def from_json(cls, path: str | Path) -> Coefficients:
-        data = json.loads(Path(path).read_text())
-        points = tuple(data["point_names"])
-        models = data["models"]
-        mi = np.array([[model["points"][point]["mi_per_sample"] for point in points] for model in models])
-        lambdas = np.array([[model["points"][point]["lambda"] for point in points] for model in models])
+        stored = read_coefficients(path, AcmCoefficientsFile)
         statistics = MIStatistics(
-            mi=mi,
-            point_names=points,
-            model_names=tuple(m["name"] for m in models),
-            metadata=data.get("statistics_metadata", {}),
+            mi=stored.mi_per_sample,
+            point_names=stored.point_names,
+            model_names=stored.model_names,
+            metadata=stored.statistics_metadata,
         )
         return cls(
-            lambdas=lambdas,
+            lambdas=stored.lambdas,
             statistics=statistics,
-            t=data["t"],
-            shift=data["shift"],
-            reduce=data["reduce"],
-            metadata=data.get("metadata", {}),
+            t=stored.t,
+            shift=stored.shift,
+            reduce=stored.reduce,
+            metadata=stored.metadata,
         )
 
     def plot(self, path: str | Path) -> Path:

@@ -38,24 +38,15 @@ import torch
 from tqdm.auto import tqdm
 
 from acm_exp.acm.cache import StatisticsCache, model_identity, texts_hash
-from acm_exp.acm.capture import (
-    _as_token_ids,
-    _check_vocabulary,
-    _forward,
-    _free_memory,
-    load_causal_lm,
-    resolve_dtype,
-    resolve_placement,
-    tokenize_texts,
-)
-from acm_exp.errors import ConfigError
+from acm_exp.acm.modeling import checked_token_ids, forward, load_causal_lm, tokenize_texts
+from acm_exp.devices import dtype_name, free_accelerator_memory, resolve_dtype, resolve_placement
+from acm_exp.errors import ConfigError, DataError
+from acm_exp.merge_parameters import OMEGA, RELAX
 
 log = logging.getLogger(__name__)
 
 # Bump when the importance changes meaning (which modules, which reduction, normalization).
 AIM_VERSION = 2
-# merge.relax: which weights AIM relaxes.
-RELAX_MODES = ("all", "linear")
 
 
 @dataclass
@@ -72,10 +63,10 @@ class InputImportance:
 
     def __post_init__(self) -> None:
         if not isinstance(self.importance, dict) or not self.importance:
-            raise ConfigError("AIM input importance holds no parameter; expected at least one non-embedding weight")
+            raise DataError("AIM input importance holds no parameter; expected at least one non-embedding weight")
         self.importance = {str(name): _checked_vector(name, values) for name, values in self.importance.items()}
         if isinstance(self.tokens, bool) or not isinstance(self.tokens, numbers.Integral) or self.tokens < 1:
-            raise ConfigError(f"AIM input importance tokens={self.tokens!r}; expected a positive integer")
+            raise DataError(f"AIM input importance tokens={self.tokens!r}; expected a positive integer")
         self.tokens = int(self.tokens)
 
     def factor_for(
@@ -84,8 +75,8 @@ class InputImportance:
         """The relaxation factor of the weight ``parameter_name`` of ``shape``: [1, in] for a linear
         weight [out, in], [in] for a norm weight [in]; None when that tensor has no importance
         (embeddings, biases) or ``relax="linear"`` leaves it alone (a 1-D weight)."""
-        check_omega(omega)
-        check_relax(relax)
+        OMEGA.check(omega)
+        RELAX.check(relax)
         importance = self.importance.get(parameter_name)
         if importance is None:
             return None
@@ -127,38 +118,28 @@ class InputImportance:
 def _checked_vector(name: str, values) -> np.ndarray:
     vector = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
     if vector.ndim != 1 or vector.size == 0:
-        raise ConfigError(
+        raise DataError(
             f"AIM importance of {name} has shape {vector.shape}; expected a non-empty vector (one value "
             "per input channel)"
         )
     if not np.isfinite(vector).all():
-        raise ConfigError(f"AIM importance of {name} contains NaN or Inf values; expected finite values")
+        raise DataError(f"AIM importance of {name} contains NaN or Inf values; expected finite values")
     if vector.min() < 0 or vector.max() > 1:
-        raise ConfigError(
+        raise DataError(
             f"AIM importance of {name} spans [{vector.min():g}, {vector.max():g}]; expected values in "
             "[0, 1] (normalized by the module's maximum)"
         )
     return vector
 
 
-def check_relax(relax: str) -> None:
-    if relax not in RELAX_MODES:
-        raise ConfigError(f"merge.relax={relax!r}; expected one of {RELAX_MODES}")
-
-
-def check_omega(omega: float) -> None:
-    if isinstance(omega, bool) or not isinstance(omega, numbers.Real) or not 0.0 <= float(omega) <= 1.0:
-        raise ConfigError(f"merge.omega={omega!r}; expected a number in [0, 1]")
-
-
 def relaxation_factor(importance: np.ndarray | torch.Tensor, omega: float) -> torch.Tensor:
     """1 − imp · (1 − ω) as a float32 row [1, in], to multiply a merged delta of shape [out, in]."""
-    check_omega(omega)
+    OMEGA.check(omega)
     values = torch.as_tensor(
         np.asarray(importance.detach().cpu() if isinstance(importance, torch.Tensor) else importance, dtype=np.float64)
     )
     if values.ndim != 1 or values.numel() == 0:
-        raise ConfigError(f"AIM importance has shape {tuple(values.shape)}; expected a non-empty vector")
+        raise DataError(f"AIM importance has shape {tuple(values.shape)}; expected a non-empty vector")
     return (1.0 - values * (1.0 - float(omega))).to(torch.float32).reshape(1, -1)
 
 
@@ -269,9 +250,7 @@ def collect_input_importance(
     try:
         with torch.inference_mode():
             for index, sample in enumerate(tqdm(samples, total=total, desc=description, disable=not progress)):
-                ids = _as_token_ids(sample, index)
-                _check_vocabulary([model], ids, index)
-                _forward(model, ids)
+                forward(model, checked_token_ids(sample, index, [model]))
                 count += 1
         if count == 0:
             raise ConfigError("no calibration samples were given; expected at least one")
@@ -322,9 +301,10 @@ def compute_input_importance(
 ) -> InputImportance:
     """AIM importance of the base on the calibration ``texts``, from the cache when present (no forward
     pass; ACM's capture of the same base, texts, max_tokens and dtype fills it too). ``device``,
-    ``max_memory``, ``offload_dir``: the placement (``capture.resolve_placement``; acm.* settings); a
+    ``max_memory``, ``offload_dir``: the placement (``devices.resolve_placement``; acm.* settings); a
     dispatched base records each module's input on the device that module runs on."""
-    torch_dtype = resolve_dtype(dtype)
+    # Cache keys record the canonical name, as ACM's capture does when it fills this cache.
+    dtype = dtype_name(dtype, "acm.dtype")
     placement = resolve_placement(device, max_memory, offload_dir, setting="acm")
     if not texts:
         raise ConfigError("compute_input_importance needs at least one calibration text")
@@ -332,7 +312,7 @@ def compute_input_importance(
     cache = ImportanceCache(spec, cache_dir, device=placement.primary)
 
     def compute() -> InputImportance:
-        token_ids = tokenize_texts(base_path, texts, max_tokens)
+        token_ids = tokenize_texts(base_path, texts, max_tokens, trust_remote_code)
         log.info(
             "AIM: recording input activations of %s: %d samples (%d tokens), %s on %s",
             base_path,
@@ -341,11 +321,11 @@ def compute_input_importance(
             dtype,
             placement.describe(),
         )
-        model = load_causal_lm(base_path, placement, torch_dtype, trust_remote_code)
+        model = load_causal_lm(base_path, placement, resolve_dtype(dtype, "acm.dtype"), trust_remote_code)
         try:
             return collect_input_importance(model, token_ids, progress=progress)
         finally:
             del model
-            _free_memory()
+            free_accelerator_memory()
 
     return cache.get_or_compute(compute)

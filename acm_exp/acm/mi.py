@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from acm_exp.errors import ConfigError
+from acm_exp.config import Binning, Estimator
+from acm_exp.errors import ConfigError, DataError
 
 # Whether the 16-bit CPU kernels are the compiled ones (tests switch it off to check the numpy ones).
 # numba is optional (the numpy kernels compute the same counts) and imported on first use only.
@@ -50,8 +51,8 @@ def _compiled(function):
     return numba.njit(cache=True, nogil=True)(function)
 
 
-ESTIMATORS = ("discrete", "histogram")
-BINNINGS = ("uniform", "quantile")
+ESTIMATORS = Estimator.values()
+BINNINGS = Binning.values()
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -101,7 +102,7 @@ def _flat(value: Any, name: str) -> ArrayLike:
         return value.detach().reshape(-1)
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":
-        raise ConfigError(f"mutual_information: {name} has dtype {array.dtype}; expected a real numeric array")
+        raise DataError(f"mutual_information: {name} has dtype {array.dtype}; expected a real numeric array")
     return array.reshape(-1)
 
 
@@ -119,7 +120,7 @@ def _as_numpy(value: ArrayLike) -> np.ndarray:
     if not isinstance(value, torch.Tensor):
         return value
     if value.is_complex():
-        raise ConfigError(f"mutual_information: dtype {value.dtype} is not supported; expected a real dtype")
+        raise DataError(f"mutual_information: dtype {value.dtype} is not supported; expected a real dtype")
     if value.dtype in NAN_CODES:
         return value.contiguous().view(torch.int16).numpy().view(np.uint16)
     return value.contiguous().numpy()
@@ -128,7 +129,7 @@ def _as_numpy(value: ArrayLike) -> np.ndarray:
 def _as_torch(value: ArrayLike, device: torch.device) -> torch.Tensor:
     tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
     if tensor.is_complex():
-        raise ConfigError(f"mutual_information: dtype {tensor.dtype} is not supported; expected a real dtype")
+        raise DataError(f"mutual_information: dtype {tensor.dtype} is not supported; expected a real dtype")
     return tensor.to(device)
 
 
@@ -149,10 +150,8 @@ class _Symbols:
     negative_zero: int | None = None
 
 
-def _nan_error(name: str) -> ConfigError:
-    return ConfigError(
-        f"mutual_information: {name} contains NaN; expected finite activations (check the capture dtype)"
-    )
+def _nan_error(name: str) -> DataError:
+    return DataError(f"mutual_information: {name} contains NaN; expected finite activations (check the capture dtype)")
 
 
 def _chunk_codes(codes: np.ndarray, start: int, buffer: np.ndarray) -> np.ndarray:
@@ -257,7 +256,7 @@ def bin_indices(values: ArrayLike, bins: int, binning: str) -> torch.Tensor:
     tensor = _as_torch(values, values.device if isinstance(values, torch.Tensor) else torch.device("cpu"))
     tensor = tensor.reshape(-1).to(torch.float64)
     if not bool(torch.isfinite(tensor).all()):
-        raise ConfigError("mutual_information: histogram binning needs finite values; got NaN or Inf")
+        raise DataError("mutual_information: histogram binning needs finite values; got NaN or Inf")
     if bool(tensor.min() == tensor.max()):
         return torch.zeros_like(tensor, dtype=torch.int64)
     return torch.searchsorted(_bin_edges(tensor, bins, binning), tensor, right=True)
@@ -531,11 +530,11 @@ def mutual_information(
     samples = _size(flat_x)
     other = _size(flat_y)
     if samples != other:
-        raise ConfigError(
+        raise DataError(
             f"mutual_information: x has {samples} values and y has {other}; expected paired arrays of equal size"
         )
     if samples == 0:
-        raise ConfigError("mutual_information: x and y are empty; expected at least one paired value")
+        raise DataError("mutual_information: x and y are empty; expected at least one paired value")
     use_torch = _uses_torch(flat_x, flat_y)
     if use_torch:
         device = next(v.device for v in (flat_x, flat_y) if isinstance(v, torch.Tensor) and v.device.type != "cpu")
@@ -559,7 +558,7 @@ def discrete_mi_torch(x: torch.Tensor, y: torch.Tensor) -> float:
     """
     flat_x, flat_y = _flat(x, "x"), _flat(y, "y")
     if flat_x.numel() != flat_y.numel() or flat_x.numel() == 0:
-        raise ConfigError(
+        raise DataError(
             f"discrete_mi_torch: sizes {flat_x.numel()} and {flat_y.numel()}; expected equal, non-zero sizes"
         )
     if flat_x.numel() == 1:

@@ -28,7 +28,7 @@ hook adds |θ ⊙ ∇θ L| to its layer's sum and drops the gradient), and the p
 decoder layers are frozen, so at no point does a full set of gradients exist beside the weights.
 
 Placement (``sens.device``, ``sens.max_memory``, ``sens.offload_dir``; see
-``capture.resolve_placement``): a model dispatched by accelerate over several devices keeps each
+``devices.resolve_placement``): a model dispatched by accelerate over several devices keeps each
 layer's running sum on the device that layer runs on. Modules that accelerate offloads (to the CPU
 beside GPUs, or to disk) hold ``meta`` parameters and get their weights as fresh tensors at each
 forward; an accelerate hook appended after the offload hook reduces those tensors' gradients, so
@@ -51,19 +51,12 @@ import torch
 from tqdm.auto import tqdm
 
 from acm_exp.acm.cache import StatisticsCache, model_identity
-from acm_exp.acm.capture import (
-    LAYOUTS,
-    STANDARD_LAYOUT,
-    _architecture,
-    _free_memory,
-    _input_device,
-    load_causal_lm,
-    resolve_dtype,
-    resolve_placement,
-)
 from acm_exp.acm.coefficients import point_for_parameter, save_line_plot
-from acm_exp.errors import ConfigError
-from acm_exp.paths import atomic_write
+from acm_exp.acm.modeling import decoder_layers, input_device, load_causal_lm, load_tokenizer
+from acm_exp.coefficients_file import SensCoefficientsFile, read_coefficients, write_coefficients
+from acm_exp.devices import dtype_name, free_accelerator_memory, resolve_dtype, resolve_placement
+from acm_exp.errors import ConfigError, DataError
+from acm_exp.merge_parameters import ALPHA, TEMPERATURE
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +85,17 @@ class LayerSensitivity:
     def __post_init__(self) -> None:
         self.raw = np.asarray(self.raw, dtype=np.float64)
         if self.raw.ndim != 1 or self.raw.size == 0:
-            raise ConfigError(f"layer sensitivity has shape {self.raw.shape}; expected one value per decoder layer")
+            raise DataError(f"layer sensitivity has shape {self.raw.shape}; expected one value per decoder layer")
         if not np.isfinite(self.raw).all():
-            raise ConfigError("layer sensitivity contains NaN or Inf; expected finite sums of |θ ⊙ ∇L|")
+            raise DataError("layer sensitivity contains NaN or Inf; expected finite sums of |θ ⊙ ∇L|")
         if (self.raw < 0).any():
-            raise ConfigError(f"layer sensitivity has a negative value ({self.raw.min()}); expected sums of |θ ⊙ ∇L|")
+            raise DataError(f"layer sensitivity has a negative value ({self.raw.min()}); expected sums of |θ ⊙ ∇L|")
         if (
             isinstance(self.num_samples, bool)
             or not isinstance(self.num_samples, (int, np.integer))
             or self.num_samples < 1
         ):
-            raise ConfigError(f"layer sensitivity num_samples={self.num_samples!r}; expected a positive integer")
+            raise DataError(f"layer sensitivity num_samples={self.num_samples!r}; expected a positive integer")
         self.num_samples = int(self.num_samples)
 
     @property
@@ -134,13 +127,13 @@ class LayerSensitivity:
 
 
 def l2_normalize(values: np.ndarray) -> np.ndarray:
-    """values / ||values||₂; ConfigError when that is undefined (all zero, or not finite)."""
+    """values / ||values||₂; DataError when that is undefined (all zero, or not finite)."""
     values = np.asarray(values, dtype=np.float64)
     norm = float(np.linalg.norm(values))
     if not np.isfinite(values).all() or not math.isfinite(norm):
-        raise ConfigError("layer sensitivity is not finite; expected finite sums of |θ ⊙ ∇L|")
+        raise DataError("layer sensitivity is not finite; expected finite sums of |θ ⊙ ∇L|")
     if norm == 0.0:
-        raise ConfigError(
+        raise DataError(
             "layer sensitivity is zero in every layer; expected a nonzero gradient (are the answers "
             "empty, or the model's weights zero?)"
         )
@@ -229,22 +222,6 @@ def _example_tensors(example, index: int, vocab_size: int) -> tuple[torch.Tensor
 
 # ---------------------------------------------------------------------------------------------
 # Collection on a loaded model
-
-
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The model's decoder layers (``model.layers`` in the standard layout of capture.py)."""
-    architecture = _architecture(model)
-    path = LAYOUTS.get(architecture, STANDARD_LAYOUT).layers
-    try:
-        layers = model.get_submodule(path)
-    except AttributeError:
-        layers = None
-    if not isinstance(layers, (torch.nn.ModuleList, torch.nn.Sequential)) or len(layers) == 0:
-        raise ConfigError(
-            f"Sens-Merging does not support architecture {architecture!r} ({type(model).__name__}): "
-            f"expected its decoder layers at {path}"
-        )
-    return layers
 
 
 def _layer_parameters(layers: torch.nn.ModuleList) -> list[list[torch.nn.Parameter]]:
@@ -360,11 +337,11 @@ def _disable_checkpointing(model: torch.nn.Module, layers: torch.nn.ModuleList) 
 def _forward_backward(model: torch.nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> float:
     global SENSITIVITY_PASSES
     SENSITIVITY_PASSES += 1
-    device = _input_device(model)
+    device = input_device(model)
     output = model(input_ids=ids.to(device), labels=labels.to(device), use_cache=False)
     loss_value = float(output.loss.detach())
     if not math.isfinite(loss_value):
-        raise ConfigError(f"the answer loss is {loss_value}; expected a finite cross-entropy (try dtype=float32)")
+        raise DataError(f"the answer loss is {loss_value}; expected a finite cross-entropy (try dtype=float32)")
     output.loss.backward()
     return loss_value
 
@@ -497,20 +474,19 @@ def compute_layer_sensitivity(
 
     Reads the cache first (a hit runs no forward pass); otherwise tokenizes with the model's own
     tokenizer, loads the model on ``device`` in ``dtype`` (dispatched by accelerate over several devices
-    with ``max_memory`` / ``offload_dir``: see ``capture.resolve_placement``), collects and stores the result. The
+    with ``max_memory`` / ``offload_dir``: see ``devices.resolve_placement``), collects and stores the result. The
     cache key and directory are in ``sensitivity.metadata`` ("cache_key", "cache_dir").
     """
     _check_examples_text(examples_text)
     check_max_tokens(max_tokens)
-    torch_dtype = resolve_dtype(dtype, "sens.dtype")
+    # Cache keys record the canonical name, so bf16 and bfloat16 share an entry.
+    dtype = dtype_name(dtype, "sens.dtype")
     placement = resolve_placement(device, max_memory, offload_dir, setting="sens")
     spec = sensitivity_spec(model_path, examples_text, max_tokens=max_tokens, dtype=dtype)
     cache = SensitivityCache(spec, cache_dir, device=placement.primary)
 
     def compute() -> LayerSensitivity:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(model_path, trust_remote_code)
         examples = [answer_only_example(tokenizer, prompt, answer, max_tokens) for prompt, answer in examples_text]
         log.info(
             "layer sensitivity of %s: %d examples (%d tokens), %s on %s%s",
@@ -521,7 +497,7 @@ def compute_layer_sensitivity(
             placement.describe(),
             ", gradient checkpointing" if gradient_checkpointing else "",
         )
-        model = load_causal_lm(model_path, placement, torch_dtype, trust_remote_code)
+        model = load_causal_lm(model_path, placement, resolve_dtype(dtype, "sens.dtype"), trust_remote_code)
         try:
             sensitivity = collect_layer_sensitivity(
                 model,
@@ -532,7 +508,7 @@ def compute_layer_sensitivity(
             )
         finally:
             del model
-            _free_memory()
+            free_accelerator_memory()
         sensitivity.metadata = {**sensitivity.metadata, "model": str(model_path)}
         return sensitivity
 
@@ -547,37 +523,21 @@ def compute_layer_sensitivity(
 # Merge weights
 
 
-def check_sens_settings(alpha: float, temperature: float) -> None:
-    """Raise ConfigError unless α is in [0, 1] and T is a positive finite number."""
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, (int, float, np.integer, np.floating))
-        or not 0.0 <= float(alpha) <= 1.0
-    ):
-        raise ConfigError(f"merge.alpha={alpha!r}; expected a number in [0, 1] (the fine-tuned model's weight)")
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float, np.integer, np.floating))
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
-        raise ConfigError(f"merge.temperature={temperature!r}; expected a positive number (the softmax temperature)")
-
-
 def sens_layer_weights(
     s_base: np.ndarray, s_ft: np.ndarray, alpha: float, temperature: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(c_base, c_ft) per layer: 2 · softmax([(1 − α) · s_base[l], α · s_ft[l]] / T); c_base + c_ft = 2."""
-    check_sens_settings(alpha, temperature)
+    ALPHA.check(alpha)
+    TEMPERATURE.check(temperature)
     base = np.asarray(s_base, dtype=np.float64)
     finetuned = np.asarray(s_ft, dtype=np.float64)
     if base.ndim != 1 or base.size == 0 or base.shape != finetuned.shape:
-        raise ConfigError(
+        raise DataError(
             f"sensitivities of shapes {base.shape} (base) and {finetuned.shape} (fine-tuned); expected "
             "two vectors with one value per decoder layer, of equal length"
         )
     if not (np.isfinite(base).all() and np.isfinite(finetuned).all()):
-        raise ConfigError("sensitivities contain NaN or Inf; expected finite values")
+        raise DataError("sensitivities contain NaN or Inf; expected finite values")
     logits = np.stack([(1.0 - alpha) * base, alpha * finetuned]) / temperature
     # Subtracting the per-layer maximum keeps exp() from overflowing; the softmax is unchanged.
     weights = np.exp(logits - logits.max(axis=0, keepdims=True))
@@ -608,7 +568,8 @@ class SensCoefficients:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_sens_settings(self.alpha, self.temperature)
+        ALPHA.check(self.alpha)
+        TEMPERATURE.check(self.temperature)
         arrays = {
             name: np.asarray(getattr(self, name), dtype=np.float64) for name in ("c_base", "c_ft", "s_base", "s_ft")
         }
@@ -638,46 +599,36 @@ class SensCoefficients:
             )
         return float(self.c_base[layer]), float(self.c_ft[layer])
 
+    def to_file(self) -> SensCoefficientsFile:
+        """What coefficients.json holds: per layer the weights and the sensitivities."""
+        return SensCoefficientsFile(
+            alpha=self.alpha,
+            temperature=self.temperature,
+            c_base=self.c_base,
+            c_ft=self.c_ft,
+            s_base=self.s_base,
+            s_ft=self.s_ft,
+            metadata=self.metadata,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        layers = [
-            {
-                "layer": index,
-                "c_base": float(self.c_base[index]),
-                "c_ft": float(self.c_ft[index]),
-                "s_base": float(self.s_base[index]),
-                "s_ft": float(self.s_ft[index]),
-            }
-            for index in range(self.num_layers)
-        ]
-        return {
-            "method": "sens",
-            "alpha": self.alpha,
-            "temperature": self.temperature,
-            "num_layers": self.num_layers,
-            "layers": layers,
-            "metadata": self.metadata,
-        }
+        return self.to_file().to_dict()
 
     def to_json(self, path: str | Path) -> Path:
         """Write the per-layer weights and sensitivities (atomically)."""
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        return atomic_write(path, lambda handle: handle.write(text.encode()))
+        return write_coefficients(path, self.to_file())
 
     @classmethod
     def from_json(cls, path: str | Path) -> SensCoefficients:
-        data = json.loads(Path(path).read_text())
-
-        def column(key: str) -> np.ndarray:
-            return np.array([layer[key] for layer in data["layers"]])
-
+        stored = read_coefficients(path, SensCoefficientsFile)
         return cls(
-            c_base=column("c_base"),
-            c_ft=column("c_ft"),
-            alpha=data["alpha"],
-            temperature=data["temperature"],
-            s_base=column("s_base"),
-            s_ft=column("s_ft"),
-            metadata=data.get("metadata", {}),
+            c_base=stored.c_base,
+            c_ft=stored.c_ft,
+            alpha=stored.alpha,
+            temperature=stored.temperature,
+            s_base=stored.s_base,
+            s_ft=stored.s_ft,
+            metadata=stored.metadata,
         )
 
     def plot(self, path: str | Path) -> Path:

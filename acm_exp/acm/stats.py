@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from acm_exp.errors import ConfigError
+from acm_exp.errors import ConfigError, DataError
 
 
 @dataclass
@@ -28,14 +28,14 @@ class MIStatistics:
         self.point_names = tuple(self.point_names)
         self.model_names = tuple(self.model_names)
         if self.mi.ndim != 3:
-            raise ConfigError(f"MI statistics have shape {self.mi.shape}; expected (models, points, samples)")
+            raise DataError(f"MI statistics have shape {self.mi.shape}; expected (models, points, samples)")
         expected = (len(self.model_names), len(self.point_names))
         if self.mi.shape[:2] != expected:
-            raise ConfigError(f"MI statistics have shape {self.mi.shape}; expected {expected} models x points")
+            raise DataError(f"MI statistics have shape {self.mi.shape}; expected {expected} models x points")
         if self.mi.shape[2] == 0:
-            raise ConfigError("MI statistics hold no calibration sample; expected at least one")
+            raise DataError("MI statistics hold no calibration sample; expected at least one")
         if not np.isfinite(self.mi).all():
-            raise ConfigError("MI statistics contain NaN or Inf values")
+            raise DataError("MI statistics contain NaN or Inf values")
 
     @property
     def num_samples(self) -> int:
@@ -101,7 +101,7 @@ class MIStatistics:
         first = parts[0]
         for part in parts[1:]:
             if part.point_names != first.point_names or part.num_samples != first.num_samples:
-                raise ConfigError("MI statistics of different compared models disagree on capture points or samples")
+                raise DataError("MI statistics of different compared models disagree on capture points or samples")
         return cls(
             mi=np.concatenate([part.mi for part in parts]),
             point_names=first.point_names,

@@ -15,7 +15,6 @@ A backend owns one loaded model; ``close()`` frees it (and the GPU memory) befor
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import logging
 import os
@@ -27,12 +26,13 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from acm_exp import devices
+from acm_exp.devices import free_accelerator_memory
 from acm_exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "hf", "vllm")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 FINISH_REASONS = ("stop", "length")
 # Config keys holding a model's position limit, as vLLM reads them (it takes the smallest).
 POSITION_LIMIT_KEYS = (
@@ -89,9 +89,7 @@ def vllm_available() -> bool:
 
 
 def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    return devices.cuda_available()
 
 
 def vllm_platform() -> str | None:
@@ -150,33 +148,13 @@ def torchvision_import_error() -> str | None:
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available else 'cpu'; 'cpu', 'cuda' and 'cuda:<i>' pass through, checked."""
-    if device == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not cuda_available():
-            raise ConfigError(f"eval.device={device!r} but CUDA is not available; expected 'cpu' or 'auto'")
-        return device
-    raise ConfigError(f"eval.device={device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
+    """``eval.device`` (see acm_exp.devices) as the device string transformers' device_map takes."""
+    return str(devices.resolve_device(device, "eval.device", cuda=cuda_available()))
 
 
 def resolve_dtype(dtype: str) -> Any:
-    """A torch dtype for the name, or 'auto' (the checkpoint's own dtype)."""
-    import torch
-
-    if dtype not in DTYPES:
-        raise ConfigError(f"eval.dtype={dtype!r}; expected one of {DTYPES}")
-    return "auto" if dtype == "auto" else getattr(torch, dtype)
-
-
-def free_accelerator_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    """``eval.dtype`` as a torch dtype, or 'auto' (the checkpoint's own dtype)."""
+    return devices.resolve_dtype(dtype, "eval.dtype", allow_auto=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,7 +446,8 @@ class VllmBackend:
         enforce_eager: bool = False,
         cpu_kvcache_space_gib: int = 1,
     ):
-        resolve_dtype(dtype)
+        # vLLM takes the dtype's name; the canonical one, whichever alias the config used.
+        dtype = devices.dtype_name(dtype, "eval.dtype", allow_auto=True)
         platform = vllm_platform()
         utilization = resolve_gpu_memory_utilization(gpu_memory_utilization, platform)
         if platform == "cpu":

@@ -1,8 +1,8 @@
 """Benchmarks as data: turn a BenchmarkConfig into a list of examples (id, question, gold, row).
 
-Rows come from the offline copy (``local_path`` under ``data_dir``) when it exists, else from the
-Hugging Face dataset ``source``; ``source: toy`` is the embedded toy task and LiveCodeBench has its
-own loader (acm_exp.eval.code). ``limit`` keeps a deterministic subset (see ``subset_indices``).
+Rows come from the benchmark family's own loader when it has one (acm_exp.eval.tasks: the toy task,
+LiveCodeBench), else from the offline copy (``local_path`` under ``data_dir``) when it exists, else
+from the Hugging Face dataset ``source``. ``limit`` keeps a deterministic subset (see ``subset_indices``).
 """
 
 from __future__ import annotations
@@ -18,17 +18,13 @@ from typing import Any
 
 from acm_exp.errors import ConfigError
 from acm_exp.eval.grading import ANSWER_FORMATS, gold_answer
+from acm_exp.eval.tasks import FEWSHOT_EXEMPLARS, GRADERS, task_of
 from acm_exp.paths import iter_jsonl
 
 log = logging.getLogger(__name__)
 
 KINDS = ("math", "code")
-FEWSHOT_SETS = ("gsm8k", "math")
 HUB_OVERRIDE_KEYS = ("question_field", "answer_field", "answer_format", "id_field")
-TOY_SOURCE = "toy"
-LIVECODEBENCH_GRADER = "livecodebench"
-LIVECODEBENCH_OPTIONS = ("release", "start_date", "end_date")
-TOY_OPTIONS = ("n", "seed")
 # The permutation behind eval.limit: fixed, so that every run, model and seed sees the same rows.
 LIMIT_SEED = 0
 
@@ -69,17 +65,18 @@ def local_file(cfg: Mapping, data_dir: Path | None) -> Path | None:
     return path if path.is_file() else None
 
 
-def validate_benchmark(key: str, cfg: Mapping, data_dir: Path | None, graders: Mapping[str, Any]) -> None:
+def validate_benchmark(key: str, cfg: Mapping, data_dir: Path | None) -> None:
     """Raise ConfigError on a benchmark config that cannot work; touches no network."""
     where = f"eval.benchmarks.{key}"
     if cfg.get("kind") not in KINDS:
         raise ConfigError(f"{where}.kind={cfg.get('kind')!r}; expected one of {KINDS}")
-    if cfg.get("grader") not in graders:
-        raise ConfigError(f"{where}.grader={cfg.get('grader')!r}; expected one of {tuple(graders)}")
+    if cfg.get("grader") not in GRADERS:
+        raise ConfigError(f"{where}.grader={cfg.get('grader')!r}; expected one of {tuple(GRADERS)}")
+    family = task_of(cfg)
     if cfg.get("answer_format") not in ANSWER_FORMATS:
         raise ConfigError(f"{where}.answer_format={cfg.get('answer_format')!r}; expected one of {ANSWER_FORMATS}")
-    if cfg.get("fewshot_set") not in FEWSHOT_SETS:
-        raise ConfigError(f"{where}.fewshot_set={cfg.get('fewshot_set')!r}; expected one of {FEWSHOT_SETS}")
+    if cfg.get("fewshot_set") not in FEWSHOT_EXEMPLARS:
+        raise ConfigError(f"{where}.fewshot_set={cfg.get('fewshot_set')!r}; expected one of {tuple(FEWSHOT_EXEMPLARS)}")
     max_new_tokens = cfg.get("max_new_tokens")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ConfigError(f"{where}.max_new_tokens={max_new_tokens}; expected a positive integer or null")
@@ -91,20 +88,19 @@ def validate_benchmark(key: str, cfg: Mapping, data_dir: Path | None, graders: M
         raise ConfigError(
             f"{where}.hub_overrides.answer_format={overridden_format!r}; expected one of {ANSWER_FORMATS}"
         )
-    allowed_options = _allowed_options(cfg)
-    unknown = sorted(set(cfg.get("options") or {}) - set(allowed_options))
+    unknown = sorted(set(cfg.get("options") or {}) - set(family.options))
     if unknown:
-        raise ConfigError(f"{where}.options has unknown key(s) {unknown}; expected any of {allowed_options}")
+        raise ConfigError(f"{where}.options has unknown key(s) {unknown}; expected any of {family.options}")
     if cfg.get("kind") == "math" and not cfg.get("answer_field"):
         raise ConfigError(f"{where}.answer_field is empty; a math benchmark needs its gold answer column")
-    if local_file(cfg, data_dir) is None and not cfg.get("source"):
+    if local_file(cfg, data_dir) is None and not cfg.get("source") and not family.generates_rows:
         wanted = cfg.get("local_path") or "(no local_path)"
         raise ConfigError(
             f"{where}: local file {wanted!r} not found under data_dir={data_dir} and no hub source set; "
             "expected an existing local_path or a Hugging Face dataset id in source"
         )
     path = local_file(cfg, data_dir)
-    if path is not None and cfg.get("grader") != LIVECODEBENCH_GRADER:
+    if path is not None and family.checks_local_rows:
         stat = path.stat()
         check_local_rows(str(path), stat.st_mtime_ns, stat.st_size, field_spec(cfg, from_hub=False), str(cfg["name"]))
 
@@ -125,14 +121,6 @@ def check_local_rows(path: str, mtime_ns: int, size: int, fields: FieldSpec, ben
             )
         parse_example(row, position, fields, benchmark)
     return len(rows)
-
-
-def _allowed_options(cfg: Mapping) -> tuple[str, ...]:
-    if cfg.get("source") == TOY_SOURCE:
-        return TOY_OPTIONS
-    if cfg.get("grader") == LIVECODEBENCH_GRADER:
-        return LIVECODEBENCH_OPTIONS
-    return ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,11 +151,9 @@ def load_benchmark(cfg: Mapping, data_dir: Path | None = None, limit: int | None
     """Load, subset and parse one benchmark; the gold answers are normalized with its answer_format."""
     name = cfg["name"]
     path = local_file(cfg, data_dir)
-    if cfg.get("grader") == LIVECODEBENCH_GRADER:
-        rows = _load_livecodebench(cfg, path)
-        fields = field_spec(cfg, from_hub=False)
-    elif cfg.get("source") == TOY_SOURCE and path is None:
-        rows = _load_toy(cfg)
+    family = task_of(cfg)
+    if family.load_rows is not None:
+        rows = family.load_rows(cfg, path)
         fields = field_spec(cfg, from_hub=False)
     elif path is not None:
         log.info("benchmark %s: reading %s", name, path)
@@ -262,25 +248,3 @@ def _load_hub(cfg: Mapping) -> list[dict[str, Any]]:
             f"data_dir/{cfg.get('local_path')}"
         ) from error
     return [dict(row) for row in dataset]
-
-
-def _load_toy(cfg: Mapping) -> list[dict[str, Any]]:
-    from acm_exp.toy import toy_problems
-
-    options = dict(cfg.get("options") or {})
-    return [
-        dict(row)
-        for row in toy_problems(
-            cfg.get("split", "test"), n=int(options.get("n", 100)), seed=int(options.get("seed", 0))
-        )
-    ]
-
-
-def _load_livecodebench(cfg: Mapping, path: Path | None) -> list[dict[str, Any]]:
-    from acm_exp.eval.code import livecodebench_window, load_livecodebench
-
-    source = str(path) if path is not None else cfg.get("source")
-    if not source:
-        raise ConfigError(f"benchmark {cfg['name']}: no LiveCodeBench source; expected a hub id or a local file")
-    release, start_date, end_date = livecodebench_window(dict(cfg.get("options") or {}))
-    return [dict(row) for row in load_livecodebench(source, release=release, start_date=start_date, end_date=end_date)]

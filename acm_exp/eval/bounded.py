@@ -7,11 +7,14 @@ in a thread pool. A child process can always be killed. The helper is one long-l
 re-run the caller's ``__main__`` script); requests and answers are JSON lines on its pipes. After a
 kill the helper forks a new worker from its warm state, in milliseconds.
 
-Only the grading functions of ``_functions()`` can be called, by name.
+The helper serves the functions a module lists in its ``BOUNDED_FUNCTIONS`` (name -> function; the
+grading module, acm_exp.eval.grading) and calls its ``BOUNDED_WARM_UP`` once; only those can be
+called, by name. The module is named by the caller, so this one stays independent of it.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -32,23 +35,8 @@ _READY = "ready"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def _functions() -> dict[str, Callable[..., Any]]:
-    from acm_exp.eval import grading
-
-    return {
-        "grade_math": grading.grade_math_unbounded,
-        "grade_gsm8k": grading.grade_gsm8k_unbounded,
-        "is_equiv": grading.is_equiv_unbounded,
-        "extract_answer": grading.extract_answer_unbounded,
-    }
-
-
-_WARM_UP = (
-    ("is_equiv", ["2\\sqrt{5}", "\\sqrt{20}"]),
-    ("is_equiv", ["3.1416", "\\pi"]),
-    ("is_equiv", ["x^2+2x+1=0", "(x+1)^2=0"]),
-    ("extract_answer", ["so $x = \\frac{1}{2}$ and 3"]),
-)
+def _served(module: str) -> Any:
+    return importlib.import_module(module)
 
 
 class TimeLimitExceeded(Exception):
@@ -71,7 +59,8 @@ class _Helper:
     state, in milliseconds. Each worker announces itself with a ``ready <pid>`` line.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, module: str) -> None:
+        self._module = module
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._worker_pid: int | None = None
@@ -81,7 +70,7 @@ class _Helper:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "acm_exp.eval.bounded"],
+            [sys.executable, "-m", "acm_exp.eval.bounded", self._module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -162,25 +151,27 @@ def _kill(pid: int) -> None:
         pass
 
 
-_HELPER = _Helper()
+# One helper process per served module.
+_HELPERS: dict[str, _Helper] = {}
 # Set when the helper cannot start here (no subprocesses allowed): calls then run in-process.
 _IN_PROCESS = False
 
 
-def call_bounded(name: str, args: list[Any], *, time_limit_s: float, start_limit_s: float = 60.0) -> Any:
-    """``_functions()[name](*args)`` in the helper process, killed after ``time_limit_s`` seconds
-    (TimeLimitExceeded). Arguments and result must be JSON values.
+def call_bounded(module: str, name: str, args: list[Any], *, time_limit_s: float, start_limit_s: float = 60.0) -> Any:
+    """``module.BOUNDED_FUNCTIONS[name](*args)`` in the helper process, killed after ``time_limit_s``
+    seconds (TimeLimitExceeded). Arguments and result must be JSON values.
 
     Where no helper process can start, the call runs in this process, without a time limit.
     """
     global _IN_PROCESS
     if not _IN_PROCESS:
         try:
-            return _HELPER.call(name, args, time_limit_s, start_limit_s)
+            helper = _HELPERS.setdefault(module, _Helper(module))
+            return helper.call(name, args, time_limit_s, start_limit_s)
         except (OSError, HelperUnavailable) as error:
             log.warning("grading helper unavailable (%s); grading in-process without a time limit", error)
             _IN_PROCESS = True
-    return _functions()[name](*args)
+    return _served(module).BOUNDED_FUNCTIONS[name](*args)
 
 
 def _serve_calls(functions: dict[str, Callable[..., Any]], replies: Any) -> None:
@@ -197,15 +188,16 @@ def _serve_calls(functions: dict[str, Callable[..., Any]], replies: Any) -> None
         replies.flush()
 
 
-def _serve() -> None:
+def _serve(module: str) -> None:
     """The helper: import and warm up once, then fork one worker after another."""
     # Replies go to the real stdout; anything the grading code prints goes to stderr.
     replies = sys.stdout
     sys.stdout = sys.stderr
-    functions = _functions()
+    served = _served(module)
+    functions = served.BOUNDED_FUNCTIONS
     # The first sympy / math-verify call of a process builds parsers and caches (seconds): pay it
     # once here, so that every forked worker starts warm.
-    for name, args in _WARM_UP:
+    for name, args in getattr(served, "BOUNDED_WARM_UP", ()):
         try:
             functions[name](*args)
         except Exception:  # noqa: BLE001 - a failed warm-up only costs the first call time
@@ -237,4 +229,4 @@ def _drain_stdin() -> None:
 
 
 if __name__ == "__main__":
-    _serve()
+    _serve(sys.argv[1])

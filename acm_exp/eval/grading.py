@@ -1317,12 +1317,27 @@ def grade_gsm8k_unbounded(response: str, gold: str, numeric: str = DEFAULT_NUMER
         return extracted, bool(correct)
 
 
+# What the bounded helper process (acm_exp.eval.bounded) serves by name, and its warm-up calls.
+BOUNDED_FUNCTIONS = {
+    "grade_math": grade_math_unbounded,
+    "grade_gsm8k": grade_gsm8k_unbounded,
+    "is_equiv": is_equiv_unbounded,
+    "extract_answer": extract_answer_unbounded,
+}
+BOUNDED_WARM_UP = (
+    ("is_equiv", ["2\\sqrt{5}", "\\sqrt{20}"]),
+    ("is_equiv", ["3.1416", "\\pi"]),
+    ("is_equiv", ["x^2+2x+1=0", "(x+1)^2=0"]),
+    ("extract_answer", ["so $x = \\frac{1}{2}$ and 3"]),
+)
+
+
 def _bounded(name: str, args: list, fallback: Callable[[], object]) -> object:
     """``name`` run in the helper process under GRADE_TIME_LIMIT_S; ``fallback()`` past the limit."""
     from acm_exp.eval.bounded import TimeLimitExceeded, call_bounded
 
     try:
-        return call_bounded(name, args, time_limit_s=GRADE_TIME_LIMIT_S)
+        return call_bounded(__name__, name, args, time_limit_s=GRADE_TIME_LIMIT_S)
     except TimeLimitExceeded:
         log.warning("grading %s took more than %s s; counted as wrong", name, GRADE_TIME_LIMIT_S)
         return fallback()

@@ -1,15 +1,16 @@
 """Prompt formats by name: how a benchmark example becomes the text a model continues.
 
 - ``qwen25-math-cot``: ChatML, zero-shot, the Qwen2.5-Math system message (slow and merged models).
-- ``cot``: few-shot "Question: ...\\nAnswer: ..." for fast base models; exemplars embedded below
-  (the GSM8K chain-of-thought exemplars of Wei et al. 2022, the Minerva MATH prompt of
-  Lewkowycz et al. 2022), each answer ending in ``\\boxed{}`` so one grader reads every model.
+- ``cot``: few-shot "Question: ...\\nAnswer: ..." for fast base models; the exemplars are those of
+  the family the benchmark's ``fewshot_set`` names (acm_exp.eval.tasks.gsm8k, .math), each answer
+  ending in ``\\boxed{}`` so one grader reads every model.
 - ``chat_template``: the model's own tokenizer chat template, with the generation prompt.
 - ``toy``: the toy task's template (acm_exp.toy).
 
-Code benchmarks take their task text from acm_exp.eval.code and wrap it in the same role format:
-ChatML (with the benchmark's system message) or the chat template for chat models, plain text for
-``cot``; HumanEval-Pro then opens the response with the raw problem's code (CodeEval-Pro's harness).
+Code benchmarks take their task text from their family's code prompt (acm_exp.eval.tasks) and wrap
+it in the same role format: ChatML (with the family's system message) or the chat template for chat
+models, plain text for ``cot``; a family's response prefix (HumanEval-Pro: the raw problem's code,
+as CodeEval-Pro's harness) then opens the response.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ from typing import Any
 
 from acm_exp.errors import ConfigError
 from acm_exp.eval.benchmarks import Example
+from acm_exp.eval.tasks import CODE_PROMPTS, FEWSHOT_EXEMPLARS, CodePrompt, task_name, task_of
 
 MATH_SYSTEM_MESSAGE = "Please reason step by step, and put your final answer within \\boxed{}."
-# HumanEval-Pro under ChatML: the math system message would ask for \boxed{}, which code graders
-# ignore; the classic ChatML default keeps the model in its assistant role without that demand.
-# (LiveCodeBench brings its own, lcb_runner's.)
-CODE_SYSTEM_MESSAGE = "You are a helpful assistant."
 # Appended to the user turn under the model's own chat template (DeepSeek-R1's recommendation:
 # no system message, the instruction in the user turn).
 CHAT_TEMPLATE_MATH_INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -33,84 +31,6 @@ CHAT_TEMPLATE_MATH_INSTRUCTION = "\nPlease reason step by step, and put your fin
 CHATML_STOP = ("<|im_end|>", "<|endoftext|>")
 FEWSHOT_STOP = ("\nQuestion:",)
 TOY_STOP = ("\nQ:",)
-
-GSM8K_EXEMPLARS: tuple[tuple[str, str], ...] = (
-    (
-        "There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, "
-        "there will be 21 trees. How many trees did the grove workers plant today?",
-        "There are 15 trees originally. Then there were 21 trees after some more were planted. So there must have "
-        "been 21 - 15 = 6. The answer is \\boxed{6}.",
-    ),
-    (
-        "If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
-        "There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is \\boxed{5}.",
-    ),
-    (
-        "Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
-        "Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. After eating 35, "
-        "they had 74 - 35 = 39. The answer is \\boxed{39}.",
-    ),
-    (
-        "Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many lollipops did "
-        "Jason give to Denny?",
-        "Jason started with 20 lollipops. Then he had 12 after giving some to Denny. So he gave Denny 20 - 12 = 8. "
-        "The answer is \\boxed{8}.",
-    ),
-    (
-        "Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does he have "
-        "now?",
-        "Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. "
-        "5 + 4 = 9. The answer is \\boxed{9}.",
-    ),
-    (
-        "There were nine computers in the server room. Five more computers were installed each day, from monday to "
-        "thursday. How many computers are now in the server room?",
-        "There were originally 9 computers. For each of 4 days, 5 more computers were added. So 5 * 4 = 20 "
-        "computers were added. 9 + 20 is 29. The answer is \\boxed{29}.",
-    ),
-    (
-        "Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How many golf "
-        "balls did he have at the end of wednesday?",
-        "Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. After losing 2 more, "
-        "he had 35 - 2 = 33 golf balls. The answer is \\boxed{33}.",
-    ),
-    (
-        "Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
-        "Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. So she has 23 - 15 dollars "
-        "left. 23 - 15 is 8. The answer is \\boxed{8}.",
-    ),
-)
-
-MATH_EXEMPLARS: tuple[tuple[str, str], ...] = (
-    (
-        "Find the domain of the expression $\\frac{\\sqrt{x-2}}{\\sqrt{5-x}}$.",
-        "The expressions inside each square root must be non-negative. Therefore, $x-2 \\ge 0$, so $x\\ge2$, and "
-        "$5 - x \\ge 0$, so $x \\le 5$. Also, the denominator cannot be equal to zero, so $5-x>0$, which gives "
-        "$x<5$. Therefore, the domain of the expression is $[2,5)$. The answer is $\\boxed{[2,5)}$.",
-    ),
-    (
-        "If $\\det \\mathbf{A} = 2$ and $\\det \\mathbf{B} = 12,$ then find $\\det (\\mathbf{A} \\mathbf{B}).$",
-        "We have that $\\det (\\mathbf{A} \\mathbf{B}) = (\\det \\mathbf{A})(\\det \\mathbf{B}) = (2)(12) = 24.$ "
-        "The answer is $\\boxed{24}$.",
-    ),
-    (
-        "Terrell usually lifts two 20-pound weights 12 times. If he uses two 15-pound weights instead, how many "
-        "times must Terrell lift them in order to lift the same total weight?",
-        "If Terrell lifts two 20-pound weights 12 times, he lifts a total of $2\\cdot 12\\cdot20=480$ pounds of "
-        "weight. If he lifts two 15-pound weights instead for $n$ times, he will lift a total of "
-        "$2\\cdot15\\cdot n=30n$ pounds of weight. Equating this to 480 pounds, we can solve for $n$: "
-        "$30n=480$, so $n=480/30=16$. The answer is $\\boxed{16}$.",
-    ),
-    (
-        "If the system of equations\n\\begin{align*}\n6x-4y&=a,\\\\\n6y-9x &=b.\n\\end{align*}\nhas a solution "
-        "$(x, y)$ where $x$ and $y$ are both nonzero, find $\\frac{a}{b},$ assuming $b$ is nonzero.",
-        "If we multiply the first equation by $-\\frac{3}{2}$, we obtain $$6y-9x=-\\frac{3}{2}a.$$ Since we also "
-        "know that $6y-9x=b$, we have $$-\\frac{3}{2}a=b\\Rightarrow\\frac{a}{b}=-\\frac{2}{3}.$$ "
-        "The answer is $\\boxed{-\\frac{2}{3}}$.",
-    ),
-)
-
-FEWSHOT_EXEMPLARS: dict[str, tuple[tuple[str, str], ...]] = {"gsm8k": GSM8K_EXEMPLARS, "math": MATH_EXEMPLARS}
 
 
 @dataclass(frozen=True)
@@ -139,46 +59,18 @@ def is_code(benchmark_cfg: Mapping) -> bool:
     return benchmark_cfg.get("kind") == "code"
 
 
-@dataclass(frozen=True)
-class CodeTask:
-    """How a code benchmark is prompted, whatever the role format around it."""
-
-    # example row -> the task text (the user turn).
-    text: Callable[[Mapping], str]
-    # The system message under ChatML.
-    system: str
-    # example row -> text the response is made to start with (appended after the role format's
-    # assistant opening; the grader puts it back in front of the response), or None.
-    response_prefix: Callable[[Mapping], str] | None
-    # Extra stop strings: HumanEval-Pro's answer is the code block the prefix opens, so its
-    # closing fence ends the answer (the grader reads that first block).
-    stop: tuple[str, ...] = ()
-
-
-def code_tasks() -> dict[str, CodeTask]:
-    from acm_exp.eval import code
-
-    return {
-        "humaneval_pro": CodeTask(
-            code.humaneval_pro_prompt, CODE_SYSTEM_MESSAGE, code.humaneval_pro_response_prefix, stop=("\n```",)
-        ),
-        "livecodebench": CodeTask(code.livecodebench_prompt, code.LIVECODEBENCH_SYSTEM_MESSAGE, None),
-    }
-
-
-def code_task(benchmark_cfg: Mapping) -> CodeTask:
-    """The code task of a code benchmark, by its grader."""
-    grader = benchmark_cfg.get("grader")
-    tasks = code_tasks()
-    if grader not in tasks:
+def code_task(benchmark_cfg: Mapping) -> CodePrompt:
+    """The code prompt of a code benchmark's family."""
+    task = task_of(benchmark_cfg).code_prompt
+    if task is None:
         raise ConfigError(
-            f"benchmark {benchmark_cfg.get('name')}: code grader {grader!r} has no prompt; "
-            f"expected one of {tuple(tasks)}"
+            f"benchmark {benchmark_cfg.get('name')}: code task {task_name(benchmark_cfg)!r} has no prompt; "
+            f"expected one of {tuple(CODE_PROMPTS)}"
         )
-    return tasks[grader]
+    return task
 
 
-def with_response_prefix(prompt: str, example: Example, task: CodeTask) -> str:
+def with_response_prefix(prompt: str, example: Example, task: CodePrompt) -> str:
     return prompt + task.response_prefix(example.row) if task.response_prefix else prompt
 
 

@@ -95,7 +95,7 @@ def validate_eval_config(eval_cfg: Any, data_dir: Path | str | None = None, *, p
     for name in prompt_names:
         get_prompt(name)
     for key, benchmark in eval_cfg.benchmarks.items():
-        validate_benchmark(key, benchmark, data_dir, GRADERS)
+        validate_benchmark(key, benchmark, data_dir)
         for name in prompt_names:
             validate_prompt(name, benchmark, eval_cfg.num_fewshot)
 

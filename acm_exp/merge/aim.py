@@ -9,6 +9,7 @@ base method merged them.
 """
 
 from acm_exp.merge.registry import MergeMethod, get_wrapped_method, register
+from acm_exp.merge_parameters import BASE_METHOD, OMEGA, RELAX
 
 
 def aim_delta(task_vectors, weights, params, generator):
@@ -19,7 +20,8 @@ register(
     MergeMethod(
         "aim",
         aim_delta,
-        parameters=("omega", "base_method", "relax"),
+        parameters=(OMEGA, BASE_METHOD, RELAX),
+        label="AIM",
         coefficients="aim",
         wraps_base_method=True,
         description="the base method's merge relaxed per input channel by the base's activation importance",

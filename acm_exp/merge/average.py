@@ -2,6 +2,7 @@
 
 from acm_exp.merge.registry import MergeMethod, register
 from acm_exp.merge.sparsify import weighted_sum
+from acm_exp.merge_parameters import ACM_PARAMETERS
 
 
 def average_delta(task_vectors, weights, params, generator):
@@ -9,13 +10,21 @@ def average_delta(task_vectors, weights, params, generator):
 
 
 register(
-    MergeMethod("average", average_delta, parameters=(), description="uniform average of all models", elementwise=True)
+    MergeMethod(
+        "average",
+        average_delta,
+        parameters=(),
+        label="Average",
+        description="uniform average of all models",
+        elementwise=True,
+    )
 )
 register(
     MergeMethod(
         "acm_average",
         average_delta,
-        parameters=("t", "shift", "reduce"),
+        parameters=ACM_PARAMETERS,
+        label="ACM-Average",
         coefficients="acm",
         plain="average",
         description="average with ACM layer-wise weights λi on each task vector",

@@ -2,6 +2,7 @@
 
 from acm_exp.merge.registry import MergeMethod, register
 from acm_exp.merge.sparsify import outlier_and_magnitude_trim, weighted_sum
+from acm_exp.merge_parameters import GAMMA, SCALE, K
 
 
 def breadcrumbs_delta(task_vectors, weights, params, generator):
@@ -9,4 +10,4 @@ def breadcrumbs_delta(task_vectors, weights, params, generator):
     return weighted_sum(trimmed, weights).mul_(params.scale)
 
 
-register(MergeMethod("breadcrumbs", breadcrumbs_delta, parameters=("scale", "k", "gamma")))
+register(MergeMethod("breadcrumbs", breadcrumbs_delta, parameters=(SCALE, K, GAMMA), label="Breadcrumbs"))

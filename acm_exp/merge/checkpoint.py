@@ -54,23 +54,6 @@ _SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
 }
 _DTYPE_CODES = {dtype: code for code, dtype in _SAFETENSORS_DTYPES.items()}
 
-DTYPES_BY_NAME: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    try:
-        return DTYPES_BY_NAME[name.removeprefix("torch.")]
-    except KeyError:
-        raise ConfigError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES_BY_NAME)}") from None
-
-
 # One pread call moves at most this much (Linux caps a single read near 2 GiB).
 _READ_BLOCK = 1 << 30
 

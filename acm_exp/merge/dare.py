@@ -8,20 +8,13 @@ The combinations are the DARE rows of the L2S code (its ``mask_merging`` with a 
   (1 − k) fraction, elect signs, disjoint mean, × α ("DARE-TIES").
 """
 
-from acm_exp.errors import ConfigError
 from acm_exp.merge.registry import MergeMethod, register
 from acm_exp.merge.sparsify import magnitude_trim, random_drop, sign_consensus_mean, weighted_sum
-
-COMBINATIONS = ("average", "ta", "ties")
-
-
-def check_combine(combine: str) -> None:
-    if combine not in COMBINATIONS:
-        raise ConfigError(f"merge.combine={combine!r}; expected one of {list(COMBINATIONS)}")
+from acm_exp.merge_parameters import ACM_PARAMETERS, COMBINE, SCALE, K, P
 
 
 def dare_delta(task_vectors, weights, params, generator):
-    check_combine(params.combine)
+    COMBINE.check(params.combine)
     dropped = [random_drop(vector, params.p, generator) for vector in task_vectors]
     if params.combine == "average":
         return weighted_sum(dropped, weights).div_(len(task_vectors) + 1)
@@ -37,14 +30,15 @@ def acm_dare_delta(task_vectors, weights, params, generator):
     return delta / len(task_vectors) if params.combine == "ta" else delta
 
 
-DARE_PARAMETERS = ("scale", "p", "combine", "k")
+DARE_PARAMETERS = (SCALE, P, COMBINE, K)
 
-register(MergeMethod("dare", dare_delta, parameters=DARE_PARAMETERS))
+register(MergeMethod("dare", dare_delta, parameters=DARE_PARAMETERS, label="DARE"))
 register(
     MergeMethod(
         "acm_dare",
         acm_dare_delta,
-        parameters=(*DARE_PARAMETERS, "t", "shift", "reduce"),
+        parameters=(*DARE_PARAMETERS, *ACM_PARAMETERS),
+        label="ACM-DARE",
         coefficients="acm",
         plain="dare",
         description="DARE with ACM layer-wise coefficients",

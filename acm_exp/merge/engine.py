@@ -20,6 +20,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 import acm_exp
 from acm_exp.costs import cost_so_far
+from acm_exp.devices import resolve_device, resolve_dtype
 from acm_exp.errors import ConfigError, RuntimeFailure
 from acm_exp.merge.checkpoint import (
     EMBEDDING_NAME,
@@ -40,11 +42,10 @@ from acm_exp.merge.checkpoint import (
     StreamingSafetensorsWriter,
     fsync_directory,
     open_checkpoint,
-    parse_dtype,
     plan_shards,
     write_index,
 )
-from acm_exp.merge.registry import MergeMethod, used_parameters
+from acm_exp.merge.registry import MergeMethod, parameter_values
 from acm_exp.models import has_tokenizer, load_vocabulary, vocabulary_differences
 from acm_exp.paths import nearest_existing, write_probe_error
 
@@ -71,9 +72,9 @@ ROW_BLOCK_ELEMENTS = 1 << 23
 # stay in cache and their memory is reused, where block-sized temporaries would each be fresh
 # pages (page faults and zeroing cost more than the arithmetic). The same operations on the same
 # values, so the same result; a multiple of every SIMD width, so no element changes loop path.
-# Not smaller: each op on a chunk is one parallel region of torch's threads, whose start costs
-# more than the chunk's arithmetic below about a million elements on a busy machine.
-CHUNK_ELEMENTS = 1 << 20
+# A chunk's float32 working copies (1 MiB each) fit a core's L2 cache; chunks are merged on one
+# thread (see _torch_threads), so no parallel-region start is paid per op.
+CHUNK_ELEMENTS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,7 @@ def open_inputs(
             "and is untied",
             base_checkpoint.path,
         )
-    output_dtype = parse_dtype(dtype) if dtype else _checkpoint_dtype(base_checkpoint)
+    output_dtype = resolve_dtype(dtype, "merge.dtype") if dtype else _checkpoint_dtype(base_checkpoint)
     output_tensors = []
     for name in names:
         info = base_checkpoint.info(name)
@@ -299,17 +300,9 @@ def _readable_vocabulary(directory: Path):
 def _checkpoint_dtype(checkpoint: Checkpoint) -> torch.dtype:
     declared = checkpoint.config.get("torch_dtype") or checkpoint.config.get("dtype")
     if isinstance(declared, str) and declared != "auto":
-        return parse_dtype(declared)
+        return resolve_dtype(declared, f"{checkpoint.path / 'config.json'} torch_dtype")
     floating = [info.dtype for info in checkpoint.tensors.values() if info.dtype.is_floating_point]
     return floating[0] if floating else torch.float32
-
-
-def validate_device(device: str) -> torch.device:
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"merge.device={device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"merge.device={device!r} but CUDA is not available on this machine; use merge.device=cpu")
-    return torch.device(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,7 +483,7 @@ def _combine(
 ) -> torch.Tensor:
     """θ0 (any float dtype) and τi (float32) in, merged float32 tensor out."""
     weights = adjustment.model_weights or (1.0,) * len(task_vectors)
-    delta = method.delta(task_vectors, weights, params, generator)
+    delta = method.delta(task_vectors, weights, parameter_values(method, params), generator)
     factor = adjustment.delta_factor
     if isinstance(factor, torch.Tensor):
         factor = factor.to(device=delta.device, dtype=delta.dtype)
@@ -543,7 +536,7 @@ def _merge_elementwise(
     merged = torch.empty(base.shape, dtype=out_dtype)
     flat_merged, flat_base = merged.view(-1), base.reshape(-1)
     flat_finetuned = [tensor.reshape(-1) for tensor in finetuned]
-    with _one_thread():
+    with _torch_threads(1):
         for start in range(0, flat_base.numel(), CHUNK_ELEMENTS):
             _merge_chunk(
                 inputs,
@@ -562,12 +555,14 @@ def _merge_elementwise(
 
 
 @contextmanager
-def _one_thread():
-    """torch's CPU ops on this thread alone: on chunks this small, waking and joining the other
-    threads for every op costs more than the op (much more on a busy machine, where a woken thread
-    may wait for a core). The result does not depend on the thread count."""
+def _torch_threads(count: int):
+    """torch's CPU ops on ``count`` threads. One for chunks: waking and joining the other threads for
+    every op on a chunk this small costs more than the op (much more on a busy machine, where a woken
+    thread may wait for a core). One fewer than torch's default for whole tensors: the merge's reader
+    and writer threads run beside them, and an op whose threads outnumber the free cores waits for
+    the slowest (measured 3x slower on a busy 2-core machine). The result does not depend on it."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
@@ -600,47 +595,156 @@ def _merge_chunk(
     flat_merged[start:stop] = _combine(base_chunk, task_vectors, method, params, chunk_adjustment, generator)
 
 
-def _merge_one(
+@dataclass(frozen=True)
+class _Block:
+    """One tensor, or one block of its rows, as the merge streams it: read, merged, written."""
+
+    file: str
+    tensor: PlannedTensor
+    adjustment: Adjustment
+    rows: tuple[int, int] | None
+    # The tensor's first block starts its name in the content hashes and its DARE generator.
+    first: bool
+    # The last block of its shard file, which is closed once it is written.
+    closes_file: bool
+
+
+def _blocks(plan: ShardPlan, method: MergeMethod, adjust: AdjustmentProvider | None) -> Iterator[_Block]:
+    """Every block to merge, in write order; a tensor's adjustment is computed when it is reached."""
+    for file, tensors in plan.files.items():
+        for position, tensor in enumerate(tensors):
+            adjustment = adjust(tensor.name) if adjust else Adjustment()
+            rows_list = _row_blocks(tensor.shape, method, adjustment) or [None]
+            for index, rows in enumerate(rows_list):
+                block_adjustment = _adjustment_rows(adjustment, tensor.shape, rows) if rows else adjustment
+                last = position == len(tensors) - 1 and index == len(rows_list) - 1
+                yield _Block(file, tensor, block_adjustment, rows, index == 0, last)
+
+
+def _read_block(inputs: MergeInputs, block: _Block, hasher: _ContentHasher) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """θ0 and every θi of a block as stored, added to the content hashes (blocks arrive in order)."""
+    name = block.tensor.name
+    if block.first:
+        hasher.begin(name)
+    base = inputs.base.get(name, block.rows)
+    hasher.update(0, base)
+    finetuned = []
+    for index, checkpoint in enumerate(inputs.finetuned, start=1):
+        finetuned.append(checkpoint.get(name, block.rows))
+        hasher.update(index, finetuned[-1])
+    return base, finetuned
+
+
+def _merge_block(
     inputs: MergeInputs,
     name: str,
+    base: torch.Tensor,
+    finetuned: list[torch.Tensor],
     method: MergeMethod,
     params,
     adjustment: Adjustment,
     device: torch.device,
     generator: torch.Generator,
-    hasher: _ContentHasher,
-    rows: tuple[int, int] | None = None,
-    out_dtype: torch.dtype | None = None,
+    out_dtype: torch.dtype,
 ) -> torch.Tensor:
-    """Merge tensor ``name`` (or its ``rows``); each θi is held only until its τi is computed.
+    """Merge a block of tensor ``name`` from its θ0 and θi as read; consumes ``finetuned``.
 
-    With ``out_dtype``, an elementwise method on CPU returns the block in that dtype, merged chunk by
-    chunk (then each θi is held as read, in its own dtype, until the block is done).
+    An elementwise method on CPU returns the block in ``out_dtype``, merged chunk by chunk; otherwise
+    each θi is dropped as soon as its τi is computed and the merge is float32.
     """
-    base = inputs.base.get(name, rows).to(device)
-    hasher.update(0, base)
+    base = base.to(device)
     if not base.dtype.is_floating_point:
-        for index, checkpoint in enumerate(inputs.finetuned, start=1):
-            hasher.update(index, checkpoint.get(name, rows))
         return base
     factor = _chunked_factor(adjustment.delta_factor, base.shape)
-    if out_dtype is not None and method.elementwise and device.type == "cpu" and factor is not None:
-        finetuned = []
-        for index, checkpoint in enumerate(inputs.finetuned, start=1):
-            finetuned.append(checkpoint.get(name, rows))
-            hasher.update(index, finetuned[-1])
+    if method.elementwise and device.type == "cpu" and factor is not None:
         return _merge_elementwise(
             inputs, name, base, finetuned, method, params, adjustment, factor, generator, out_dtype
         )
-    task_vectors = []
-    for index, checkpoint in enumerate(inputs.finetuned, start=1):
-        tensor = checkpoint.get(name, rows)
-        hasher.update(index, tensor)
-        task_vector = _task_vector(tensor.to(device), base)
-        _check_finite(task_vector, base, tensor, name, inputs.base, checkpoint)
-        task_vectors.append(task_vector)
-        del tensor
-    return _combine(base, task_vectors, method, params, adjustment, generator)
+    with _torch_threads(max(1, torch.get_num_threads() - 1)):
+        task_vectors = []
+        for checkpoint in inputs.finetuned:
+            tensor = finetuned.pop(0)
+            task_vector = _task_vector(tensor.to(device), base)
+            _check_finite(task_vector, base, tensor, name, inputs.base, checkpoint)
+            task_vectors.append(task_vector)
+            del tensor
+        return _combine(base, task_vectors, method, params, adjustment, generator)
+
+
+def _write_block(
+    writers: dict[str, StreamingSafetensorsWriter], plan: ShardPlan, directory: Path, block: _Block, merged
+) -> None:
+    """Append a merged block to its shard file, opened at its first block and closed after its last."""
+    writer = writers.get(block.file)
+    if writer is None:
+        writer = writers[block.file] = StreamingSafetensorsWriter(directory / block.file, plan.files[block.file])
+    if block.rows:
+        writer.write_rows(block.tensor.name, merged)
+    else:
+        writer.write(block.tensor.name, merged)
+    if block.closes_file:
+        writers.pop(block.file).close()
+
+
+def _stream_merge(
+    inputs: MergeInputs,
+    method: MergeMethod,
+    params,
+    plan: ShardPlan,
+    directory: Path,
+    *,
+    device: torch.device,
+    seed: int,
+    adjust: AdjustmentProvider | None,
+    hasher: _ContentHasher,
+    progress,
+) -> None:
+    """Merge every planned block and write it into ``directory``.
+
+    Three stages overlap: while a block merges, a reader thread reads (and hashes) the next one and a
+    writer thread writes the previous one. ``preadv``, xxhash, file writes and torch's kernels all
+    release the GIL, so the IO runs on another core beside the arithmetic instead of after it.
+    Memory stays bounded: one block read ahead, at most one merged block waiting to be written. The
+    blocks, their order, their arithmetic and the hashes are the same as merged one after another.
+    """
+    blocks = _blocks(plan, method, adjust)
+    writers: dict[str, StreamingSafetensorsWriter] = {}
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="merge-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="merge-write") as writer,
+    ):
+
+        def read_next() -> tuple[_Block, Future] | None:
+            block = next(blocks, None)
+            return None if block is None else (block, reader.submit(_read_block, inputs, block, hasher))
+
+        upcoming, writing, generator = read_next(), None, None
+        while upcoming is not None:
+            block, reading = upcoming
+            base, finetuned = reading.result()
+            upcoming = read_next()
+            if block.first:
+                generator = torch.Generator(device=device).manual_seed(_tensor_seed(seed, block.tensor.name))
+            merged = _merge_block(
+                inputs,
+                block.tensor.name,
+                base,
+                finetuned,
+                method,
+                params,
+                block.adjustment,
+                device,
+                generator,
+                block.tensor.dtype,
+            ).to(block.tensor.dtype)
+            del base, finetuned
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(_write_block, writers, plan, directory, block, merged)
+            progress.update(block.tensor.dtype.itemsize * merged.numel())
+            del merged
+        if writing is not None:
+            writing.result()
 
 
 def _row_blocks(shape: tuple[int, ...], method: MergeMethod, adjustment: Adjustment) -> list[tuple[int, int]] | None:
@@ -733,7 +837,7 @@ def preflight(inputs: MergeInputs, settings: MergeSettings) -> MergePreflight:
     """Every check on the settings and the output that needs no weight: run before the heavy work."""
     output_dir = Path(settings.output_dir).resolve()
     check_output_location(output_dir, overwrite=settings.overwrite)
-    device = validate_device(settings.device)
+    device = resolve_device(settings.device, "merge.device")
     planned = [PlannedTensor(name, shape, dtype) for name, shape, dtype in inputs.output_tensors]
     plan = plan_shards(planned, settings.shard_size)
     tokenizer = check_tokenizer_source(
@@ -751,6 +855,9 @@ def run_merge(
     inputs: MergeInputs, method: MergeMethod, params, settings: MergeSettings, adjust: AdjustmentProvider | None = None
 ) -> MergeResult:
     """Merge every tensor and publish ``settings.output_dir`` atomically."""
+    # Restricted once here rather than per tensor: the method sees only the parameters it declares,
+    # those its fingerprint covers.
+    params = parameter_values(method, params)
     checked = preflight(inputs, settings)
     output_dir, device, plan = checked.output_dir, checked.device, checked.plan
     if output_dir.is_dir() and not settings.overwrite:
@@ -776,34 +883,18 @@ def run_merge(
     )
     try:
         with tqdm(total=plan.total_size, unit="B", unit_scale=True, desc=f"merge {method.name}") as progress:
-            for file, tensors in plan.files.items():
-                writer = StreamingSafetensorsWriter(temporary / file, tensors)
-                for tensor in tensors:
-                    hasher.begin(tensor.name)
-                    adjustment = adjust(tensor.name) if adjust else Adjustment()
-                    generator = torch.Generator(device=device).manual_seed(_tensor_seed(settings.seed, tensor.name))
-                    blocks = _row_blocks(tensor.shape, method, adjustment)
-                    for rows in blocks or [None]:
-                        block_adjustment = _adjustment_rows(adjustment, tensor.shape, rows) if rows else adjustment
-                        merged = _merge_one(
-                            inputs,
-                            tensor.name,
-                            method,
-                            params,
-                            block_adjustment,
-                            device,
-                            generator,
-                            hasher,
-                            rows,
-                            out_dtype=tensor.dtype,
-                        )
-                        if rows:
-                            writer.write_rows(tensor.name, merged.to(tensor.dtype))
-                        else:
-                            writer.write(tensor.name, merged.to(tensor.dtype))
-                        progress.update(tensor.dtype.itemsize * merged.numel())
-                        del merged
-                writer.close()
+            _stream_merge(
+                inputs,
+                method,
+                params,
+                plan,
+                temporary,
+                device=device,
+                seed=settings.seed,
+                adjust=adjust,
+                hasher=hasher,
+                progress=progress,
+            )
         if plan.is_sharded:
             write_index(temporary, plan)
         _write_side_files(inputs, temporary, settings, output_dtype)
@@ -840,7 +931,7 @@ def run_merge(
 
 
 def method_parameters(method: MergeMethod, params) -> dict:
-    return {name: getattr(params, name) for name in used_parameters(method, getattr(params, "base_method", None))}
+    return parameter_values(method, params).as_dict()
 
 
 def request_fingerprint(method: MergeMethod, params, base_id: str, finetuned_ids: Sequence[str], extra: dict) -> str:

@@ -7,23 +7,59 @@ coefficient provider asks) and owns all IO.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from acm_exp.errors import ConfigError
+from acm_exp.merge_parameters import MERGE_PARAMETERS, Parameter
 
-# (task_vectors, weights, params, generator) -> delta; params is the merge config (scale, k, p, ...).
-DeltaFunction = Callable[[Sequence[torch.Tensor], Sequence[float], object, torch.Generator], torch.Tensor]
+
+class MethodParameters:
+    """The values of the parameters one merge method declares, read as attributes (``params.k``).
+
+    Reading any other parameter raises: a method must not depend on a value that its merge
+    fingerprint does not cover.
+    """
+
+    __slots__ = ("_method", "_values")
+
+    def __init__(self, method: str, values: Mapping[str, Any]):
+        object.__setattr__(self, "_method", method)
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        method = object.__getattribute__(self, "_method")
+        raise AttributeError(
+            f"merge method {method!r} reads merge.{name}, which it does not declare (declared: "
+            f"{', '.join(values) or 'none'}); add it to the method's parameters"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("merge parameters are read-only")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(object.__getattribute__(self, "_values"))
+
+
+# (task_vectors, weights, params, generator) -> delta; params holds the method's declared parameters.
+DeltaFunction = Callable[[Sequence[torch.Tensor], Sequence[float], MethodParameters, torch.Generator], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class MergeMethod:
     name: str
     delta: DeltaFunction
-    # Config fields the method reads; a sweep over any other field would change nothing.
-    parameters: tuple[str, ...]
+    # The hyper-parameters the method reads (declared in acm_exp.merge_parameters); the method sees
+    # only these, and a sweep over any other would change nothing.
+    parameters: tuple[Parameter, ...]
+    # How figures and tables name the method.
+    label: str
     # Who supplies per-tensor weights: None (all 1), "acm", "aim" or "sens".
     coefficients: str | None = None
     # For a coefficient-weighted method, the plain method it weights (acm_ties -> ties).
@@ -43,14 +79,15 @@ METHODS: dict[str, MergeMethod] = {}
 def register(method: MergeMethod) -> MergeMethod:
     if method.name in METHODS:
         raise RuntimeError(f"merge method {method.name!r} registered twice")
+    for parameter in method.parameters:
+        if MERGE_PARAMETERS.get(parameter.name) is not parameter:
+            raise RuntimeError(f"merge method {method.name!r}: parameter {parameter.name!r} is not declared")
     METHODS[method.name] = method
     return method
 
 
 def registered_methods() -> dict[str, MergeMethod]:
-    # Importing the package registers every method module.
-    import acm_exp.merge  # noqa: F401
-
+    # Complete: importing this module imports the package first, whose __init__ registers every method.
     return METHODS
 
 
@@ -62,11 +99,24 @@ def get_method(name: str) -> MergeMethod:
 
 
 def used_parameters(method: MergeMethod, base_method: str | None = None) -> tuple[str, ...]:
-    """Merge config fields that ``method`` reads, including those of the method it wraps."""
+    """Names of the merge config fields that ``method`` reads, including those of the method it wraps."""
+    return tuple(parameter.name for parameter in declared_parameters(method, base_method))
+
+
+def declared_parameters(method: MergeMethod, base_method: str | None = None) -> tuple[Parameter, ...]:
+    """The parameters ``method`` reads, including those of the method it wraps."""
     if not method.wraps_base_method:
         return method.parameters
     wrapped = get_wrapped_method(base_method)
     return tuple(dict.fromkeys(method.parameters + wrapped.parameters))
+
+
+def parameter_values(method: MergeMethod, config: Any) -> MethodParameters:
+    """The values ``method`` reads from ``config`` (a merge config, or values already restricted)."""
+    if isinstance(config, MethodParameters):
+        return config
+    base_method = getattr(config, "base_method", None) if method.wraps_base_method else None
+    return MethodParameters(method.name, {name: getattr(config, name) for name in used_parameters(method, base_method)})
 
 
 def get_wrapped_method(name: str | None) -> MergeMethod:

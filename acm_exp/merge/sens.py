@@ -7,6 +7,7 @@ then turns each decoder layer's tensors into c_base·θ0 + c_ft·α·τ, with pe
 
 from acm_exp.merge.registry import MergeMethod, register
 from acm_exp.merge.sparsify import weighted_sum
+from acm_exp.merge_parameters import ALPHA, TEMPERATURE
 
 
 def sens_delta(task_vectors, weights, params, generator):
@@ -17,7 +18,8 @@ register(
     MergeMethod(
         "sens",
         sens_delta,
-        parameters=("alpha", "temperature"),
+        parameters=(ALPHA, TEMPERATURE),
+        label="Sens-Merging",
         coefficients="sens",
         elementwise=True,
         description="task arithmetic (α) with per-layer weights from gradient sensitivity",

@@ -2,6 +2,7 @@
 
 from acm_exp.merge.registry import MergeMethod, register
 from acm_exp.merge.sparsify import weighted_sum
+from acm_exp.merge_parameters import ACM_PARAMETERS, SCALE
 
 
 def task_arithmetic_delta(task_vectors, weights, params, generator):
@@ -13,12 +14,13 @@ def acm_task_arithmetic_delta(task_vectors, weights, params, generator):
     return weighted_sum(task_vectors, [params.scale * w / len(task_vectors) for w in weights])
 
 
-register(MergeMethod("task_arithmetic", task_arithmetic_delta, parameters=("scale",), elementwise=True))
+register(MergeMethod("task_arithmetic", task_arithmetic_delta, parameters=(SCALE,), label="TA", elementwise=True))
 register(
     MergeMethod(
         "acm_ta",
         acm_task_arithmetic_delta,
-        parameters=("scale", "t", "shift", "reduce"),
+        parameters=(SCALE, *ACM_PARAMETERS),
+        label="ACM-TA",
         coefficients="acm",
         plain="task_arithmetic",
         description="Task Arithmetic with ACM layer-wise coefficients",

@@ -2,6 +2,7 @@
 
 from acm_exp.merge.registry import MergeMethod, register
 from acm_exp.merge.sparsify import magnitude_trim, sign_consensus_mean
+from acm_exp.merge_parameters import ACM_PARAMETERS, SCALE, K
 
 
 def ties_delta(task_vectors, weights, params, generator):
@@ -9,12 +10,13 @@ def ties_delta(task_vectors, weights, params, generator):
     return sign_consensus_mean(trimmed, weights).mul_(params.scale)
 
 
-register(MergeMethod("ties", ties_delta, parameters=("scale", "k")))
+register(MergeMethod("ties", ties_delta, parameters=(SCALE, K), label="TIES"))
 register(
     MergeMethod(
         "acm_ties",
         ties_delta,
-        parameters=("scale", "k", "t", "shift", "reduce"),
+        parameters=(SCALE, K, *ACM_PARAMETERS),
+        label="ACM-TIES",
         coefficients="acm",
         plain="ties",
         description="TIES with ACM layer-wise coefficients on each trimmed, sign-agreeing task vector",

@@ -22,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from acm_exp.eval import sandbox
-from acm_exp.eval.code import extract_code, grade_humaneval_pro, humaneval_pro_program, humaneval_pro_response_prefix
+from acm_exp.eval.code import extract_code
+from acm_exp.eval.tasks.humaneval_pro import grade_humaneval_pro, humaneval_pro_program, humaneval_pro_response_prefix
 from acm_exp.paths import shared_data_dir
 
 

@@ -1,4 +1,4 @@
-"""The cost table: what each method's coefficients, merge and evaluation cost, per model pair.
+"""(g) The cost table: what each method's coefficients, merge and evaluation cost, per model pair.
 
 Rows are methods (TA, TIES, DARE, AIM, Sens-Merging, ACM-TA, ACM-TIES, and any other merged method
 in the results); columns are model pair x {coefficient time, coefficient peak memory, merge time,
@@ -9,11 +9,13 @@ slow run does not decide it; written as CSV, Markdown and LaTeX, plus a bar char
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from acm_exp.figures.entries import METHOD_ORDER, Entries, method_label, registered_method
+from acm_exp.figures.output import MissingRuns, new_figure, save_figure, to_latex, write_csv, write_text
 
 # The measures, in table order: (column name, results column, fallback column, how runs combine).
 MEASURES = (
@@ -26,13 +28,8 @@ MEASURES = (
 
 def has_no_coefficient_stage(method: str) -> bool:
     """A registered method without a calibration pass: its coefficient cost is zero, not unknown."""
-    from acm_exp.errors import ConfigError
-    from acm_exp.merge import get_method  # lazy: the merge package imports torch
-
-    try:
-        return get_method(method).coefficients is None
-    except ConfigError:  # a method this checkout does not register: unknown
-        return False
+    registered = registered_method(method)
+    return registered is not None and registered.coefficients is None
 
 
 def _measure_values(rows: pd.DataFrame, column: str, fallback: str | None) -> pd.Series:
@@ -42,14 +39,28 @@ def _measure_values(rows: pd.DataFrame, column: str, fallback: str | None) -> pd
     return values
 
 
-def cost_frame(rows: pd.DataFrame, method_labels: dict[str, str], method_order: Sequence[str]) -> pd.DataFrame:
+def write_cost_table(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
+    """Per method and model pair: coefficient time and peak memory, merge time, evaluation tokens/s."""
+    frame = cost_frame(entries.rows)
+    if frame.empty:
+        raise MissingRuns("cost_table: no merged runs in the results")
+    display = cost_display(frame)
+    return (
+        write_csv(frame, out_dir / "cost_table.csv"),
+        write_text(out_dir / "cost_table.md", display.to_markdown(index=False, disable_numparse=True) + "\n"),
+        write_text(out_dir / "cost_table.tex", to_latex(display, text_columns=("Method",))),
+        *plot_costs(frame, out_dir / "cost_table"),
+    )
+
+
+def cost_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """Long form: one row per (model pair, method) with the four measures; deterministic order."""
     merged = rows[rows["role"] == "merged"]
     records = []
     for (pair, method), group in merged.groupby(["pair", "method"], sort=True):
         # One value per run: a run's rows (one per benchmark) share its coefficient and merge costs.
         per_run = group.drop_duplicates(["run_id", "benchmark"])
-        record = {"model_pair": pair, "method": method, "label": method_labels.get(method, method)}
+        record = {"model_pair": pair, "method": method, "label": method_label(method)}
         for name, column, fallback, how in MEASURES:
             values = _measure_values(per_run, column, fallback).dropna()
             if column.startswith("coefficients") and has_no_coefficient_stage(method):
@@ -60,7 +71,7 @@ def cost_frame(rows: pd.DataFrame, method_labels: dict[str, str], method_order: 
                 record[name] = float(values.max() if how == "max" else values.median())
         records.append(record)
     frame = pd.DataFrame(records, columns=["model_pair", "method", "label", *(m[0] for m in MEASURES)])
-    rank = {method: position for position, method in enumerate(method_order)}
+    rank = {method: position for position, method in enumerate(METHOD_ORDER)}
     frame["_rank"] = frame["method"].map(lambda m: rank.get(m, len(rank)))
     return (
         frame.sort_values(["_rank", "method", "model_pair"], kind="mergesort")
@@ -87,7 +98,7 @@ def cost_display(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def plot_costs(frame: pd.DataFrame, stem: Path, new_figure, save_figure) -> tuple[Path, Path]:
+def plot_costs(frame: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
     """Grouped bars per method: coefficient time and coefficient peak memory, one bar per model pair."""
     pairs = sorted(frame["model_pair"].unique())
     labels = list(dict.fromkeys(frame["label"]))
