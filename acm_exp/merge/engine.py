@@ -558,9 +558,7 @@ def _merge_elementwise(
 def _torch_threads(count: int):
     """torch's CPU ops on ``count`` threads. One for chunks: waking and joining the other threads for
     every op on a chunk this small costs more than the op (much more on a busy machine, where a woken
-    thread may wait for a core). One fewer than torch's default for whole tensors: the merge's reader
-    and writer threads run beside them, and an op whose threads outnumber the free cores waits for
-    the slowest (measured 3x slower on a busy 2-core machine). The result does not depend on it."""
+    thread may wait for a core). The result does not depend on it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -660,15 +658,16 @@ def _merge_block(
         return _merge_elementwise(
             inputs, name, base, finetuned, method, params, adjustment, factor, generator, out_dtype
         )
-    with _torch_threads(max(1, torch.get_num_threads() - 1)):
-        task_vectors = []
-        for checkpoint in inputs.finetuned:
-            tensor = finetuned.pop(0)
-            task_vector = _task_vector(tensor.to(device), base)
-            _check_finite(task_vector, base, tensor, name, inputs.base, checkpoint)
-            task_vectors.append(task_vector)
-            del tensor
-        return _combine(base, task_vectors, method, params, adjustment, generator)
+    # Whole tensors run on torch's default threads: measured faster on an idle machine than leaving
+    # a core to the reader and writer threads, which mostly wait on IO.
+    task_vectors = []
+    for checkpoint in inputs.finetuned:
+        tensor = finetuned.pop(0)
+        task_vector = _task_vector(tensor.to(device), base)
+        _check_finite(task_vector, base, tensor, name, inputs.base, checkpoint)
+        task_vectors.append(task_vector)
+        del tensor
+    return _combine(base, task_vectors, method, params, adjustment, generator)
 
 
 def _write_block(
