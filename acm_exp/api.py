@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from acm_exp import _API_NAMES
 from acm_exp.acm.provider import CoefficientPlan
 from acm_exp.config import (
     AcmConfig,
@@ -429,30 +430,35 @@ def merge_configured(
 def evaluate_configured(
     cfg: DictConfig, model_dirs: Sequence[Path], merged_dir: Path, run_dir: Path, steps: Steps
 ) -> list[EvalResult]:
-    """Evaluate every model of ``cfg.eval.models`` on the configured benchmarks: one result per model."""
-    from acm_exp.eval.samples import read_records
+    """Evaluate every model of ``cfg.eval.models`` on the configured benchmarks: one result per model.
 
+    The per-sample records stay in the files the rows name (``samples_path``); ``evaluate`` reads
+    them into its result, the CLI's job needs only the rows."""
     with steps("evaluation"):
         rows = evaluation_stage(cfg, list(model_dirs), merged_dir, run_dir)
-    results = []
-    for target in evaluation_targets(cfg, list(model_dirs), merged_dir):
-        own = [row for row in rows if row.get("model") == target.label]
-        samples: dict[str, list[dict[str, Any]]] = {}
-        for row in own:
-            if row.get("samples_path"):
-                samples.setdefault(row["benchmark"], []).extend(read_records(Path(row["samples_path"])) or [])
-        results.append(
-            EvalResult(
-                model=target.label,
-                role=target.role,
-                path=Path(target.path),
-                rows=own,
-                samples=samples,
-                timings={},
-                run_dir=run_dir if target.role == "merged" else None,
-            )
+    return [
+        EvalResult(
+            model=target.label,
+            role=target.role,
+            path=Path(target.path),
+            rows=[row for row in rows if row.get("model") == target.label],
+            samples={},
+            timings={},
+            run_dir=run_dir if target.role == "merged" else None,
         )
-    return results
+        for target in evaluation_targets(cfg, list(model_dirs), merged_dir)
+    ]
+
+
+def _samples_of(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The per-sample records of every benchmark the rows describe, read from their sample files."""
+    from acm_exp.eval.samples import read_records
+
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("samples_path"):
+            samples.setdefault(row["benchmark"], []).extend(read_records(Path(row["samples_path"])) or [])
+    return samples
 
 
 # ---------------------------------------------------------------------------------------------
@@ -886,6 +892,7 @@ def evaluate(
     return replace(
         result,
         model=str(model.output_dir if merged is not None else model),
+        samples=_samples_of(result.rows),
         timings=_timings(book.to_dict()),
         run_dir=run_directory,
         results_file=results_file,
@@ -913,14 +920,5 @@ def load_results(results_dir: PathLike | None = None, **filters: Any) -> pd.Data
     return load(results_dir, **filters)
 
 
-__all__ = [
-    "Calibration",
-    "Coefficients",
-    "EvalResult",
-    "MergeResult",
-    "acm_coefficients",
-    "evaluate",
-    "load_results",
-    "merge_models",
-    "select_calibration",
-]
+# The package's public names (acm_exp/__init__.py lists them once, so that importing it stays lazy).
+__all__ = list(_API_NAMES)

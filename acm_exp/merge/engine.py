@@ -73,7 +73,7 @@ ROW_BLOCK_ELEMENTS = 1 << 23
 # pages (page faults and zeroing cost more than the arithmetic). The same operations on the same
 # values, so the same result; a multiple of every SIMD width, so no element changes loop path.
 # A chunk's float32 working copies (1 MiB each) fit a core's L2 cache; chunks are merged on one
-# thread (see _torch_threads), so no parallel-region start is paid per op.
+# thread (see _one_thread), so no parallel-region start is paid per op.
 CHUNK_ELEMENTS = 1 << 18
 
 
@@ -536,7 +536,7 @@ def _merge_elementwise(
     merged = torch.empty(base.shape, dtype=out_dtype)
     flat_merged, flat_base = merged.view(-1), base.reshape(-1)
     flat_finetuned = [tensor.reshape(-1) for tensor in finetuned]
-    with _torch_threads(1):
+    with _one_thread():
         for start in range(0, flat_base.numel(), CHUNK_ELEMENTS):
             _merge_chunk(
                 inputs,
@@ -555,12 +555,12 @@ def _merge_elementwise(
 
 
 @contextmanager
-def _torch_threads(count: int):
-    """torch's CPU ops on ``count`` threads. One for chunks: waking and joining the other threads for
-    every op on a chunk this small costs more than the op (much more on a busy machine, where a woken
-    thread may wait for a core). The result does not depend on it."""
+def _one_thread():
+    """torch's CPU ops on one thread: waking and joining the other threads for every op on a chunk
+    this small costs more than the op (much more on a busy machine, where a woken thread may wait
+    for a core). The result does not depend on it."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(count)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
