@@ -365,7 +365,8 @@ class Config:
     force: bool = False
     # Cache root for the toy pair, MI statistics and calibration embeddings (null: user cache).
     cache_dir: str | None = None
-    # Offline copies of the benchmark and calibration files (../shared/data in the repository).
+    # Offline copies of the benchmark and calibration files (null: $ACM_EXP_DATA_DIR, else the copies
+    # shipped in acm_exp/data/).
     data_dir: str | None = None
 
 

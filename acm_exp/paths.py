@@ -23,12 +23,31 @@ def cache_root(configured: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
-def shared_data_dir(configured: str | os.PathLike | None = None) -> Path | None:
-    """The offline benchmark/calibration copies: configured, $ACM_EXP_DATA_DIR, or ../shared/data."""
-    for candidate in (configured, os.environ.get("ACM_EXP_DATA_DIR"), REPO_ROOT.parent / "shared" / "data"):
-        if candidate and Path(candidate).expanduser().is_dir():
-            return Path(candidate).expanduser()
-    return None
+# The benchmark and calibration copies the package ships (see data/README.md for their provenance).
+PACKAGED_DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def data_dir(configured: str | os.PathLike | None = None) -> Path:
+    """Where offline benchmark and calibration copies are read: the configured folder (``data_dir``),
+    else ``$ACM_EXP_DATA_DIR``, else the copies shipped in the package.
+
+    A folder that is named but does not exist is an error rather than a silent fallback: the run
+    would otherwise read other files than the user pointed it at."""
+    for name, candidate in (("data_dir", configured), ("$ACM_EXP_DATA_DIR", os.environ.get("ACM_EXP_DATA_DIR"))):
+        if candidate:
+            folder = Path(candidate).expanduser()
+            if not folder.is_dir():
+                raise ConfigError(
+                    f"{name}={str(candidate)!r} is not a directory; expected a folder of benchmark and "
+                    f"calibration copies (unset it to use the shipped copies in {PACKAGED_DATA_DIR})"
+                )
+            return folder
+    return PACKAGED_DATA_DIR
+
+
+def shared_data_dir(configured: str | os.PathLike | None = None) -> Path:
+    """The earlier name of :func:`data_dir`, kept for callers that use it."""
+    return data_dir(configured)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -4,15 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from acm_exp.paths import shared_data_dir as find_shared_data_dir
+from acm_exp.paths import data_dir as find_data_dir
 
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    found = find_shared_data_dir()
-    if found is None:
-        pytest.skip("shared benchmark data not found (expected ../shared/data or $ACM_EXP_DATA_DIR)")
-    return found
+    """The benchmark and calibration copies the package ships (or $ACM_EXP_DATA_DIR when set)."""
+    return find_data_dir()
 
 
 def pytest_collection_modifyitems(config, items):
