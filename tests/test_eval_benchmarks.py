@@ -144,3 +144,87 @@ def test_toy_benchmark_loads_in_memory(benchmarks):
     examples = load_benchmark(toy, None, limit=10)
     assert len(examples) == 10 and all(ex.question and ex.gold for ex in examples)
     assert [ex.id for ex in examples] == [ex.id for ex in load_benchmark(toy, None, limit=10)]
+
+
+# ---------------------------------------------------------------------------------------------
+# A row with an empty or unparseable gold answer is refused, naming the file and the row
+
+
+def local_benchmark(tmp_path: Path, rows: list[dict], answer_format: str = "plain", **extra) -> dict:
+    import json
+
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return {
+        "name": "b",
+        "task": "math",
+        "kind": "math",
+        "local_path": "b.jsonl",
+        "question_field": "question",
+        "answer_field": "answer",
+        "answer_format": answer_format,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("gold", "answer_format", "message"),
+    [
+        ("", "plain", "has an empty gold answer in column 'answer'; expected a non-empty answer"),
+        ("   ", "plain", "has an empty gold answer in column 'answer'"),
+        (None, "plain", "has an empty gold answer in column 'answer'"),
+        ([], "list_string", "gold answer '[]' parses to nothing under answer_format='list_string'"),
+        ("['$$']", "list_string", "gold answer \"['$$']\" parses to nothing under answer_format='list_string'"),
+        ("Natalia sold 48 clips. ####", "gsm8k", "parses to nothing under answer_format='gsm8k'"),
+    ],
+)
+def test_a_row_with_an_empty_or_unparseable_gold_is_refused_at_validation(tmp_path, gold, answer_format, message):
+    from acm_exp.eval.benchmarks import validate_benchmark
+
+    rows = [{"question": "What is 1+1?", "answer": "2"}, {"question": "What is 2+2?", "answer": gold}]
+    cfg = local_benchmark(tmp_path, rows, answer_format)
+    with pytest.raises(ConfigError) as error:
+        validate_benchmark("b", cfg, tmp_path)
+    text = str(error.value)
+    assert text.startswith(f"benchmark b: row 1 of {tmp_path / 'b.jsonl'}") and message in text, text
+    assert "\n" not in text
+
+
+def test_a_parser_that_raises_is_one_line_naming_the_row(tmp_path, monkeypatch):
+    from acm_exp.eval import benchmarks as module
+
+    def unparseable(raw, answer_format):
+        raise ValueError("no '####' marker\nin the gold")
+
+    monkeypatch.setattr(module, "gold_answer", unparseable)
+    cfg = local_benchmark(tmp_path, [{"question": "q", "answer": "forty two"}], "gsm8k")
+    with pytest.raises(ConfigError) as error:
+        module.load_benchmark(cfg, tmp_path)
+    assert str(error.value) == (
+        f"benchmark b: row 0 of {tmp_path / 'b.jsonl'}: gold answer 'forty two' cannot be parsed as "
+        "answer_format='gsm8k' (no '####' marker in the gold); expected a gsm8k gold answer"
+    )
+
+
+def test_hub_rows_with_an_empty_gold_are_refused_before_generation(benchmarks, monkeypatch, tmp_path):
+    import datasets
+
+    monkeypatch.setattr(
+        datasets, "load_dataset", lambda *args, **kwargs: [{"question": "q1", "answer": "1"}, {"question": "q2"}]
+    )
+    with pytest.raises(ConfigError, match=r"benchmark minerva_math: column 'answer' not in row 1"):
+        load_benchmark(benchmarks.minerva_math, tmp_path)
+    monkeypatch.setattr(
+        datasets,
+        "load_dataset",
+        lambda *args, **kwargs: [{"question": "q1", "answer": "1"}, {"question": "q2", "answer": ""}],
+    )
+    with pytest.raises(ConfigError, match=r"benchmark minerva_math: row 1 of math-ai/minervamath has an empty gold"):
+        load_benchmark(benchmarks.minerva_math, tmp_path)
+
+
+def test_every_shipped_offline_row_has_a_gold_the_validation_accepts(shared_data_dir):
+    from app_config import compose_config
+
+    from acm_exp.eval.runner import validate_eval_config
+
+    validate_eval_config(compose_config("eval=l2s").eval, shared_data_dir, prompts=["cot"])

@@ -7,7 +7,7 @@ from acm_exp.eval.graders import GRADERS, grade_all
 
 
 def test_registry_names():
-    assert set(GRADERS) == {"math", "gsm8k", "humaneval_pro", "livecodebench"}
+    assert set(GRADERS) == {"math", "gsm8k", "humaneval_pro", "mbpp_pro", "livecodebench"}
     assert GRADERS["humaneval_pro"].runs_code and not GRADERS["math"].runs_code
 
 

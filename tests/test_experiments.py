@@ -1,10 +1,13 @@
 """The paper's experiments as configs (conf/experiment/): every sweep point composes and validates,
-the real pairs carry the paper's per-size hyper-parameters, the baselines' settings are checked
-before any work, and each experiment runs end to end on the toy pair (`model_pair=toy eval=toy`)."""
+each experiment regenerates what README.md's "Reproduce the paper" says and carries the paper's
+models, benchmarks, method rows and hyper-parameters (arXiv 2505.14009 v1: Tables 1-5, Figures 2-6),
+the baselines' settings are checked before any work, and each experiment runs end to end on the toy
+pair (`model_pair=toy eval=toy`)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +45,7 @@ def test_every_experiment_is_a_sweep():
         "calibration_source",
         "clusters",
         "general_llama",
+        "weight_coefficients",
     }
     for experiment in EXPERIMENTS:
         assert len(experiment_points(experiment)) > 1, experiment
@@ -56,6 +60,125 @@ def test_every_sweep_point_composes_and_validates(experiment, pair):
         validate(cfg)
         if pair == "toy":
             assert cfg.model_pair.name == "toy" and cfg.eval.name == "toy", point
+
+
+# ---------------------------------------------------------------------------------------------
+# Against README.md's table and the paper
+
+SIX_MATH = {"gsm8k", "math500", "minerva_math", "olympiadbench", "college_math", "aime24"}
+# experiment -> (base model, fine-tuned models, benchmarks, the swept values), from the paper:
+# Table 1 (7B), Table 2 + Figure 6 (1.5B), Table 4 + Table 7 (14B), Table 5 (32B), Table 3 (LLaMA),
+# Figure 2 (TA's alpha on 14B, AIME24), Figure 4 (t on 7B).
+PAPER = {
+    "l2s_7b": (
+        "Qwen/Qwen2.5-Math-7B",
+        ["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"],
+        SIX_MATH,
+        ["average", "task_arithmetic", "ties", "dare", "dare_ta", "dare_ties", "aim", "sens", "acm_ta", "acm_ties"],
+    ),
+    "l2s_1p5b": (
+        "Qwen/Qwen2.5-Math-1.5B",
+        ["deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"],
+        SIX_MATH | {"livecodebench"},
+        ["average", "task_arithmetic", "ties", "aim", "sens", "acm_ta", "acm_ties"],
+    ),
+    "l2s_14b": (
+        "Qwen/Qwen2.5-14B",
+        ["deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"],
+        {"gsm8k", "math500", "aime24", "humaneval_pro"},
+        ["average", "task_arithmetic", "ties", "aim", "sens", "acm_ta", "acm_average"],
+    ),
+    "l2s_32b": (
+        "Qwen/Qwen2.5-32B",
+        ["deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"],
+        {"gsm8k", "math500", "aime24"},
+        ["task_arithmetic", "ties", "acm_ta"],
+    ),
+    "general_llama": (
+        "meta-llama/Llama-2-7b-hf",
+        ["TIGER-Lab/MAmmoTH-7B", "codellama/CodeLlama-7b-hf"],
+        {"gsm8k", "hellaswag", "mbpp_pro"},
+        ["task_arithmetic", "ties", "acm_ta", "acm_ties"],
+    ),
+    "weight_coefficients": (
+        "Qwen/Qwen2.5-14B",
+        ["deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"],
+        {"aime24"},
+        ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"],
+    ),
+    "t_sensitivity": (
+        "Qwen/Qwen2.5-Math-7B",
+        ["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"],
+        SIX_MATH,
+        ["0.5", "0.6", "0.7", "0.8", "0.9"],
+    ),
+}
+
+
+def swept_values(experiment: str, *overrides: str) -> list[str]:
+    """The value of the swept key at each point, in sweep order."""
+    return [point[0].split("=", 1)[1] for point in experiment_points(experiment, *overrides)]
+
+
+def readme_table() -> dict[str, list[str]]:
+    """README.md's "Reproduce the paper" table: experiment -> the values of its `swept` column."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("## Reproduce the paper", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and re.fullmatch(r"`\w+`", cells[1]):
+            rows[cells[1].strip("`")] = re.findall(r"`([^`]+)`", cells[2])
+    return rows
+
+
+def test_readme_lists_every_experiment_with_its_points():
+    table = readme_table()
+    assert set(table) == set(EXPERIMENTS)
+    for experiment, values in table.items():
+        assert swept_values(experiment) == values, experiment
+
+
+@pytest.mark.parametrize("experiment", sorted(PAPER))
+def test_experiments_carry_the_papers_models_benchmarks_and_rows(experiment):
+    base, finetuned, benchmarks, values = PAPER[experiment]
+    cfg = compose_config(f"+experiment={experiment}")
+    assert (cfg.model_pair.base, list(cfg.model_pair.finetuned)) == (base, finetuned)
+    assert set(cfg.eval.benchmarks) == benchmarks
+    assert swept_values(experiment) == values
+    if experiment.startswith(("l2s_", "general_")):
+        # The tables' input-model rows.
+        assert list(cfg.eval.models) == ["base", "finetuned", "merged"]
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        # Section 4.2: TA 0.2; TIES "0.7 and 0.2" (mask rate, scaling as the L2S code orders them); t = -1.8.
+        ("task_arithmetic", {"scale": 0.2}),
+        ("ties", {"k": 0.7, "scale": 0.2}),
+        ("acm_ta", {"scale": 0.2, "t": -1.8}),
+        ("acm_ties", {"k": 0.7, "scale": 0.2, "t": -1.8}),
+        ("acm_average", {"t": -1.8}),
+        ("acm_dare", {"t": -1.8}),
+    ],
+)
+def test_llama_setting_takes_the_papers_section_4_2_values(method, expected):
+    merge = merge_of("general_llama", method)
+    assert {name: merge[name] for name in expected} == expected
+
+
+def test_figure_2_sweeps_task_arithmetics_alpha_and_figure_4_acm_ties_t():
+    points = experiment_points("weight_coefficients")
+    assert {compose_config(*point).merge.method for point in points} == {"task_arithmetic"}
+    assert [compose_config(*point).merge.scale for point in points] == [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert [compose_config(*point).merge.t for point in experiment_points("t_sensitivity")] == [
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+    ]
 
 
 def merge_of(experiment: str, method: str):
@@ -146,8 +269,9 @@ def test_bad_baseline_settings_fail_validation_with_one_line(overrides, message)
 def test_aim_reads_its_base_methods_parameters():
     from acm_exp.merge import get_method, used_parameters
 
-    assert used_parameters(get_method("aim"), "ties") == ("omega", "base_method", "relax", "scale", "k")
-    assert used_parameters(get_method("aim"), "task_arithmetic") == ("omega", "base_method", "relax", "scale")
+    aim = ("omega", "base_method", "relax", "tied_embedding")
+    assert used_parameters(get_method("aim"), "ties") == (*aim, "scale", "k")
+    assert used_parameters(get_method("aim"), "task_arithmetic") == (*aim, "scale")
 
 
 def calibration_sizes(experiment: str) -> list[int]:
@@ -162,10 +286,7 @@ def calibration_sizes(experiment: str) -> list[int]:
     return sizes
 
 
-def test_calibration_ablations_sweep_what_the_paper_varies():
-    assert [p[0] for p in experiment_points("t_sensitivity")] == [
-        f"merge.t={t}" for t in ("0.3", "0.5", "0.7", "0.9", "1.1")
-    ]
+def test_calibration_ablations_sweep_what_they_say():
     assert calibration_sizes("calibration_size") == [20, 50, 100, 200, 300]
     assert calibration_sizes("clusters") == [120, 120, 120, 120]
     selections = [compose_config(*point).calibration for point in experiment_points("clusters")]
@@ -230,8 +351,8 @@ def test_experiment_runs_end_to_end_on_the_toy_pair(experiment, tmp_path, toy_ca
 @pytest.mark.slow
 def test_l2s_experiments_run_end_to_end_on_the_toy_pair(tmp_path, toy_cache):
     results_dir = tmp_path / "results"
-    run_experiment("l2s_1p5b", tmp_path / "l2s_1p5b", toy_cache, results_dir)
-    points = experiment_points("l2s_1p5b", *TOY)
+    run_experiment("l2s_7b", tmp_path / "l2s_7b", toy_cache, results_dir)
+    points = experiment_points("l2s_7b", *TOY)
     assert_one_run_per_point(results_dir, points)
     rows = load_results(results_dir)
     assert set(rows["role"]) == {"base", "finetuned", "merged"}
@@ -240,11 +361,13 @@ def test_l2s_experiments_run_end_to_end_on_the_toy_pair(tmp_path, toy_cache):
     assert merged["config_hash"].nunique() == len(points) == 10
     assert merged["method"].nunique() == 8
     assert sorted(merged.loc[merged["method"] == "dare", "combine"].unique()) == ["average", "ta", "ties"]
-    # On the toy pair no per-size default applies, so the other sizes are the same runs: they find
-    # their results complete and skip every point.
-    for experiment in ("l2s_7b", "l2s_14b", "l2s_32b"):
+    # On the toy pair no per-size default applies, so the other sizes' points are 7B's runs: they
+    # find their results complete and skip them; 14B's ACM-Average is the one new run.
+    for experiment in ("l2s_1p5b", "l2s_14b", "l2s_32b"):
         result = run_experiment(experiment, tmp_path / experiment, toy_cache, results_dir)
-        assert result.stdout.count("skipped: complete results") == len(points), experiment
+        size_points = experiment_points(experiment, *TOY)
+        new = [point for point in size_points if point[0] == "merge=acm_average"]
+        assert result.stdout.count("skipped: complete results") == len(size_points) - len(new), experiment
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_real_pairs_default_to_the_reference_choices(pair):
     assert cfg.calibration.shuffle_seed == 54
 
 
-@pytest.mark.parametrize("pair", REAL_PAIRS[:4])
+@pytest.mark.parametrize("pair", REAL_PAIRS[:5])
 @pytest.mark.parametrize(
     ("acm", "plain"), [("acm_ta", "task_arithmetic"), ("acm_dare", "dare_ta"), ("acm_ties", "ties")]
 )

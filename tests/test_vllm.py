@@ -1,6 +1,7 @@
 """The vLLM backend for real (vLLM's CPU build in CI: `.venv-vllm`, `pytest -m vllm`).
 
-- Parity: the toy merged model evaluated greedily with hf and with vLLM, both in bfloat16.
+- Parity: the toy merged model evaluated greedily with hf and with vLLM, both in bfloat16; and the
+  log-likelihoods that score multiple choice (HellaSwag), both in float32.
 - Teardown: after close() no engine process is left, so a sweep can load model after model.
 - The default job, `python -m acm_exp eval.backend=vllm`, runs from the command line (spawned
   engine processes need the module's __main__ guard) and prints its table.
@@ -183,3 +184,25 @@ def test_default_job_runs_on_vllm_from_the_command_line(toy_pair, tmp_path):
     for role in ("base", "finetuned", "merged"):
         assert any(line.split()[:1] == [role] and "%" in line for line in table.splitlines()), table
     assert "vllm backend: loading" in result.stdout + result.stderr  # Hydra logs to stdout
+
+
+def test_vllm_loglikelihoods_agree_with_hf(merged_toy):
+    """Multiple choice (HellaSwag): vLLM's prompt log-probabilities summed over the continuation equal
+    the hf backend's direct scoring, in float32, and pick the same choices."""
+    from acm_exp.eval.backends import HfBackend, VllmBackend
+    from acm_exp.eval.loglikelihood import choose
+    from acm_exp.eval.tasks import ChoiceQuestion
+
+    question = ChoiceQuestion("Q: 12 + 30 =\nA:", ("42", "41", "42 wait, let me check: 12 + 30 = 42", "x"), gold=0)
+    requests = [(question.context, continuation) for continuation in question.continuations]
+    requests += [("Q: 1 + 2 + 3 + 4\nA: ", "10"), ("", "Q: 5 + 5")]  # a trailing space; no context at all
+    hf = HfBackend(merged_toy, device="cpu", dtype="float32", batch_size=3)
+    hf_scores = hf.loglikelihoods(requests)
+    hf.close()
+    vllm = VllmBackend(merged_toy, dtype="float32", max_model_len=128, enforce_eager=True)
+    vllm_scores = vllm.loglikelihoods(requests)
+    vllm.close()
+    print(f"\nlog-likelihoods hf   {[round(s, 4) for s in hf_scores]}")
+    print(f"log-likelihoods vllm {[round(s, 4) for s in vllm_scores]}")
+    assert vllm_scores == pytest.approx(hf_scores, abs=2e-3)
+    assert choose(question, vllm_scores[:4]) == choose(question, hf_scores[:4])

@@ -1,4 +1,5 @@
-"""Generation backends: turn prompts into texts, token counts and finish reasons, nothing more.
+"""Generation backends: turn prompts into texts, token counts and finish reasons, and score
+continuations by log-likelihood (multiple-choice benchmarks; acm_exp.eval.loglikelihood).
 
 - ``hf``: transformers on CPU or CUDA. Prompts are sorted by length and generated in left-padded
   batches with the KV cache; greedy when temperature is 0, else seeded sampling.
@@ -15,6 +16,7 @@ A backend owns one loaded model; ``close()`` frees it (and the GPU memory) befor
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 from acm_exp import devices
 from acm_exp.devices import free_accelerator_memory
 from acm_exp.errors import ConfigError
+from acm_exp.eval.loglikelihood import ScoredTokens, encode_pair, score_batch, sum_prompt_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,9 @@ class Backend(Protocol):
 
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[Generation]:
         """One generation per prompt, in input order."""
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Per (context, continuation): the continuation's log-likelihood given the context, in input order."""
 
     def close(self) -> None:
         """Free the model (and its GPU memory)."""
@@ -397,6 +403,31 @@ class HfBackend:
                 kept = kept[:-1]
         return Generation(text=text, num_tokens=len(kept), finish_reason=reason)
 
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        import torch
+
+        scored = self.score_requests(requests)
+        # Longest first, as generate: similar lengths share a batch, and memory errors come early.
+        order = sorted(range(len(scored)), key=lambda i: -len(scored[i].ids))
+        results = [0.0] * len(scored)
+        with tqdm(total=len(scored), desc="scoring", unit="choice") as progress, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                scores = score_batch(self.model, [scored[i] for i in batch], self.tokenizer.pad_token_id, self.device)
+                for index, score in zip(batch, scores, strict=True):
+                    results[index] = score
+                progress.update(len(batch))
+        return results
+
+    def score_requests(self, requests: Sequence[tuple[str, str]]) -> list[ScoredTokens]:
+        """The requests' tokens; a sequence past the context keeps its last context + 1 tokens (the
+        model reads all but the last)."""
+        encode = functools.partial(encode_prompt, self.tokenizer)
+        return [
+            encode_pair(encode, self.tokenizer, context, continuation, self.context)
+            for context, continuation in requests
+        ]
+
     def close(self) -> None:
         self.model = None
         free_accelerator_memory()
@@ -419,6 +450,12 @@ def generation_from_vllm(request_output: Any) -> Generation:
     if reason == "stop" and num_tokens and (stop_reason is None or isinstance(stop_reason, int)):
         num_tokens -= 1
     return Generation(text=completion.text, num_tokens=num_tokens, finish_reason=reason)
+
+
+def vllm_progress() -> bool:
+    """Whether vLLM shows its progress bar: it divides by the bar's elapsed time, which a disabled
+    tqdm (TQDM_DISABLE) reports as 0."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
 
 
 def resolve_gpu_memory_utilization(value: float | None, platform: str | None) -> float:
@@ -510,11 +547,9 @@ class VllmBackend:
             )
             for index in runnable
         ]
-        # vLLM divides by its bar's elapsed time, which a disabled tqdm (TQDM_DISABLE) reports as 0.
-        show_progress = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
         outputs = (
             self.llm.generate(
-                [TokensPrompt(prompt_token_ids=encoded[index]) for index in runnable], params, use_tqdm=show_progress
+                [TokensPrompt(prompt_token_ids=encoded[index]) for index in runnable], params, use_tqdm=vllm_progress()
             )
             if runnable
             else []
@@ -523,6 +558,26 @@ class VllmBackend:
         for index, output in zip(runnable, outputs, strict=True):
             results[index] = generation_from_vllm(output)
         return results
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        encode = functools.partial(encode_prompt, self.tokenizer)
+        # The whole sequence is the prompt, and one token must still fit after it.
+        limit = self.context - 2 if self.context else None
+        scored = [
+            encode_pair(encode, self.tokenizer, context, continuation, limit) for context, continuation in requests
+        ]
+        # prompt_logprobs=0: the log-probability of each prompt token itself (no alternatives).
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=request.ids) for request in scored], params, use_tqdm=vllm_progress()
+        )
+        return [
+            sum_prompt_logprobs(output.prompt_logprobs, request)
+            for output, request in zip(outputs, scored, strict=True)
+        ]
 
     def close(self) -> None:
         if self.llm is None:

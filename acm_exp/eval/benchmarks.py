@@ -12,31 +12,46 @@ import json
 import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from acm_exp.errors import ConfigError
-from acm_exp.eval.grading import ANSWER_FORMATS, gold_answer
-from acm_exp.eval.tasks import FEWSHOT_EXEMPLARS, GRADERS, task_of
+from acm_exp.eval.gold import ANSWER_FORMATS, gold_answer
+from acm_exp.eval.tasks.base import (
+    FEWSHOT_EXEMPLARS,
+    GRADERS,
+    Example,
+    fewshot_name,
+    get_task,
+    grader_name,
+    task_name,
+    task_of,
+)
 from acm_exp.paths import iter_jsonl
 
 log = logging.getLogger(__name__)
 
-KINDS = ("math", "code")
+__all__ = [
+    "Example",
+    "FieldSpec",
+    "check_local_rows",
+    "field_spec",
+    "gold_text",
+    "load_benchmark",
+    "local_file",
+    "parse_example",
+    "read_rows",
+    "subset_indices",
+    "validate_benchmark",
+]
+
+# "math": a final answer graded against the gold; "code": programs run against tests;
+# "multiple_choice": the choices scored by log-likelihood (no generation).
+KINDS = ("math", "code", "multiple_choice")
 HUB_OVERRIDE_KEYS = ("question_field", "answer_field", "answer_format", "id_field")
 # The permutation behind eval.limit: fixed, so that every run, model and seed sees the same rows.
 LIMIT_SEED = 0
-
-
-@dataclass(frozen=True)
-class Example:
-    """One benchmark item. ``row`` is the source record, which code graders and prompts read."""
-
-    id: str
-    question: str
-    gold: str | None
-    row: dict[str, Any] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -66,16 +81,29 @@ def local_file(cfg: Mapping, data_dir: Path | None) -> Path | None:
 
 
 def validate_benchmark(key: str, cfg: Mapping, data_dir: Path | None) -> None:
-    """Raise ConfigError on a benchmark config that cannot work; touches no network."""
+    """Raise ConfigError on a benchmark config that cannot work; touches no network. A local file
+    is parsed row by row (cached), so an empty or unparseable gold answer stops the run here."""
     where = f"eval.benchmarks.{key}"
-    if cfg.get("kind") not in KINDS:
-        raise ConfigError(f"{where}.kind={cfg.get('kind')!r}; expected one of {KINDS}")
-    if cfg.get("grader") not in GRADERS:
-        raise ConfigError(f"{where}.grader={cfg.get('grader')!r}; expected one of {tuple(GRADERS)}")
+    kind = cfg.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"{where}.kind={kind!r}; expected one of {KINDS}")
     family = task_of(cfg)
+    if kind == "multiple_choice":
+        if family.choice_question is None:
+            raise ConfigError(
+                f"{where}.kind=multiple_choice but task {family.name!r} scores no choices; expected a task "
+                "with choice_question (e.g. hellaswag) or kind math/code"
+            )
+    elif grader_name(cfg) not in GRADERS:
+        if cfg.get("grader"):
+            raise ConfigError(f"{where}.grader={cfg.get('grader')!r}; expected one of {tuple(GRADERS)}")
+        raise ConfigError(
+            f"{where}.grader is null and task {task_name(cfg)!r} has no grader of its own; "
+            f"expected a grader naming one of {tuple(GRADERS)}"
+        )
     if cfg.get("answer_format") not in ANSWER_FORMATS:
         raise ConfigError(f"{where}.answer_format={cfg.get('answer_format')!r}; expected one of {ANSWER_FORMATS}")
-    if cfg.get("fewshot_set") not in FEWSHOT_EXEMPLARS:
+    if fewshot_name(cfg) not in FEWSHOT_EXEMPLARS:
         raise ConfigError(f"{where}.fewshot_set={cfg.get('fewshot_set')!r}; expected one of {tuple(FEWSHOT_EXEMPLARS)}")
     max_new_tokens = cfg.get("max_new_tokens")
     if max_new_tokens is not None and max_new_tokens < 1:
@@ -91,8 +119,8 @@ def validate_benchmark(key: str, cfg: Mapping, data_dir: Path | None) -> None:
     unknown = sorted(set(cfg.get("options") or {}) - set(family.options))
     if unknown:
         raise ConfigError(f"{where}.options has unknown key(s) {unknown}; expected any of {family.options}")
-    if cfg.get("kind") == "math" and not cfg.get("answer_field"):
-        raise ConfigError(f"{where}.answer_field is empty; a math benchmark needs its gold answer column")
+    if kind in ("math", "multiple_choice") and not cfg.get("answer_field"):
+        raise ConfigError(f"{where}.answer_field is empty; a {kind} benchmark needs its gold answer column")
     if local_file(cfg, data_dir) is None and not cfg.get("source") and not family.generates_rows:
         wanted = cfg.get("local_path") or "(no local_path)"
         raise ConfigError(
@@ -102,14 +130,17 @@ def validate_benchmark(key: str, cfg: Mapping, data_dir: Path | None) -> None:
     path = local_file(cfg, data_dir)
     if path is not None and family.checks_local_rows:
         stat = path.stat()
-        check_local_rows(str(path), stat.st_mtime_ns, stat.st_size, field_spec(cfg, from_hub=False), str(cfg["name"]))
+        check_local_rows(
+            str(path), stat.st_mtime_ns, stat.st_size, field_spec(cfg, from_hub=False), str(cfg["name"]), family.name
+        )
 
 
 @functools.lru_cache(maxsize=64)
-def check_local_rows(path: str, mtime_ns: int, size: int, fields: FieldSpec, benchmark: str) -> int:
-    """Parse every row of a local benchmark file, so a malformed row fails at validation, not mid-run.
-
-    Cached on (path, mtime, size): a sweep validates the same files once per point."""
+def check_local_rows(path: str, mtime_ns: int, size: int, fields: FieldSpec, benchmark: str, task: str) -> int:
+    """Parse every row of a local benchmark file, so a malformed row (a missing column, an empty or
+    unparseable gold answer, a choice question its family cannot read) fails at validation, before
+    any model loads, not mid-run. Cached on (path, mtime, size): a sweep validates the same files
+    once per point."""
     rows = read_rows(Path(path))
     if not rows:
         raise ConfigError(f"benchmark {benchmark}: {path} has no rows; expected at least one example")
@@ -119,8 +150,21 @@ def check_local_rows(path: str, mtime_ns: int, size: int, fields: FieldSpec, ben
                 f"benchmark {benchmark}: row {position} of {path} is a {type(row).__name__}; "
                 "expected an object with the configured columns"
             )
-        parse_example(row, position, fields, benchmark)
+        example = parse_example(row, position, fields, benchmark, source=path)
+        check_choice_question(example, position, task, benchmark, path)
     return len(rows)
+
+
+def check_choice_question(example: Example, position: int, task: str, benchmark: str, source: str | Path) -> None:
+    """A multiple-choice family reads the example's context, choices and gold index, or says which
+    row it cannot read; other families have nothing to check here."""
+    read_question = get_task(task).choice_question
+    if read_question is None:
+        return
+    try:
+        read_question(example)
+    except ConfigError as error:
+        raise ConfigError(f"benchmark {benchmark}: row {position} of {source}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +213,13 @@ def load_benchmark(cfg: Mapping, data_dir: Path | None = None, limit: int | None
         )
     if not rows:
         raise ConfigError(f"benchmark {name}: the source has no rows; expected at least one example")
-    return [parse_example(rows[i], i, fields, name) for i in subset_indices(len(rows), limit)]
+    source = path if path is not None else cfg.get("source") or family.name
+    examples = []
+    for position in subset_indices(len(rows), limit):
+        example = parse_example(rows[position], position, fields, name, source=source)
+        check_choice_question(example, position, family.name, name, source)
+        examples.append(example)
+    return examples
 
 
 def field_spec(cfg: Mapping, *, from_hub: bool) -> FieldSpec:
@@ -178,12 +228,17 @@ def field_spec(cfg: Mapping, *, from_hub: bool) -> FieldSpec:
     return FieldSpec(**merged)
 
 
-def parse_example(row: Mapping[str, Any], position: int, fields: FieldSpec, benchmark: str) -> Example:
+def parse_example(
+    row: Mapping[str, Any], position: int, fields: FieldSpec, benchmark: str, *, source: str | Path = "the source"
+) -> Example:
+    """One row as an Example, its gold parsed by the answer format. A row whose gold answer is
+    missing, empty or unparseable is refused with one line naming ``source`` (the file or hub id)
+    and the row: graded, it would silently count as wrong."""
     question = _column(row, fields.question_field, benchmark, position)
     gold = None
     if fields.answer_field:
         raw_gold = _column(row, fields.answer_field, benchmark, position)
-        gold = gold_answer(gold_text(raw_gold), fields.answer_format)
+        gold = parse_gold(raw_gold, fields, benchmark, position, source)
     identifier = row.get(fields.id_field) if fields.id_field else None
     return Example(
         id=str(position if identifier is None else identifier),
@@ -191,6 +246,40 @@ def parse_example(row: Mapping[str, Any], position: int, fields: FieldSpec, benc
         gold=gold,
         row=dict(row),
     )
+
+
+def parse_gold(raw_gold: Any, fields: FieldSpec, benchmark: str, position: int, source: str | Path) -> str:
+    """The gold answer of one row by the benchmark's answer_format (acm_exp.eval.grading.gold_answer),
+    or a ConfigError naming the file and row when it is empty or cannot be parsed."""
+    where = f"benchmark {benchmark}: row {position} of {source}"
+    text = "" if raw_gold is None else gold_text(raw_gold)
+    if not text.strip():
+        raise ConfigError(
+            f"{where} has an empty gold answer in column {fields.answer_field!r}; expected a non-empty answer "
+            "(fix or drop the row)"
+        )
+    try:
+        gold = gold_answer(text, fields.answer_format)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"{where}: gold answer {_shorten(text)!r} cannot be parsed as answer_format={fields.answer_format!r} "
+            f"({_one_line(error)}); expected a {fields.answer_format} gold answer"
+        ) from None
+    if not isinstance(gold, str) or not gold.strip():
+        raise ConfigError(
+            f"{where}: gold answer {_shorten(text)!r} parses to nothing under answer_format="
+            f"{fields.answer_format!r}; expected a {fields.answer_format} gold answer"
+        )
+    return gold
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    flat = _one_line(text)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).split())
 
 
 def gold_text(raw_gold: Any) -> str:

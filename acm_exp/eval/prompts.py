@@ -2,8 +2,9 @@
 
 - ``qwen25-math-cot``: ChatML, zero-shot, the Qwen2.5-Math system message (slow and merged models).
 - ``cot``: few-shot "Question: ...\\nAnswer: ..." for fast base models; the exemplars are those of
-  the family the benchmark's ``fewshot_set`` names (acm_exp.eval.tasks.gsm8k, .math), each answer
-  ending in ``\\boxed{}`` so one grader reads every model.
+  the family the benchmark's ``fewshot_set`` names, else its task's own, else the math family's
+  (acm_exp.eval.tasks.gsm8k, .math), each answer ending in ``\\boxed{}`` so one grader reads every
+  model.
 - ``chat_template``: the model's own tokenizer chat template, with the generation prompt.
 - ``toy``: the toy task's template (acm_exp.toy).
 
@@ -11,6 +12,9 @@ Code benchmarks take their task text from their family's code prompt (acm_exp.ev
 it in the same role format: ChatML (with the family's system message) or the chat template for chat
 models, plain text for ``cot``; a family's response prefix (HumanEval-Pro: the raw problem's code,
 as CodeEval-Pro's harness) then opens the response.
+
+Multiple-choice benchmarks (HellaSwag) generate nothing: their choices are scored by log-likelihood
+after the family's own context under every format (``choice_question``).
 """
 
 from __future__ import annotations
@@ -20,8 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from acm_exp.errors import ConfigError
-from acm_exp.eval.benchmarks import Example
-from acm_exp.eval.tasks import CODE_PROMPTS, FEWSHOT_EXEMPLARS, CodePrompt, task_name, task_of
+from acm_exp.eval.tasks.base import (
+    CODE_PROMPTS,
+    FEWSHOT_EXEMPLARS,
+    ChoiceQuestion,
+    CodePrompt,
+    Example,
+    fewshot_name,
+    task_name,
+    task_of,
+)
 
 MATH_SYSTEM_MESSAGE = "Please reason step by step, and put your final answer within \\boxed{}."
 # Appended to the user turn under the model's own chat template (DeepSeek-R1's recommendation:
@@ -57,6 +69,10 @@ def fewshot_prompt(question: str, exemplars: tuple[tuple[str, str], ...], num_fe
 
 def is_code(benchmark_cfg: Mapping) -> bool:
     return benchmark_cfg.get("kind") == "code"
+
+
+def is_multiple_choice(benchmark_cfg: Mapping) -> bool:
+    return benchmark_cfg.get("kind") == "multiple_choice"
 
 
 def code_task(benchmark_cfg: Mapping) -> CodePrompt:
@@ -101,7 +117,7 @@ def _render_cot(example: Example, cfg: Mapping, tokenizer: Any, num_fewshot: int
         # Base models complete the code task as plain text; few-shot math exemplars would mislead.
         task = code_task(cfg)
         return with_response_prefix(task.text(example.row) + "\n", example, task)
-    return fewshot_prompt(example.question, FEWSHOT_EXEMPLARS[cfg.get("fewshot_set", "math")], num_fewshot)
+    return fewshot_prompt(example.question, FEWSHOT_EXEMPLARS[fewshot_name(cfg)], num_fewshot)
 
 
 def _render_chat_template(example: Example, cfg: Mapping, tokenizer: Any, num_fewshot: int) -> str:
@@ -134,6 +150,8 @@ def get_prompt(prompt_name: str) -> PromptFormat:
 def validate_prompt(prompt_name: str, benchmark_cfg: Mapping, num_fewshot: int) -> None:
     """Raise ConfigError when the prompt cannot serve the benchmark (checked before models load)."""
     prompt = get_prompt(prompt_name)
+    if is_multiple_choice(benchmark_cfg):
+        return  # scored on its family's own context, whatever the prompt format
     if is_code(benchmark_cfg) and not prompt.supports_code:
         raise ConfigError(
             f"prompt {prompt_name!r} cannot prompt code benchmark {benchmark_cfg.get('name')!r}; "
@@ -142,19 +160,35 @@ def validate_prompt(prompt_name: str, benchmark_cfg: Mapping, num_fewshot: int) 
     if is_code(benchmark_cfg):
         code_task(benchmark_cfg)
     if prompt_name == "cot" and not is_code(benchmark_cfg):
-        available = len(FEWSHOT_EXEMPLARS.get(benchmark_cfg.get("fewshot_set"), ()))
+        fewshot_set = fewshot_name(benchmark_cfg)
+        available = len(FEWSHOT_EXEMPLARS.get(fewshot_set, ()))
         if not 0 <= num_fewshot <= available:
             raise ConfigError(
                 f"eval.num_fewshot={num_fewshot} for benchmark {benchmark_cfg.get('name')!r} "
-                f"(fewshot_set {benchmark_cfg.get('fewshot_set')!r}); expected 0..{available}"
+                f"(fewshot_set {fewshot_set!r}); expected 0..{available}"
             )
 
 
 def build_prompt(
     prompt_name: str, example: Example, benchmark_cfg: Mapping, tokenizer: Any = None, num_fewshot: int = 0
 ) -> str:
-    """The text the model continues for one example under the named prompt format."""
+    """The text the model continues for one example under the named prompt format. A
+    multiple-choice benchmark's is its family's context, under every format: lm-evaluation-harness
+    scores the choices after the bare context, zero-shot."""
+    if is_multiple_choice(benchmark_cfg):
+        return choice_question(example, benchmark_cfg).context
     return get_prompt(prompt_name).render(example, benchmark_cfg, tokenizer, num_fewshot)
+
+
+def choice_question(example: Example, benchmark_cfg: Mapping) -> ChoiceQuestion:
+    """The context, choices and gold index of a multiple-choice example (its family reads them)."""
+    read_question = task_of(benchmark_cfg).choice_question
+    if read_question is None:
+        raise ConfigError(
+            f"benchmark {benchmark_cfg.get('name')}: task {task_name(benchmark_cfg)!r} scores no choices; "
+            "expected a multiple-choice task (e.g. hellaswag)"
+        )
+    return read_question(example)
 
 
 def stop_strings(prompt_name: str, benchmark_cfg: Mapping | None = None) -> tuple[str, ...]:

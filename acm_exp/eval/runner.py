@@ -1,4 +1,5 @@
-"""Evaluate one model on the configured suite: prompts -> generations -> grades -> records -> metrics.
+"""Evaluate one model on the configured suite: prompts -> generations -> grades -> records -> metrics
+(multiple-choice benchmarks: contexts -> the choices' log-likelihoods -> picks -> records -> metrics).
 
 ``validate_eval_config`` checks every cheap thing up front; ``evaluate_model`` loads the model only
 when some (benchmark, seed) has no complete samples file yet, and frees it before returning.
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from acm_exp.costs import measure
+from acm_exp.devices import check_device, dtype_name
 from acm_exp.errors import ConfigError
 from acm_exp.eval.backends import (
     Backend,
@@ -23,15 +25,22 @@ from acm_exp.eval.backends import (
     check_backend,
     load_backend,
     load_tokenizer,
-    resolve_device,
-    resolve_dtype,
 )
-from acm_exp.eval.benchmarks import Example, load_benchmark, validate_benchmark
+from acm_exp.eval.benchmarks import load_benchmark, validate_benchmark
 from acm_exp.eval.graders import GRADERS, Grade, grade_all
-from acm_exp.eval.grading import DEFAULT_NUMERIC_RULE, check_numeric_rule, count_reflections
-from acm_exp.eval.metrics import benchmark_metrics, count_tokens, metric_rows
-from acm_exp.eval.prompts import build_prompt, get_prompt, stop_strings, validate_prompt
+from acm_exp.eval.grading import DEFAULT_NUMERIC_RULE, check_numeric_rule
+from acm_exp.eval.loglikelihood import choose
+from acm_exp.eval.metrics import benchmark_metrics, count_reflections, count_tokens, metric_rows
+from acm_exp.eval.prompts import (
+    build_prompt,
+    choice_question,
+    get_prompt,
+    is_multiple_choice,
+    stop_strings,
+    validate_prompt,
+)
 from acm_exp.eval.samples import read_cost, reusable_records, samples_path, write_atomic, write_cost, write_records
+from acm_exp.eval.tasks.base import ChoiceQuestion, Example, grader_name
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,10 @@ class Job:
     max_new_tokens: int
     path: Path
     records: list[dict[str, Any]] | None = field(default=None)
+    # Multiple-choice benchmarks: each example's context, choices and gold index (scored, not generated).
+    questions: list[ChoiceQuestion] | None = field(default=None)
+    # The benchmark's full size: more than len(examples) when eval.limit took a subset.
+    benchmark_size: int | None = field(default=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,8 +84,9 @@ def validate_eval_config(eval_cfg: Any, data_dir: Path | str | None = None, *, p
     if unknown_roles:
         raise ConfigError(f"eval.models has unknown role(s) {unknown_roles}; expected any of {ROLES}")
     check_backend(eval_cfg.backend)
-    resolve_device(eval_cfg.device)
-    resolve_dtype(eval_cfg.dtype)
+    # The checks without the torch objects: only a CUDA device needs torch here (is it visible?).
+    check_device(eval_cfg.device, "eval.device")
+    dtype_name(eval_cfg.dtype, "eval.dtype", allow_auto=True)
     _check_positive("eval.batch_size", eval_cfg.batch_size)
     _check_positive("eval.max_new_tokens", eval_cfg.max_new_tokens)
     _check_positive("eval.base_max_new_tokens", eval_cfg.base_max_new_tokens)
@@ -107,11 +121,7 @@ def validate_code_grading(eval_cfg: Any) -> None:
     from acm_exp.eval.sandbox import resolve_isolation
 
     check_code_grading(eval_cfg.get("code_grading", "official"))
-    code_benchmarks = [
-        key
-        for key, cfg in eval_cfg.benchmarks.items()
-        if cfg.get("grader") in GRADERS and GRADERS[cfg["grader"]].runs_code
-    ]
+    code_benchmarks = [key for key, cfg in eval_cfg.benchmarks.items() if _runs_code(cfg)]
     for key in code_benchmarks:
         timeout_s = eval_cfg.benchmarks[key].get("timeout_s")
         if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
@@ -128,11 +138,15 @@ def code_sandbox_record(eval_cfg: Any) -> dict[str, Any] | None:
     whether isolation was waived (eval.sandbox=none / ACM_EXP_SANDBOX=none); None without code."""
     from acm_exp.eval.sandbox import isolation_record
 
-    if not any(
-        GRADERS[cfg.get("grader")].runs_code for cfg in eval_cfg.benchmarks.values() if cfg.get("grader") in GRADERS
-    ):
+    if not any(_runs_code(cfg) for cfg in eval_cfg.benchmarks.values()):
         return None
     return {**isolation_record(eval_cfg.get("sandbox")), "code_grading": eval_cfg.get("code_grading", "official")}
+
+
+def _runs_code(benchmark_cfg: Any) -> bool:
+    """Whether the benchmark's grader runs model-written programs (needs the sandbox)."""
+    grader = grader_name(benchmark_cfg)
+    return not is_multiple_choice(benchmark_cfg) and grader in GRADERS and GRADERS[grader].runs_code
 
 
 def math_numeric_rule(eval_cfg: Any) -> str:
@@ -175,11 +189,23 @@ def plan_jobs(
     for key, benchmark_cfg in eval_cfg.benchmarks.items():
         examples = load_benchmark(benchmark_cfg, data_dir, eval_cfg.limit)
         prompts = [build_prompt(prompt, ex, benchmark_cfg, tokenizer, eval_cfg.num_fewshot) for ex in examples]
+        questions = (
+            [choice_question(ex, benchmark_cfg) for ex in examples] if is_multiple_choice(benchmark_cfg) else None
+        )
         ids = [ex.id for ex in examples]
+        size = benchmark_size(benchmark_cfg, data_dir, eval_cfg.limit, len(examples))
         for seed in seeds:
             path = samples_path(out_dir / "samples", key, seed, several_seeds=len(seeds) > 1)
             job = Job(
-                key, benchmark_cfg, seed, examples, prompts, max_new_tokens_for(benchmark_cfg, role, eval_cfg), path
+                key,
+                benchmark_cfg,
+                seed,
+                examples,
+                prompts,
+                max_new_tokens_for(benchmark_cfg, role, eval_cfg),
+                path,
+                questions=questions,
+                benchmark_size=size,
             )
             job.records = reusable_records(path, ids, prompts)
             if job.records is not None:
@@ -188,11 +214,28 @@ def plan_jobs(
     return jobs
 
 
+def benchmark_size(benchmark_cfg: Any, data_dir: Path | None, limit: int | None, evaluated: int) -> int:
+    """How many questions the benchmark has (what a results row's ``n`` is compared with): the
+    evaluated ones, unless ``eval.limit`` may have cut it, which takes one more read of the rows."""
+    if limit is None or evaluated < limit:
+        return evaluated
+    return len(load_benchmark(benchmark_cfg, data_dir))
+
+
 def context_length_needed(jobs: Iterable[Job], tokenizer: Any) -> int:
     """Longest prompt plus its generation budget over the jobs (vLLM's max_model_len when unset)."""
     needed: dict[str, int] = {}
     for job in jobs:
-        if job.benchmark not in needed:  # seeds of one benchmark share their prompts
+        if job.benchmark in needed:  # seeds of one benchmark share their prompts
+            continue
+        if job.questions is not None:
+            # Scoring: the whole context + continuation is the prompt, and one token follows it.
+            needed[job.benchmark] = 1 + max(
+                len(tokenizer(q.context + continuation, add_special_tokens=True)["input_ids"])
+                for q in job.questions
+                for continuation in q.continuations
+            )
+        else:
             longest = max(len(tokenizer(p, add_special_tokens=True)["input_ids"]) for p in job.prompts)
             needed[job.benchmark] = longest + job.max_new_tokens
     return max(needed.values(), default=0)
@@ -218,7 +261,53 @@ def make_records(job: Job, generations: list[Generation], grades: list[Grade], t
     ]
 
 
+def choice_records(job: Job, loglikelihoods: list[list[float]]) -> list[dict]:
+    """Records of a multiple-choice pass: ``correct`` is lm-evaluation-harness's acc, ``correct_norm``
+    its acc_norm; nothing was generated, so ``tokens`` is NaN (no response length) and the response
+    is the chosen choice."""
+    records = []
+    for example, question, scores in zip(job.examples, job.questions or [], loglikelihoods, strict=True):
+        pick, pick_norm = choose(question, scores)
+        records.append(
+            {
+                "id": example.id,
+                "seed": job.seed,
+                "prompt": question.context,
+                "response": question.choices[pick],
+                "extracted": str(pick),
+                "gold": example.gold,
+                "correct": pick == question.gold,
+                "correct_norm": pick_norm == question.gold,
+                "extracted_norm": str(pick_norm),
+                "loglikelihoods": list(scores),
+                "grade_status": "",
+                "tokens": math.nan,
+                "generated_tokens": 0,
+                "finish_reason": "stop",
+                "reflections": 0,
+            }
+        )
+    return records
+
+
+def run_choice_job(job: Job, backend: Backend, *, label: str) -> list[dict]:
+    """Score every choice of every question in one backend call, then pick as the harness does."""
+    questions = job.questions or []
+    requests = [(q.context, continuation) for q in questions for continuation in q.continuations]
+    log.info("%s: scoring %s (%d questions, %d choices)", label, job.benchmark, len(questions), len(requests))
+    scores = backend.loglikelihoods(requests)
+    if len(scores) != len(requests):
+        raise RuntimeError(f"backend {backend.name} returned {len(scores)} scores for {len(requests)} choices")
+    per_question, start = [], 0
+    for question in questions:
+        per_question.append(scores[start : start + len(question.choices)])
+        start += len(question.choices)
+    return choice_records(job, per_question)
+
+
 def run_job(job: Job, backend: Backend, *, prompt: str, eval_cfg: Any, tokenizer: Any, label: str) -> list[dict]:
+    if job.questions is not None:
+        return run_choice_job(job, backend, label=label)
     settings = SamplingSettings(
         max_new_tokens=job.max_new_tokens,
         temperature=float(eval_cfg.temperature),
@@ -240,7 +329,7 @@ def run_job(job: Job, backend: Backend, *, prompt: str, eval_cfg: Any, tokenizer
             f"backend {backend.name} returned {len(generations)} generations for {len(job.prompts)} prompts"
         )
     grades = grade_all(
-        job.cfg["grader"],
+        grader_name(job.cfg),
         job.examples,
         [g.text for g in generations],
         timeout_s=job.cfg.get("timeout_s"),
@@ -290,11 +379,18 @@ def evaluate_model(
         factory = backend_factory or default_backend_factory
         backend = factory(Path(model_path), eval_cfg, tokenizer, context_length_needed(pending, tokenizer))
         try:
+            # Log-likelihoods do not depend on the seed: a multiple-choice benchmark is scored once.
+            scored: dict[str, list[dict]] = {}
             for job in pending:
                 with measure("generation", model=label, benchmark=job.benchmark, seed=job.seed) as cost:
-                    job.records = run_job(
-                        job, backend, prompt=prompt, eval_cfg=eval_cfg, tokenizer=tokenizer, label=label
-                    )
+                    if job.benchmark in scored:
+                        job.records = [{**record, "seed": job.seed} for record in scored[job.benchmark]]
+                    else:
+                        job.records = run_job(
+                            job, backend, prompt=prompt, eval_cfg=eval_cfg, tokenizer=tokenizer, label=label
+                        )
+                    if job.questions is not None:
+                        scored[job.benchmark] = job.records
                     cost.tokens = sum(int(record.get("generated_tokens") or 0) for record in job.records)
                     write_records(job.path, job.records)
                 write_cost(job.path, cost.as_original())
@@ -310,8 +406,10 @@ def evaluate_model(
         per_benchmark.setdefault(job.benchmark, {})[job.seed] = benchmark_metrics(job.records or [])
     rows = metric_rows({"model": label, "role": role}, per_benchmark)
     paths = {(job.benchmark, job.seed): str(job.path) for job in jobs}
+    sizes = {job.benchmark: job.benchmark_size for job in jobs}
     for row in rows:
         row["samples_path"] = paths.get((row["benchmark"], row["seed"]))  # None on aggregate rows
+        row["benchmark_size"] = sizes.get(row["benchmark"])
     summary = {
         "model": label,
         "role": role,

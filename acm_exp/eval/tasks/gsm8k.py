@@ -7,7 +7,7 @@ exemplars are the chain-of-thought exemplars of Wei et al. 2022, each ending in 
 from __future__ import annotations
 
 from acm_exp.eval.grading import grade_gsm8k
-from acm_exp.eval.tasks import TaskFamily, register
+from acm_exp.eval.tasks.base import TaskFamily, register
 from acm_exp.eval.tasks.math import answer_grader
 
 GSM8K_EXEMPLARS: tuple[tuple[str, str], ...] = (

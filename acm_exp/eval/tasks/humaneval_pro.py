@@ -1,9 +1,11 @@
-"""HumanEval-Pro (CodeEval-Pro/humaneval-pro, 164 self-invoking problems): prompt and grading.
+"""HumanEval-Pro (CodeEval-Pro/humaneval-pro, 164 self-invoking problems): prompt and grading, shared
+with MBPP-Pro (acm_exp.eval.tasks.mbpp_pro), CodeEval-Pro's other benchmark.
 
 Rows come from the local file or the hub (fields id, raw_problem, raw_solution, new_problem,
-new_solution, test_code). The prompt asks for both stubs in one block and opens the response with
-the raw problem's code (CodeEval-Pro's harness); pass@1 runs raw_problem + completion + test_code
-in the sandbox. Grading modes: see acm_exp.eval.code.
+new_solution, test_code; both benchmarks). The prompt asks for both stubs in one block and opens
+the response with the raw problem's code (CodeEval-Pro's harness, ``eval/utils.py``: the same
+instruction and response prefix for both); pass@1 runs raw_problem + completion + test_code in
+the sandbox. Grading modes: see acm_exp.eval.code.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import re
 import secrets
 from collections.abc import Mapping
 
-from acm_exp.eval.benchmarks import Example
 from acm_exp.eval.code import (
     GRADE_PASSED,
     GRADE_WRONG_ANSWER,
@@ -27,7 +28,7 @@ from acm_exp.eval.code import (
 )
 from acm_exp.eval.harness_driver import sanitize_humaneval_pro
 from acm_exp.eval.sandbox import SandboxLimits, run_program
-from acm_exp.eval.tasks import CodePrompt, Grade, Grader, GradeSettings, TaskFamily, register
+from acm_exp.eval.tasks.base import CodePrompt, Example, Grade, Grader, GradeSettings, TaskFamily, register
 
 # HF code_eval's time limit for the whole program, as CodeEval-Pro's harness calls it.
 HUMANEVAL_PRO_TIMEOUT_S = 3.0
@@ -44,16 +45,16 @@ _HUMANEVAL_PRO_FIELDS = ("raw_problem", "new_problem", "test_code")
 _DEF_NAME = re.compile(r"^def\s+([A-Za-z_]\w*)\s*\(", re.M)
 
 
-def humaneval_pro_prompt(example: Mapping) -> str:
+def humaneval_pro_prompt(example: Mapping, label: str = "HumanEval-Pro") -> str:
     """The CodeEval-Pro instruction: both stubs in one python block, solve both."""
-    require_fields(example, _HUMANEVAL_PRO_FIELDS, "HumanEval-Pro")
+    require_fields(example, _HUMANEVAL_PRO_FIELDS, label)
     raw, new = example["raw_problem"].strip(), example["new_problem"].strip()
     return f"{HUMANEVAL_PRO_INSTRUCTION}\n```python\n{raw}\n{new}\n```"
 
 
-def humaneval_pro_response_prefix(example: Mapping) -> str:
+def humaneval_pro_response_prefix(example: Mapping, label: str = "HumanEval-Pro") -> str:
     """What CodeEval-Pro makes the model continue: the answer opens with the raw problem."""
-    require_fields(example, _HUMANEVAL_PRO_FIELDS, "HumanEval-Pro")
+    require_fields(example, _HUMANEVAL_PRO_FIELDS, label)
     return f"```python\n{example['raw_problem'].strip()}\n"
 
 
@@ -174,6 +175,7 @@ def grade_humaneval_pro(
     *,
     mode: str = OFFICIAL,
     isolation: str | None = None,
+    label: str = "HumanEval-Pro",
 ) -> CodeGrade:
     """Pass when the program runs to its end with every assert holding.
 
@@ -182,33 +184,45 @@ def grade_humaneval_pro(
     (+ test_code), the completion cut at the first three backticks; `timeout_s` bounds the whole
     program (3 s, code_eval's default). Lenient mode: the prefix is put back in front of the
     response unless repeated, and the first code block is the answer. `isolation`: see
-    acm_exp.eval.sandbox (None: $ACM_EXP_SANDBOX, else auto).
+    acm_exp.eval.sandbox (None: $ACM_EXP_SANDBOX, else auto). ``label`` names the benchmark in errors.
     """
-    require_fields(example, _HUMANEVAL_PRO_FIELDS, "HumanEval-Pro")
+    require_fields(example, _HUMANEVAL_PRO_FIELDS, label)
     grade = _grade_humaneval_pro_official if check_code_grading(mode) == OFFICIAL else _grade_humaneval_pro_lenient
     return grade(example, response, timeout_s, response_prefix, limits, isolation)
 
 
-def grade_humaneval_pro_response(example: Example, response: str, settings: GradeSettings) -> Grade:
-    # Every prompt format opens the response with this prefix (acm_exp.eval.prompts): put it back.
-    result = grade_humaneval_pro(
-        example.row,
-        response,
-        timeout_s=settings.timeout_s or HUMANEVAL_PRO_TIMEOUT_S,
-        response_prefix=humaneval_pro_response_prefix(example.row),
-        mode=settings.code_grading,
-        isolation=settings.isolation,
-    )
-    return Grade(result.extracted, bool(result.passed), result.status)
+def codeeval_pro_family(name: str, label: str) -> TaskFamily:
+    """A CodeEval-Pro benchmark family (HumanEval-Pro, MBPP-Pro): one instruction, response prefix,
+    harness and time limit (CodeEval-Pro runs both through the same ``eval/harness.py`` and HF
+    ``code_eval``); ``label`` names the benchmark in errors."""
 
+    def prompt(row: Mapping) -> str:
+        return humaneval_pro_prompt(row, label)
 
-HUMANEVAL_PRO = register(
-    TaskFamily(
-        "humaneval_pro",
-        grader=Grader(grade_humaneval_pro_response, runs_code=True),
+    def response_prefix(row: Mapping) -> str:
+        return humaneval_pro_response_prefix(row, label)
+
+    def grade(example: Example, response: str, settings: GradeSettings) -> Grade:
+        # Every prompt format opens the response with this prefix (acm_exp.eval.prompts): put it back.
+        result = grade_humaneval_pro(
+            example.row,
+            response,
+            timeout_s=settings.timeout_s or HUMANEVAL_PRO_TIMEOUT_S,
+            response_prefix=response_prefix(example.row),
+            mode=settings.code_grading,
+            isolation=settings.isolation,
+            label=label,
+        )
+        return Grade(result.extracted, bool(result.passed), result.status)
+
+    return TaskFamily(
+        name,
+        grader=Grader(grade, runs_code=True),
         # The answer is the code block the prefix opens: its closing fence ends the answer.
-        code_prompt=CodePrompt(
-            humaneval_pro_prompt, CODE_SYSTEM_MESSAGE, humaneval_pro_response_prefix, stop=("\n```",)
-        ),
+        code_prompt=CodePrompt(prompt, CODE_SYSTEM_MESSAGE, response_prefix, stop=("\n```",)),
     )
-)
+
+
+HUMANEVAL_PRO = register(codeeval_pro_family("humaneval_pro", "HumanEval-Pro"))
+# The grader under its earlier name.
+grade_humaneval_pro_response = HUMANEVAL_PRO.grader.grade

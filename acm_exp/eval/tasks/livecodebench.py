@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from acm_exp.errors import ConfigError
-from acm_exp.eval.benchmarks import Example
 from acm_exp.eval.code import (
     GRADE_NO_TESTS,
     GRADE_PASSED,
@@ -37,7 +36,7 @@ from acm_exp.eval.code import (
     run_driver,
 )
 from acm_exp.eval.sandbox import SandboxLimits, run_program
-from acm_exp.eval.tasks import CodePrompt, Grade, Grader, GradeSettings, TaskFamily, register
+from acm_exp.eval.tasks.base import CodePrompt, Example, Grade, Grader, GradeSettings, TaskFamily, register
 
 logger = logging.getLogger(__name__)
 

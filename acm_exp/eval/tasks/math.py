@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from acm_exp.eval.benchmarks import Example
 from acm_exp.eval.grading import grade_math
-from acm_exp.eval.tasks import Grade, Grader, GradeSettings, TaskFamily, register
+from acm_exp.eval.tasks.base import Example, Grade, Grader, GradeSettings, TaskFamily, register
 
 MATH_EXEMPLARS: tuple[tuple[str, str], ...] = (
     (

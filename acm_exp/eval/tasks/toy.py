@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from acm_exp.eval.tasks import TaskFamily, register
+from acm_exp.eval.tasks.base import TaskFamily, register
 
 TOY_OPTIONS = ("n", "seed")
 
