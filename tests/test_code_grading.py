@@ -596,3 +596,76 @@ def test_humaneval_pro_sanitised_completion_counts() -> None:
 def test_unknown_grading_mode_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="code_grading"):
         grade_livecodebench(SUM_PROBLEM, _fenced("print(3)"), mode="strict")
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules the harnesses have imported before their reliability guard (lcb_runner's testing_util
+# imports numpy, its runners torch and datasets): a solution may import them as there.
+
+from acm_exp.eval.harness_driver import LOADED_BEFORE_GUARD, imported_modules, modules_to_preload  # noqa: E402
+
+
+def test_imported_modules_reads_every_kind_of_import() -> None:
+    code = (
+        "import numpy as np, os.path\nfrom collections import Counter, deque\nfrom . import sibling\n"
+        "def f():\n    import pandas\n    return __import__('json'), importlib.import_module('heapq')\n"
+        "from math import *\n"
+    )
+    assert imported_modules(code) == [
+        ("numpy", ()),
+        ("os.path", ()),
+        ("collections", ("Counter", "deque")),
+        ("math", ()),
+        ("pandas", ()),
+        ("json", ()),
+        ("heapq", ()),
+    ]
+    assert imported_modules("def broken(:\n    import numpy") == []
+
+
+def test_modules_to_preload_are_the_standard_library_and_the_harness_set() -> None:
+    assert "numpy" in LOADED_BEFORE_GUARD["lcb"] and "torch" in LOADED_BEFORE_GUARD["lcb"]
+    assert "torch" not in LOADED_BEFORE_GUARD["humaneval"] and "evaluate" in LOADED_BEFORE_GUARD["humaneval"]
+    # Standard library: as named; side-effect modules never.
+    assert modules_to_preload("import heapq\nimport this", "lcb") == [("heapq", ())]
+    # A package of the harness's set, as named; numpy comes with any import outside the standard
+    # library (the harness always has it, and scipy & co. import it).
+    assert modules_to_preload("import pandas as pd", "lcb") == [("numpy", ()), ("pandas", ())]
+    assert modules_to_preload("import scipy.optimize", "lcb") == [("numpy", ())]
+    assert modules_to_preload("import torch", "humaneval") == [("numpy", ())]
+    assert modules_to_preload("print(1)", "lcb") == []
+
+
+def _lcb_passes(code: str, problem: dict | None = None) -> bool:
+    return grade_livecodebench(problem or SUM_PROBLEM, _fenced(code), timeout_s=10).passed
+
+
+@pytest.mark.parametrize(
+    "code, passes",
+    [
+        ("import numpy as np\nprint(int(np.array(list(map(int, input().split()))).sum()))", True),
+        ("def f():\n    import numpy\n    return int(numpy.sum(list(map(int, input().split()))))\nprint(f())", True),
+        ("np = __import__('numpy')\nprint(int(np.sum(list(map(int, input().split())))))", True),
+        ("import pandas as pd\nprint(int(pd.Series(list(map(int, input().split()))).sum()))", True),
+        # lcb_runner has loaded concurrent.futures.process (and multiprocessing) before its guard.
+        ("from concurrent.futures import ProcessPoolExecutor\nprint(sum(map(int, input().split())))", True),
+        # What the guard blocks stays blocked, loaded before or not.
+        ("import resource\nprint(sum(map(int, input().split())))", False),
+        ("import os\nos.getcwd()\nprint(sum(map(int, input().split())))", False),
+    ],
+)
+def test_livecodebench_solutions_import_what_lcb_runner_has_loaded(code: str, passes: bool) -> None:
+    assert _lcb_passes(code) is passes
+
+
+def test_livecodebench_call_based_solution_may_import_numpy() -> None:
+    problem = _call_problem("pairSum", [("1\n2", "[3]")])
+    code = "import numpy as np\nclass Solution:\n    def pairSum(self, a, b):\n        return [int(np.add(a, b))]"
+    assert _lcb_passes(code, problem)
+
+
+def test_humaneval_pro_solution_may_import_numpy() -> None:
+    body = (
+        "    import numpy as np\n    return int(np.multiply(2, x))\n\ndef quadruple(x):\n    return double(double(x))\n"
+    )
+    assert grade_humaneval_pro(HEP_EXAMPLE, body + "```", timeout_s=10, response_prefix=HEP_PREFIX).passed

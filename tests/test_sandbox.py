@@ -74,6 +74,28 @@ def test_plain_program_reads_stdin_and_exits_ok(isolation: str) -> None:
     assert result.isolation == isolation
 
 
+def test_program_runs_on_the_harness_interpreter_and_its_packages(isolation: str) -> None:
+    # Under bwrap the interpreter's directories are bound at their paths; their parents (/work of
+    # /work/main/.venv, /root of ~/.pyenv) must be crossable by the unprivileged program, else
+    # Python falls back to another prefix and misses the venv (numpy, pandas, ...).
+    code = "import json, sys, numpy\nprint(json.dumps([sys.prefix, sys.base_prefix, numpy.__file__]))"
+    result = run_program(code, timeout_s=30, isolation=isolation)
+    assert result.status == "ok", result.stderr
+    prefix, base_prefix, numpy_file = json.loads(result.stdout)
+    assert (prefix, base_prefix) == (sys.prefix, sys.base_prefix)
+    assert numpy_file.startswith(sys.prefix)
+
+
+def test_parents_of_the_bound_interpreter_directories_are_made_crossable() -> None:
+    assert sandbox._ancestors(["/work/main/.venv", "/root/.pyenv/versions/3.11.7", "/usr/local/python"]) == [
+        "/work",
+        "/work/main",
+        "/root",
+        "/root/.pyenv",
+        "/root/.pyenv/versions",
+    ]
+
+
 def test_stdin_is_closed_when_empty(isolation: str) -> None:
     result = run_program("input()", timeout_s=10, isolation=isolation)
     assert result.status == "error"

@@ -1,9 +1,10 @@
 """Grading a benchmark's responses with the grader of the family its ``grader`` key names
 (acm_exp.eval.tasks): one uniform call (example, response, settings) -> extracted answer and correctness.
 
-Math graders run in the calling thread (math-verify's time limit uses signal.alarm, which only
-works in the main thread); code graders run each program in a sandboxed subprocess, so a thread
-pool overlaps them (the threads only wait on subprocesses).
+Math graders run one response after another: each call is answered by the one grading helper
+process (acm_exp.eval.grading, killed and re-forked past its time limit), so threads would only
+queue for it; a MATH500-sized batch takes seconds. Code graders run each program in a sandboxed
+subprocess, so a thread pool overlaps them (the threads only wait on subprocesses).
 """
 
 from __future__ import annotations

@@ -30,6 +30,18 @@ Behaviour reproduced (our own code, written from the harnesses' documented behav
 Both apply the harnesses' ``reliability_guard`` (``quit`` unavailable, destructive ``os``,
 ``shutil`` and ``subprocess`` functions removed; HumanEval's also removes ``exit``). The guard
 is not the isolation: the sandbox around this process is.
+
+What the harness's process has imported before its guard, a solution may import too: the import
+is then a lookup in ``sys.modules``, while importing such a module afresh after the guard can
+fail (numpy's import calls ``os.putenv``, which the guard removed). lcb_runner's testing_util
+imports numpy at its top and its runners import torch and datasets (pandas, pyarrow, ...);
+HumanEval-Pro's harness imports Hugging Face ``evaluate`` (datasets, pandas, requests, ...). So
+before the guard this driver imports every module the program imports (``import x``,
+``from x import y``, ``__import__("x")``, ``importlib.import_module("x")``) that is in the
+standard library or in the harness's loaded set (``LOADED_BEFORE_GUARD``), and numpy whenever
+the program imports anything outside the standard library (lcb_runner always has numpy, and a
+package such as scipy imports it). Only what the program names is loaded: the verdicts are the
+harness's, without paying for torch on every run.
 """
 
 from __future__ import annotations
@@ -48,6 +60,21 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 LCB_FUNCTION_NAME = "wrapped_function"
+# Top-level packages outside the standard library that each harness's evaluating process has
+# imported when its guard runs. lcb_runner 28fef95 (lcb_runner.runner.custom_evaluator or .main,
+# measured with datasets 5.2 and torch 2.13): numpy and tqdm (evaluation), torch (runner/parser.py),
+# datasets (benchmarks) and what datasets imports. HumanEval-Pro (CodeEval-Pro eval/harness.py):
+# Hugging Face evaluate and the packages it requires.
+_DATASETS_IMPORTS = (
+    "datasets dateutil dill filelock fsspec huggingface_hub multiprocess numpy packaging pandas pyarrow "
+    "tqdm typing_extensions xxhash yaml anyio h11 idna sniffio cloudpickle"
+).split()
+LOADED_BEFORE_GUARD = {
+    "lcb": frozenset([*_DATASETS_IMPORTS, "torch"]),
+    "humaneval": frozenset([*_DATASETS_IMPORTS, "evaluate", "requests", "urllib3", "certifi", "charset_normalizer"]),
+}
+# Standard-library modules whose import prints or opens something: never loaded ahead.
+_NOT_PRELOADED = frozenset({"this", "antigravity", "__hello__", "__phello__", "idlelib", "turtle", "turtledemo"})
 # lcb_runner's compute_code_generation_metrics sets this for the whole evaluation process.
 LCB_INT_MAX_STR_DIGITS = 50000
 _RESULT_PREVIEW = 300
@@ -138,6 +165,72 @@ def sanitize_humaneval_pro(completion: str) -> str:
     if "# Example" in completion:  # tested without the space, cut with it: as there
         return completion.split("# Example ", 1)[0]
     return completion
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules loaded before the guard
+
+
+def imported_modules(code: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(module, names taken from it) for every import of a program, in order, anywhere in its
+    text: ``import a.b`` -> ("a.b", ()), ``from a import b, c`` -> ("a", ("b", "c")), and
+    ``__import__`` / ``import_module`` calls with a literal name; [] when the program does not
+    parse (it then fails to compile in the harness, before any import runs)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, tuple(alias.name for alias in node.names if alias.name != "*")))
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            function = node.func
+            called = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", None)
+            if called in ("__import__", "import_module") and isinstance(node.args[0].value, str):
+                found.append((node.args[0].value, ()))
+    return list(dict.fromkeys(found))
+
+
+def modules_to_preload(code: str, harness: str) -> list[tuple[str, tuple[str, ...]]]:
+    """What to import before the guard for this program (see the module docstring)."""
+    loaded = LOADED_BEFORE_GUARD[harness]
+    chosen: list[tuple[str, tuple[str, ...]]] = []
+    third_party = False
+    for module, names in imported_modules(code):
+        top = module.split(".")[0]
+        standard = top in sys.stdlib_module_names
+        third_party = third_party or not standard
+        if (standard and top not in _NOT_PRELOADED) or top in loaded:
+            chosen.append((module, names))
+    if third_party and not any(module == "numpy" for module, _ in chosen):
+        chosen.insert(0, ("numpy", ()))
+    return chosen
+
+
+def preload(imports: list[tuple[str, tuple[str, ...]]]) -> None:
+    """Import each module and take the names imported from it (a name may be a submodule, or an
+    attribute its package loads on first access, as ``concurrent.futures.ProcessPoolExecutor``);
+    what is missing or fails stays unloaded: it fails the same way when the program imports it."""
+    import importlib
+
+    for module, names in imports:
+        try:
+            loaded = importlib.import_module(module)
+        except BaseException:  # noqa: BLE001 - an import may raise anything, SystemExit included
+            continue
+        for name in names:
+            try:
+                getattr(loaded, name)
+            except AttributeError:
+                try:
+                    importlib.import_module(f"{module}.{name}")
+                except BaseException:  # noqa: BLE001
+                    pass
+            except BaseException:  # noqa: BLE001
+                pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,6 +486,8 @@ def main() -> None:
         sys.set_int_max_str_digits(LCB_INT_MAX_STR_DIGITS)
     if payload["kind"] == "lcb_stdin":
         import unittest.mock  # noqa: F401 - before the guard, as lcb_runner imports it
+    harness = "humaneval" if payload["kind"] == "humaneval" else "lcb"
+    preload(modules_to_preload(payload.get("program") or payload.get("code") or "", harness))
 
     signal.signal(signal.SIGALRM, _on_alarm)
     reliability_guard(disable_exit=payload["kind"] == "humaneval")

@@ -263,6 +263,18 @@ def _python_dirs() -> list[str]:
     return kept
 
 
+def _ancestors(paths: list[str]) -> list[str]:
+    """The parent directories of ``paths`` below the root, outermost first, outside the system dirs."""
+    found: dict[str, None] = {}
+    for path in paths:
+        parts = Path(path).parts[1:-1]
+        for depth in range(1, len(parts) + 1):
+            ancestor = "/" + "/".join(parts[:depth])
+            if not any(ancestor == d or ancestor.startswith(d + "/") for d in _SYSTEM_DIRS):
+                found[ancestor] = None
+    return list(found)
+
+
 def _drop_root_argv() -> list[str]:
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
     uid = str(_SANDBOX_UID)
@@ -299,7 +311,14 @@ def _bwrap_argv(workdir: Path, limits: SandboxLimits, as_root: bool) -> list[str
     if features.tmpfs_size:
         argv += ["--size", str(limits.tmpfs_mb * _MIB)]
     argv += ["--tmpfs", "/tmp"]
-    for path in _python_dirs():
+    python_dirs = _python_dirs()
+    if features.tmpfs_perms:
+        # bwrap makes the missing parents of a bind target (/work of /work/main/.venv, /root of
+        # /root/.pyenv) with mode 0700, which the unprivileged program cannot cross: the
+        # interpreter would then miss its own venv and its standard library.
+        for ancestor in _ancestors(python_dirs):
+            argv += ["--perms", "0755", "--dir", ancestor]
+    for path in python_dirs:
         argv += ["--ro-bind", path, path]
     if features.tmpfs_size:
         # The working directory is a tmpfs of its own, so what a program writes there is bounded
