@@ -188,6 +188,46 @@ def test_base_activations_of_only_the_current_sample_are_held(monkeypatch):
     assert held == [len(ids) for ids in samples for _ in range(5)]
 
 
+@pytest.mark.parametrize("compared_count", [1, 2])
+def test_the_base_head_waits_for_the_previous_samples_mi(monkeypatch, compared_count):
+    """Memory holds one sample's lm_head activations: the base computes the next sample's head output
+    only once every MI of the previous sample is done (a slow MI cannot let two samples pile up)."""
+    base = tiny_model()
+    compared = [perturbed(base, seed) for seed in range(1, compared_count + 1)]
+    events: list[tuple[str, int]] = []
+    original = capture.mutual_information
+    finished = {"lm_head": 0}
+
+    def slow(reference, activation, **kwargs):
+        time.sleep(0.05)
+        value = original(reference, activation, **kwargs)
+        if reference.shape[-1] == base.config.vocab_size:
+            finished["lm_head"] += 1
+            events.append(("lm_head MI done", finished["lm_head"]))
+        return value
+
+    started = {"count": 0}
+
+    def base_head(module, inputs, output):
+        started["count"] += 1
+        events.append(("base head computed", started["count"]))
+
+    monkeypatch.setattr(capture, "mutual_information", slow)
+    handle = base.lm_head.register_forward_hook(base_head)
+    try:
+        statistics = collect_mi_statistics(base, compared, token_samples(3), progress=False)
+    finally:
+        handle.remove()
+    assert statistics.mi.shape == (compared_count, 5, 3)
+    heads = [index for index, (kind, _) in enumerate(events) if kind == "base head computed"]
+    done = [index for index, (kind, _) in enumerate(events) if kind == "lm_head MI done"]
+    assert len(heads) == 3 and len(done) == 3 * compared_count
+    for sample in (1, 2):
+        # Every lm_head MI of the previous samples finished before the base computed the next head output.
+        previous_done = done[: sample * compared_count]
+        assert max(previous_done) < heads[sample], events
+
+
 def test_bad_inputs():
     base = tiny_model()
     tuned = perturbed(base)
@@ -258,7 +298,9 @@ def test_results_match_collect_on_the_same_tokens(model_dirs, tmp_path):
 
 def test_cache_key_depends_on_inputs_but_not_on_t(model_dirs, tmp_path):
     base, tuned = model_dirs
-    default = dict(max_tokens=None, dtype="bfloat16", estimator="discrete", bins=None, binning="uniform")
+    default = dict(
+        max_tokens=None, dtype="bfloat16", estimator="discrete", bins=None, binning="uniform", device_type="cpu"
+    )
     key = MICache(statistics_spec(base, tuned, TEXTS, **default)).key
     assert MICache(statistics_spec(base, tuned, TEXTS, **default)).key == key
     changes = [
@@ -267,6 +309,7 @@ def test_cache_key_depends_on_inputs_but_not_on_t(model_dirs, tmp_path):
         dict(dtype="float32"),
         dict(estimator="histogram", bins=16),
         dict(compared=tuned[:1]),
+        dict(device_type="cuda"),  # bf16 rounds differently on a GPU
     ]
     for change in changes:
         settings = {**default, **{k: v for k, v in change.items() if k not in ("texts", "compared")}}
@@ -358,9 +401,7 @@ def test_config_validation(model_dirs):
         compute_mi_statistics(base, tuned, [], acm_cfg=AcmConfig(), progress=False)
 
 
-def test_cache_key_is_unchanged_by_the_placement_and_other_hardware_is_logged(
-    model_dirs, tmp_path, monkeypatch, caplog
-):
+def test_cache_key_has_the_device_type_but_not_the_placement(model_dirs, tmp_path, monkeypatch, caplog):
     from acm_exp.acm import cache as cache_module
 
     base, tuned = model_dirs
@@ -368,17 +409,93 @@ def test_cache_key_is_unchanged_by_the_placement_and_other_hardware_is_logged(
         base, tuned[:1], TEXTS, acm_cfg=AcmConfig(device="cpu"), cache_dir=tmp_path, progress=False
     )
     assert first.metadata["computed_on"] == "cpu" and first.metadata["cost"]["hardware"]["cpu_cores"] >= 1
-    # The same statistics asked for on an accelerator: same key, served from the cache, and the
-    # difference in hardware is logged (bf16 kernels round differently).
-    monkeypatch.setattr(cache_module, "device_kind", lambda device: "cuda: NVIDIA H200")
+    assert first.metadata["spec"]["device_type"] == "cpu"
+    spec_file = json.loads((Path(first.metadata["cache_dir"]) / "spec.json").read_text())
+    assert spec_file["device_type"] == "cpu"
+    # Another placement of the same device type (accelerate's dispatch with a memory budget): same key,
+    # no forward pass.
     before = modeling.FORWARD_PASSES
-    with caplog.at_level("WARNING"):
-        again = compute_mi_statistics(
-            base, tuned[:1], TEXTS, acm_cfg=AcmConfig(device="auto"), cache_dir=tmp_path, progress=False
-        )
+    dispatched = AcmConfig(device="cpu", max_memory={"cpu": "8GiB"})
+    again = compute_mi_statistics(base, tuned[:1], TEXTS, acm_cfg=dispatched, cache_dir=tmp_path, progress=False)
     assert modeling.FORWARD_PASSES == before
     assert again.metadata["cache_key"] == first.metadata["cache_key"]
     np.testing.assert_array_equal(again.mi, first.mi)
+    # Other hardware of the same type (another CPU model, another GPU model) is served and logged.
+    monkeypatch.setattr(cache_module, "device_kind", lambda device: "cpu: another machine")
+    with caplog.at_level("WARNING"):
+        compute_mi_statistics(
+            base, tuned[:1], TEXTS, acm_cfg=AcmConfig(device="cpu"), cache_dir=tmp_path, progress=False
+        )
+    assert modeling.FORWARD_PASSES == before
     assert any(
-        "computed on cpu; this run would compute them on cuda: NVIDIA H200" in r.getMessage() for r in caplog.records
+        "computed on cpu; this run would compute them on cpu: another machine" in r.getMessage() for r in caplog.records
     )
+
+
+def mi_statistics(value: float) -> capture.MIStatistics:
+    return capture.MIStatistics(mi=np.full((1, 1, 1), value), point_names=("a",), model_names=("m",))
+
+
+def legacy_entry(tmp_path: Path, spec: dict, computed_on: str | None) -> None:
+    """An entry written before the key held the device type: the spec without it, its hardware recorded."""
+    legacy = MICache({name: value for name, value in spec.items() if name != "device_type"}, tmp_path)
+    statistics = mi_statistics(1.0)
+    statistics.metadata = {"computed_on": computed_on, "cost": {"wall_s": 12.0}} if computed_on else {}
+    legacy.store(statistics)
+
+
+@pytest.mark.parametrize("computed_on", ["cpu", "cuda: NVIDIA H200"])
+def test_entries_from_before_the_device_type_are_reused_only_on_their_device_type(tmp_path, computed_on, caplog):
+    spec = {"example": 3, "device_type": "cpu"}
+    legacy_entry(tmp_path, spec, computed_on)
+    cache = MICache(spec, tmp_path, device="cpu")
+    assert cache.legacy_directory is not None and cache.legacy_directory != cache.directory
+    calls = []
+    with caplog.at_level("INFO"):
+        statistics = cache.get_or_compute(lambda: calls.append(1) or mi_statistics(2.0))
+    same_type = computed_on == "cpu"
+    assert calls == ([] if same_type else [1])
+    assert float(statistics.mi[0, 0, 0]) == (1.0 if same_type else 2.0)
+    # Either way the entry now lives under the new key, with the spec that names the device type.
+    stored = MICache(spec, tmp_path).load()
+    assert float(stored.mi[0, 0, 0]) == float(statistics.mi[0, 0, 0])
+    assert stored.metadata["spec"] == spec
+    if same_type:
+        assert stored.metadata["computed_on"] == "cpu" and stored.metadata["cost"] == {"wall_s": 12.0}
+    else:
+        assert any(
+            r.levelname == "WARNING"
+            and "not reusing" in r.getMessage()
+            and "computed on cuda: NVIDIA H200" in r.getMessage()
+            for r in caplog.records
+        )
+    # The legacy entry is left alone.
+    assert (cache.legacy_directory / "mi_statistics.npz").is_file()
+
+
+def test_legacy_entries_without_a_recorded_device_are_not_reused(tmp_path, caplog):
+    spec = {"example": 4, "device_type": "cuda"}
+    legacy_entry(tmp_path, spec, None)
+    with caplog.at_level("WARNING"):
+        statistics = MICache(spec, tmp_path, device="cpu").get_or_compute(lambda: mi_statistics(5.0))
+    assert float(statistics.mi[0, 0, 0]) == 5.0
+    assert any("computed on an unrecorded device" in r.getMessage() for r in caplog.records)
+    # A spec without a device type has no legacy entry to look for.
+    assert MICache({"example": 4}, tmp_path).legacy_directory is None
+
+
+def test_capture_memory_counts_both_models_one_sample_and_the_mi_working_memory():
+    """acm_exp.costs.capture_memory, which the placement tables and acm_bench.py --shape use."""
+    from acm_exp import costs
+
+    shape = costs.PAPER_SHAPES[0]  # Qwen2.5-Math-1.5B: tied, 28 layers, hidden 1536, vocabulary 151,936
+    need = costs.capture_memory(shape, 2048, compared_tied=False)
+    logits = 2048 * 151_936 * 2
+    assert need["base_weights"] == 1_543_714_304 * 2
+    assert need["compared_weights"] == 1_777_088_000 * 2  # R1-Distill-Qwen-1.5B has its own lm_head
+    assert need["base_activations"] == 2048 * 1536 * 2 * (28 + 2) + logits
+    assert need["compared_lm_head"] == need["mi_working_memory"] == logits
+    assert need["total"] == sum(value for name, value in need.items() if name != "total")
+    assert costs.capture_memory(shape, 2048)["compared_weights"] == need["base_weights"]  # tied like the base
+    expected = round(costs.capture_memory(shape, 4096, compared_tied=False)["total"] / 1e9, 1)
+    assert costs.memory_needs(shape)["capture_gb"] == costs.placement_needs(shape, 1)["capture_gb"] == expected

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_factory import make_pair, tiny_config
+from app_config import compose_config
+from model_factory import load_state, make_pair, tiny_config
 from transformers import Qwen2ForCausalLM
 
-from acm_exp.acm import compute_mi_statistics, modeling
+from acm_exp.acm import aim_provider, compute_mi_statistics, modeling
 from acm_exp.acm.importance import (
     ImportanceCache,
     ImportanceRecorder,
@@ -21,10 +22,14 @@ from acm_exp.acm.importance import (
     compute_input_importance,
     importance_spec,
     relaxation_factor,
+    weight_factors,
 )
 from acm_exp.acm.modeling import load_causal_lm, tokenize_texts
+from acm_exp.acm.provider import CoefficientRequest
+from acm_exp.calibration import CalibrationSet
 from acm_exp.config import AcmConfig
 from acm_exp.errors import ConfigError, DataError
+from acm_exp.merge import MergeSettings, get_method, open_inputs, run_merge
 
 TEXTS = ["What is 12 + 30?", "compute 7 * 8, then add 1.", "hello world", "a longer question: (3 + 4) * 5 = ?"]
 
@@ -282,14 +287,14 @@ def test_second_computation_comes_from_the_cache(model_dirs, tmp_path):
     assert entry.parent == tmp_path / "aim" and entry.name == second.metadata["cache_key"]
     assert sorted(p.name for p in entry.iterdir()) == ["input_importance.npz", "spec.json"]
     spec = json.loads((entry / "spec.json").read_text())
-    assert spec["aim_version"] == 2 and spec["dtype"] == "bfloat16" and "device_type" not in spec
+    assert spec["aim_version"] == 2 and spec["dtype"] == "bfloat16" and spec["device_type"] == "cpu"
     assert second.metadata["computed_on"] == "cpu"
     assert spec["num_texts"] == len(TEXTS) and second.metadata["spec"] == spec
 
 
 def test_cache_key_depends_on_base_texts_tokens_and_dtype(model_dirs):
     base, tuned = model_dirs
-    default = dict(max_tokens=None, dtype="bfloat16")
+    default = dict(max_tokens=None, dtype="bfloat16", device_type="cpu")
     key = ImportanceCache(importance_spec(base, TEXTS, **default)).key
     assert ImportanceCache(importance_spec(base, list(TEXTS), **default)).key == key
     variants = [
@@ -297,6 +302,7 @@ def test_cache_key_depends_on_base_texts_tokens_and_dtype(model_dirs):
         (base, TEXTS[::-1], {}),
         (base, TEXTS, {"dtype": "float32"}),
         (base, TEXTS, {"max_tokens": 8}),
+        (base, TEXTS, {"device_type": "cuda"}),
         (tuned[0], TEXTS, {}),
     ]
     for path, texts, change in variants:
@@ -340,7 +346,7 @@ def test_acm_cache_hit_records_nothing(model_dirs, tmp_path):
         if entry.is_dir():
             (entry / "input_importance.npz").unlink()
     compute_mi_statistics(base, tuned[:1], TEXTS, acm_cfg=acm_cfg, cache_dir=tmp_path, progress=False)
-    spec = importance_spec(base, TEXTS, max_tokens=None, dtype="bfloat16")
+    spec = importance_spec(base, TEXTS, max_tokens=None, dtype="bfloat16", device_type="cpu")
     assert ImportanceCache(spec, tmp_path).load() is None
 
 
@@ -392,3 +398,98 @@ def test_bad_samples_and_models(model_dirs):
         compute_input_importance(base, TEXTS, device="cpu", dtype="int8", progress=False)
     with pytest.raises(ConfigError, match="does not exist"):
         compute_input_importance(base / "missing", TEXTS, device="cpu", dtype="bfloat16", progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# A tied base: the shared embedding is relaxed through lm_head, as the official AIM code does
+
+
+def test_weight_factors_relax_a_tied_embedding_through_the_head():
+    importance = InputImportance(
+        {"lm_head.weight": np.array([1.0, 0.25, 0.5]), "model.norm.weight": np.array([0.5, 1.0, 0.0])}, tokens=10
+    )
+    shapes = {"model.embed_tokens.weight": (64, 3), "model.norm.weight": (3,)}
+    untied = weight_factors(importance, shapes, 0.4)
+    assert set(untied) == {"model.norm.weight"}  # the embedding is never hooked
+    tied = weight_factors(importance, shapes, 0.4, tied_through=("model.embed_tokens.weight", "lm_head.weight"))
+    torch.testing.assert_close(tied["model.embed_tokens.weight"], torch.tensor([[0.4, 0.85, 0.7]]))
+    torch.testing.assert_close(tied["model.norm.weight"], untied["model.norm.weight"])
+    # relax=linear keeps the 2-D shared matrix relaxed, drops the norm
+    linear = weight_factors(
+        importance, shapes, 0.4, "linear", tied_through=("model.embed_tokens.weight", "lm_head.weight")
+    )
+    assert set(linear) == {"model.embed_tokens.weight"}
+    with pytest.raises(ConfigError, match=r"lm_head.weight has shape \(64, 5\)"):
+        weight_factors(
+            importance,
+            {"model.embed_tokens.weight": (64, 5)},
+            0.4,
+            tied_through=("model.embed_tokens.weight", "lm_head.weight"),
+        )
+
+
+@pytest.fixture(scope="module")
+def tied_base_pair(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """A tied base and an untied fine-tune, as Qwen2.5-Math-1.5B and R1-Distill-Qwen-1.5B."""
+    root = tmp_path_factory.mktemp("aim_tied")
+    return make_pair(root, base_tie=True, finetuned_tie=False, vocab_size=64, noise=0.05)
+
+
+def merged_with_aim(pair, tmp_path: Path, monkeypatch, *overrides: str) -> tuple[dict, dict, InputImportance]:
+    """AIM over task arithmetic (α 1: Δ = τ) through the provider and the merge engine."""
+    base, finetuned = pair
+    cfg = compose_config(
+        "merge=aim", "merge.base_method=task_arithmetic", "merge.scale=1.0", f"cache_dir={tmp_path}", *overrides
+    )
+    calibration = CalibrationSet("test", list(TEXTS), list(range(len(TEXTS))), "hash", "test", len(TEXTS))
+    monkeypatch.setattr(aim_provider, "select_calibration", lambda cfg, run_dir: calibration)
+    method = get_method("aim")
+    request = CoefficientRequest(cfg, method, [], [base, *finetuned], tmp_path, merge_plain=None)
+    plan = aim_provider.Provider().plan(request)
+    inputs = open_inputs(base, finetuned, tied_head=cfg.model_pair.tied_head)
+    try:
+        output = run_merge(inputs, method, cfg.merge, MergeSettings(tmp_path / "merged"), adjust=plan.adjust)
+    finally:
+        inputs.close()
+    importance = compute_input_importance(base, TEXTS, device="cpu", dtype="bfloat16", cache_dir=tmp_path)
+    return load_state(output.output_dir), plan.manifest["aim"], importance
+
+
+@pytest.mark.parametrize(
+    "overrides, relaxed",
+    [((), True), (("merge.tied_embedding=unrelaxed",), False), (("model_pair.tied_head=untie",), False)],
+    ids=["tied-default", "tied-unrelaxed", "untied"],
+)
+def test_tied_embedding_is_relaxed_through_the_head(tied_base_pair, tmp_path, monkeypatch, overrides, relaxed):
+    base_dir, (finetuned_dir,) = tied_base_pair
+    merged, manifest, importance = merged_with_aim(tied_base_pair, tmp_path, monkeypatch, *overrides)
+    base, finetuned = load_state(base_dir), load_state(finetuned_dir)
+    embedding = "model.embed_tokens.weight"
+    delta = finetuned[embedding] - base[embedding]
+    head_factor = relaxation_factor(importance.importance["lm_head.weight"], 0.4)
+    expected = base[embedding] + (delta * head_factor if relaxed else delta)
+    torch.testing.assert_close(merged[embedding], expected, rtol=1e-6, atol=1e-6)
+    other = base[embedding] + (delta if relaxed else delta * head_factor)
+    assert not torch.allclose(merged[embedding], other, rtol=0, atol=1e-4)  # the variants are told apart
+    assert manifest["tied_embedding_relaxed"] is relaxed
+    if "model_pair.tied_head=untie" in overrides:
+        # Untied: the written lm_head is relaxed by its own factor, from the fine-tuned head.
+        assert manifest["tied_embedding"] is None
+        head_delta = finetuned["lm_head.weight"] - base[embedding]
+        torch.testing.assert_close(merged["lm_head.weight"], base[embedding] + head_delta * head_factor)
+    else:
+        assert "lm_head.weight" not in merged  # written tied: lm_head is the merged embedding
+    # every other weight is relaxed by its own factor either way
+    name = "model.layers.1.mlp.up_proj.weight"
+    factor = relaxation_factor(importance.importance[name], 0.4)
+    torch.testing.assert_close(merged[name], base[name] + (finetuned[name] - base[name]) * factor)
+
+
+def test_tied_embedding_switch_defaults_to_the_official_code_and_refuses_bad_values():
+    from hydra.errors import ConfigCompositionException
+
+    assert compose_config("model_pair=qwen2.5-1.5b", "merge=aim").merge.tied_embedding == "head"
+    assert compose_config("merge=aim", "merge.tied_embedding=unrelaxed").merge.tied_embedding == "unrelaxed"
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config("merge=aim", "merge.tied_embedding=skip")
+    assert "Invalid value 'skip', expected one of [head, unrelaxed]" in str(error.value.__cause__)

@@ -75,6 +75,28 @@ def test_compiled_kernels_equal_the_numpy_ones(dtype, n, noise):
     assert mutual_information(x, y) == pytest.approx(numpy_kernels(x, y), rel=1e-12)
 
 
+@pytest.mark.parametrize("size", [1, 2, 7, 10_001])
+def test_compiled_pair_count_equals_bincount(size):
+    """One pass counts both variables (two interleaved tables each; an odd size leaves a remainder)."""
+    pytest.importorskip("numba")
+    generator = np.random.default_rng(size)
+    bits_x = generator.integers(0, 1 << 16, size, dtype=np.uint16)
+    bits_y = np.repeat(generator.integers(0, 1 << 16, 3, dtype=np.uint16), size)[:size]  # runs of equal codes
+    counts_x, counts_y = mi_module._compiled(mi_module._count_16bit_pair_loop)(bits_x, bits_y)
+    np.testing.assert_array_equal(counts_x, np.bincount(bits_x, minlength=1 << 16))
+    np.testing.assert_array_equal(counts_y, np.bincount(bits_y, minlength=1 << 16))
+
+
+@pytest.mark.parametrize("estimate", ALL_BACKENDS, ids=ALL_IDS)
+def test_pairs_counted_beyond_the_lookup_table(estimate):
+    """A pair seen more often than the c·log c table covers (2^16) takes the computed branch."""
+    x, y = correlated(30_000, 0.3, torch.bfloat16, seed=4)
+    x = torch.cat([x, torch.full((70_000,), 1.5, dtype=torch.bfloat16)])
+    y = torch.cat([y, torch.full((70_000,), -2.0, dtype=torch.bfloat16)])
+    assert 70_000 > mi_module._XLOGX_LIMIT
+    assert_close(estimate(x, y), sklearn_mi(x, y))
+
+
 @pytest.mark.parametrize("estimate", ALL_BACKENDS, ids=ALL_IDS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_negative_zero_is_the_same_symbol_as_zero(estimate, dtype):
@@ -123,6 +145,22 @@ def test_tables_smaller_than_the_joint_agree(estimate, dtype, cells_per_value, m
     monkeypatch.setattr(mi_module, "DENSE_CELLS_FLOOR", 0)
     monkeypatch.setattr(mi_module, "DENSE_CELLS_PER_SAMPLE", cells_per_value)
     assert_close(estimate(x, y), reference)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("cells_per_value", [0, 4])
+@pytest.mark.parametrize("chunk", [1, 997, 1 << 23])
+def test_torch_kernels_count_chunk_by_chunk(dtype, cells_per_value, chunk, monkeypatch):
+    """The accelerator kernels read TORCH_CHUNK values at a time (bounded working memory): any chunk
+    size, dense table or running unique pairs, gives sklearn's MI (-0.0 included)."""
+    x, y = correlated(6000, 0.2, dtype, seed=11)
+    x[:40] = -0.0
+    reference = sklearn_mi(x, y)
+    monkeypatch.setattr(mi_module, "TORCH_CHUNK", chunk)
+    monkeypatch.setattr(mi_module, "DENSE_CELLS_FLOOR", 0)
+    monkeypatch.setattr(mi_module, "DENSE_CELLS_PER_SAMPLE", cells_per_value)
+    assert_close(discrete_mi_torch(x, y), reference)
+    assert_close(discrete_mi_torch(x[:1], y[:1]), 0.0)
 
 
 def test_all_distinct_values_give_the_entropy():

@@ -12,7 +12,6 @@ from acm_exp.acm.provider import (
     calibration_manifest,
     select_calibration,
 )
-from acm_exp.merge import Adjustment
 
 log = logging.getLogger("acm_exp")
 
@@ -22,7 +21,7 @@ class Provider(CalibratedProvider):
 
     def plan(self, request: CoefficientRequest) -> CoefficientPlan:
         from acm_exp.acm import compute_coefficients, compute_mi_statistics
-        from acm_exp.merge import get_method
+        from acm_exp.merge import Adjustment, get_method
 
         cfg, run_dir = request.cfg, request.run_dir
         calibration = select_calibration(cfg, run_dir)

@@ -12,7 +12,7 @@ from acm_exp.acm.provider import (
     calibration_manifest,
     select_calibration,
 )
-from acm_exp.merge import Adjustment
+from acm_exp.merge_parameters import TiedEmbedding
 
 log = logging.getLogger("acm_exp")
 
@@ -21,8 +21,10 @@ class Provider(CalibratedProvider):
     name = "aim"
 
     def plan(self, request: CoefficientRequest) -> CoefficientPlan:
-        from acm_exp.acm.importance import compute_input_importance
-        from acm_exp.merge.checkpoint import open_checkpoint
+        from acm_exp.acm.importance import compute_input_importance, weight_factors
+        from acm_exp.merge import Adjustment
+        from acm_exp.merge.checkpoint import EMBEDDING_NAME, LM_HEAD_NAME, open_checkpoint
+        from acm_exp.merge.inputs import writes_tied_head
 
         cfg = request.cfg
         calibration = select_calibration(cfg, request.run_dir)
@@ -39,16 +41,29 @@ class Provider(CalibratedProvider):
             cache_dir=cfg.acm.cache_dir or cfg.cache_dir,
             trust_remote_code=cfg.model_pair.trust_remote_code,
         )
-        with open_checkpoint(request.model_dirs[0], allow_pickle=cfg.model_pair.allow_pickle) as base:
-            shapes = {name: tuple(base.info(name).shape) for name in importance.importance if base.has(name)}
+        allow_pickle = cfg.model_pair.allow_pickle
+        with open_checkpoint(request.model_dirs[0], allow_pickle=allow_pickle) as base:
+            names = [*importance.importance, EMBEDDING_NAME]
+            shapes = {name: tuple(base.info(name).shape) for name in names if base.has(name)}
+            base_tied = base.tied_embeddings
+        finetuned_tied = []
+        for path in request.model_dirs[1:]:
+            with open_checkpoint(path, allow_pickle=allow_pickle) as finetuned:
+                finetuned_tied.append(finetuned.tied_embeddings)
+        # The engine writes lm_head as the merged embedding: relax that shared matrix through the head.
+        tied = writes_tied_head(base_tied, finetuned_tied, cfg.model_pair.tied_head)
+        through_head = tied and cfg.merge.tied_embedding == TiedEmbedding.head
         omega, relax = cfg.merge.omega, cfg.merge.relax
-        factors = {name: importance.factor_for(name, shape, omega, relax) for name, shape in shapes.items()}
+        factors = weight_factors(
+            importance, shapes, omega, relax, tied_through=(EMBEDDING_NAME, LM_HEAD_NAME) if through_head else None
+        )
         log.info(
-            "AIM: %d weights relaxed (omega=%s, relax=%s) on top of %s",
-            sum(f is not None for f in factors.values()),
+            "AIM: %d weights relaxed (omega=%s, relax=%s) on top of %s%s",
+            len(factors),
             omega,
             relax,
             cfg.merge.base_method,
+            "; tied embedding relaxed through lm_head" if through_head else "",
         )
 
         def adjust(name: str) -> Adjustment:
@@ -61,6 +76,8 @@ class Provider(CalibratedProvider):
                 "omega": omega,
                 "base_method": cfg.merge.base_method,
                 "relax": relax,
+                "tied_embedding": cfg.merge.tied_embedding if tied else None,
+                "tied_embedding_relaxed": EMBEDDING_NAME in factors,
                 "capture_dtype": cfg.acm.dtype,
                 "importance_cache_key": importance.metadata.get("cache_key"),
                 "importance_statistics": importance.metadata.get("cache_dir"),

@@ -1,10 +1,19 @@
 """On-disk cache of MI statistics, shared by every run of a sweep over t (or shift/reduce).
 
-The statistics depend on the models, the calibration texts, max_tokens, the capture dtype and
-device type, and the estimator; never on t. Their key is a hash of those, with a cheap model
-identity: hashing multi-GB weight files would cost more than the capture, so a model is its path
-(or, in a Hugging Face cache snapshot, its repository and commit), the name, size and mtime of its
-weight files, and the content of its config and tokenizer files.
+The statistics depend on the models, the calibration texts, max_tokens, the capture dtype, the device
+type and the estimator; never on t. Their key is a hash of those, with a cheap model identity: hashing
+multi-GB weight files would cost more than the capture, so a model is its path (or, in a Hugging Face
+cache snapshot, its repository and commit), the name, size and mtime of its weight files, and the
+content of its config and tokenizer files.
+
+Device type, not placement: the key says ``cpu`` or ``cuda`` (``torch.device.type`` of the device the
+models compute on; a placement over several GPUs, with or without CPU offload, computes on ``cuda``),
+because bf16 matmuls round differently on CPU and GPU and the discrete MI counts exact values. Which
+GPUs, how many, and what is offloaded do not enter the key; the entry records the hardware it was
+computed on (``computed_on``, e.g. ``cuda: NVIDIA H100 80GB HBM3``) and reusing it on other hardware of
+the same type is logged. Entries written before the key held the device type (the same spec without
+``device_type``) are adopted only when their recorded ``computed_on`` is of this run's device type;
+any other such entry is left alone, with a warning saying why.
 
 Layout: ``cache_root(cache_dir)/<kind>/<key>/<file_name>`` (``mi/<key>/mi_statistics.npz``; AIM's and
 Sens-Merging's statistics use the same class) with ``spec.json`` beside it, each written to a temporary
@@ -89,6 +98,16 @@ def device_kind(device: torch.device | str) -> str:
     return device.type
 
 
+def device_type(device: torch.device | str) -> str:
+    """What a cache key records of the compute device: its type ('cpu', 'cuda'), not its index."""
+    return torch.device(device).type
+
+
+def _type_of_kind(kind: str | None) -> str | None:
+    """The device type of a recorded ``device_kind`` ('cuda: NVIDIA H200' -> 'cuda')."""
+    return kind.split(":", 1)[0].strip() if kind else None
+
+
 def statistics_spec(
     base_path: str | Path,
     compared_paths: Sequence[str | Path],
@@ -99,11 +118,12 @@ def statistics_spec(
     estimator: str,
     bins: int | None,
     binning: str,
+    device_type: str,
 ) -> dict[str, Any]:
     """Everything the MI statistics depend on; its hash is the cache key.
 
-    What was computed, not where: the device (CPU, one GPU, a placement over several) is recorded in
-    the entry's metadata instead, and reusing an entry computed on another kind of device is logged."""
+    ``device_type``: 'cpu' or 'cuda' (see the module docstring); the placement (which devices, how
+    many, offload) is not part of it: the entry's metadata records the hardware instead."""
     return {
         "capture_version": CAPTURE_VERSION,
         "base": model_identity(base_path),
@@ -112,6 +132,7 @@ def statistics_spec(
         "num_texts": len(texts),
         "max_tokens": max_tokens,
         "dtype": dtype,
+        "device_type": device_type,
         "estimator": estimator,
         "bins": bins if estimator == "histogram" else None,
         "binning": binning if estimator == "histogram" else None,
@@ -141,16 +162,54 @@ class StatisticsCache:
         self.directory = cache_root(cache_dir) / self.kind / self.key
         self.statistics_path = self.directory / self.file_name
         self.lock_path = self.directory.parent / f"{self.key}.lock"
+        # Where this spec's entry lived before the key held the device type (None: nothing to look for).
+        self.legacy_directory = None
+        if "device_type" in spec:
+            legacy_spec = {name: value for name, value in spec.items() if name != "device_type"}
+            self.legacy_directory = self.directory.parent / spec_key(legacy_spec)
 
     def load(self):
-        if not self.statistics_path.is_file():
+        statistics = self._read(self.statistics_path)
+        return None if statistics is None else self._annotate(statistics)
+
+    def _read(self, path: Path):
+        if not path.is_file():
             return None
         try:
-            statistics = self.statistics_type.load(self.statistics_path)
+            return self.statistics_type.load(path)
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, DataError) as error:
-            log.warning("ignoring the unreadable %s cache entry %s (%s)", self.label, self.statistics_path, error)
+            log.warning("ignoring the unreadable %s cache entry %s (%s)", self.label, path, error)
             return None
-        return self._annotate(statistics)
+
+    def _adopt_legacy_entry(self):
+        """The entry of this spec from before the key held the device type, stored under the new key,
+        when its recorded hardware is of this spec's device type; else None (a mismatch is logged)."""
+        if self.legacy_directory is None:
+            return None
+        statistics = self._read(self.legacy_directory / self.file_name)
+        if statistics is None:
+            return None
+        computed_on = statistics.metadata.get("computed_on")
+        wanted = self.spec["device_type"]
+        if _type_of_kind(computed_on) != wanted:
+            log.warning(
+                "not reusing the %s in %s: computed on %s, and this run computes on %s (bf16 rounds differently "
+                "across device types, and the cache key now includes the device type); computing them again",
+                self.label,
+                self.legacy_directory,
+                computed_on or "an unrecorded device",
+                wanted,
+            )
+            return None
+        log.info(
+            "%s from %s (computed on %s before the cache key held the device type), now stored in %s",
+            self.label,
+            self.legacy_directory,
+            computed_on,
+            self.directory,
+        )
+        self.store(statistics)
+        return statistics
 
     def store(self, statistics) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -193,6 +252,11 @@ class StatisticsCache:
                 log.info("%s computed by another task: %s", self.label, self.directory)
                 note_cache_hit(cached.metadata.get("cost"))
                 return cached
+            adopted = self._adopt_legacy_entry()
+            if adopted is not None:
+                self._warn_if_other_hardware(adopted)
+                note_cache_hit(adopted.metadata.get("cost"))
+                return adopted
             with measure(self.label) as cost:
                 statistics = compute()
             # The entry keeps what computing it cost, so a later run served from it can report that.

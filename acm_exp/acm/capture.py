@@ -1,13 +1,17 @@
 """Activation capture: MI between the base's and each compared model's activations, sample by sample.
 
-Capture points (DESIGN.md §1 item 2), in this order: the token embedding's output
+Capture points (the outputs the paper's method compares), in this order: the token embedding's output
 (``embed_tokens``), each decoder layer's MLP output projection (``layers.i`` = ``mlp.down_proj``'s
 output), the final norm (``norm``) and the output head (``lm_head``). One calibration sample per
 forward pass, no padding. Per sample the base model runs first and keeps that sample's activations;
 each compared model then runs on the same token ids and every hook hands its activation to one
 worker thread that reduces it to one MI while the forward passes go on (the MI kernels release the
 GIL, so counting overlaps the next layers' compute). A sample's MI values are collected once the
-next sample has been handed over, so memory holds the activations of two samples at most.
+next sample has been handed over, so the MI of a sample's lm_head overlaps the base's pass over the
+next sample; but the base computes that next sample's lm_head output (tokens x vocabulary, by far
+the largest activation) only once every MI of the previous sample is done. Memory therefore holds
+both models, the base's outputs of one sample at every capture point, the compared model's lm_head
+output and the MI's working memory on that pair (``acm_exp.costs.capture_memory``), and no more.
 
 The same pass can also record AIM's input importance of the base (``acm_exp.acm.importance``): on a
 cache miss ``compute_mi_statistics`` attaches an importance recorder to the base during its first
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from acm_exp.acm.cache import MICache, statistics_spec
+from acm_exp.acm.cache import MICache, device_type, statistics_spec
 from acm_exp.acm.importance import ImportanceCache, ImportanceRecorder, importance_spec
 from acm_exp.acm.mi import check_estimator, mutual_information
 from acm_exp.acm.modeling import (
@@ -168,6 +172,13 @@ def collect_mi_statistics(
     per_sample: list[np.ndarray] = []
     pending: list[list[dict[str, Future]]] = []  # per sample, per compared model: point -> its MI
 
+    def finish_previous_samples(module, inputs) -> None:
+        # Before the base computes its head output, the previous sample's MI (its lm_head pair above
+        # all) must be done: one sample's head activations in memory, never two.
+        wait([future for futures in pending for reduced in futures for future in reduced.values()])
+
+    head_gate = capture_modules(base_model)[-1][1].register_forward_pre_hook(finish_previous_samples)
+
     def collect(futures: list[dict[str, Future]]) -> None:
         per_sample.append(np.array([[reduced[name].result() for name in points] for reduced in futures]))
 
@@ -192,6 +203,7 @@ def collect_mi_statistics(
             for futures in pending:
                 collect(futures)
     finally:
+        head_gate.remove()
         worker.shutdown(wait=True, cancel_futures=True)
         base_recorder.close()
         for recorder in compared_recorders:
@@ -272,9 +284,8 @@ def _missing_importance_cache(
     cache_dir: str | Path | None,
 ):
     """AIM's cache entry for this base and calibration set, or None when it is already filled."""
-    cache = ImportanceCache(
-        importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype), cache_dir, device=device
-    )
+    spec = importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype, device_type=device_type(device))
+    cache = ImportanceCache(spec, cache_dir, device=device)
     return None if cache.load() is not None else cache
 
 
@@ -316,6 +327,7 @@ def compute_mi_statistics(
         estimator=acm_cfg.estimator,
         bins=acm_cfg.bins,
         binning=acm_cfg.binning,
+        device_type=device_type(device),
     )
     cache_dir = cache_dir if cache_dir is not None else acm_cfg.cache_dir
     cache = MICache(spec, cache_dir, device=device)

@@ -1,6 +1,6 @@
 """ACM's layer-wise coefficients from the MI statistics, and their mapping onto parameter names.
 
-Per capture point k (DESIGN.md §1 item 4):
+Per capture point k, with MI_s^k the MI at point k on calibration sample s:
     mean_of_sigmoids (default): λ^k = 1 − mean_s σ(t · (MI_s^k − shift^k))
     sigmoid_of_mean:            λ^k = 1 − σ(t · (mean_s MI_s^k − shift^k))
 with shift^k = max_s MI_s^k (``per_point_max``, default), the maximum over every point and sample

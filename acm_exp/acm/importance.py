@@ -1,23 +1,31 @@
 """AIM (Activation-Informed Merging): per-input-channel importance of the base model's weights.
 
-Method (DESIGN.md §2). Run the calibration set through the base model θ0 and, for every module with
-a weight except the embeddings (attention q/k/v/o_proj, MLP gate/up/down_proj, the RMSNorms,
-lm_head: what the official AIM code hooks), average the absolute value of its *input* over every
-token of every sample: ``a_c = mean |x_c|`` for input channel c. Divide by the largest channel of
-that module, so the most active channel has importance 1. A merge method then relaxes the merged
-delta Δ of that weight channel by channel:
+Method (the official AIM code, ``ahnobari/ActivationAwareRelaxation``). Run the calibration set
+through the base model θ0 and, for every module with a weight except the embeddings (attention
+q/k/v/o_proj, MLP gate/up/down_proj, the RMSNorms, lm_head: what the official code hooks), average the
+absolute value of its *input* over every token of every sample: ``a_c = mean |x_c|`` for input
+channel c. Divide by the largest channel of that module, so the most active channel has importance 1.
+A merge method then relaxes the merged delta Δ of that weight channel by channel:
 
     θ = θ0 + Δ ⊙ (1 − imp · (1 − ω))          (ω = 0.4 by default)
 
 with the factor a row [1, in] for a linear weight [out, in] and a vector [hidden] for a norm weight
 [hidden]. A channel the base relies on most (imp = 1) keeps only ω of the change, and an idle
-channel (imp = 0) takes the full change. Embeddings and biases get no relaxation; ``relax=linear``
+channel (imp = 0) takes the full change. Biases get no relaxation; ``relax=linear``
 (``merge.relax``) restricts it to the 2-D (linear) weights. Only the base model's activations count.
 
-The statistics depend on the base, the calibration texts, max_tokens, the dtype and the device type,
-never on ω: they are cached like ACM's MI statistics (``cache_root/aim/<key>/input_importance.npz``),
-and ACM's capture pass fills that entry as a by-product (see ``capture.compute_mi_statistics``), so
-a sweep running ACM and then AIM runs the base over the calibration set once.
+Embeddings are not hooked, but a merge written tied (lm_head = the merged embedding: a tied base with
+``model_pair.tied_head=tie``) relaxes the shared [vocab, hidden] matrix by lm_head's factor over its
+hidden channels: the official code assigns the relaxed lm_head to the module's weight, which a tied
+model shares with its embedding, so the saved embedding is the relaxed head (``relax_on_merged``).
+``merge.tied_embedding=unrelaxed`` leaves the shared matrix as the base method merged it. An untied
+merge keeps its embedding unrelaxed and relaxes its own lm_head.
+
+The statistics depend on the base, the calibration texts, max_tokens, the dtype and the device type
+(``cpu``/``cuda``: bf16 kernels round differently), never on ω nor on the placement: they are cached
+like ACM's MI statistics (``cache_root/aim/<key>/input_importance.npz``), and ACM's capture pass fills
+that entry as a by-product (see ``capture.compute_mi_statistics``), so a sweep running ACM and then
+AIM runs the base over the calibration set once.
 
     importance = compute_input_importance(base_dir, texts, device="cpu", dtype="bfloat16")
     factor = importance.factor_for("model.layers.0.mlp.up_proj.weight", weight.shape, omega=0.4)
@@ -37,7 +45,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from acm_exp.acm.cache import StatisticsCache, model_identity, texts_hash
+from acm_exp.acm.cache import StatisticsCache, device_type, model_identity, texts_hash
 from acm_exp.acm.modeling import checked_token_ids, forward, load_causal_lm, tokenize_texts
 from acm_exp.devices import dtype_name, free_accelerator_memory, resolve_dtype, resolve_placement
 from acm_exp.errors import ConfigError, DataError
@@ -141,6 +149,35 @@ def relaxation_factor(importance: np.ndarray | torch.Tensor, omega: float) -> to
     if values.ndim != 1 or values.numel() == 0:
         raise DataError(f"AIM importance has shape {tuple(values.shape)}; expected a non-empty vector")
     return (1.0 - values * (1.0 - float(omega))).to(torch.float32).reshape(1, -1)
+
+
+def weight_factors(
+    importance: InputImportance,
+    shapes: dict[str, Sequence[int]],
+    omega: float,
+    relax: str = "all",
+    *,
+    tied_through: tuple[str, str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The relaxation factor of every tensor of ``shapes`` (name -> shape: what the merge writes) that
+    AIM relaxes.
+
+    ``tied_through`` = (embedding name, head name) when the merge writes the head as the merged
+    embedding and relaxes that shared matrix through the head: the embedding then takes the head's
+    factor (the head's input channels are the embedding's hidden channels).
+    """
+    factors = {}
+    for name, shape in shapes.items():
+        factor = importance.factor_for(name, shape, omega, relax)
+        if factor is not None:
+            factors[name] = factor
+    if tied_through is not None:
+        embedding, head = tied_through
+        if embedding in shapes and head in importance.importance:
+            factor = importance.factor_for(head, shapes[embedding], omega, relax)
+            if factor is not None:
+                factors[embedding] = factor
+    return factors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,9 +310,10 @@ class ImportanceCache(StatisticsCache):
 
 
 def importance_spec(
-    base_path: str | Path, texts: Sequence[str], *, max_tokens: int | None, dtype: str
+    base_path: str | Path, texts: Sequence[str], *, max_tokens: int | None, dtype: str, device_type: str
 ) -> dict[str, Any]:
-    """Everything the AIM importance depends on (not the device: see statistics_spec); its hash is the cache key."""
+    """Everything the AIM importance depends on, the device type ('cpu', 'cuda') included but not the
+    placement (see ``acm_exp.acm.cache``); its hash is the cache key."""
     return {
         "aim_version": AIM_VERSION,
         "base": model_identity(base_path),
@@ -283,6 +321,7 @@ def importance_spec(
         "num_texts": len(texts),
         "max_tokens": max_tokens,
         "dtype": dtype,
+        "device_type": device_type,
     }
 
 
@@ -308,7 +347,9 @@ def compute_input_importance(
     placement = resolve_placement(device, max_memory, offload_dir, setting="acm")
     if not texts:
         raise ConfigError("compute_input_importance needs at least one calibration text")
-    spec = importance_spec(base_path, texts, max_tokens=max_tokens, dtype=dtype)
+    spec = importance_spec(
+        base_path, texts, max_tokens=max_tokens, dtype=dtype, device_type=device_type(placement.primary)
+    )
     cache = ImportanceCache(spec, cache_dir, device=placement.primary)
 
     def compute() -> InputImportance:

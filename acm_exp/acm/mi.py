@@ -14,13 +14,18 @@ one more ``bincount`` over ``id_x * width + id_y``; when that table would be muc
 data, ids are ranked by frequency, only the frequent x frequent block is a table and the few pairs
 with a rarer symbol are sorted. On CPU the numpy kernels run chunk by chunk in cache-sized buffers (they
 are several times faster than torch's there); on an accelerator everything stays in torch on the
-tensors' device. Wider dtypes (float32, integers) go through ``unique`` (a sort) per variable.
+tensors' device, ``TORCH_CHUNK`` values at a time, into a dense table (at most the dense budget) or
+the running distinct pairs, so its working memory does not grow with the activation (an lm_head
+output of 2,048 tokens has 311M values). Wider dtypes (float32, integers) go through ``unique`` (a
+sort) per variable.
 
-With numba installed, two compiled loops replace the numpy kernels for 16-bit floats on CPU (2-5x
-faster, and no table as large as the joint): one counts the symbols, the other lays the y ids out
-grouped by x id (a counting sort) and counts each group in a small table that stays in L1, adding
-Σ c·log c group by group (compensated). The counts are the same, so is the MI up to the last bits
-of the float64 sum. Without numba the numpy kernels run (the GPU machine's bundle leaves it out).
+With numba installed, compiled loops replace the numpy kernels for 16-bit floats on CPU (2-5x
+faster, and no table as large as the joint): one counts both variables' symbols in one pass, one
+lays the y ids out grouped by x id (a counting sort: 2 bytes a value, the MI's working memory) and
+one counts each group in a small table that stays in L1, adding Σ c·log c over the group's distinct
+y ids (compensated). The counts are the same, so is the MI up to the last bits of the float64 sum.
+Without numba the numpy kernels run (the GPU machine's bundle leaves it out); they need 8 bytes a
+value.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from acm_exp.config import Binning, Estimator
-from acm_exp.errors import ConfigError, DataError
+from acm_exp.acm import BINNINGS, ESTIMATORS, check_estimator  # noqa: F401 (read from here too)
+from acm_exp.errors import DataError
 
 # Whether the 16-bit CPU kernels are the compiled ones (tests switch it off to check the numpy ones).
 # numba is optional (the numpy kernels compute the same counts) and imported on first use only.
@@ -51,9 +56,6 @@ def _compiled(function):
     return numba.njit(cache=True, nogil=True)(function)
 
 
-ESTIMATORS = Estimator.values()
-BINNINGS = Binning.values()
-
 ArrayLike = torch.Tensor | np.ndarray
 
 SYMBOLS_16BIT = 1 << 16
@@ -65,6 +67,9 @@ DENSE_CELLS_FLOOR = 1 << 20
 DENSE_CELLS_CEILING = 1 << 26
 # Values per chunk of the numpy kernels: the chunk's intp buffers stay in the CPU's caches.
 CHUNK = 1 << 18
+# Values per chunk of the torch kernels (accelerators): a few int64 buffers of this size at a time,
+# whatever the activation's size (an lm_head output of 2,048 tokens has 311M values).
+TORCH_CHUNK = 1 << 23
 
 
 def _nan_codes(exponent_mask: int) -> np.ndarray:
@@ -75,22 +80,6 @@ def _nan_codes(exponent_mask: int) -> np.ndarray:
 
 # bfloat16: 8 exponent bits (0x7F80); float16: 5 exponent bits (0x7C00).
 NAN_CODES = {torch.bfloat16: _nan_codes(0x7F80), torch.float16: _nan_codes(0x7C00)}
-
-
-def check_estimator(estimator: str, bins: int | None, binning: str) -> None:
-    """Raise ConfigError on an unknown estimator/binning or a bins value the estimator cannot use."""
-    if estimator not in ESTIMATORS:
-        raise ConfigError(f"acm.estimator={estimator!r}; expected one of {ESTIMATORS}")
-    if estimator == "discrete":
-        if bins is not None:
-            raise ConfigError(f"acm.bins={bins} is only used by acm.estimator=histogram; set it to null for discrete")
-        return
-    if bins is None:
-        raise ConfigError("acm.estimator=histogram needs acm.bins (an integer >= 2)")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-        raise ConfigError(f"acm.bins={bins!r}; expected an integer >= 2")
-    if binning not in BINNINGS:
-        raise ConfigError(f"acm.binning={binning!r}; expected one of {BINNINGS}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,16 +157,24 @@ def _chunk_codes(codes: np.ndarray, start: int, buffer: np.ndarray) -> np.ndarra
     return converted
 
 
-def _count_16bit_loop(bits):
-    counts = np.zeros(SYMBOLS_16BIT, dtype=np.int64)
-    for code in bits:
-        counts[code] += 1
-    return counts
+def _count_16bit_pair_loop(bits_x, bits_y):
+    """Both variables' symbol counts in one pass over the pairs (two tables each, interleaved, so
+    that consecutive equal symbols do not wait on each other's increment)."""
+    counts_x = np.zeros((2, 65536), dtype=np.int64)
+    counts_y = np.zeros((2, 65536), dtype=np.int64)
+    even = bits_x.size - bits_x.size % 2
+    for index in range(0, even, 2):
+        counts_x[0, bits_x[index]] += 1
+        counts_y[0, bits_y[index]] += 1
+        counts_x[1, bits_x[index + 1]] += 1
+        counts_y[1, bits_y[index + 1]] += 1
+    for index in range(even, bits_x.size):
+        counts_x[0, bits_x[index]] += 1
+        counts_y[0, bits_y[index]] += 1
+    return counts_x[0] + counts_x[1], counts_y[0] + counts_y[1]
 
 
 def _count_16bit(bits: np.ndarray) -> np.ndarray:
-    if COMPILED:
-        return _compiled(_count_16bit_loop)(bits)
     counts = np.zeros(SYMBOLS_16BIT, dtype=np.int64)
     buffer = np.empty(min(CHUNK, bits.size), dtype=np.intp)
     for start in range(0, bits.size, CHUNK):
@@ -185,8 +182,8 @@ def _count_16bit(bits: np.ndarray) -> np.ndarray:
     return counts
 
 
-def _symbols_16bit_numpy(bits: np.ndarray, dtype: torch.dtype, name: str) -> _Symbols:
-    counts = _count_16bit(bits)
+def _symbols_16bit_numpy(bits: np.ndarray, dtype: torch.dtype, name: str, counts: np.ndarray | None = None) -> _Symbols:
+    counts = _count_16bit(bits) if counts is None else counts
     if counts[NAN_CODES[dtype]].any():
         raise _nan_error(name)
     counts[0] += counts[NEGATIVE_ZERO_16BIT]
@@ -194,12 +191,32 @@ def _symbols_16bit_numpy(bits: np.ndarray, dtype: torch.dtype, name: str) -> _Sy
     return _Symbols(bits, counts, NEGATIVE_ZERO_16BIT)
 
 
-def _symbols_numpy(value: ArrayLike, name: str) -> _Symbols:
+def _16bit_bits(value: ArrayLike) -> tuple[np.ndarray, torch.dtype] | None:
+    """The uint16 bit patterns of a 16-bit float array and its dtype; None for any other dtype."""
     if isinstance(value, torch.Tensor) and value.dtype in NAN_CODES:
-        return _symbols_16bit_numpy(_as_numpy(value), value.dtype, name)
+        return _as_numpy(value), value.dtype
+    if not isinstance(value, torch.Tensor) and value.dtype == np.float16:
+        return value.view(np.uint16), torch.float16
+    return None
+
+
+def _symbols_pair_numpy(x: ArrayLike, y: ArrayLike) -> tuple[_Symbols, _Symbols]:
+    """Both variables' symbols; two 16-bit float arrays are counted in one compiled pass."""
+    bits_x, bits_y = _16bit_bits(x), _16bit_bits(y)
+    if COMPILED and bits_x is not None and bits_y is not None:
+        counts_x, counts_y = _compiled(_count_16bit_pair_loop)(bits_x[0], bits_y[0])
+        return (
+            _symbols_16bit_numpy(*bits_x, "x", counts=counts_x),
+            _symbols_16bit_numpy(*bits_y, "y", counts=counts_y),
+        )
+    return _symbols_numpy(x, "x"), _symbols_numpy(y, "y")
+
+
+def _symbols_numpy(value: ArrayLike, name: str) -> _Symbols:
+    bits = _16bit_bits(value)
+    if bits is not None:
+        return _symbols_16bit_numpy(*bits, name)
     array = _as_numpy(value)
-    if array.dtype == np.float16:
-        return _symbols_16bit_numpy(array.view(np.uint16), torch.float16, name)
     if array.dtype.kind == "f" and np.isnan(array).any():
         raise _nan_error(name)
     # np.unique compares by value: -0.0 and 0.0 are one symbol, as in sklearn.
@@ -212,10 +229,19 @@ def _nan_codes_on(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(NAN_CODES[dtype]).to(device)
 
 
+def _torch_codes(codes: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """codes[start:stop] as int64 symbol ids; int16 codes are 16-bit float bit patterns (0..65535)."""
+    part = codes[start:stop].to(torch.int64)
+    return part.bitwise_and_(0xFFFF) if codes.dtype == torch.int16 else part
+
+
 def _symbols_torch(tensor: torch.Tensor, name: str) -> _Symbols:
     if tensor.dtype in NAN_CODES:
-        codes = tensor.contiguous().view(torch.int16).to(torch.int64).bitwise_and_(0xFFFF)
-        counts = torch.bincount(codes, minlength=SYMBOLS_16BIT)
+        # The bit patterns stay 2 bytes a value (a view, no copy); counting converts a chunk at a time.
+        codes = tensor.contiguous().view(torch.int16)
+        counts = torch.zeros(SYMBOLS_16BIT, dtype=torch.int64, device=tensor.device)
+        for start in range(0, codes.numel(), TORCH_CHUNK):
+            counts += torch.bincount(_torch_codes(codes, start, start + TORCH_CHUNK), minlength=SYMBOLS_16BIT)
         if bool(counts[_nan_codes_on(tensor.dtype, tensor.device)].any()):
             raise _nan_error(name)
         counts[0] += counts[NEGATIVE_ZERO_16BIT]
@@ -419,31 +445,31 @@ def _grouped_by_row(codes_x, codes_y, ids_x, ids_y, row_starts):
     return columns
 
 
-def _grouped_sum_xlogx(columns, row_starts, counts, xlogx):
+def _grouped_sum_xlogx(columns, row_starts, counts, xlogx, touched):
     """Σ c·log c over the pair counts, one x id's group at a time (its counts stay in L1).
 
-    The trash column K_y (y seen once) is left out; the per-group sums are added with Neumaier's
-    compensation, so the total does not drift with the number of groups.
+    Each group counts its y ids, noting every id on its first count in ``touched``, then adds and
+    zeroes only the touched counts (a group has far fewer distinct y ids than values). The trash
+    column K_y (y seen once) is left out; the per-group sums are added with Neumaier's compensation,
+    so the total does not drift with the number of groups.
     """
     kept_y = counts.size - 1
     total, compensation = 0.0, 0.0
     for row in range(row_starts.size - 1):
-        start, stop = row_starts[row], row_starts[row + 1]
-        for index in range(start, stop):
-            counts[columns[index]] += 1
+        distinct = 0
+        for index in range(row_starts[row], row_starts[row + 1]):
+            column = columns[index]
+            if counts[column] == 0:
+                touched[distinct] = column
+                distinct += 1
+            counts[column] += 1
         counts[kept_y] = 0
         part = 0.0
-        if stop - start < xlogx.size:  # no count reaches the table's end: no branch per value
-            for index in range(start, stop):
-                column = columns[index]
-                part += xlogx[counts[column]]
-                counts[column] = 0
-        else:
-            for index in range(start, stop):
-                column = columns[index]
-                count = counts[column]
-                part += xlogx[count] if count < xlogx.size else count * np.log(count)
-                counts[column] = 0
+        for position in range(distinct):
+            column = touched[position]
+            count = counts[column]
+            part += xlogx[count] if count < xlogx.size else count * np.log(count)
+            counts[column] = 0
         updated = total + part
         if abs(total) >= abs(part):
             compensation += (total - updated) + part
@@ -464,7 +490,8 @@ def _joint_16bit_compiled(
     columns = group_by_row(sx.codes, sy.codes, ids_x.astype(np.int32), ids_y.astype(np.uint16), row_starts)
     # Zeroed per-group counts; int32 (half the cache footprint) unless a group could overflow it.
     counts = np.zeros(kept_y + 1, dtype=np.int32 if sx.codes.size < 2**31 else np.int64)
-    return _compiled(_grouped_sum_xlogx)(columns, row_starts, counts, _xlogx_table())
+    touched = np.empty(kept_y + 1, dtype=np.uint16)
+    return _compiled(_grouped_sum_xlogx)(columns, row_starts, counts, _xlogx_table(), touched)
 
 
 def _joint_sum_xlogx_numpy(sx: _Symbols, sy: _Symbols) -> float:
@@ -483,21 +510,36 @@ def _joint_sum_xlogx_numpy(sx: _Symbols, sy: _Symbols) -> float:
 
 
 def _joint_sum_xlogx_torch(sx: _Symbols, sy: _Symbols) -> float:
+    """Σ c·log c over the pair counts, TORCH_CHUNK values at a time (bounded working memory on a GPU):
+    into one table of (K_x + 1) x (K_y + 1) cells when it fits the dense budget, else as the running
+    unique pair keys and their counts (pairs with a symbol seen once are left out: they add 0)."""
     ids_x, kept_x = _compact_ids_torch(sx)
     ids_y, kept_y = _compact_ids_torch(sy)
     if kept_x == 0 or kept_y == 0:
         return 0.0
     width = kept_y + 1
     cells = (kept_x + 1) * width
-    row, column = ids_x[sx.codes], ids_y[sy.codes]
-    if cells <= _dense_cell_budget(sx.codes.numel()):
-        table = torch.bincount(row * width + column, minlength=cells).reshape(kept_x + 1, width)
-        table[kept_x, :] = 0
-        table[:, kept_y] = 0
-        return _sum_xlogx_torch(table.reshape(-1))
-    repeated = (row < kept_x) & (column < kept_y)
-    _, counts = torch.unique(row[repeated] * kept_y + column[repeated], return_counts=True)
-    return _sum_xlogx_torch(counts)
+    size = sx.codes.numel()
+    dense = cells <= _dense_cell_budget(size)
+    table = torch.zeros(cells if dense else 0, dtype=torch.int64, device=sx.codes.device)
+    keys, counts = table[:0], table[:0]  # sparse: the distinct pair keys so far, and their counts
+    for start in range(0, size, TORCH_CHUNK):
+        row = ids_x[_torch_codes(sx.codes, start, start + TORCH_CHUNK)]
+        column = ids_y[_torch_codes(sy.codes, start, start + TORCH_CHUNK)]
+        if dense:
+            table.index_add_(0, row * width + column, torch.ones_like(row))
+            continue
+        repeated = (row < kept_x) & (column < kept_y)
+        chunk_keys, chunk_counts = torch.unique(row[repeated] * kept_y + column[repeated], return_counts=True)
+        keys, inverse = torch.unique(torch.cat([keys, chunk_keys]), return_inverse=True)
+        counts = torch.zeros_like(keys).index_add_(0, inverse, torch.cat([counts, chunk_counts]))
+    if not dense:
+        return _sum_xlogx_torch(counts)
+    table = table.reshape(kept_x + 1, width)
+    # The trash row (x seen once) and column (y seen once) hold pairs that each occur once.
+    table[kept_x, :] = 0
+    table[:, kept_y] = 0
+    return _sum_xlogx_torch(table.reshape(-1))
 
 
 def _mi_from_symbols(sx: _Symbols, sy: _Symbols, samples: int, use_torch: bool) -> float:
@@ -539,9 +581,10 @@ def mutual_information(
     if use_torch:
         device = next(v.device for v in (flat_x, flat_y) if isinstance(v, torch.Tensor) and v.device.type != "cpu")
         flat_x, flat_y = _as_torch(flat_x, device), _as_torch(flat_y, device)
-    if estimator == "discrete":
-        make = _symbols_torch if use_torch else _symbols_numpy
-        sx, sy = make(flat_x, "x"), make(flat_y, "y")
+    if estimator == "discrete" and use_torch:
+        sx, sy = _symbols_torch(flat_x, "x"), _symbols_torch(flat_y, "y")
+    elif estimator == "discrete":
+        sx, sy = _symbols_pair_numpy(flat_x, flat_y)
     else:
         sx = _symbols_from_bins(bin_indices(flat_x, bins, binning), bins, use_torch)
         sy = _symbols_from_bins(bin_indices(flat_y, bins, binning), bins, use_torch)

@@ -15,18 +15,43 @@
    the forward passes; the same measurement with Qwen2-1.5B's layer width (hidden 1536, 2 layers)
    shows the overhead at a realistic compute per logit.
 
-Every ratio is against a baseline measured in the same run (best of several repeats, alternating).
+3. ``--shape 1.5b``: capture + MI at Qwen2.5-1.5B's shape with the full vocabulary (hidden 1536,
+   intermediate 8960, 28 layers, vocabulary 151,936; ``--layers`` reduces the depth) on
+   ``--tokens``-token samples (2,048 by default). A random pair is written once under ``--workdir``
+   (a tied base and an untied fine-tune-like compared model, like Qwen2.5-Math-1.5B and
+   R1-Distill-Qwen-1.5B; ``--keep`` leaves it there for the next run). A fresh child process runs
+   what the pipeline runs (``capture_from_paths``: load both models, capture + MI) inside
+   ``acm_exp.costs.measure`` and compares its peak memory with ``acm_exp.costs.capture_memory``'s
+   prediction (target: within 10 %); then, with the models loaded, it times the plain forward
+   passes (base and compared model, no hooks) against ``collect_mi_statistics`` on the same samples,
+   alternating (target: captured <= 1.3x plain), and says where the MI time goes (per capture
+   point kind, on the worker thread). Threads: torch's default unless ``--threads`` is given.
+   ``--device cuda``: the same on a GPU, its peak memory read as torch's own (no CUDA context).
 
-    /tmp/venv/bin/python tests/benchmarks/acm_bench.py
-    /tmp/venv/bin/python tests/benchmarks/acm_bench.py --samples 6 --repeats 1   # smoke run
+Every ratio is against a baseline measured in the same run (best of several repeats, alternating).
+The load average (``uptime``) is printed beside the timings: the machine is shared.
+
+    .venv/bin/python tests/benchmarks/acm_bench.py
+    .venv/bin/python tests/benchmarks/acm_bench.py --samples 6 --repeats 1   # smoke run
+    .venv/bin/python tests/benchmarks/acm_bench.py --shape 1.5b --layers 2 --samples 2 --keep   # reduced depth
+    .venv/bin/python tests/benchmarks/acm_bench.py --shape 1.5b --samples 2      # full depth (~7 GB of weights)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
+import zlib
+from pathlib import Path
 
 import torch
 
@@ -180,6 +205,331 @@ def capture_overhead(
     return ratio
 
 
+# ---------------------------------------------------------------------------------------------
+# Capture + MI at the 1.5B shape
+
+
+SHAPE_1P5B = {"hidden": 1536, "intermediate": 8960, "layers": 28, "heads": 12, "kv_heads": 2, "vocab": 151936}
+MEMORY_TOLERANCE = 0.10
+SHARD_BYTES = 1 << 30
+
+
+def load_average() -> str:
+    return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def qwen2_tensors(shape: dict, *, with_head: bool) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and shapes of a Qwen2 checkpoint, in the order transformers writes them."""
+    hidden, kv = shape["hidden"], shape["kv_heads"] * shape["hidden"] // shape["heads"]
+    tensors = [("model.embed_tokens.weight", (shape["vocab"], hidden))]
+    for index in range(shape["layers"]):
+        prefix = f"model.layers.{index}"
+        tensors += [
+            (f"{prefix}.input_layernorm.weight", (hidden,)),
+            (f"{prefix}.self_attn.q_proj.weight", (hidden, hidden)),
+            (f"{prefix}.self_attn.q_proj.bias", (hidden,)),
+            (f"{prefix}.self_attn.k_proj.weight", (kv, hidden)),
+            (f"{prefix}.self_attn.k_proj.bias", (kv,)),
+            (f"{prefix}.self_attn.v_proj.weight", (kv, hidden)),
+            (f"{prefix}.self_attn.v_proj.bias", (kv,)),
+            (f"{prefix}.self_attn.o_proj.weight", (hidden, hidden)),
+            (f"{prefix}.post_attention_layernorm.weight", (hidden,)),
+            (f"{prefix}.mlp.gate_proj.weight", (shape["intermediate"], hidden)),
+            (f"{prefix}.mlp.up_proj.weight", (shape["intermediate"], hidden)),
+            (f"{prefix}.mlp.down_proj.weight", (hidden, shape["intermediate"])),
+        ]
+    tensors.append(("model.norm.weight", (hidden,)))
+    return tensors + ([("lm_head.weight", (shape["vocab"], hidden))] if with_head else [])
+
+
+def random_tensor(name: str, size: tuple[int, ...], seed: int) -> torch.Tensor:
+    """A tensor drawn from its own seeded stream, so the compared model can redraw the base's."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+    if name.endswith("norm.weight"):
+        return 1.0 + 0.05 * torch.randn(size, generator=generator)
+    return 0.02 * torch.randn(size, generator=generator)
+
+
+def write_model(directory: Path, shape: dict, *, tied: bool, perturbation: float) -> None:
+    """A random bf16 Qwen2 checkpoint, shard by shard (one shard in memory). ``perturbation`` > 0: the
+    base's tensors plus that fraction of their spread as noise, like a fine-tune; its lm_head starts from
+    the base's (tied) embedding, as R1-Distill-Qwen-1.5B's did from Qwen2.5-Math-1.5B's."""
+    from safetensors.torch import save_file
+    from transformers import Qwen2Config
+
+    directory.mkdir(parents=True)
+    weight_map, pending, shards = {}, {}, 0
+
+    def flush() -> None:
+        nonlocal pending, shards
+        shards += 1
+        file = f"model-{shards:05d}.safetensors"
+        save_file(pending, str(directory / file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(pending, file))
+        pending = {}
+
+    for name, size in qwen2_tensors(shape, with_head=not tied):
+        source = "model.embed_tokens.weight" if name == "lm_head.weight" else name
+        tensor = random_tensor(source, size, seed=0)
+        if perturbation:
+            spread = float(tensor.std()) if tensor.numel() > 1 else 0.02
+            tensor += perturbation * spread * random_tensor(name, size, seed=1) / 0.02
+        if sum(t.nbytes for t in pending.values()) + 2 * tensor.numel() > SHARD_BYTES and pending:
+            flush()
+        pending[name] = tensor.to(torch.bfloat16).contiguous()
+    flush()
+    total = sum(2 * math.prod(size) for _, size in qwen2_tensors(shape, with_head=not tied))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    config = Qwen2Config(
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        max_position_embeddings=32768,
+        tie_word_embeddings=tied,
+        dtype="bfloat16",
+    )
+    config.architectures = ["Qwen2ForCausalLM"]
+    config.save_pretrained(directory)
+
+
+def ensure_pair(workdir: Path, shape: dict) -> tuple[Path, Path]:
+    """The random pair of ``shape`` under ``workdir`` (built once; each model published by rename)."""
+    root = workdir / "qwen2-{hidden}-{intermediate}-l{layers}-v{vocab}".format(**shape)
+    models = {"base": (True, 0.0), "compared": (False, 0.1)}
+    for role, (tied, perturbation) in models.items():
+        directory = root / role
+        if (directory / "model.safetensors.index.json").is_file():
+            continue
+        root.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".{role}-", dir=root))
+        shutil.rmtree(temporary)
+        started = time.perf_counter()
+        write_model(temporary, shape, tied=tied, perturbation=perturbation)
+        temporary.rename(directory)
+        print(f"built {directory} in {time.perf_counter() - started:.0f} s", flush=True)
+    return root / "base", root / "compared"
+
+
+def calibration_samples(samples: int, tokens: int, vocabulary: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    return [torch.randint(0, vocabulary, (1, tokens), generator=generator) for _ in range(samples)]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_parts() -> dict[str, int]:
+    """RssAnon (activations, buffers) and RssFile (the mapped safetensors weights) in bytes."""
+    with open("/proc/self/status") as handle:
+        return {
+            line.split(":")[0]: int(line.split()[1]) * 1024
+            for line in handle
+            if line.startswith(("RssAnon:", "RssFile:"))
+        }
+
+
+class ResidentSampler:
+    """Peak anonymous memory, sampled every 10 ms: the weights are mapped files whose pages the kernel may
+    drop under memory pressure (a busy machine), which lowers the peak RSS but not what the capture
+    allocates."""
+
+    def __init__(self):
+        import threading
+
+        self.peak_anonymous, self.file_at_peak = 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            parts = resident_parts()
+            if parts["RssAnon"] > self.peak_anonymous:
+                self.peak_anonymous, self.file_at_peak = parts["RssAnon"], parts["RssFile"]
+
+    def __enter__(self) -> ResidentSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class TimedMI:
+    """Wraps capture's MI function: seconds of MI per capture point kind (on the worker thread)."""
+
+    def __init__(self, function):
+        self.function, self.seconds, self.calls = function, {}, {}
+
+    def __call__(self, x, y, **kwargs):
+        started = time.perf_counter()
+        value = self.function(x, y, **kwargs)
+        kind = "lm_head" if x.shape[-1] > SHAPE_1P5B["hidden"] else "embed/layers/norm"
+        self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - started
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+        return value
+
+
+def shape_child(args: argparse.Namespace) -> None:
+    """In a fresh process: the pipeline's capture (peak memory), then plain vs captured forwards."""
+    from acm_exp import costs
+    from acm_exp.acm import capture
+    from acm_exp.acm.modeling import load_causal_lm
+
+    shape = {**SHAPE_1P5B, "layers": args.layers}
+    base_dir, compared_dir = Path(args.base), Path(args.compared)
+    token_ids = calibration_samples(args.samples, args.tokens, shape["vocab"])
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    predicted = costs.capture_memory(
+        costs.ModelShape(
+            "bench",
+            shape["hidden"],
+            shape["intermediate"],
+            shape["layers"],
+            shape["heads"],
+            shape["kv_heads"],
+            shape["vocab"],
+            tied=True,
+        ),
+        args.tokens,
+        compared_tied=False,
+    )
+    before = rss_bytes()
+    anonymous_before = resident_parts()["RssAnon"]
+    with ResidentSampler() as sampler, costs.measure("capture") as cost:
+        statistics_ = capture.capture_from_paths(
+            base_dir,
+            [compared_dir],
+            token_ids,
+            device=device,
+            dtype=torch.bfloat16,
+            estimator="discrete",
+            bins=None,
+            binning="uniform",
+            model_names=["compared"],
+            progress=False,
+        )
+    # On a GPU the device's own peak (torch's allocations, no CUDA context); on CPU the process's peak
+    # resident memory less what it held before loading (the interpreter and libraries).
+    own = max(cost.cuda_peak_bytes.values()) if on_gpu else cost.peak_rss_bytes - before
+    print(
+        f"pipeline capture on {device} (load + capture + MI, {args.samples} x {args.tokens} tokens): "
+        f"{cost.wall_s:.1f} s, peak RSS {cost.peak_rss_bytes / 1e9:.2f} GB ({before / 1e9:.2f} GB before loading: "
+        f"interpreter and libraries), its own {'GPU ' if on_gpu else ''}peak {own / 1e9:.2f} GB; predicted "
+        f"(acm_exp.costs.capture_memory) {predicted['total'] / 1e9:.2f} GB = {own / predicted['total']:.3f}x "
+        f"(target within {MEMORY_TOLERANCE:.0%}); prediction: "
+        + ", ".join(f"{name} {value / 1e9:.2f}" for name, value in predicted.items() if name != "total"),
+        flush=True,
+    )
+    if not on_gpu:
+        weights = sum(
+            path.stat().st_size for directory in (base_dir, compared_dir) for path in directory.glob("*.safetensors")
+        )
+        allocated = sampler.peak_anonymous - anonymous_before
+        activations = predicted["total"] - predicted["base_weights"] - predicted["compared_weights"]
+        print(
+            f"  split: peak anonymous memory {allocated / 1e9:.2f} GB over the {anonymous_before / 1e9:.2f} GB before "
+            f"(predicted activations + MI working memory {activations / 1e9:.2f} GB = {allocated / activations:.3f}x), "
+            f"weights mapped at that moment {sampler.file_at_peak / 1e9:.2f} GB of {weights / 1e9:.2f} GB on disk; "
+            f"weights on disk + peak anonymous = {(weights + allocated) / predicted['total']:.3f}x the prediction; "
+            f"{load_average()}",
+            flush=True,
+        )
+    lm_head_mi = statistics_.mi[0, -1]
+    base = load_causal_lm(base_dir, device, torch.bfloat16)
+    compared = load_causal_lm(compared_dir, device, torch.bfloat16)
+
+    def synchronize() -> None:
+        if on_gpu:
+            torch.cuda.synchronize(device)
+
+    def plain() -> None:
+        with torch.inference_mode():
+            for ids in token_ids:
+                base(input_ids=ids.to(device), use_cache=False)
+                compared(input_ids=ids.to(device), use_cache=False)
+        synchronize()
+
+    timed = TimedMI(capture.mutual_information)
+    capture.mutual_information = timed
+    captured_statistics = None
+
+    def captured() -> None:
+        nonlocal captured_statistics
+        captured_statistics = capture.collect_mi_statistics(base, [compared], token_ids, progress=False)
+        synchronize()
+
+    plain_times, captured_times = [], []
+    for repeat in range(args.repeats):
+        for function, times in ((plain, plain_times), (captured, captured_times)):
+            started = time.perf_counter()
+            function()
+            times.append(time.perf_counter() - started)
+        print(
+            f"  repeat {repeat + 1}: plain {plain_times[-1]:.1f} s, captured {captured_times[-1]:.1f} s "
+            f"({load_average()})",
+            flush=True,
+        )
+    if not (captured_statistics.mi[0, -1] == lm_head_mi).all():
+        print(f"note: the timed capture's lm_head MI differ from the pipeline's: {captured_statistics.mi[0, -1]}")
+    ratio = min(captured_times) / min(plain_times)
+    mi_seconds = ", ".join(
+        f"{kind} {seconds / args.repeats:.1f} s over {timed.calls[kind] // args.repeats} calls"
+        for kind, seconds in timed.seconds.items()
+    )
+    print(
+        f"capture + MI vs plain forwards at the 1.5B shape on {device} ({shape['layers']} layers, vocab "
+        f"{shape['vocab']}, {args.samples} x {args.tokens} tokens, bf16, {torch.get_num_threads()} threads): plain "
+        f"{min(plain_times):.1f} s, captured {min(captured_times):.1f} s = {ratio:.2f}x (target <= "
+        f"{OVERHEAD_TARGET:g}x); MI per run on the worker thread: {mi_seconds}; {load_average()}",
+        flush=True,
+    )
+    print(f"lm_head MI per sample: {', '.join(f'{v:.4f}' for v in lm_head_mi)}")
+
+
+def shape_benchmark(args: argparse.Namespace) -> None:
+    if args.shape != "1.5b":
+        raise SystemExit(f"--shape {args.shape!r}; expected 1.5b")
+    shape = {**SHAPE_1P5B, "layers": args.layers}
+    workdir = Path(args.workdir)
+    base, compared = ensure_pair(workdir, shape)
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--base",
+        str(base),
+        "--compared",
+        str(compared),
+        "--layers",
+        str(args.layers),
+        "--samples",
+        str(args.samples),
+        "--tokens",
+        str(args.tokens),
+        "--repeats",
+        str(args.repeats),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+    ]
+    print(f"1.5B shape, {args.layers} layers: {base.parent} ({load_average()})", flush=True)
+    try:
+        subprocess.run(command, check=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(base.parent, ignore_errors=True)
+            print(f"removed {base.parent}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--head-tokens", type=int, default=33, help="tokens of the lm_head output (33 -> 5.0M values)")
@@ -203,12 +553,33 @@ def main() -> None:
         action="store_true",
         help="the MI's numpy kernels even where numba is installed (as on a machine without it)",
     )
+    parser.add_argument("--shape", help="capture + MI at a real model's shape instead (1.5b)")
+    parser.add_argument("--layers", type=int, default=SHAPE_1P5B["layers"], help="--shape: decoder layers")
+    parser.add_argument("--tokens", type=int, default=2048, help="--shape: tokens per calibration sample")
+    parser.add_argument(
+        "--workdir", default="/tmp/acm/bench", help="--shape: where the random pair is written (deleted after)"
+    )
+    parser.add_argument("--keep", action="store_true", help="--shape: keep the random pair for the next run")
+    parser.add_argument("--device", default="cpu", help="--shape: cpu, or cuda (peak memory: the GPU's own)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    parser.add_argument("--compared", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.numpy_kernels:
         mi_module.COMPILED = False
-    print(f"MI kernels: {'compiled (numba)' if mi_module.COMPILED else 'numpy'}")
+    if args.shape and "--threads" not in sys.argv:
+        args.threads = 0  # what a pipeline run uses
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.child:
+        shape_child(args)
+        return
+    print(f"MI kernels: {'compiled (numba)' if mi_module.COMPILED else 'numpy'}; {load_average()}")
+    if args.shape:
+        if "--repeats" not in sys.argv:
+            args.repeats = 1
+        shape_benchmark(args)
+        return
 
     head = mi_speed(
         f"lm_head ({args.head_tokens} x {VOCABULARY})",
