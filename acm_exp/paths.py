@@ -50,6 +50,16 @@ def shared_data_dir(configured: str | os.PathLike | None = None) -> Path:
     return data_dir(configured)
 
 
+RESULTS_DIR_ENV = "ACM_EXP_RESULTS_DIR"
+
+
+def resolve_results_dir(configured: str | os.PathLike | None = None) -> Path:
+    """The results table's directory: the configured one (``logger.results_dir``), else
+    $ACM_EXP_RESULTS_DIR, else ./outputs/results (beside Hydra's outputs)."""
+    chosen = configured or os.environ.get(RESULTS_DIR_ENV) or Path.cwd() / "outputs" / "results"
+    return Path(chosen).expanduser().absolute()
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """The file's SHA-256, read in 1 MiB blocks (model weights do not fit in memory twice)."""
     digest = hashlib.sha256()

@@ -1,10 +1,19 @@
-"""A real single-node Slurm cluster with accounting, for tests (DESIGN.md §6).
+"""A real single-node Slurm cluster with accounting, for tests (Debian's Slurm 22.05, as root, no cgroups).
 
 Starts, as root and without cgroups, MariaDB -> slurmdbd -> slurmctld -> slurmd (plus munged when
 none answers), every daemon in the foreground of its own session, with its PID recorded; state,
 spool, logs, the database and the configuration all live under one directory. ``stop`` cancels
 every job and then stops the daemons by those PIDs, newest first. Debian packages are installed
-with apt-get when missing.
+with apt-get when missing (slurmctld slurmd slurm-client munge slurmdbd mariadb-server).
+
+Why these settings: accounting (slurmdbd + MariaDB) because without it ``sacct`` fails and the
+submitit launcher waits forever on a task that died without writing its result (with it, a killed
+task surfaces as an error in about 30 s); ``DefMemPerCPU`` because without it every job takes all
+the memory and array tasks run one by one; ``SlurmdParameters=config_overrides`` so that the node
+may declare more CPUs than the machine has (several small array tasks run together);
+``ProctrackType=proctrack/linuxproc`` and ``TaskPlugin=task/none`` because there are no cgroups;
+``KillWait=5`` so that a cancelled task is killed 5 s after its SIGTERM. Do not restart the daemons
+while jobs run (the node drains; ``scontrol update nodename=<host> state=resume`` recovers).
 
 Library use (the pytest fixture in test_slurm.py)::
 

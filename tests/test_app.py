@@ -164,3 +164,40 @@ def test_merged_tensors_match_hand_computation_through_the_app(tmp_path, pair):
     merged, b, f = load_state(output), load_state(base), load_state(finetuned[0])
     for name in b:
         torch.testing.assert_close(merged[name], b[name] + 0.5 * (f[name] - b[name]))
+
+
+def test_help_is_the_projects_own():
+    result = run_app("--help")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "is powered by Hydra" not in text
+    assert text.startswith("acm_exp merges large language models with Activation-Guided Consensus Merging")
+    groups = text[text.index("config groups") : text.index("examples:")]
+    assert "_schema" not in groups
+    for group in ("model_pair", "merge", "calibration", "eval", "logger", "experiment", "hydra/launcher"):
+        assert f"\n  {group} " in groups, group
+    assert "slurm, slurm_cpu" in groups and "qwen2.5-7b" in groups and "acm_ties" in groups
+    examples = [
+        line.strip() for line in text[text.index("examples:") :].splitlines() if line.strip().startswith("python")
+    ]
+    assert examples[0] == "python -m acm_exp"
+    assert any("model_pair=qwen2.5-7b" in line for line in examples)
+    assert any("merge.t=0.3,0.5" in line for line in examples)
+    assert any("+experiment=" in line and "hydra/launcher=slurm" in line for line in examples)
+    assert any(line.startswith("python -m acm_exp.figures") for line in examples)
+    assert "python -m acm_exp.results" in text and "acm_exp.figures" in text and "outputs/runs/" in text
+
+
+def test_helps_example_commands_compose():
+    from app_config import compose_config
+
+    from acm_exp.cli_help import EXAMPLES
+    from acm_exp.sweep import sweep_points
+
+    commands = [line.split()[3:] for line in EXAMPLES.splitlines() if line.strip().startswith("python -m acm_exp ")]
+    commands.append([])  # `python -m acm_exp` alone
+    assert len(commands) == 4
+    for arguments in commands:
+        overrides = [argument for argument in arguments if argument != "-m"]
+        for point in sweep_points({}, overrides)[:1]:
+            compose_config(*point, hydra_config=True)

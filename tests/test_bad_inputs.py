@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -361,38 +360,4 @@ def test_runtime_failure_is_one_line_naming_the_log_file(tmp_path, pair, fault):
     assert log_file.is_file() and "Traceback" in log_file.read_text()
 
 
-def test_ctrl_c_exits_130_with_one_line_saying_a_rerun_resumes(tmp_path):
-    root = tmp_path / "big"
-    base = make_model(root / "base", hidden=256, layers=6, vocab_size=64)
-    finetuned = make_model(root / "finetuned", seed=1, from_model=base, hidden=256, layers=6, vocab_size=64)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "ACM_EXP_CACHE": str(tmp_path / "cache")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "acm_exp",
-            f"model_pair.base={base}",
-            f"model_pair.finetuned=[{finetuned}]",
-            "merge=ties",
-            f"merge.output_dir={tmp_path / 'merged'}",
-            "eval=none",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-    )
-    for line in process.stdout:
-        if MERGE_STARTED.search(line):
-            process.send_signal(signal.SIGINT)
-            break
-    _, stderr = process.communicate(timeout=300)
-    if process.returncode == 0:
-        pytest.skip("the merge finished before the interrupt arrived")
-    assert process.returncode == 130
-    lines = [line for line in stderr.splitlines() if line.startswith("acm_exp: error:")]
-    assert len(lines) == 1 and "interrupted during the merge" in lines[0] and "resume" in lines[0], stderr[-2000:]
-    assert "Traceback" not in stderr
-    assert not (tmp_path / "merged").exists()
+# Ctrl-C and SLURM's signals mid-merge: tests/test_signals.py.

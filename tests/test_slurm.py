@@ -1,9 +1,15 @@
 """Sweeps on a real Slurm cluster: the submitit launcher (conf/hydra/launcher/slurm.yaml) and the
 plain job array (slurm/array.sbatch), with the toy pair on CPU.
 
-The cluster tests start a single-node cluster with accounting (tests/slurm_cluster.py, DESIGN.md
-§6) once per session and skip when it cannot start (not root, no apt-get, install failure,
-daemons not ready). ACM_EXP_REQUIRE_SLURM=1 turns that skip into a failure (CI that must run them).
+The cluster tests start a single-node cluster with accounting (tests/slurm_cluster.py) once per
+session and skip when it cannot start (not root, no apt-get, install failure, daemons not ready).
+ACM_EXP_REQUIRE_SLURM=1 turns that skip into a failure (CI that must run them).
+
+Besides the sweeps themselves: the summary printed at the end of a sweep (acm_exp.sweep), the
+preemption of a task (SIGUSR2: submitit requeues it, the requeued task resumes from the complete
+merge) and a `scontrol requeue` of an sbatch array task (SIGTERM: one `acm_exp:` line, nothing
+half-written left, the requeued task completes), and the one-line errors of a SLURM sweep that
+cannot be submitted (no extra, no Slurm commands, a request the partition cannot satisfy).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ LAUNCHER = (
 SBATCH_OPTIONS = ("--gpus-per-node=0", "--cpus-per-task=1", "--mem=1G", "--time=15")
 SWEEP_TIMEOUT_S = 360
 KILL_WINDOW_TIMEOUT_S = 180
+# A requeued job waits (BeginTime) before it starts again: about two minutes.
+REQUEUE_DELAY_S = 240
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,6 +100,76 @@ def test_slurm_launcher_composes_on_the_submitit_schema():
         compose(["hydra/launcher=slurm", "hydra.launcher.gpus=2"])
     with pytest.raises(ConfigCompositionException):
         compose(["hydra/launcher=slurm", "hydra.launcher.timeout_min=soon"])
+
+
+def test_presets_are_sized_per_experiment_and_for_cpu_partitions():
+    require_submitit_launcher()
+    gpu = compose(["hydra/launcher=slurm"]).hydra.launcher  # the toy pair
+    assert (gpu.gpus_per_node, gpu.cpus_per_task, gpu.mem_gb, gpu.timeout_min) == (1, 2, 8, 60)
+    at_14b = compose(["hydra/launcher=slurm", "+experiment=l2s_14b"]).hydra.launcher
+    assert (at_14b.gpus_per_node, at_14b.cpus_per_task, at_14b.mem_gb, at_14b.timeout_min) == (2, 16, 128, 480)
+    at_32b = compose(["hydra/launcher=slurm", "+experiment=l2s_32b"]).hydra.launcher
+    assert at_32b.gpus_per_node == 4 and at_32b.timeout_min == 720
+    assert compose(["hydra/launcher=slurm", "model_pair=qwen2.5-7b"]).hydra.launcher.timeout_min == 360
+    cpu = compose(["hydra/launcher=slurm_cpu", "model_pair=qwen2.5-7b"]).hydra.launcher
+    assert (cpu.gpus_per_node, cpu.cpus_per_task, cpu.mem_gb) == (0, 2, 8)
+    assert cpu._target_ == gpu._target_ and cpu.additional_parameters.requeue is True
+
+
+def run_cli(*arguments: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "acm_exp", *arguments],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**(env or os.environ), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
+        timeout=300,
+    )
+
+
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.strip()]
+
+
+def test_without_the_extra_one_line_names_the_pip_command(tmp_path):
+    # The launcher plugin made unimportable, as in an environment installed without [slurm].
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.startswith(('hydra_plugins.hydra_submitit_launcher', 'submitit')):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(inject)}
+    done = run_cli("-m", "hydra/launcher=slurm", "merge.t=0.5,0.7", cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert error_lines(done) == [
+        "acm_exp: error: hydra/launcher=slurm needs the SLURM extra (hydra-submitit-launcher), which is not "
+        'installed; install it with pip install -e ".[slurm]" (or run the sweep with slurm/array.sbatch, which '
+        "needs only sbatch)"
+    ], done.stderr
+
+
+def test_without_slurms_commands_one_line_names_the_missing_ones(tmp_path):
+    require_submitit_launcher()
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    done = run_cli(
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "merge.t=0.5,0.7",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        env={**os.environ, "PATH": str(empty)},
+    )
+    assert done.returncode == 2
+    lines = [line for line in error_lines(done) if line.startswith("acm_exp: error:")]
+    assert len(lines) == 1 and "sbatch, srun, sacct are not on PATH" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "sweep" / ".submitit").exists()  # nothing was submitted
 
 
 def test_example_sweep_file_points_compose():
@@ -164,21 +242,43 @@ def launcher_command(sweep_dir: Path, results_dir: Path, cache: Path) -> list[st
     ]
 
 
+def start_launcher(cluster: SlurmCluster, command: list[str], cwd: Path) -> subprocess.Popen:
+    """The launcher running in the background (it waits for its array), stdout and stderr together."""
+    return subprocess.Popen(
+        command, env=cluster.env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
 def write_sweep_file(path: Path) -> Path:
     path.write_text("# toy sweep\n" + "".join(f"merge.scale={scale}\n" for scale in SCALES))
     return path
 
 
 def submit_array(
-    cluster: SlurmCluster, sweep_file: Path, sweep_dir: Path, results_dir: Path, cache: Path, log_dir: Path
+    cluster: SlurmCluster,
+    sweep_file: Path,
+    sweep_dir: Path,
+    results_dir: Path,
+    cache: Path,
+    log_dir: Path,
+    *,
+    defaults: bool = False,
 ) -> str:
-    env = {**cluster.env, "ACM_EXP_PYTHON": sys.executable, "ACM_EXP_SWEEP_DIR": str(sweep_dir)}
+    """Submit with slurm/submit_array.sh from ``log_dir``. ``defaults``: no ACM_EXP_PYTHON, a PATH whose
+    python3 is not the virtualenv's, and the script's own log location (outputs/slurm/)."""
+    env = {**cluster.env, "ACM_EXP_SWEEP_DIR": str(sweep_dir)}
+    if defaults:
+        env.pop("ACM_EXP_PYTHON", None)
+        env.pop("VIRTUAL_ENV", None)
+        env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not Path(p, "activate").exists())
+    else:
+        env["ACM_EXP_PYTHON"] = sys.executable
     done = subprocess.run(
         [
             str(SUBMIT_SCRIPT),
             str(sweep_file),
             *SBATCH_OPTIONS,
-            f"--output={log_dir}/%A_%a.out",
+            *([] if defaults else [f"--output={log_dir}/%A_%a.out"]),
             "--",
             *toy_overrides(results_dir, cache),
         ],
@@ -251,6 +351,20 @@ def wait_for_run_start(sweep_dir: Path, scale: float, timeout_s: float = KILL_WI
     raise AssertionError(f"no run of {wanted} started under {sweep_dir} within {timeout_s:.0f} s")
 
 
+def wait_for_file(path: Path, timeout_s: float = KILL_WINDOW_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout_s:.0f} s"
+        time.sleep(0.2)
+
+
+def wait_for_text(path: Path, text: str, timeout_s: float = KILL_WINDOW_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not (path.is_file() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"{text!r} not in {path} within {timeout_s:.0f} s"
+        time.sleep(0.5)
+
+
 def assert_each_point_once(results_dir: Path, scales=SCALES) -> None:
     from acm_exp.results import load_results
 
@@ -312,6 +426,11 @@ def test_launcher_sweep_is_one_array_and_records_each_point_once(slurm_cluster, 
     assert sorted(task for _, task in tasks) == ["0", "1", "2"]
     assert set(wait_for_array(slurm_cluster, tasks[0][0], 3).values()) == {"COMPLETED"}
     assert_each_point_once(results_dir)
+    # The summary, collected from the tasks' records.
+    summary = done.stdout[done.stdout.index("3 points:") :].splitlines()
+    assert summary[0] == "3 points: 3 ran, 0 skipped, 0 failed", done.stdout[-3000:]
+    assert [row.split()[:2] for row in summary[2:5]] == [[str(scale), "ran"] for scale in SCALES]
+    assert all("% /" in row and "(n=5)" in row for row in summary[2:5])
 
 
 @pytest.mark.slow
@@ -323,6 +442,115 @@ def test_sbatch_array_records_each_point_once(slurm_cluster, toy_cache, tmp_path
     states = wait_for_array(slurm_cluster, job, 3)
     assert set(states.values()) == {"COMPLETED"}, states
     assert sorted(path.name for path in sweep_dir.iterdir() if path.is_dir()) == ["0_0", "1_0", "2_0"]
+    assert_each_point_once(results_dir)
+    # The summary job ran after the array and collected the tasks' records.
+    wait_for_empty_queue(slurm_cluster)
+    summary = (tmp_path / "outputs" / "slurm" / f"acm_exp-{job}-summary.out").read_text()
+    assert summary.startswith("3 points: 3 ran, 0 skipped, 0 failed"), summary
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_gpu_request_on_a_partition_without_gpus_is_one_line_with_sbatchs_reason(slurm_cluster, toy_cache, tmp_path):
+    require_submitit_launcher()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "acm_exp",
+            "-m",
+            "hydra/launcher=slurm",  # one GPU per task; the test node has none
+            f"merge.scale={','.join(map(str, SCALES))}",
+            *toy_overrides(tmp_path / "results", toy_cache),
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        env=slurm_cluster.env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [
+        "acm_exp: error: sbatch refused the job array: Invalid generic resource (gres) specification (asked: "
+        "gpus_per_node=1, cpus_per_task=2, mem_gb=8, timeout_min=60); request what the partition has "
+        "(hydra.launcher.partition=..., hydra.launcher.gpus_per_node=...), or use hydra/launcher=slurm_cpu on a "
+        "partition without GPUs"
+    ], done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Preemption and requeue: the run stops cleanly, the requeued task resumes from its caches
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Half-written things under a sweep directory: temporary merges (``.<name>.tmp-*``) and files
+    written under a temporary name (``.<name>.<random>.tmp``)."""
+    return sorted(
+        str(path.relative_to(directory))
+        for path in directory.rglob(".*")
+        if ".tmp" in path.name and "wandb" not in path.parts
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_launcher_task_preempted_is_requeued_by_submitit_and_resumes(slurm_cluster, toy_cache, tmp_path):
+    require_submitit_launcher()
+    sweep_dir, results_dir = tmp_path / "sweep", tmp_path / "results"
+    launcher = start_launcher(slurm_cluster, launcher_command(sweep_dir, results_dir, toy_cache), tmp_path)
+    try:
+        run_dir = wait_for_run_start(sweep_dir, SCALES[1])
+        wait_for_file(run_dir / "merged" / "merge_manifest.json")  # evaluating now
+        ((array_job, _),) = {(job, task) for job, task in submitit_array_tasks(sweep_dir) if task == "1"}
+        # What SLURM sends signal_delay_s before a time limit, or on preemption: USR2 to the task.
+        slurm_cluster.command("scancel", "--signal=USR2", f"{array_job}_1")
+        output, _ = launcher.communicate(timeout=SWEEP_TIMEOUT_S + REQUEUE_DELAY_S)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode == 0, output[-3000:]
+    assert "3 points: 3 ran, 0 skipped, 0 failed" in output, output[-3000:]
+    log = "".join(path.read_text() for path in (sweep_dir / ".submitit").glob(f"{array_job}_1/*.out"))
+    lines = [line for line in log.splitlines() if "interrupted by SIGUSR2" in line]
+    assert lines and "submitit requeued the task" in lines[0], log[-3000:]
+    main_log = (run_dir / "__main__.log").read_text()
+    assert "reusing the complete merge" in main_log.split("interrupted by SIGUSR2", 1)[1]
+    assert leftovers(sweep_dir) == []
+    assert_each_point_once(results_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_sbatch_task_requeued_ends_with_one_line_and_completes_with_the_submitting_python(
+    slurm_cluster, toy_cache, tmp_path
+):
+    sweep_file = write_sweep_file(tmp_path / "sweep.txt")
+    sweep_dir, results_dir = tmp_path / "sweep", tmp_path / "results"
+    job = submit_array(slurm_cluster, sweep_file, sweep_dir, results_dir, toy_cache, tmp_path, defaults=True)
+    run_dir = wait_for_run_start(sweep_dir, SCALES[1])
+    wait_for_file(run_dir / "merged" / "merge_manifest.json")
+    # scontrol requeue: SLURM ends the running task with SIGTERM and queues it again.
+    slurm_cluster.command("scontrol", "requeue", f"{job}_1")
+    log_file = tmp_path / "outputs" / "slurm" / f"acm_exp-{job}_1.out"
+    wait_for_text(log_file, "acm_exp: error: interrupted by SIGTERM")
+    time.sleep(2)
+    assert leftovers(sweep_dir) == [], "the interrupted run left half-written files"
+    states = wait_for_array(slurm_cluster, job, 3, timeout_s=SWEEP_TIMEOUT_S + REQUEUE_DELAY_S)
+    assert set(states.values()) == {"COMPLETED"}, states
+    log = log_file.read_text()
+    errors = [line for line in log.splitlines() if line.startswith("acm_exp: error:")]
+    assert len(errors) == 1, log[-3000:]
+    assert re.fullmatch(
+        r"acm_exp: error: interrupted by SIGTERM during (evaluation|recording the results); rerun the same command "
+        r"to resume \(complete merges, statistics and sample files are reused\)",
+        errors[0],
+    ), errors
+    # Both attempts ran the virtualenv's Python (python3 on PATH cannot import acm_exp here).
+    started = [line for line in log.splitlines() if line.startswith("acm_exp array: job")]
+    assert len(started) == 2 and all(f"with {Path(sys.executable).parent}" in line for line in started), started
+    assert "reusing the complete merge" in (run_dir / "__main__.log").read_text()
     assert_each_point_once(results_dir)
 
 
@@ -336,9 +564,7 @@ def test_launcher_task_killed_mid_run_is_completed_by_resubmission(slurm_cluster
     require_submitit_launcher()
     sweep_dir, results_dir = tmp_path / "sweep", tmp_path / "results"
     command = launcher_command(sweep_dir, results_dir, toy_cache)
-    launcher = subprocess.Popen(
-        command, env=slurm_cluster.env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    launcher = start_launcher(slurm_cluster, command, tmp_path)
     try:
         wait_for_run_start(sweep_dir, SCALES[1])
         ((array_job, _),) = {(job, task) for job, task in submitit_array_tasks(sweep_dir) if task == "1"}
