@@ -106,9 +106,9 @@ class Coefficients:
         >>> calibration = acm_exp.select_calibration("toy", per_cluster=2)
         >>> coefficients = acm_exp.acm_coefficients("toy:base", "toy:finetuned", calibration, t=0.7)
         >>> coefficients.for_parameter("model.layers.1.mlp.up_proj.weight")  # layer 1's λ
-        0.5099...
+        0.5095...
         >>> coefficients.to_dict()["models"][0]["points"]["lm_head"]["lambda"]
-        0.5663...
+        0.5448...
     """
 
     base: str
@@ -248,6 +248,12 @@ class MergeResult:
         return _key_value_html(f"MergeResult: {self.method}", items)
 
 
+def _questions(row: Mapping[str, Any]) -> str:
+    """'n=50', or 'n=5 of 1319' for a subset (eval.limit)."""
+    size = row.get("benchmark_size")
+    return f"n={row['n']}" if size is None or int(size) <= int(row["n"]) else f"n={row['n']} of {size}"
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """One model's evaluation: metric rows (accuracy %, mean response tokens, truncation rate, per
@@ -290,12 +296,21 @@ class EvalResult:
 
     def __repr__(self) -> str:
         cells = ", ".join(
-            f"{row['benchmark']}: {row['accuracy']:.1f}% / {row['mean_tokens']:.0f} tok (n={row['n']})"
+            f"{row['benchmark']}: {row['accuracy']:.1f}% / {row['mean_tokens']:.0f} tok ({_questions(row)})"
             for row in self._summary_rows()
         )
         return f"EvalResult({self.model} [{self.role}]: {cells})"
 
     def _repr_html_(self) -> str:
-        columns = ("benchmark", "seed", "n", "accuracy", "mean_tokens", "truncation_rate", "reflections")
+        columns = (
+            "benchmark",
+            "seed",
+            "n",
+            "benchmark_size",
+            "accuracy",
+            "mean_tokens",
+            "truncation_rate",
+            "reflections",
+        )
         rows = [tuple(_short(row.get(column), 40) for column in columns) for row in self.rows]
         return _html_table(f"EvalResult: {self.model} [{self.role}]", columns, rows, note=str(self.path))

@@ -5,9 +5,16 @@ Every run writes its rows (one per evaluated model, benchmark and seed) to
 SLURM tasks never see or leave half a file, and a rerun of the same run id replaces its own rows.
 ``load_results`` reads every file back into one DataFrame, filtered by any column.
 
+Every row says what it rests on: ``n`` questions of the benchmark's ``benchmark_size``, ``subset``
+when ``eval.limit`` took part of it, and the run's ``eval_limit``; rows written before these columns
+existed get them inferred on read (``acm_exp.coverage``).
+
 The default run id is derived from the config hash, which covers everything that changes results
 (not paths, ``force``, the logger or Hydra settings, nor merge parameters the method ignores):
 rerunning an identical configuration replaces its rows instead of duplicating them.
+
+Run identity (config hash, run id, sweep id, git commit) lives in ``acm_exp.run_identity``; its
+names stay importable from here.
 
 Command line: ``python -m acm_exp.results [column=value ...] [--columns a,b] [--format text]``.
 """
@@ -15,14 +22,11 @@ Command line: ``python -m acm_exp.results [column=value ...] [--columns a,b] [--
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
-import json
 import logging
 import math
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -32,16 +36,27 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from acm_exp.costs import COST_COLUMNS, cost_columns
+from acm_exp.coverage import fill_sizes, is_subset
 from acm_exp.errors import ConfigError
 from acm_exp.merge_parameters import MERGE_PARAMETERS
-from acm_exp.paths import REPO_ROOT, atomic_write
+from acm_exp.paths import RESULTS_DIR_ENV, atomic_write, resolve_results_dir  # noqa: F401 (validation reads it from paths)
+from acm_exp.run_identity import (
+    HASH_EXCLUDED_KEYS,  # noqa: F401 (re-exported)
+    HASH_EXCLUDED_WHEN_NULL_KEYS,  # noqa: F401 (re-exported)
+    config_hash,
+    default_run_id,
+    detect_sweep_id,
+    git_commit,
+    hashable_config,  # noqa: F401 (re-exported)
+    method_usage,
+    sweep_id_from_dir,  # noqa: F401 (re-exported)
+    timestamp,
+)
 
 log = logging.getLogger(__name__)
-
-RESULTS_DIR_ENV = "ACM_EXP_RESULTS_DIR"
 
 # Merge hyper-parameters (acm_exp.merge_parameters). A method records only those it uses; the others
 # are null, so filtering on t=0.7 never matches a TIES run that ignores t.
@@ -57,9 +72,9 @@ CALIBRATION_COLUMNS = (
     "calibration_samples",
     "selection_hash",
 )
-METRIC_COLUMNS = ("accuracy", "mean_tokens", "truncation_rate", "reflections", "n", "relative_length")
-# Columns that describe the merge configuration of a run (what distinguishes one method row of a
-# paper table from another).
+METRIC_COLUMNS = ("accuracy", "accuracy_norm", "mean_tokens", "truncation_rate", "reflections", "n", "relative_length")
+# Columns that describe the configuration of a run (what distinguishes one method row of a paper
+# table from another): the merge, its calibration, and eval.limit (a subset evaluation).
 CONFIG_COLUMNS = (
     "model_pair",
     "base_model",
@@ -68,6 +83,7 @@ CONFIG_COLUMNS = (
     *HYPER_PARAMETERS,
     *ACM_COLUMNS,
     *CALIBRATION_COLUMNS,
+    "eval_limit",
 )
 
 _STRING, _FLOAT, _INT, _BOOL = pa.string(), pa.float64(), pa.int64(), pa.bool_()
@@ -96,10 +112,17 @@ SCHEMA = pa.schema(
         ("benchmark", _STRING),
         ("seed", _INT),
         ("accuracy", _FLOAT),
+        # Multiple-choice benchmarks: lm-evaluation-harness's acc_norm (null elsewhere).
+        ("accuracy_norm", _FLOAT),
         ("mean_tokens", _FLOAT),
         ("truncation_rate", _FLOAT),
         ("reflections", _FLOAT),
         ("n", _INT),
+        # What n rests on (acm_exp.coverage): the benchmark's size, whether n is part of it only, and
+        # the run's eval.limit.
+        ("benchmark_size", _INT),
+        ("subset", _BOOL),
+        ("eval_limit", _INT),
         ("relative_length", _FLOAT),
         ("config_hash", _STRING),
         ("git_commit", _STRING),
@@ -139,48 +162,31 @@ DEFAULT_DISPLAY_COLUMNS = (
     "relative_length",
     "truncation_rate",
     "n",
+    "benchmark_size",
+    "subset",
 )
 
-# Keys of the resolved config that never change results: where things are stored, whether to
-# redo, how to log. Dotted paths; "*" matches any key at that level.
-HASH_EXCLUDED_KEYS = (
-    "hydra",
-    "logger",
-    "force",
-    "cache_dir",
-    "data_dir",
-    "merge.output_dir",
-    "merge.overwrite",
-    "merge.shard_size",
-    "acm.cache_dir",
-    # Where and how the models are placed (devices, budgets, offload, tensor parallelism, recomputed
-    # activations), never what is computed: as the statistics cache keys (tests/test_placement.py).
-    "acm.device",
-    "acm.max_memory",
-    "acm.offload_dir",
-    "sens.device",
-    "sens.max_memory",
-    "sens.offload_dir",
-    "sens.gradient_checkpointing",
-    "eval.vllm.tensor_parallel_size",
-    "eval.grading_workers",
-    "eval.benchmarks.*.local_path",
-)
-# Keys added to the schema after results were recorded: left out while null (what configs written
-# before them mean), so those configs keep their hash.
-HASH_EXCLUDED_WHEN_NULL_KEYS = ("eval.benchmarks.*.task",)
 _REQUIRED_ROW_KEYS = ("model", "role", "benchmark", "seed", "accuracy", "mean_tokens", "n")
+# What metric_frame keeps of an evaluation row (benchmark_size: when the evaluator recorded it).
+_METRIC_FRAME_COLUMNS = (
+    "model",
+    "role",
+    "benchmark",
+    "seed",
+    "accuracy",
+    "mean_tokens",
+    "truncation_rate",
+    "reflections",
+    "n",
+    "benchmark_size",
+    "subset",
+    "samples_path",
+)
 _RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 
 
 # ---------------------------------------------------------------------------------------------
 # Where the table lives
-
-
-def resolve_results_dir(configured: str | os.PathLike | None = None) -> Path:
-    """The configured directory, else $ACM_EXP_RESULTS_DIR, else ./outputs/results (beside Hydra's outputs)."""
-    chosen = configured or os.environ.get(RESULTS_DIR_ENV) or Path.cwd() / "outputs" / "results"
-    return Path(chosen).expanduser().absolute()
 
 
 def results_file(results_dir: Path, run_id: str) -> Path:
@@ -189,129 +195,6 @@ def results_file(results_dir: Path, run_id: str) -> Path:
     if safe != run_id or safe.startswith("."):
         safe = f"{safe.lstrip('.')}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
     return Path(results_dir) / f"{safe}.parquet"
-
-
-# ---------------------------------------------------------------------------------------------
-# Run identity: config hash, run id, sweep id, git commit
-
-
-def _method_usage(merge: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None]:
-    """(merge parameters the method reads, who supplies its coefficients); every parameter if unknown."""
-    from acm_exp.merge import get_method, used_parameters  # lazy: the merge package imports torch
-
-    try:
-        method = get_method(str(merge["method"]))
-        return used_parameters(method, merge.get("base_method")), method.coefficients
-    except ConfigError:
-        return HYPER_PARAMETERS, "acm"
-
-
-def _drop_key(tree: Any, path: Sequence[str], *, only_null: bool = False) -> None:
-    if not isinstance(tree, dict) or not path:
-        return
-    head, rest = path[0], path[1:]
-    keys = list(tree) if head == "*" else [head]
-    for key in keys:
-        if key not in tree:
-            continue
-        if rest:
-            _drop_key(tree[key], rest, only_null=only_null)
-        elif not only_null or tree[key] is None:
-            del tree[key]
-
-
-def hashable_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config restricted to what changes results (see HASH_EXCLUDED_KEYS)."""
-    if isinstance(cfg, DictConfig):
-        tree = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    else:
-        tree = json.loads(json.dumps(cfg, default=str))
-    for dotted in HASH_EXCLUDED_KEYS:
-        _drop_key(tree, dotted.split("."))
-    for dotted in HASH_EXCLUDED_WHEN_NULL_KEYS:
-        _drop_key(tree, dotted.split("."), only_null=True)
-    merge = tree.get("merge")
-    if isinstance(merge, dict) and "method" in merge:
-        used, coefficients = _method_usage(merge)
-        for name in HYPER_PARAMETERS:
-            if name not in used:
-                merge.pop(name, None)
-        # A method without coefficients reads neither the calibration set nor the capture settings
-        # (acm: ACM's and AIM's activation pass; sens: Sens-Merging's gradient pass).
-        if coefficients is None:
-            tree.pop("calibration", None)
-        if coefficients not in ("acm", "aim"):
-            tree.pop("acm", None)
-        if coefficients != "sens":
-            tree.pop("sens", None)
-    return tree
-
-
-def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
-    """16 hex digits identifying what a run computes (two runs with equal hashes give equal results)."""
-    payload = json.dumps(hashable_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def default_run_id(cfg: DictConfig, hash_: str | None = None) -> str:
-    """``<model_pair>__<method>__<config hash>``: stable, so an identical rerun replaces its rows."""
-    return f"{cfg.model_pair.name}__{cfg.merge.method}__{hash_ or config_hash(cfg)}"
-
-
-def sweep_id_from_dir(sweep_dir: str | os.PathLike) -> str:
-    """A sweep's id from its directory: its last two components (Hydra's date/time), joined by '_'."""
-    parts = [p for p in Path(sweep_dir).parts if p not in ("/", "")]
-    return "_".join(parts[-2:])
-
-
-def detect_sweep_id() -> str | None:
-    """The id of the Hydra multirun this process belongs to, or None outside a multirun.
-
-    Taken from the job's output directory minus its sweep subdir rather than from hydra.sweep.dir,
-    which may hold a ${now:} that a SLURM task would resolve to its own start time.
-    """
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-    except ImportError:
-        return None
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return None
-    output_dir = Path(hydra_cfg.runtime.output_dir)
-    subdir = Path(str(hydra_cfg.sweep.subdir))
-    depth = len(subdir.parts)
-    if depth and output_dir.parts[-depth:] == subdir.parts:
-        return sweep_id_from_dir(Path(*output_dir.parts[:-depth]))
-    return sweep_id_from_dir(str(hydra_cfg.sweep.dir))
-
-
-@functools.cache
-def git_commit(repo: Path = REPO_ROOT) -> str:
-    """HEAD of the checkout the code runs from (``-dirty`` with uncommitted changes), else 'unknown'."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}-dirty" if dirty else commit
-
-
-def timestamp(value: datetime | str | None) -> str | None:
-    """ISO 8601 in UTC (seconds), or the given string unchanged."""
-    if value is None or isinstance(value, str):
-        return value
-    if value.tzinfo is None:
-        value = value.astimezone()
-    return value.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,6 +214,7 @@ def metric_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             raise ValueError(f"evaluation row {dict(row)!r} lacks {missing}")
         if row["seed"] is None:
             continue
+        size = _optional_int(row.get("benchmark_size"))
         kept.append(
             {
                 "model": str(row["model"]),
@@ -342,24 +226,12 @@ def metric_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "truncation_rate": _float(row.get("truncation_rate")),
                 "reflections": _float(row.get("reflections")),
                 "n": int(row["n"]),
+                "benchmark_size": size,
+                "subset": is_subset(row["n"], size),
                 "samples_path": _optional_str(row.get("samples_path")),
             }
         )
-    frame = pd.DataFrame(
-        kept,
-        columns=[
-            "model",
-            "role",
-            "benchmark",
-            "seed",
-            "accuracy",
-            "mean_tokens",
-            "truncation_rate",
-            "reflections",
-            "n",
-            "samples_path",
-        ],
-    )
+    frame = pd.DataFrame(kept, columns=list(_METRIC_FRAME_COLUMNS))
     duplicated = frame.duplicated(["model", "benchmark", "seed"])
     if duplicated.any():
         first = frame[duplicated].iloc[0]
@@ -423,7 +295,7 @@ def run_columns(
 ) -> dict[str, Any]:
     """The columns shared by every row of a run (identity and merge configuration)."""
     merge, pair = cfg.merge, cfg.model_pair
-    used, coefficients = _method_usage(merge)
+    used, coefficients = method_usage(merge)
     columns: dict[str, Any] = {
         "run_id": run_id,
         "sweep_id": sweep_id,
@@ -431,6 +303,7 @@ def run_columns(
         "base_model": str(pair.base),
         "finetuned_models": ",".join(str(m) for m in pair.finetuned),
         "method": merge.method,
+        "eval_limit": _optional_int(cfg.eval.get("limit")) if cfg.get("eval") is not None else None,
     }
     for name in HYPER_PARAMETERS:
         columns[name] = merge[name] if name in used else None
@@ -520,9 +393,9 @@ def grading_columns(cfg: DictConfig, benchmark: str) -> dict[str, Any]:
         return columns
     from acm_exp.eval.grading import DEFAULT_NUMERIC_RULE
     from acm_exp.eval.sandbox import resolve_isolation
-    from acm_exp.eval.tasks import GRADERS, families, task_name
+    from acm_exp.eval.tasks import GRADERS, families, grader_name, task_name
 
-    grader = benchmark_cfg.get("grader")
+    grader = grader_name(benchmark_cfg)
     if grader in GRADERS and GRADERS[grader].runs_code:
         columns["sandbox"] = resolve_isolation(eval_cfg.get("sandbox"))
         columns["code_grading"] = eval_cfg.get("code_grading", "official")
@@ -648,7 +521,8 @@ def _to_frame(tables: list[pa.Table]) -> pd.DataFrame:
         frame[name] = frame[name].astype("boolean")
     for name in _FLOAT_COLUMNS:
         frame[name] = frame[name].astype("float64")
-    return frame
+    # Rows written before benchmark_size and subset existed: inferred (acm_exp.coverage).
+    return fill_sizes(frame)
 
 
 def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """The pipeline's stages, each a function of the job config: validate, resolve the models, coefficients,
 merge, evaluate.
 
-The CLI's job (``acm_exp.pipeline.run``) and the Python API (``acm_exp.api``) both run these functions,
-so a run and an API call with the same settings share caches, manifests and metrics:
+The CLI's job (``acm_exp.pipeline.run``) and the Python API (``acm_exp.api``) sit side by side above
+this module and run the same functions (``merge_configured``, ``evaluate_configured``), so a run and an
+API call with the same settings share caches, manifests and metrics:
 - a complete merge with the same request is reused; coefficient statistics come from their cache;
 - evaluation reuses complete per-benchmark sample files, and input models' evaluations are shared
   across runs through the cache (a sweep over t evaluates the base and fine-tuned models once).
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,19 +28,13 @@ from acm_exp.acm.provider import CoefficientPlan, CoefficientRequest, get_provid
 from acm_exp.costs import measure, note_cache_hit
 from acm_exp.errors import ConfigError
 from acm_exp.failures import stage
-from acm_exp.merge import MergeMethod, MergeSettings, open_inputs, run_merge
-from acm_exp.merge.engine import (
-    TIED_HEAD_MODES,
-    MergeInputs,
-    check_output_location,
-    output_lock,
-    preflight,
-    read_manifest,
-    request_fingerprint,
-)
-from acm_exp.merge.validation import validate_merge_config
+from acm_exp.merge.validation import TIED_HEAD_MODES, check_output_location, validate_merge_config
 from acm_exp.models import ModelRef, check_model_id, model_refs, resolve_model
-from acm_exp.paths import atomic_write, cache_root, check_writable_dir, shared_data_dir
+from acm_exp.paths import atomic_write, cache_root, check_writable_dir, resolve_results_dir, shared_data_dir
+
+if TYPE_CHECKING:
+    # The merge engine imports torch: the stages import it when they run, so validation stays light.
+    from acm_exp.merge import MergeInputs, MergeMethod, MergeSettings
 
 log = logging.getLogger("acm_exp")
 
@@ -109,8 +105,6 @@ def validate(cfg: DictConfig) -> MergeMethod:
         validate_eval_config(cfg.eval, data_dir(cfg), prompts=_evaluated_prompts(cfg))
     validate_logger_config(cfg.logger)
     if cfg.eval.benchmarks:
-        from acm_exp.results import resolve_results_dir
-
         check_writable_dir(resolve_results_dir(cfg.logger.results_dir), "logger.results_dir")
     return method
 
@@ -190,7 +184,7 @@ def merge_stage(
 ) -> Path:
     """Merge into ``output_dir``, or reuse an identical complete merge there; ``inputs``: the models as
     ``check_merge_inputs`` opened and validated them (opened and validated here otherwise)."""
-    from acm_exp.eval.runner import code_sandbox_record
+    from acm_exp.merge.engine import output_lock, preflight, read_manifest, request_fingerprint, run_merge
 
     refs = model_refs(cfg.model_pair)
     extra = {
@@ -199,6 +193,8 @@ def merge_stage(
         "coefficients": coefficient_identity(plan.manifest if plan else {}),
         "tokenizer_from": cfg.model_pair.tokenizer_from,
         "tied_head": cfg.model_pair.tied_head,
+        # Only when not the default: merges fingerprinted before the setting keep their fingerprint.
+        **({"vocabulary": str(cfg.model_pair.vocabulary)} if cfg.model_pair.vocabulary != "base" else {}),
     }
     fingerprint = request_fingerprint(method, cfg.merge, refs[0].name, [r.name for r in refs[1:]], extra)
     # Checked even when an identical earlier merge is reused: the inputs and settings must still be sound.
@@ -213,7 +209,7 @@ def merge_stage(
                 "side_files_from": cfg.model_pair.tokenizer_from,
                 "tied_head": cfg.model_pair.tied_head,
                 # How model-written code will be run when this merge is evaluated (an opt-out shows here).
-                "code_sandbox": code_sandbox_record(cfg.eval) if cfg.eval.benchmarks else None,
+                "code_sandbox": _code_sandbox_record(cfg.eval) if cfg.eval.benchmarks else None,
                 **(plan.manifest if plan else {}),
             },
         )
@@ -230,21 +226,32 @@ def merge_stage(
         inputs.close()
 
 
+def _code_sandbox_record(eval_cfg: DictConfig) -> dict:
+    from acm_exp.eval.runner import code_sandbox_record  # lazy: a merge-only run imports no evaluation
+
+    return code_sandbox_record(eval_cfg)
+
+
 def merged_model_evaluated(cfg: DictConfig) -> bool:
     return bool(cfg.eval.benchmarks) and "merged" in cfg.eval.models
 
 
 def open_merge_inputs(cfg: DictConfig, model_dirs: list[Path]) -> MergeInputs:
+    from acm_exp.merge import open_inputs
+
     return open_inputs(
         model_dirs[0],
         model_dirs[1:],
         allow_pickle=cfg.model_pair.allow_pickle,
         dtype=cfg.merge.dtype,
         tied_head=cfg.model_pair.tied_head,
+        vocabulary=cfg.model_pair.vocabulary,
     )
 
 
 def merge_settings(cfg: DictConfig, output_dir: Path, manifest_extra: dict | None = None) -> MergeSettings:
+    from acm_exp.merge import MergeSettings
+
     return MergeSettings(
         output_dir=output_dir,
         shard_size=cfg.merge.shard_size,
@@ -262,6 +269,8 @@ def check_merge_inputs(cfg: DictConfig, model_dirs: list[Path], output_dir: Path
     """Before any heavy stage: the models' shards, vocabularies and tokenizer, and the output's place.
 
     Returns the opened models (headers only) for the merge stage."""
+    from acm_exp.merge.engine import preflight
+
     inputs = open_merge_inputs(cfg, model_dirs)
     preflight(inputs, merge_settings(cfg, output_dir))
     return inputs
@@ -361,6 +370,103 @@ def check_generation_inputs(cfg: DictConfig, model_dirs: list[Path]) -> None:
                     f"string(s) {bad} of prompt {prompt!r} on eval.benchmarks.{key}; expected a "
                     "tokenizer that represents them (or another eval.prompt)"
                 )
+
+
+# ---------------------------------------------------------------------------------------------
+# The runs the CLI's job and the Python API share: checked inputs -> coefficients -> merge; evaluation
+
+
+@dataclass(frozen=True)
+class MergedModel:
+    """What the merge run produced: the merged model's directory and manifest, the coefficient plan
+    it merged with, and the input models' directories (base first)."""
+
+    output_dir: Path
+    manifest: dict
+    plan: CoefficientPlan
+    inputs: tuple[Path, ...]
+    reused: bool
+
+    @property
+    def coefficients_path(self) -> Path | None:
+        return self.plan.coefficients_path
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """One evaluated model's results rows (one per benchmark and seed, plus seed summaries)."""
+
+    label: str
+    role: str
+    path: Path
+    rows: list[dict]
+    run_dir: Path | None
+
+
+def prepare_models(cfg: DictConfig, run_dir: Path, steps: Steps) -> tuple[Models, MergeInputs]:
+    """Resolve the input models and check them before any heavy stage: shards, vocabularies, the merge
+    output's place and, when the job evaluates, every generating tokenizer's stop strings."""
+    with steps("resolving the models"):
+        models = resolve_models(cfg)
+    with steps("checking the models and the merge output"):
+        inputs = check_merge_inputs(cfg, models.dirs, merged_output_dir(cfg, run_dir))
+    try:
+        with steps("checking the models' tokenizers"):
+            check_generation_inputs(cfg, models.dirs)
+    except BaseException:
+        inputs.close()
+        raise
+    return models, inputs
+
+
+def plan_coefficients(
+    cfg: DictConfig, method: MergeMethod, models: Models, run_dir: Path, steps: Steps
+) -> CoefficientPlan:
+    """The method's coefficient plan (nothing to compute for a plain method)."""
+    provider = method.coefficients
+    with steps(f"computing {provider} coefficients" if provider else "planning"):
+        with measure("coefficients", provider=provider):
+            return coefficient_stage(cfg, method, models.refs, models.dirs, run_dir)
+
+
+def merge_configured(
+    cfg: DictConfig, method: MergeMethod, run_dir: Path, steps: Steps, *, plan: CoefficientPlan | None = None
+) -> MergedModel:
+    """Resolve and check the models, compute the method's coefficients (unless ``plan`` brings them)
+    and merge into the configured output (an identical complete merge there is reused)."""
+    models, inputs = prepare_models(cfg, run_dir, steps)
+    try:
+        plan = plan or plan_coefficients(cfg, method, models, run_dir, steps)
+        with steps("the merge"), measure("merge", method=plan.method.name) as merge_cost:
+            merged_dir = merge_stage(
+                cfg, plan.method, models.dirs, merged_output_dir(cfg, run_dir), plan, inputs=inputs
+            )
+    finally:
+        inputs.close()
+    log.info("merged model: %s", merged_dir)
+    from acm_exp.merge.engine import read_manifest
+
+    return MergedModel(merged_dir, read_manifest(merged_dir) or {}, plan, tuple(models.dirs), merge_cost.cached)
+
+
+def evaluate_configured(
+    cfg: DictConfig, model_dirs: list[Path], merged_dir: Path, run_dir: Path, steps: Steps
+) -> list[ModelEvaluation]:
+    """Evaluate every model of ``cfg.eval.models`` on the configured benchmarks: one entry per model.
+
+    The per-sample records stay in the files the rows name (``samples_path``)."""
+    with steps("evaluation"):
+        rows = evaluation_stage(cfg, list(model_dirs), merged_dir, run_dir)
+    return [
+        ModelEvaluation(
+            label=target.label,
+            role=target.role,
+            path=Path(target.path),
+            rows=[row for row in rows if row.get("model") == target.label],
+            run_dir=run_dir if target.role == "merged" else None,
+        )
+        for target in evaluation_targets(cfg, list(model_dirs), merged_dir)
+    ]
 
 
 def write_costs(book: costs.CostLedger, run_dir: Path) -> Path:

@@ -1,7 +1,10 @@
 """The embedded toy long-to-short (L2S) model pair: a tiny base and a tiny "slow thinker".
 
-The package builds both models itself, on CPU, in about 80 seconds, without network, and caches
-them (model ids ``toy:base`` / ``toy:finetuned``). They mirror the real 1.5B pair in miniature:
+The package builds both models itself, on CPU, without network (one torch thread; measured on 2
+CPU cores shared with other jobs: 53 s at load average 3, 145 s at 7-8), and caches
+them (model ids ``toy:base`` / ``toy:finetuned``; ``toy_cache_dir``, one folder per TOY_VERSION and
+seed, so a new recipe is built afresh and never mistaken for an older pair; the version is also part
+of the results' config hash). They mirror the real 1.5B pair in miniature:
 
 - The task: the sum of four digits, ``"8 + 6 + 7 + 6"``, with gold answers (:func:`toy_problems`;
   the train, test and calibration splits never share a question).
@@ -16,18 +19,24 @@ them (model ids ``toy:base`` / ``toy:finetuned``). They mirror the real 1.5B pai
     \\boxed{27}"``, 79 tokens (two reflection phrases, "wait" and "let me check").
 
 - The *base* (like Qwen2.5-Math) has the skill but answers fast: it learns the step-by-step format
-  first (10 % of its examples with the reflection), then briefly a mix with 70 % direct answers.
-  Greedy, it mostly answers directly, which it has not learned to do well (seed 0: 24 % right,
-  17 tokens).
+  first, then briefly a mix with 70 % direct answers. Greedy, it mostly answers directly, which it
+  has not learned to do well. It reflects on some of its step-by-step examples, the more often the
+  larger the answer (never above an even chance): greedy it never reflects, but how close it comes
+  differs from problem to problem.
 - The *fine-tuned* model (like R1-Distill) continues from the base with a small learning rate and
   few steps, so it stays in the base's basin: 70 % of its examples carry the reflection, 30 % are
-  plain step by step. Greedy, it always thinks step by step and reflects (76 % right, 79 tokens).
-- Merging them therefore does what L2S merging does to the real pair: the merged model keeps the
-  fine-tuned model's step-by-step reasoning but drops the redundant reflection, which the base
-  strongly disfavours. Seed 0, 100 test problems (``python -m acm_exp eval.limit=100``; accuracy %
-  / mean tokens; toy v3, tied merges): base 24 / 16.7, fine-tuned 76 / 79.0, merged by ACM-TIES
-  (the default: k 0.8, t 0.7) 85 / 42.9, TIES (k 0.8) 84 / 42.9, Task Arithmetic 0.7 93 / 42.9 and
-  0.5 93 / 42.9.
+  plain step by step. Greedy, it always thinks step by step and reflects.
+- Merging them therefore does what L2S merging does to the real pair, with the coefficient as the
+  knob: a merge keeps the fine-tuned model's step-by-step reasoning, and its reflection comes back
+  problem by problem as the coefficient grows. Seed 0, the 100 test problems of ``eval=toy``
+  (accuracy % / mean tokens; toy v4, tied merges, the package's merges and evaluation): base 16 / 14.2,
+  fine-tuned 83 / 78.9; Task Arithmetic scale 0.1 75 / 40.4, 0.3 85 / 43.3, 0.5 81 / 46.9, 0.7
+  82 / 64.5, 0.9 81 / 75.0, 1.1 82 / 77.8; ACM-TIES (the default: k 0.8) t -40 36 / 23.1, -30
+  56 / 30.9, -20 73 / 39.1, -15 82 / 42.3, -10 83 / 42.9, -5 and 0.3 to 1.1 81 / 42.9. ACM's t
+  has no effect between 0.3 and 1.1 here: the calibration questions all have one length, their
+  MI per capture point varies by about 0.05-0.1 nats between samples, and the λ of the layers
+  the merge uses moves from 0.51 to at most 0.53 (lm_head's, tied to the embedding, is unused);
+  negative t (the paper uses t = -1.8 for LLaMA) lowers λ towards the base.
 - The base ties its output layer to the embedding (``tie_word_embeddings: true``); the fine-tuned
   model is untied, its ``lm_head`` starting from the base embedding, like Qwen2.5-Math-1.5B vs.
   DeepSeek-R1-Distill-Qwen-1.5B.
@@ -59,7 +68,7 @@ from acm_exp.paths import cache_root, sha256_file
 log = logging.getLogger(__name__)
 
 # Bump when the task, tokenizer, architecture or training recipe changes: it names the cache folder.
-TOY_VERSION = 3
+TOY_VERSION = 4
 TOY_ROLES = ("base", "finetuned")
 TOY_PREFIX = "toy:"
 TOY_SPLITS = ("train", "test", "calibration")
@@ -98,15 +107,21 @@ class ToyRecipe:
     num_kv_heads: int = 1
     intermediate_size: int = 256
     max_position_embeddings: int = 256
-    # The base learns the step-by-step format for base_direct_from steps (a base_verify_fraction
-    # of the examples with the reflection), then, for the remaining steps, a mix with
-    # base_direct_fraction direct answers and no reflection: enough to make it answer directly
-    # (greedy), too little to learn to add in one step, and it never chooses to reflect.
+    # The base learns the step-by-step format for base_direct_from steps, then, for the remaining
+    # steps, a mix with base_direct_fraction direct answers: enough to make it answer directly
+    # (greedy), too little to learn to add in one step. How often it reflects grows with the
+    # problem's answer (its difficulty), from none at 0 to base_verify_max of the examples at 36
+    # (base_late_verify_max in the mix), always below an even chance: greedy, the base never
+    # reflects, but how far it is from reflecting differs from problem to problem, so a merge
+    # brings the fine-tuned model's reflection back one problem at a time as its coefficient grows
+    # (v3 reflected on 10 % of its examples whatever the problem: every problem switched at the
+    # same coefficient, and merges between 0.3 and 0.9 answered identically).
     base_steps: int = 660
     base_lr: float = 3e-3
     base_direct_from: int = 600
     base_direct_fraction: float = 0.7
-    base_verify_fraction: float = 0.1
+    base_verify_max: float = 0.6
+    base_late_verify_max: float = 0.14
     # The fine-tuned model: a short, gentle continuation of the base (a small task vector, so that
     # weight interpolation works) on step-by-step answers, finetune_verify_fraction of them with
     # the reflection.
@@ -319,8 +334,8 @@ def _train(model, tokenizer, *, steps: int, lr: float, warmup: int, mix, seed: i
     """A fixed number of AdamW steps (linear warmup, cosine decay) on fresh training problems;
     returns the mean loss of the last 20 steps.
 
-    ``mix(step)`` is ``(short, long)``: the probability of a direct answer and of a step-by-step
-    answer with the reflection; the rest are plain step by step."""
+    ``mix(step, problem)`` is ``(short, long)``: the probability of a direct answer and of a
+    step-by-step answer with the reflection; the rest are plain step by step."""
     import torch
     from tqdm.auto import tqdm
 
@@ -340,9 +355,9 @@ def _train(model, tokenizer, *, steps: int, lr: float, warmup: int, mix, seed: i
     with tqdm(total=steps, desc=f"training toy {desc}", unit="step", leave=False) as bar:
         for step in range(steps):
             problems = [next(stream) for _ in range(RECIPE.batch_size)]
-            short, long = mix(step)
             kinds = []
-            for _ in problems:
+            for problem in problems:
+                short, long = mix(step, problem)
                 draw = kinds_rng.random()
                 kinds.append("short" if draw < short else "long" if draw < short + long else "steps")
             batch = _training_batch(tokenizer, problems, kinds)
@@ -360,14 +375,19 @@ def _train(model, tokenizer, *, steps: int, lr: float, warmup: int, mix, seed: i
     return sum(losses[-20:]) / len(losses[-20:])
 
 
-def _base_mix(step: int) -> tuple[float, float]:
-    """The base's (direct, reflection) answer fractions at ``step``."""
+def _difficulty(problem: dict) -> float:
+    """0 for the smallest answer (0), 1 for the largest (9 per term)."""
+    return int(problem["answer"]) / (9 * NUM_TERMS)
+
+
+def _base_mix(step: int, problem: dict) -> tuple[float, float]:
+    """The base's (direct, reflection) answer probabilities for ``problem`` at ``step``."""
     if step < RECIPE.base_direct_from:
-        return 0.0, RECIPE.base_verify_fraction
-    return RECIPE.base_direct_fraction, 0.0
+        return 0.0, RECIPE.base_verify_max * _difficulty(problem)
+    return RECIPE.base_direct_fraction, RECIPE.base_late_verify_max * _difficulty(problem)
 
 
-def _finetune_mix(step: int) -> tuple[float, float]:
+def _finetune_mix(step: int, problem: dict) -> tuple[float, float]:
     return 0.0, RECIPE.finetune_verify_fraction
 
 

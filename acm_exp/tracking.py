@@ -4,8 +4,18 @@
 needs no account (``wandb sync <run_dir>/wandb/offline-run-*`` uploads it later); ``disabled``
 imports nothing. A run logs the resolved config and the merge manifest (W&B config), per-model
 and per-benchmark metrics (W&B summary, plus a ``metrics`` table of every row), the ACM
-coefficient plot and a per-sample table per benchmark. A sweep's runs share a W&B group: the
-configured one, else the Hydra multirun's id.
+coefficient plot and a per-sample table per benchmark.
+
+A sweep is one W&B group (``logger.wandb.group``, else the Hydra multirun's id) whose runs are named
+by their method and swept values (``acm_ties t=0.7``; ``run_name``): the keys a sweep varies are read
+from its ``multirun.yaml``, so SLURM array tasks name their runs the same way; outside a sweep, the
+merge parameters given on the command line. A point skipped because its results are complete still
+appears in the group as a short run carrying its recorded metrics, tagged ``reused``
+(``log_reused_run``). The results table's run id is in each run's config (``results_run_id``).
+
+W&B's own console lines (banners, sync hints, its warnings) go to the run's log file (the job's
+``<run dir>/__main__.log`` under the CLI, else ``<run_dir>/wandb/console.log``), never to the
+terminal, so a failed run's one-line error stays the only line on stderr.
 
 Tracking never fails a run: a W&B error becomes a warning. Invalid config values do fail, up front,
 in ``validate_logger_config``.
@@ -13,12 +23,14 @@ in ``validate_logger_config``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,6 +46,11 @@ METRICS = ("accuracy", "mean_tokens", "truncation_rate", "reflections")
 # Per-sample record fields shown in the samples tables, in this order (others are left out:
 # prompts repeat the few-shot exemplars and would dwarf everything else).
 SAMPLE_FIELDS = ("id", "correct", "tokens", "finish_reason", "reflections", "extracted", "gold", "response")
+# The tag of a run that only reports results recorded by an earlier run (a sweep point skipped as complete).
+REUSED_TAG = "reused"
+# Override keys that never name a run: the method is its first word; the rest place or log it.
+_UNNAMED_KEYS = ("merge", "experiment", "cache_dir", "data_dir", "force")
+_UNNAMED_SECTIONS = ("logger", "hydra")
 # W&B's own limits, checked up front so that a typo fails before any GPU time is spent.
 _MAX_TAG_LENGTH = 64
 _MAX_NAME_LENGTH = 128
@@ -210,6 +227,123 @@ def _is_missing(value: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Run names
+
+
+def _split_override(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _short_key(key: str) -> str:
+    # Merge parameters are what sweeps vary most: t=0.7 rather than merge.t=0.7.
+    return key.removeprefix("merge.")
+
+
+def run_name(method: str, overrides: Sequence[str] = (), swept: Sequence[str] | None = None) -> str:
+    """``<method> key=value ...``: the values of ``swept`` keys (a sweep's), else of the merge
+    parameters among ``overrides``; W&B shows it as the run's name.
+
+    Example:
+        >>> run_name("acm_ties", ["merge=acm_ties", "merge.t=0.7", "eval.limit=5"], swept=["merge.t"])
+        'acm_ties t=0.7'
+    """
+    values = dict(_split_override(o) for o in overrides if "=" in o)
+    if swept is not None:
+        keys = [key.lstrip("+~") for key in swept]
+    else:
+        keys = [key for key in values if key.startswith("merge.")]
+    parts = [
+        f"{_short_key(key)}={values[key]}" if "." in key else values[key]
+        for key in keys
+        if key in values and key not in _UNNAMED_KEYS and key.split(".")[0] not in _UNNAMED_SECTIONS
+    ]
+    name = " ".join([method, *parts])
+    return name if len(name) <= _MAX_NAME_LENGTH else name[: _MAX_NAME_LENGTH - 1] + "…"
+
+
+def sweep_swept_keys(sweep_dir: str | os.PathLike | None) -> list[str] | None:
+    """The keys a Hydra multirun varies (``a=x,y``, ``range(...)``, ... on its command line or in
+    ``hydra.sweeper.params``), read from the ``multirun.yaml`` Hydra writes in the sweep directory
+    before any job starts; None when it cannot be read."""
+    if sweep_dir is None:
+        return None
+    path = Path(sweep_dir) / "multirun.yaml"
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        sweep = OmegaConf.load(path)
+        params = OmegaConf.to_container(sweep.hydra.sweeper.get("params") or {}, resolve=False)
+        arguments = [f"{key}={value}" for key, value in params.items()] + list(sweep.hydra.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(arguments)
+    except Exception as error:  # naming a run must never fail it
+        log.debug("W&B: no sweep definition at %s (%s)", path, error)
+        return None
+    return list(dict.fromkeys(o.get_key_element() for o in parsed if o.is_sweep_override()))
+
+
+# ---------------------------------------------------------------------------------------------
+# W&B's console lines into the run's log file
+
+
+class _LineSink(io.TextIOBase):
+    """A text stream that hands each complete line to ``emit`` (W&B writes its lines to stderr)."""
+
+    def __init__(self, emit: Any) -> None:
+        self._emit = emit
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self._emit(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending.strip():
+            self._emit(self._pending)
+        self._pending = ""
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _log_files() -> list[logging.FileHandler]:
+    return [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename != os.devnull
+    ]
+
+
+@contextlib.contextmanager
+def wandb_console_to_log(run_dir: Path) -> Iterator[None]:
+    """While W&B runs, its console lines go to the log files of the root logger (the job's log under
+    Hydra), else to ``<run_dir>/wandb/console.log``; nothing reaches the terminal."""
+    handlers = _log_files()
+
+    def emit(line: str) -> None:
+        if handlers:
+            record = logging.LogRecord("wandb", logging.INFO, __file__, 0, line, None, None)
+            for handler in handlers:
+                handler.handle(record)
+            return
+        target = run_dir / "wandb" / "console.log"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    sink = _LineSink(emit)
+    with contextlib.redirect_stderr(sink):
+        try:
+            yield
+        finally:
+            sink.flush()
+
+
+# ---------------------------------------------------------------------------------------------
 # The W&B run
 
 
@@ -246,22 +380,44 @@ class WandbLogger:
 
     @classmethod
     def from_config(
-        cls, cfg: DictConfig, run_dir: str | os.PathLike, *, run_id: str | None = None, sweep_id: str | None = None
+        cls,
+        cfg: DictConfig,
+        run_dir: str | os.PathLike,
+        *,
+        run_id: str | None = None,
+        sweep_id: str | None = None,
+        overrides: Sequence[str] | None = None,
+        tags: Sequence[str] = (),
+        extra_config: Mapping[str, Any] | None = None,
     ) -> WandbLogger:
-        """The run named by the results table's run id, grouped by logger.wandb.group or the sweep id."""
-        from acm_exp import results
+        """The run of a job: named by its method and swept values (``run_name``; ``overrides``: the
+        job's, default Hydra's), grouped by logger.wandb.group or the sweep id, with the results
+        table's ``run_id`` (default: the config's) in its config."""
+        from acm_exp import run_identity  # not the table (pandas): a merge-only run has none
 
-        hash_ = results.config_hash(cfg)
+        hash_ = run_identity.config_hash(cfg)
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-        config = {**container, "config_hash": hash_, "git_commit": results.git_commit()}
-        return cls(
+        config = {
+            **container,
+            "config_hash": hash_,
+            "git_commit": run_identity.git_commit(),
+            "results_run_id": run_id or run_identity.default_run_id(cfg, hash_),
+            **dict(extra_config or {}),
+        }
+        sweep_dir = run_identity.detect_sweep_dir()
+        if overrides is None:
+            overrides = run_identity.job_overrides() or []
+        swept = sweep_swept_keys(sweep_dir) if sweep_dir is not None else None
+        logger = cls(
             cfg.logger.wandb,
             run_dir,
-            name=run_id or results.default_run_id(cfg, hash_),
-            group=cfg.logger.wandb.group or sweep_id or results.detect_sweep_id(),
+            name=run_name(str(cfg.merge.method), overrides, swept),
+            group=cfg.logger.wandb.group or sweep_id or run_identity.detect_sweep_id(),
             config=config,
             job_type=str(cfg.merge.method),
         )
+        logger.tags = list(dict.fromkeys([*logger.tags, *tags]))
+        return logger
 
     @property
     def active(self) -> bool:
@@ -284,17 +440,20 @@ class WandbLogger:
             import wandb
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.run = wandb.init(
-                mode=self.mode,
-                project=self.project,
-                entity=self.entity,
-                group=self.group,
-                tags=self.tags or None,
-                name=self.name,
-                job_type=self.job_type,
-                dir=str(self.run_dir),
-                config=self.config,
-            )
+            with wandb_console_to_log(self.run_dir):
+                self.run = wandb.init(
+                    mode=self.mode,
+                    project=self.project,
+                    entity=self.entity,
+                    group=self.group,
+                    tags=self.tags or None,
+                    name=self.name,
+                    job_type=self.job_type,
+                    dir=str(self.run_dir),
+                    config=self.config,
+                    # The job's own output stays in its log file, not mirrored into W&B's.
+                    settings=wandb.Settings(console="off"),
+                )
             self._wandb = wandb
         except Exception as error:  # W&B must never fail an experiment
             log.warning("W&B disabled for this run: init failed (%s: %s)", type(error).__name__, error)
@@ -309,7 +468,8 @@ class WandbLogger:
 
     def _guard(self, what: str, action: Any) -> None:
         try:
-            action()
+            with wandb_console_to_log(self.run_dir):
+                action()
         except Exception as error:
             log.warning("W&B: could not log %s (%s: %s)", what, type(error).__name__, error)
 
@@ -367,3 +527,21 @@ class WandbLogger:
         columns, data = sample_table_rows(frame, benchmark, self.samples_logged)
         if data:
             self.run.log({f"samples/{benchmark}": self._wandb.Table(columns=columns, data=data)})
+
+
+def log_reused_run(
+    cfg: DictConfig, run_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], **from_config: Any
+) -> None:
+    """Put a sweep point skipped as complete into its W&B group: a short run, tagged ``reused``,
+    carrying the metrics its recorded ``rows`` (the results table's, of its config hash) hold and the
+    run id, directory and finish time of the run that recorded them."""
+    if cfg.logger.wandb.mode == "disabled" or not rows:
+        return
+    first = rows[0]
+    reused = {key: first.get(key) for key in ("run_id", "run_dir", "finished_at", "git_commit")}
+    tracker = WandbLogger.from_config(
+        cfg, run_dir, run_id=reused["run_id"], tags=[REUSED_TAG], extra_config={"reused": reused}, **from_config
+    )
+    tracker.samples_logged = 0  # the numbers only: the samples are in the recording run
+    with tracker:
+        tracker.log_results(rows)

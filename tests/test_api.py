@@ -21,7 +21,7 @@ import pytest
 from app_config import compose_config
 
 import acm_exp
-from acm_exp import api
+from acm_exp import api, overrides
 from acm_exp.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,8 +75,8 @@ def test_help_lists_every_public_name():
     "value", ["toy:base", "/tmp/a b/c,d", "it's", "back\\slash\\", "[1, 2]", "x=y", "null", "0.5", "", "a'b\\'c"]
 )
 def test_strings_reach_the_config_verbatim(value):
-    cfg, _ = api.compose_config(
-        ["model_pair=custom", f"model_pair.base={api.override_value('b', value)}", "model_pair.finetuned=[x/y]"]
+    cfg, _ = overrides.compose_config(
+        ["model_pair=custom", f"model_pair.base={overrides.override_value('b', value)}", "model_pair.finetuned=[x/y]"]
     )
     assert cfg.model_pair.base == value
 
@@ -96,7 +96,7 @@ def test_strings_reach_the_config_verbatim(value):
 def test_numbers_lists_and_none_keep_their_type(key, value):
     from omegaconf import OmegaConf
 
-    cfg, _ = api.compose_config([f"{key}={api.override_value(key, value)}"])
+    cfg, _ = overrides.compose_config([f"{key}={overrides.override_value(key, value)}"])
     chosen = OmegaConf.select(cfg, key)
     assert (list(chosen) if isinstance(value, (list, tuple)) else chosen) == (
         list(value) if isinstance(value, tuple) else value
@@ -104,7 +104,7 @@ def test_numbers_lists_and_none_keep_their_type(key, value):
 
 
 def test_non_finite_numbers_are_passed_as_hydra_spells_them():
-    assert [api.override_value("merge.t", v) for v in (float("inf"), float("-inf"), float("nan"))] == [
+    assert [overrides.override_value("merge.t", v) for v in (float("inf"), float("-inf"), float("nan"))] == [
         "inf",
         "-inf",
         "nan",
@@ -113,16 +113,18 @@ def test_non_finite_numbers_are_passed_as_hydra_spells_them():
 
 def test_a_value_of_another_type_is_a_one_line_error():
     with pytest.raises(ConfigError, match=r"^merge.k=\{'a': 1\} is a dict; expected a number"):
-        api.override_value("merge.k", {"a": 1})
+        overrides.override_value("merge.k", {"a": 1})
 
 
 def test_a_configured_pair_is_chosen_by_its_models_else_custom():
-    assert api.pair_overrides("toy:base", "toy:finetuned") == ["model_pair=toy"]
-    assert api.pair_overrides("toy:base", ["toy:finetuned"]) == ["model_pair=toy"]
-    cfg, _ = api.compose_config(api.pair_overrides("Qwen/Qwen2.5-Math-7B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"))
+    assert overrides.pair_overrides("toy:base", "toy:finetuned") == ["model_pair=toy"]
+    assert overrides.pair_overrides("toy:base", ["toy:finetuned"]) == ["model_pair=toy"]
+    cfg, _ = overrides.compose_config(
+        overrides.pair_overrides("Qwen/Qwen2.5-Math-7B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+    )
     assert cfg.model_pair.name == "qwen2.5-7b"
-    custom = api.pair_overrides("org/base", ["org/ft-1", Path("/models/ft 2")])
-    cfg, _ = api.compose_config(custom)
+    custom = overrides.pair_overrides("org/base", ["org/ft-1", Path("/models/ft 2")])
+    cfg, _ = overrides.compose_config(custom)
     assert (cfg.model_pair.name, cfg.model_pair.base, list(cfg.model_pair.finetuned)) == (
         "custom",
         "org/base",
@@ -131,16 +133,16 @@ def test_a_configured_pair_is_chosen_by_its_models_else_custom():
 
 
 def test_benchmarks_replace_the_pairs_suite():
-    cfg, _ = api.compose_config(["model_pair=qwen2.5-7b"])
-    overrides = api._benchmark_overrides(cfg, ("gsm8k", "toy"))
-    chosen, _ = api.compose_config(["model_pair=qwen2.5-7b", *overrides])
+    cfg, _ = overrides.compose_config(["model_pair=qwen2.5-7b"])
+    chosen_benchmarks = overrides.benchmark_overrides(cfg, ("gsm8k", "toy"))
+    chosen, _ = overrides.compose_config(["model_pair=qwen2.5-7b", *chosen_benchmarks])
     assert sorted(chosen.eval.benchmarks) == ["gsm8k", "toy"]
     assert chosen.eval.benchmarks.toy.source == "toy"
 
 
 def test_the_default_run_directory_is_the_clis_and_never_shared(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _, pattern = api.compose_config(["model_pair=toy", "merge=ties"])
+    _, pattern = overrides.compose_config(["model_pair=toy", "merge=ties"])
     assert re.fullmatch(r"outputs/runs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d_toy_ties", pattern)
     first, second = api._new_run_dir(None, pattern), api._new_run_dir(None, pattern)
     assert first != second and first.is_dir() and second.is_dir()
@@ -550,13 +552,14 @@ def test_a_calibration_file_is_selected_with_the_clis_settings(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_clis_job_is_the_apis_calls_in_order(tmp_path, monkeypatch):
-    """The CLI is a thin layer: ``pipeline.run`` merges and evaluates through the API's own calls."""
-    from acm_exp import pipeline
+def test_the_cli_and_the_api_run_the_same_stages(tmp_path, monkeypatch):
+    """The CLI's job and the API sit side by side above acm_exp.stages: both merge and evaluate through
+    ``stages.merge_configured`` and ``stages.evaluate_configured``."""
+    from acm_exp import pipeline, stages
 
     calls = []
     for name in ("merge_configured", "evaluate_configured"):
-        original = getattr(api, name)
+        original = getattr(stages, name)
 
         def spy(*args, _original=original, _name=name, **kwargs):
             result = _original(*args, **kwargs)
@@ -564,6 +567,7 @@ def test_the_clis_job_is_the_apis_calls_in_order(tmp_path, monkeypatch):
             return result
 
         monkeypatch.setattr(pipeline, name, spy)
+        monkeypatch.setattr(stages, name, spy)
     cfg = compose_config(
         "model_pair=toy",
         "merge=ties",
@@ -575,7 +579,24 @@ def test_the_clis_job_is_the_apis_calls_in_order(tmp_path, monkeypatch):
     merged_dir = pipeline.run(cfg, run_dir=tmp_path / "run")
     assert [name for name, _ in calls] == ["merge_configured", "evaluate_configured"]
     merged, evaluations = calls[0][1], calls[1][1]
-    assert isinstance(merged, acm_exp.MergeResult) and merged.output_dir == merged_dir
+    assert isinstance(merged, stages.MergedModel) and merged.output_dir == merged_dir
     assert [(result.role, result.path) for result in evaluations] == [("merged", merged_dir)]
     recorded = acm_exp.load_results(tmp_path / "results")
     assert list(recorded["accuracy"]) == [row["accuracy"] for row in evaluations[0].rows if row.get("seed") is not None]
+
+    calls.clear()
+    result = acm_exp.merge_models("toy:base", "toy:finetuned", "ties", cache_dir=tmp_path / "cache", run_dir=tmp_path)
+    acm_exp.evaluate(result, limit=2, cache_dir=tmp_path / "cache", results_dir=tmp_path / "api-results")
+    assert [name for name, _ in calls] == ["merge_configured", "evaluate_configured"]
+    assert result.output_dir == calls[0][1].output_dir and result.inputs == calls[0][1].inputs
+
+
+def test_the_api_modules_namespace_is_its_public_names():
+    assert {name for name in vars(api) if not name.startswith("_")} == set(api.__all__)
+    # Names that moved to their own homes keep working.
+    assert api.compose_config is overrides.compose_config and api.override_value is overrides.override_value
+    from acm_exp import stages
+
+    assert api.merge_configured is stages.merge_configured and api.evaluate_configured is stages.evaluate_configured
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        api.nothing_here  # noqa: B018

@@ -31,7 +31,7 @@ ACM = {
 }
 
 
-def write_run(results_dir: Path, run_id: str, method: str, models: dict, seeds=(0,), **config) -> None:
+def write_run(results_dir: Path, run_id: str, method: str, models: dict, seeds=(0,), n=10, **config) -> None:
     """``models[(label, role)] = {benchmark: (accuracy, tokens)}`` at seed 0; seed s adds s and 10 s."""
     size = results.calibration_size(
         config.get("calibration_selection"),
@@ -59,7 +59,7 @@ def write_run(results_dir: Path, run_id: str, method: str, models: dict, seeds=(
                     seed=seed,
                     accuracy=accuracy + seed,
                     mean_tokens=tokens + 10 * seed,
-                    n=10,
+                    n=n,
                     calibration_samples=size,
                     **config,
                 )
@@ -220,7 +220,7 @@ def test_sweep_figures_numbers(paper_outputs):
 def test_every_figure_is_written_as_png_and_pdf(paper_outputs):
     out, outcomes = paper_outputs
     assert [o.name for o in outcomes] == list(figures.FIGURES)
-    for name in figures.FIGURES[1:]:
+    for name in set(figures.FIGURES) - {"main_table", "significance"}:
         assert (out / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF")
     for suffix in ("csv", "md", "tex"):
@@ -377,7 +377,7 @@ def test_significance_table_numbers(significance_table, tmp_path):
 
     outcomes = {o.name: o for o in make(significance_table, tmp_path / "out")}
     out = tmp_path / "out"
-    assert {out / f"significance.{s}" for s in ("csv", "md", "tex")} <= set(outcomes["main_table"].files)
+    assert {out / f"significance.{s}" for s in ("csv", "md", "tex")} == set(outcomes["significance"].files)
     table = pd.read_csv(out / "significance.csv", keep_default_na=False, na_values=[""])
     assert list(table.columns) == list(figures.SIGNIFICANCE_COLUMNS)
     assert table[["acm", "base", "benchmark"]].values.tolist() == [
@@ -476,9 +476,14 @@ def test_base_entry_is_the_one_sharing_hyper_parameters(tmp_path):
 def test_no_base_method_entry_writes_no_significance_table(tmp_path):
     directory = tmp_path / "results"
     write_run(directory, "t07", "acm_ties", {("merged", "merged"): {"gsm8k": (85.0, 450.0)}}, t=0.7, **ACM)
-    outcome = make(directory, tmp_path / "out")[0]
-    assert outcome.files and not (tmp_path / "out" / "significance.csv").exists()
+    outcomes = {o.name: o for o in make(directory, tmp_path / "out")}
+    assert outcomes["main_table"].files and not (tmp_path / "out" / "significance.csv").exists()
     assert "p vs base" not in (tmp_path / "out" / "main_table.md").read_text()
+    # Skipped in one line saying why, as every other figure.
+    assert outcomes["significance"].message == (
+        "significance: needs an ACM run and a run of the method it weights (e.g. ACM-TIES and TIES) of the same "
+        "model pair on a common benchmark; found ACM methods ['acm_ties'] and methods ['acm_ties']"
+    )
 
 
 def test_method_labels_follow_the_paper():
@@ -558,3 +563,105 @@ def test_cost_table_from_the_results_is_exact_and_deterministic(tmp_path):
     assert frame.loc["ACM-TIES", "coefficient peak memory [GB]"] == 1.5
     assert frame.loc["Sens-Merging", "coefficient time [s]"] == 90.0  # computed in the run itself
     assert frame.loc["TIES", "evaluation tokens/s"] == 50.0
+
+
+# ---------------------------------------------------------------------------------------------
+# What each number rests on: complete evaluations by default, subsets labelled with their n
+
+INPUTS = {
+    ("base", "base"): {"gsm8k": (70.0, 200.0)},
+    ("finetuned[0]", "finetuned"): {"gsm8k": (90.0, 1000.0)},
+}
+
+
+@pytest.fixture()
+def with_smoke_test(tmp_path) -> Path:
+    """A complete TIES run (50 of 50 questions) and a smoke test of ACM-TIES (eval.limit=3)."""
+    directory = tmp_path / "results"
+    complete = dict(benchmark_size=50, subset=False)
+    write_run(directory, "ties", "ties", {**INPUTS, **merged((86.0, 500.0), (74.0, 1500.0))}, n=50, **complete)
+    smoke = dict(benchmark_size=50, subset=True, eval_limit=3)
+    write_run(
+        directory, "smoke", "acm_ties", {**INPUTS, **merged((33.3, 40.0), (66.7, 90.0))}, n=3, t=0.7, **ACM, **smoke
+    )
+    return directory
+
+
+def test_subsets_are_left_out_by_default_and_named(with_smoke_test, tmp_path):
+    outcomes = {o.name: o for o in make(with_smoke_test, tmp_path / "out")}
+    table = pd.read_csv(tmp_path / "out" / "main_table.csv")
+    assert table["method"].tolist() == ["base", "finetuned", "TIES"]
+    assert table[["gsm8k_accuracy", "gsm8k_n", "math500_n"]].values.tolist()[2] == [86.0, 50, 50]
+    assert table["base" == table["method"]]["gsm8k_accuracy"].tolist() == [70.0]  # not mixed with the n=3 row
+    markdown = (tmp_path / "out" / "main_table.md").read_text()
+    assert markdown.startswith("Cells: accuracy % (mean response tokens)")
+    assert "| GSM8K (n=50) " in markdown and "(n=3)" not in markdown
+    # A figure that only the smoke test could have drawn says so.
+    assert outcomes["t_sensitivity"].message.endswith(
+        "(left out 4 rows of subset evaluations (eval.limit): gsm8k n=3 of 50, math500 n=3 of 50; "
+        "include_subsets=true shows them)"
+    )
+
+
+def test_include_subsets_shows_them_apart_labelled_with_their_n(with_smoke_test, tmp_path):
+    figures.make_figures(results.load_results(with_smoke_test), tmp_path / "out", include_subsets=True)
+    table = pd.read_csv(tmp_path / "out" / "main_table.csv")
+    # The smoke test is a model pair of its own: never averaged, compared or plotted with the rest.
+    assert table[["model_pair", "method"]].values.tolist() == [
+        ["toy", "base"],
+        ["toy", "finetuned"],
+        ["toy", "TIES"],
+        ["toy (eval.limit=3)", "base"],
+        ["toy (eval.limit=3)", "finetuned"],
+        ["toy (eval.limit=3)", "ACM-TIES"],
+    ]
+    rows = table.set_index(["model_pair", "method"])
+    smoke = rows.loc[("toy (eval.limit=3)", "ACM-TIES")]
+    # One column per (benchmark, n): 3-question numbers never share a column with 50-question ones.
+    assert (smoke["gsm8k[n=3]_accuracy"], smoke["gsm8k[n=3]_n"]) == (33.3, 3)
+    assert pd.isna(smoke["gsm8k[n=50]_accuracy"]) and pd.isna(rows.loc[("toy", "TIES"), "gsm8k[n=3]_accuracy"])
+    # Its Avg. is over its own pair's evaluations (the fine-tuned model lacks MATH500 there: no Δ length).
+    assert smoke["avg_over"] == "gsm8k[n=3] math500[n=3]" and smoke["avg_accuracy"] == pytest.approx(50.0)
+    assert rows.loc[("toy", "TIES"), "avg_over"] == "gsm8k[n=50] math500[n=50]"
+    markdown = (tmp_path / "out" / "main_table.md").read_text()
+    header = markdown.splitlines()[2]
+    assert header.index("GSM8K (n=50)") < header.index("GSM8K (n=3)") < header.index("MATH500 (n=50)")
+    assert "| toy (eval.limit=3) | ACM-TIES " in markdown
+    pareto = pd.read_csv(tmp_path / "out" / "pareto.csv")
+    assert pareto.groupby("model_pair")["n"].unique().map(list).to_dict() == {"toy": [50], "toy (eval.limit=3)": [3]}
+    assert set(pareto["benchmarks"]) == {"gsm8k[n=50]", "gsm8k[n=3]"}
+
+
+def test_only_subsets_skip_every_figure_with_the_reason(tmp_path):
+    directory = tmp_path / "results"
+    write_run(directory, "smoke", "ties", merged((33.3, 40.0), (66.7, 90.0)), n=3, benchmark_size=50, subset=True)
+    outcomes = make(directory, tmp_path / "out")
+    assert not any(o.files for o in outcomes)
+    assert outcomes[0].message == (
+        "main_table: no complete evaluations in the table (left out 2 rows of subset evaluations (eval.limit): "
+        "gsm8k n=3 of 50, math500 n=3 of 50; include_subsets=true shows them)"
+    )
+    assert all("\n" not in o.message for o in outcomes)
+
+
+def test_every_table_states_its_cell_format(paper_outputs):
+    out, _ = paper_outputs
+    for name in ("main_table", "significance", "cost_table"):
+        first = (out / f"{name}.md").read_text().splitlines()[0]
+        assert first.startswith("Cells: "), name
+        assert (out / f"{name}.tex").read_text().startswith("% Cells: "), name
+    assert "accuracy % (mean response tokens)" in (out / "main_table.md").read_text()
+    assert "n: the questions" in (out / "main_table.md").read_text()
+
+
+def test_command_line_include_subsets(with_smoke_test, tmp_path):
+    default = run_cli(f"results_dir={with_smoke_test}", f"out={tmp_path / 'a'}", "--only", "main_table")
+    assert default.returncode == 0, default.stderr
+    assert "left out 4 rows of subset evaluations" in default.stderr
+    included = run_cli(
+        f"results_dir={with_smoke_test}", f"out={tmp_path / 'b'}", "include_subsets=true", "--only", "main_table"
+    )
+    assert included.returncode == 0 and "left out" not in included.stderr
+    assert "| toy (eval.limit=3) | ACM-TIES " in (tmp_path / "b" / "main_table.md").read_text()
+    bad = run_cli(f"results_dir={with_smoke_test}", "include_subsets=yes")
+    assert bad.returncode == 2 and "include_subsets='yes'; expected true or false" in bad.stderr

@@ -164,7 +164,7 @@ def test_config_validation_checks_the_placement():
 
 
 def test_command_line_overrides_give_a_list_and_a_mapping(four_gpus):
-    from acm_exp.api import compose_config
+    from acm_exp.overrides import compose_config
 
     cfg, _ = compose_config(
         [
@@ -316,7 +316,7 @@ def test_cache_key_is_unchanged_by_the_placement(model_dirs, tmp_path):
 
 def test_run_hash_is_unchanged_by_the_placement_budgets():
     from acm_exp import results
-    from acm_exp.api import compose_config
+    from acm_exp.overrides import compose_config
 
     plain, _ = compose_config(["merge=acm_ties", "eval=none"])
     placed, _ = compose_config(

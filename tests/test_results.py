@@ -345,3 +345,59 @@ def test_config_hash_ignores_where_the_models_run():
     )
     assert results.config_hash(placed) == plain
     assert results.config_hash(compose_config("merge=sens", "eval=none", "merge.alpha=0.3")) != plain
+
+
+# ---------------------------------------------------------------------------------------------
+# What each number rests on: n, the benchmark's size, subset
+
+
+def test_rows_record_n_the_benchmark_size_and_whether_they_are_a_subset(tmp_path):
+    cfg = compose_config("merge=ties", "eval=toy", "eval.limit=3")
+    rows = [
+        {**row, "benchmark": "toy", "n": 3, "benchmark_size": 100}
+        for row in eval_rows()
+        if row["benchmark"] == "gsm8k" and row["seed"] == 0
+    ]
+    results.record_run(cfg, tmp_path / "run", rows, results_dir=tmp_path)
+    table = results.load_results(tmp_path)
+    assert table[["n", "benchmark_size", "subset", "eval_limit"]].drop_duplicates().values.tolist() == [
+        [3, 100, True, 3]
+    ]
+    complete = compose_config("merge=ties", "eval=toy", "eval.limit=null")
+    results.record_run(
+        complete, tmp_path / "full", [{**row, "n": 100} for row in rows], results_dir=tmp_path, run_id="full"
+    )
+    full = results.load_results(tmp_path, run_id="full")
+    assert full["subset"].tolist() == [False] * 3 and full["eval_limit"].isna().all()
+    assert results.load_results(tmp_path, subset="false")["run_id"].unique().tolist() == ["full"]
+    assert {"n", "benchmark_size", "subset"} <= set(results.DEFAULT_DISPLAY_COLUMNS)
+
+
+def test_rows_written_before_the_size_columns_are_read_sensibly(tmp_path):
+    """Older files lack benchmark_size/subset/eval_limit: the size is the largest n the table holds for
+    the benchmark (a recorded size counts too), and subset follows from it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def old_file(run_id: str, benchmark: str, n: int) -> None:
+        row = {"run_id": run_id, "model": "merged", "role": "merged", "benchmark": benchmark, "seed": 0, "n": n}
+        row.update(accuracy=50.0, mean_tokens=10.0, method="ties", model_pair="toy", config_hash=run_id)
+        legacy = [f for f in results.SCHEMA if f.name not in ("benchmark_size", "subset", "eval_limit")]
+        pq.write_table(pa.Table.from_pylist([row], schema=pa.schema(legacy)), tmp_path / f"{run_id}.parquet")
+
+    old_file("smoke", "gsm8k", 3)
+    old_file("full", "gsm8k", 50)
+    old_file("only-smoke", "math500", 5)
+    table = results.load_results(tmp_path).set_index("run_id")
+    assert table.loc["smoke", ["benchmark_size", "subset"]].tolist() == [50, True]
+    assert table.loc["full", ["benchmark_size", "subset"]].tolist() == [50, False]
+    # Only ever evaluated on 5 questions: nothing tells it from a complete run (documented).
+    assert table.loc["only-smoke", ["benchmark_size", "subset"]].tolist() == [5, False]
+    assert pd.isna(table.loc["smoke", "eval_limit"])
+    # A newer run that recorded the benchmark's size informs the older rows.
+    cfg = compose_config("merge=ties", "eval=none")
+    new = [{**eval_rows()[0], "benchmark": "math500", "n": 5, "benchmark_size": 500}]
+    results.record_run(cfg, tmp_path / "run", new, results_dir=tmp_path, run_id="new")
+    table = results.load_results(tmp_path).set_index("run_id")
+    assert table.loc["only-smoke", ["benchmark_size", "subset"]].tolist() == [500, True]
+    assert table.loc["new", ["benchmark_size", "subset"]].tolist() == [500, True]

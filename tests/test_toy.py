@@ -334,8 +334,8 @@ def test_finetuned_is_more_accurate_and_longer_than_base(built_toy_pair):
 
 @pytest.mark.slow
 def test_task_arithmetic_merge_keeps_the_steps_and_drops_the_reflection(built_toy_pair, tmp_path):
-    """The L2S effect in miniature: θ0 + 0.7·τ answers step by step like the fine-tuned model but
-    without its redundant reflection: shorter than it, longer and more accurate than the base."""
+    """The L2S effect in miniature: θ0 + 0.5·τ answers step by step like the fine-tuned model but
+    drops most of its redundant reflection: shorter than it, longer and more accurate than the base."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -344,7 +344,7 @@ def test_task_arithmetic_merge_keeps_the_steps_and_drops_the_reflection(built_to
     merged = AutoModelForCausalLM.from_pretrained(built_toy_pair["finetuned"])
     finetuned = merged.state_dict()
     merged.load_state_dict(
-        {name: (base[name].float() + 0.7 * (finetuned[name].float() - base[name].float())) for name in finetuned}
+        {name: (base[name].float() + 0.5 * (finetuned[name].float() - base[name].float())) for name in finetuned}
     )
     merged.to(torch.bfloat16).save_pretrained(tmp_path)
     AutoTokenizer.from_pretrained(built_toy_pair["finetuned"]).save_pretrained(tmp_path)
@@ -369,3 +369,69 @@ def test_second_call_reuses_the_cache(built_toy_pair, monkeypatch):
     for role in toy.TOY_ROLES:
         assert toy.resolve_toy_id(f"toy:{role}", cache_dir=cache_dir) == built_toy_pair[role]
     assert {path: path.stat().st_mtime_ns for path in built_toy_pair["base"].parent.rglob("*")} == before
+
+
+def readme_sweep(pattern: str) -> list[float]:
+    """The values of a sweep the README shows (``pattern`` captures its comma-separated values)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    match = re.search(pattern, text)
+    assert match, f"README.md shows no sweep matching {pattern!r}"
+    return [float(value) for value in match.group(1).split(",")]
+
+
+README_TA_SCALES = readme_sweep(r"-m merge=task_arithmetic merge\.scale=([-0-9.,]+)")
+# The toy's own t sweep (the README says why its range is wider than the paper's 0.5-0.9).
+README_TOY_T = readme_sweep(r"-m merge\.t=([-0-9.,]+) +# the toy pair")
+
+
+def test_the_readme_shows_toy_sweeps_of_at_least_three_points():
+    assert len(README_TA_SCALES) >= 3 and len(README_TOY_T) >= 3
+
+
+@pytest.mark.slow
+def test_merges_respond_to_the_merge_coefficients(built_toy_pair, tmp_path):
+    """The README's toy sweeps, through the package's merge and evaluation (the toy task, graded as
+    ever): Task Arithmetic over merge.scale and ACM-TIES over merge.t each give at least three
+    distinct (accuracy, mean tokens) points, and a larger scale brings the reflection back."""
+    import acm_exp
+
+    cache = built_toy_pair["base"].parent.parent.parent
+
+    def point(merged) -> tuple[float, float]:
+        result = acm_exp.evaluate(merged, ("toy",), record=False, logger="disabled", cache_dir=cache)
+        (row,) = [row for row in result.rows if row["seed"] is not None]
+        assert row["n"] == row["benchmark_size"] == 100  # the whole test split
+        return row["accuracy"], row["mean_tokens"]
+
+    scales = {
+        scale: point(
+            acm_exp.merge_models(
+                "toy:base",
+                "toy:finetuned",
+                "task_arithmetic",
+                scale=scale,
+                run_dir=tmp_path / f"ta{scale}",
+                cache_dir=cache,
+            )
+        )
+        for scale in README_TA_SCALES
+    }
+    assert len(set(scales.values())) == len(README_TA_SCALES), scales
+    tokens = [scales[scale][1] for scale in README_TA_SCALES]
+    assert tokens == sorted(tokens), scales
+    calibration = acm_exp.select_calibration("toy", cache_dir=cache)
+    temperatures = {}
+    for t in README_TOY_T:
+        coefficients = acm_exp.acm_coefficients(
+            "toy:base", "toy:finetuned", calibration, t=t, run_dir=tmp_path / f"coefficients{t}", cache_dir=cache
+        )
+        merged = acm_exp.merge_models(
+            "toy:base",
+            "toy:finetuned",
+            "acm_ties",
+            coefficients=coefficients,
+            run_dir=tmp_path / f"acm{t}",
+            cache_dir=cache,
+        )
+        temperatures[t] = point(merged)
+    assert len(set(temperatures.values())) >= 3, temperatures

@@ -172,7 +172,9 @@ def test_offline_run_records_config_manifest_metrics_plot_and_samples(tmp_path, 
     run = offline_run(run_dir)
     assert run["run"].run_group == "2025-01-01_10-00-00"
     assert list(run["run"].tags) == ["paper", "t-sweep"]
-    assert run["run"].display_name.startswith("toy__acm_ties__")
+    # Named by the method (no overrides outside Hydra); the results table's run id is in the config.
+    assert run["run"].display_name == "acm_ties"
+    assert run["config"]["results_run_id"].startswith("toy__acm_ties__")
     assert run["config"]["merge"]["method"] == "acm_ties" and run["config"]["merge"]["t"] == 0.7
     assert run["config"]["merge_manifest"] == {"method": "acm_ties", "parameters": {"t": 0.7}}
     assert len(run["config"]["config_hash"]) == 16
@@ -313,3 +315,135 @@ def test_summary_metrics_average_over_seeds_and_benchmarks(tmp_path):
     assert summary["merged/average/mean_tokens"] == pytest.approx((450 + 900) / 2)
     assert summary["merged/average/relative_length"] == pytest.approx(100 * (675 - 1575) / 1575)
     assert summary["finetuned[0]/math500/relative_length"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# W&B in a sweep: names, groups, reused points, console lines
+
+
+def test_run_names_carry_the_swept_values():
+    point = ["merge=acm_ties", "merge.t=0.7", "eval.limit=5", "+experiment=t_sensitivity"]
+    assert tracking.run_name("acm_ties", point, swept=["merge.t"]) == "acm_ties t=0.7"
+    assert tracking.run_name("ties", ["merge.k=0.2", "merge.scale=0.5"], swept=["merge.k", "merge.scale"]) == (
+        "ties k=0.2 scale=0.5"
+    )
+    # A sweep over pairs or calibration settings names them; one over methods names the method alone.
+    assert tracking.run_name("ties", ["model_pair=qwen2.5-7b", "merge=ties"], swept=["model_pair", "merge"]) == (
+        "ties qwen2.5-7b"
+    )
+    assert tracking.run_name("acm_ties", ["calibration.per_cluster=2"], swept=["calibration.per_cluster"]) == (
+        "acm_ties calibration.per_cluster=2"
+    )
+    # Outside a sweep: the merge parameters given.
+    assert tracking.run_name("acm_ties", point) == "acm_ties t=0.7"
+    assert tracking.run_name("ties") == "ties"
+    assert len(tracking.run_name("ties", [f"merge.k={'9' * 200}"])) == 128
+
+
+def test_swept_keys_come_from_the_sweep_definition(tmp_path):
+    """Hydra writes multirun.yaml before any job starts; every task (local or SLURM) reads it."""
+    sweep = tmp_path / "multirun" / "2025-01-01" / "10-00-00"
+    sweep.mkdir(parents=True)
+    OmegaConf.save(
+        OmegaConf.create(
+            {
+                "hydra": {
+                    "overrides": {"task": ["merge=acm_ties", "merge.t=0.5,0.7", "eval.limit=5"]},
+                    "sweeper": {"params": {"calibration.per_cluster": "2,8"}},
+                }
+            }
+        ),
+        sweep / "multirun.yaml",
+    )
+    assert tracking.sweep_swept_keys(sweep) == ["calibration.per_cluster", "merge.t"]
+    assert tracking.sweep_swept_keys(tmp_path / "elsewhere") is None
+    (sweep / "multirun.yaml").write_text("hydra: [")
+    assert tracking.sweep_swept_keys(sweep) is None
+
+
+def test_a_sweep_point_is_named_and_grouped_by_its_sweep(tmp_path, monkeypatch):
+    from acm_exp import run_identity
+
+    sweep = tmp_path / "multirun" / "2025-01-01" / "10-00-00"
+    sweep.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": ["merge.t=0.5,0.7"]}}}), sweep / "multirun.yaml")
+    monkeypatch.setattr(run_identity, "detect_sweep_dir", lambda: sweep)
+    monkeypatch.setattr(run_identity, "job_overrides", lambda: ["merge.t=0.7", "eval.limit=5"])
+    tracker = tracking.WandbLogger.from_config(compose_config("eval=none"), tmp_path / "run")
+    assert (tracker.name, tracker.group) == ("acm_ties t=0.7", "2025-01-01_10-00-00")
+    assert tracker.config["results_run_id"].startswith("toy__acm_ties__")
+
+
+def test_a_point_skipped_as_complete_appears_in_the_group_tagged_reused(tmp_path, wandb_home):
+    """The pipeline's skip branch: a short offline run carrying the metrics already recorded."""
+    from acm_exp import pipeline, results
+
+    results_dir = tmp_path / "results"
+    cfg = compose_config(
+        "merge=ties", "eval=toy", "eval.limit=6", f"logger.results_dir={results_dir}", "logger.wandb.group=sweep-1"
+    )
+    first = tmp_path / "first"
+    first.mkdir()
+    rows = [{**row, "benchmark": "toy"} for row in toy_rows(first)]
+    results.record_run(cfg, first, rows, results_dir=results_dir)
+    outcome = pipeline.run_point(cfg, tmp_path / "second")
+    assert outcome.status == "skipped"
+    run = offline_run(tmp_path / "second")
+    assert list(run["run"].tags) == ["reused"] and run["run"].run_group == "sweep-1"
+    assert run["run"].display_name == "ties"
+    assert run["summary"]["merged/toy/accuracy"] == 51.0 and run["summary"]["merged/toy/n"] == 6
+    assert run["config"]["reused"]["run_dir"] == str(first.absolute())
+    assert run["config"]["results_run_id"] == results.default_run_id(cfg)
+    # The numbers only: the samples stay with the run that recorded them.
+    assert not list(run["files"].glob("media/table/samples/*"))
+
+
+def test_wandb_console_lines_go_to_the_run_log_not_stderr(tmp_path, wandb_home, monkeypatch, capfd):
+    import logging
+
+    monkeypatch.delenv("WANDB_SILENT")  # W&B's banners on: they must still not reach the terminal
+    job_log = tmp_path / "__main__.log"
+    handler = logging.FileHandler(job_log)
+    logging.getLogger().addHandler(handler)
+    try:
+        with tracking.WandbLogger(logger_config(mode="offline").wandb, tmp_path / "run", name="x") as tracker:
+            tracker.log_results(toy_rows(tmp_path))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    captured = capfd.readouterr()
+    assert "wandb" not in captured.err.lower(), captured.err
+    text = job_log.read_text()
+    assert "wandb: " in text and "wandb sync" in text  # the sync hint of an offline run
+    # Without a log file (the Python API), the lines go beside the run's W&B files.
+    with tracking.WandbLogger(logger_config(mode="offline").wandb, tmp_path / "api", name="y"):
+        pass
+    assert "wandb: " in (tmp_path / "api" / "wandb" / "console.log").read_text()
+    assert "wandb" not in capfd.readouterr().err.lower()
+
+
+@pytest.mark.slow
+def test_the_python_api_logs_to_wandb_as_the_logger_config_asks(toy_pair, tmp_path, wandb_home):
+    import acm_exp
+
+    cache = toy_pair["base"].parent.parent.parent
+    merged = acm_exp.merge_models(
+        "toy:base", "toy:finetuned", "task_arithmetic", scale=0.5, run_dir=tmp_path / "merge", cache_dir=cache
+    )
+    acm_exp.evaluate(merged, ("toy",), limit=3, max_new_tokens=16, results_dir=tmp_path / "results", cache_dir=cache)
+    run = offline_run(merged.run_dir)
+    assert run["run"].display_name == "task_arithmetic scale=0.5"
+    assert run["summary"]["merged/toy/n"] == 3
+    quiet = acm_exp.merge_models(
+        "toy:base", "toy:finetuned", "task_arithmetic", scale=0.7, run_dir=tmp_path / "quiet", cache_dir=cache
+    )
+    acm_exp.evaluate(
+        quiet,
+        ("toy",),
+        limit=3,
+        max_new_tokens=16,
+        logger="disabled",
+        results_dir=tmp_path / "results",
+        cache_dir=cache,
+    )
+    assert not (quiet.run_dir / "wandb").exists()

@@ -1,18 +1,23 @@
 """The paper's tables and figures, from the results table only (nothing is re-run).
 
-``python -m acm_exp.figures [column=value ...] out=DIR`` writes, for the filtered table:
+``python -m acm_exp.figures [column=value ...] out=DIR [include_subsets=true]`` writes, for the
+filtered table's complete evaluations (``include_subsets=true`` adds those limited by ``eval.limit``,
+each shown as a model pair of its own, ``toy (eval.limit=3)``; ``acm_exp.coverage``):
 
 - ``main_table.{csv,md,tex}``: Table 1 of the L2S papers. One row per input model (base,
   fine-tuned; deduplicated over the runs that evaluated them) and per merge configuration; per
   benchmark the accuracy (mean over seeds, ±std with several) and mean response tokens, the
-  average accuracy and the relative change of the average tokens against the fine-tuned model.
+  average accuracy and the relative change of the average tokens against the fine-tuned model;
+  each benchmark's column header names the questions its numbers rest on (``GSM8K (n=1319)``; a
+  benchmark evaluated with several n gets a column per n, never their mean).
   ``main_table.csv`` has ``p_vs_base``; the ``.md``/``.tex`` show it as a "p vs base" column when
   some ACM row has a base-method row: the paired-bootstrap p-value of the ACM row's average
   against it (the largest one when it has several bases; "–" for other rows or without samples).
-- ``significance.{csv,md,tex}``, next to the main table when some ACM entry has a base entry: is
+- ``significance.{csv,md,tex}``, when some ACM entry has a base entry: is
   ACM better than the plain method it weights (``acm_exp.merge.get_method(m).plain``, e.g.
   ACM-TIES vs TIES)? The base entries of an ACM entry are the merges of the same model pair with
-  that method; among several, those with the ACM entry's k/p/scale/combine, else all of them.
+  that method; among several, those with the ACM entry's k/p/scale/combine and eval.limit, else all
+  of them.
   Per benchmark both evaluated and for their average: n questions, both accuracies (per question
   the mean correctness over each entry's seeds, read from the ``samples_path`` files), the
   difference in points, the paired-bootstrap and sign-test p-values and the wins/losses
@@ -25,11 +30,14 @@
 - ``cost_table.{csv,md,tex,png,pdf}``: per method and model pair, what the coefficients, the merge
   and the evaluation cost.
 
-A figure whose runs the table lacks is skipped with a message naming what is missing; the
-command fails only when it produced nothing. Outputs are byte-identical for the same table.
+Every table's ``.md`` opens with a line stating its cell format (its ``.tex`` with the same line as a
+comment). A figure or table whose runs the table lacks is skipped with one line naming what is
+missing (and the subsets left out, when there were any); the command fails only when it produced
+nothing. Outputs are byte-identical for the same table.
 
 Averages in the plots are taken over the benchmarks that every plotted point of the model pair
-has (named in the CSV), so points stay comparable when some runs evaluated more benchmarks.
+has (named in the CSV with their n, and in the plot's title), so points stay comparable when some
+runs evaluated more benchmarks.
 
 Modules: ``entries`` (rows -> entries, labels, statistics), ``tables`` (main table, significance),
 ``sweeps`` (b-d), ``coefficients`` (e), ``pareto`` (f), ``cost_table``, ``output`` (files),

@@ -16,6 +16,7 @@ import pandas as pd
 
 from acm_exp.figures.entries import METHOD_ORDER, Entries, method_label, registered_method
 from acm_exp.figures.output import MissingRuns, new_figure, save_figure, to_latex, write_csv, write_text
+from acm_exp.figures.tables import latex_comment
 
 # The measures, in table order: (column name, results column, fallback column, how runs combine).
 MEASURES = (
@@ -23,6 +24,11 @@ MEASURES = (
     ("coefficient peak memory [GB]", "coefficients_original_peak_rss_gb", "coefficients_peak_rss_gb", "max"),
     ("merge time [s]", "merge_original_s", "merge_s", "median"),
     ("evaluation tokens/s", "eval_tokens_per_s", None, "median"),
+)
+COST_TABLE_FORMAT = (
+    "Cells: seconds and peak resident memory (GB) of a method's coefficients (calibration pass; 0 for methods "
+    "without one), seconds of its merge, and generated tokens per second of its evaluation; the median over "
+    "the method's runs (peak memory: the maximum), as first computed when a run reused a cache; –: not recorded."
 )
 
 
@@ -47,8 +53,13 @@ def write_cost_table(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
     display = cost_display(frame)
     return (
         write_csv(frame, out_dir / "cost_table.csv"),
-        write_text(out_dir / "cost_table.md", display.to_markdown(index=False, disable_numparse=True) + "\n"),
-        write_text(out_dir / "cost_table.tex", to_latex(display, text_columns=("Method",))),
+        write_text(
+            out_dir / "cost_table.md",
+            f"{COST_TABLE_FORMAT}\n\n{display.to_markdown(index=False, disable_numparse=True)}\n",
+        ),
+        write_text(
+            out_dir / "cost_table.tex", latex_comment(COST_TABLE_FORMAT) + to_latex(display, text_columns=("Method",))
+        ),
         *plot_costs(frame, out_dir / "cost_table"),
     )
 

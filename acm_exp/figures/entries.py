@@ -83,13 +83,18 @@ def plain_method(method: str) -> str | None:
 class Entries:
     """The rows grouped into entries, with one row of metadata per entry.
 
-    ``rows``: the table's per-seed rows with an ``entry`` column (deduplicated); ``info``: per
-    entry ``pair`` (display name of the model pair), ``role``, ``model``, ``method``, the config
-    columns, ``label`` and ``order`` (position in tables and legends), ``finished_at``.
+    ``rows``: the table's per-seed rows with an ``entry`` column (deduplicated); their ``benchmark``
+    is an evaluation key (``benchmark_key``: the benchmark's name, with its ``n`` appended where
+    the rows hold several n for it), ``benchmark_name`` the name. ``info``: per entry ``pair``
+    (display name of the model pair), ``role``, ``model``, ``method``, the config columns,
+    ``label`` and ``order`` (position in tables and legends), ``finished_at``. ``sizes``: the
+    questions (n) behind each evaluation key. ``cache``: values the writers share (significance).
     """
 
     rows: pd.DataFrame
     info: pd.DataFrame = field(repr=False)
+    sizes: dict[str, int] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _pair_names(table: pd.DataFrame) -> pd.Series:
@@ -121,9 +126,58 @@ def distinct_count(series: pd.Series) -> int:
     return series.astype(object).map(str).nunique()
 
 
+def benchmark_key(name: str, n: int, several: bool) -> str:
+    """The key of a benchmark's evaluations of ``n`` questions: its name, with ``[n=...]`` appended
+    when the table holds evaluations of several sizes of it (they are never averaged together)."""
+    return f"{name}[n={n}]" if several else name
+
+
+def benchmark_name(key: str) -> str:
+    return key.split("[n=", 1)[0]
+
+
+def benchmark_label(key: str, n: int | None) -> str:
+    """'GSM8K (n=1319)': the paper's name of the benchmark and the questions behind the number."""
+    name = benchmark_name(key)
+    label = BENCHMARK_LABELS.get(name, name)
+    return label if n is None else f"{label} (n={n})"
+
+
+def benchmarks_label(entries: Entries, keys: Iterable[str]) -> str:
+    """'GSM8K (n=1319), MATH500 (n=500)'."""
+    return ", ".join(benchmark_label(key, entries.sizes.get(key)) for key in keys)
+
+
+def _evaluation_keys(table: pd.DataFrame) -> pd.Series:
+    sizes_per_name = table.groupby("benchmark")["n"].nunique()
+    return pd.Series(
+        [
+            benchmark_key(str(name), int(n), sizes_per_name[name] > 1)
+            for name, n in zip(table["benchmark"], table["n"], strict=True)
+        ],
+        index=table.index,
+        dtype=object,
+    )
+
+
+def _subset_suffix(table: pd.DataFrame) -> pd.Series:
+    """' (eval.limit=3)' for the rows of a subset evaluation ('(subset)' when the limit was not
+    recorded), '' otherwise: a subset is shown as a model pair of its own, so its numbers are never
+    averaged, compared or plotted with complete evaluations."""
+    subset = table["subset"].astype("boolean").fillna(False).astype(bool)
+    limits = table["eval_limit"].astype(object)
+    suffix = [
+        (" (subset)" if is_missing(limit) else f" (eval.limit={int(limit)})") if is_subset else ""
+        for is_subset, limit in zip(subset, limits, strict=True)
+    ]
+    return pd.Series(suffix, index=table.index, dtype=object)
+
+
 def build_entries(table: pd.DataFrame) -> Entries:
     table = table.copy()
-    table["pair"] = _pair_names(table)
+    table["pair"] = _pair_names(table) + _subset_suffix(table)
+    table["benchmark_name"] = table["benchmark"]
+    table["benchmark"] = _evaluation_keys(table)
     merged = table["role"] == "merged"
     # Merges are told apart by their config hash; input models by their label, whatever run
     # evaluated them (every run of a sweep re-evaluates, or reuses, the same base and fine-tuned).
@@ -140,7 +194,8 @@ def build_entries(table: pd.DataFrame) -> Entries:
     info = info[["pair", "role", "model", "method", *config, "config_hash", "finished_at", "coefficients_path"]].copy()
     info["label"] = _labels(info)
     info["order"] = _order(info)
-    return Entries(rows=table.reset_index(drop=True), info=info.sort_values("order", kind="mergesort"))
+    sizes = {str(key): int(n) for key, n in table.groupby("benchmark")["n"].max().items()}
+    return Entries(rows=table.reset_index(drop=True), info=info.sort_values("order", kind="mergesort"), sizes=sizes)
 
 
 def format_value(value: Any) -> str:
@@ -154,6 +209,7 @@ LABEL_NAMES = {
     "num_clusters": "clusters",
     "calibration_samples": "samples",
     "acm_against": "against",
+    "eval_limit": "limit",
 }
 
 
@@ -222,10 +278,16 @@ def _sortable(value: Any) -> tuple[int, float, str]:
     return (1, 0.0, str(value))
 
 
-def ordered_benchmarks(names: Iterable[str]) -> list[str]:
+def ordered_benchmarks(keys: Iterable[str]) -> list[str]:
+    """The paper's benchmark order, others by name; evaluations of one benchmark by descending n."""
     known = list(BENCHMARK_LABELS)
-    names = set(names)
-    return [b for b in known if b in names] + sorted(names - set(known))
+
+    def rank(key: str) -> tuple:
+        name = benchmark_name(key)
+        size = key.rsplit("[n=", 1)[1].rstrip("]") if "[n=" in key else "0"
+        return (known.index(name) if name in known else len(known), name, -int(size))
+
+    return sorted(set(keys), key=rank)
 
 
 def benchmark_stats(rows: pd.DataFrame) -> pd.DataFrame:

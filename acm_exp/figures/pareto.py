@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from acm_exp.figures.entries import Entries, found_values, pair_averages
+from acm_exp.figures.entries import Entries, benchmarks_label, found_values, pair_averages
 from acm_exp.figures.output import RC_PARAMS, MissingRuns, new_figure, save_figure, write_csv
 
 
@@ -36,6 +36,7 @@ def pareto_points(entries: Entries) -> pd.DataFrame:
                     "avg_tokens": float(avg.loc[entry, "avg_tokens"]),
                     "avg_accuracy": float(avg.loc[entry, "avg_accuracy"]),
                     "benchmarks": " ".join(benchmarks),
+                    "n": " ".join(str(entries.sizes[b]) for b in benchmarks),
                     "_order": row["order"],
                 }
             )
@@ -47,7 +48,7 @@ def pareto_points(entries: Entries) -> pd.DataFrame:
         points.loc[group.index, "on_frontier"] = pareto_front(list(group["avg_tokens"]), list(group["avg_accuracy"]))
     points = points.sort_values(["model_pair", "_order"], kind="mergesort").drop(columns="_order")
     return points[
-        ["model_pair", "method", "role", "avg_tokens", "avg_accuracy", "on_frontier", "benchmarks"]
+        ["model_pair", "method", "role", "avg_tokens", "avg_accuracy", "on_frontier", "benchmarks", "n"]
     ].reset_index(drop=True)
 
 
@@ -59,10 +60,10 @@ def write_pareto(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
             f"found {len(entries.info)} across pairs {found_values(entries.info['pair'])}"
         )
     csv = write_csv(points, out_dir / "pareto.csv")
-    return (csv, *plot_pareto(points, stem=out_dir / "pareto"))
+    return (csv, *plot_pareto(points, entries, stem=out_dir / "pareto"))
 
 
-def plot_pareto(points: pd.DataFrame, *, stem: Path) -> tuple[Path, Path]:
+def plot_pareto(points: pd.DataFrame, entries: Entries, *, stem: Path) -> tuple[Path, Path]:
     import matplotlib
 
     pairs = sorted(points["model_pair"].unique())
@@ -88,6 +89,7 @@ def plot_pareto(points: pd.DataFrame, *, stem: Path) -> tuple[Path, Path]:
                 )
             axis.set_xlabel("average response tokens")
             axis.set_ylabel("average accuracy (%)")
-            axis.set_title(pair)
+            benchmarks = group["benchmarks"].iloc[0].split()
+            axis.set_title(f"{pair}\naverage over {benchmarks_label(entries, benchmarks)}", fontsize="medium")
             axis.legend(fontsize="small")
         return save_figure(figure, stem)

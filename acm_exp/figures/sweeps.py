@@ -18,6 +18,7 @@ from acm_exp.figures.entries import (
     VARYING_COLUMNS,
     Entries,
     averages,
+    benchmarks_label,
     found_values,
     is_missing,
     merged_info,
@@ -60,6 +61,7 @@ def sweep_points(entries: Entries, candidates: pd.DataFrame, x: pd.Series, swept
                     **avg.loc[entry, ["avg_accuracy", "avg_accuracy_std", "avg_tokens", "avg_tokens_std"]].to_dict(),
                     "seeds": int(avg.loc[entry, "seeds"]),
                     "benchmarks": " ".join(benchmarks),
+                    "n": " ".join(str(entries.sizes[b]) for b in benchmarks),
                     "_order": row["order"],
                 }
             )
@@ -126,8 +128,19 @@ def plot_sweep(
             if log_x:
                 axis.set_xscale("log")
         axes[0].legend(fontsize="small")
-        figure.suptitle(title)
+        figure.suptitle(f"{title}\n{averaged_over(points, entries)}", fontsize="medium")
         return save_figure(figure, stem)
+
+
+def averaged_over(points: pd.DataFrame, entries: Entries) -> str:
+    """'average over GSM8K (n=1319), MATH500 (n=500)' (per model pair when they differ)."""
+    per_pair = {
+        pair: benchmarks_label(entries, group["benchmarks"].iloc[0].split())
+        for pair, group in points.groupby("model_pair", sort=True)
+    }
+    if len(set(per_pair.values())) == 1:
+        return f"average over {next(iter(per_pair.values()))}"
+    return "; ".join(f"{pair}: average over {label}" for pair, label in per_pair.items())
 
 
 def _write_sweep(
@@ -233,10 +246,10 @@ def write_cluster_count(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
     points = points.sort_values(["model_pair", "series", "_rank"], kind="mergesort").drop(columns="_rank")
     points = points.reset_index(drop=True)
     csv = write_csv(points, out_dir / "cluster_count.csv")
-    return (csv, *plot_bars(points, stem=out_dir / "cluster_count"))
+    return (csv, *plot_bars(points, entries, stem=out_dir / "cluster_count"))
 
 
-def plot_bars(points: pd.DataFrame, *, stem: Path) -> tuple[Path, Path]:
+def plot_bars(points: pd.DataFrame, entries: Entries, *, stem: Path) -> tuple[Path, Path]:
     import matplotlib
 
     categories = sorted(points["selection"].unique(), key=_category_rank)
@@ -263,5 +276,7 @@ def plot_bars(points: pd.DataFrame, *, stem: Path) -> tuple[Path, Path]:
             axis.set_xticks(np.arange(len(categories)), categories)
             axis.set_ylabel(ylabel)
         axes[0].legend(fontsize="small")
-        figure.suptitle("Calibration selection: random vs clusters")
+        figure.suptitle(
+            f"Calibration selection: random vs clusters\n{averaged_over(points, entries)}", fontsize="medium"
+        )
         return save_figure(figure, stem)

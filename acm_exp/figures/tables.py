@@ -13,9 +13,9 @@ import pandas as pd
 from acm_exp import significance
 from acm_exp.errors import ConfigError
 from acm_exp.figures.entries import (
-    BENCHMARK_LABELS,
     Entries,
     averages,
+    benchmark_label,
     benchmark_stats,
     common_benchmarks,
     is_missing,
@@ -27,6 +27,19 @@ from acm_exp.figures.entries import (
 from acm_exp.figures.output import MissingRuns, to_latex, write_csv, write_text
 
 log = logging.getLogger(__name__)
+
+# The line above each table saying what its cells hold (Markdown as it is, LaTeX as a comment).
+MAIN_TABLE_FORMAT = (
+    "Cells: accuracy % (mean response tokens), mean ± std over seeds when several ran; n: the questions "
+    "each benchmark's numbers rest on (column header), complete evaluations except a model pair marked "
+    "(eval.limit=N); Avg.: mean over the pair's benchmarks; Δ length: the average tokens against the "
+    "fine-tuned model."
+)
+SIGNIFICANCE_FORMAT = (
+    "Cells: accuracy % of the ACM merge and of its base method on the n questions both answered (mean "
+    "correctness over seeds), their difference in points, two-sided p-values (paired bootstrap, 10,000 "
+    "resamples; exact sign test), and the questions ACM won/lost; Avg.: the mean over the benchmarks."
+)
 
 
 def format_number(value: float, digits: int) -> str:
@@ -40,16 +53,24 @@ def main_table(entries: Entries) -> pd.DataFrame:
         raise MissingRuns("main table: needs evaluated runs; the table has no rows")
     benchmarks = ordered_benchmarks(rows["benchmark"].unique())
     stats = benchmark_stats(rows)
-    avg = averages(rows, benchmarks)
+    # Avg. is over the benchmarks of the entry's model pair (a subset evaluation is a pair of its own).
+    pair_benchmarks = {
+        pair: ordered_benchmarks(rows.loc[rows["entry"].isin(group.index), "benchmark"].unique())
+        for pair, group in info.groupby("pair", sort=True)
+    }
+    pair_averages = {pair: averages(rows, keys) for pair, keys in pair_benchmarks.items()}
     records = []
     for entry, meta in info.iterrows():
+        avg = pair_averages[meta["pair"]]
         record: dict[str, Any] = {"model_pair": meta["pair"], "method": meta["label"], "role": meta["role"]}
         for benchmark in benchmarks:
             cell = stats.loc[(entry, benchmark)] if (entry, benchmark) in stats.index else None
             for name in ("accuracy", "accuracy_std", "tokens", "tokens_std"):
                 record[f"{benchmark}_{name}"] = math.nan if cell is None else float(cell[name])
+            record[f"{benchmark}_n"] = entries.sizes[benchmark]
         for name in ("avg_accuracy", "avg_accuracy_std", "avg_tokens", "avg_tokens_std"):
             record[name] = float(avg.loc[entry, name]) if entry in avg.index else math.nan
+        record["avg_over"] = " ".join(pair_benchmarks[meta["pair"]])
         record["seeds"] = int(rows.loc[rows["entry"] == entry, "seed"].nunique())
         records.append((entry, record))
     frame = pd.DataFrame([r for _, r in records], index=[e for e, _ in records])
@@ -84,7 +105,7 @@ def main_table_display(frame: pd.DataFrame, *, with_p_vs_base: bool = False) -> 
         display["Model pair"] = frame["model_pair"]
     display["Method"] = frame["method"]
     for benchmark in benchmarks:
-        display[BENCHMARK_LABELS.get(benchmark, benchmark)] = [
+        display[benchmark_label(benchmark, int(frame[f"{benchmark}_n"].iloc[0]))] = [
             _cell(
                 row[f"{benchmark}_accuracy"], row[f"{benchmark}_accuracy_std"], row["seeds"], row[f"{benchmark}_tokens"]
             )
@@ -101,33 +122,52 @@ def main_table_display(frame: pd.DataFrame, *, with_p_vs_base: bool = False) -> 
 
 
 def write_main_table(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
-    """The main table and, when some ACM entry has a base-method entry, the significance table."""
+    """The main table, with a "p vs base" column when some ACM entry has a base-method entry."""
     frame = main_table(entries)
-    comparisons = significance_table(entries)
+    comparisons = significance_comparisons(entries)
     frame["p_vs_base"] = p_vs_base(entries.info, comparisons)
     display = main_table_display(frame, with_p_vs_base=not comparisons.empty)
-    files = (
+    # No re-parsing of numbers: a p-value cell stays as formatted.
+    markdown = display.to_markdown(index=False, disable_numparse=True)
+    return (
         write_csv(frame, out_dir / "main_table.csv"),
-        # No re-parsing of numbers: a p-value cell stays as formatted.
-        write_text(out_dir / "main_table.md", display.to_markdown(index=False, disable_numparse=True) + "\n"),
-        write_text(out_dir / "main_table.tex", to_latex(display)),
+        write_text(out_dir / "main_table.md", f"{MAIN_TABLE_FORMAT}\n\n{markdown}\n"),
+        write_text(out_dir / "main_table.tex", latex_comment(MAIN_TABLE_FORMAT) + to_latex(display)),
     )
+
+
+def latex_comment(text: str) -> str:
+    return "% " + text.replace("%", r"\%") + "\n"
+
+
+def significance_comparisons(entries: Entries) -> pd.DataFrame:
+    """``significance_table`` of the entries, computed once for the main table and the significance table."""
+    if "significance" not in entries.cache:
+        entries.cache["significance"] = significance_table(entries)
+    return entries.cache["significance"]
+
+
+def write_significance_table(entries: Entries, out_dir: Path) -> tuple[Path, ...]:
+    """The significance table; skipped (MissingRuns) when no ACM entry has a base-method entry."""
+    comparisons = significance_comparisons(entries)
     if comparisons.empty:
-        log.info(
-            "significance: no ACM entry has an entry of its base method in the same model pair; "
-            "significance table not written"
+        merged = entries.info[entries.info["role"] == "merged"]
+        acm = sorted({str(m) for m in merged["method"] if plain_method(str(m)) is not None})
+        raise MissingRuns(
+            "significance: needs an ACM run and a run of the method it weights (e.g. ACM-TIES and TIES) "
+            f"of the same model pair on a common benchmark; found ACM methods {acm or 'none'} and "
+            f"methods {sorted({str(m) for m in merged['method']}) or 'none'}"
         )
-        return files
-    return files + write_significance(comparisons, out_dir)
+    return write_significance(comparisons, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
 # (a') significance of ACM against its base method, from per-question correctness
 
 
-# Hyper-parameters an ACM method shares with its base method: they pick the base entry to compare
-# with when the table holds several merges of the base method for the model pair.
-SHARED_HYPER_PARAMETERS = ("k", "p", "scale", "combine")
+# Settings an ACM method shares with its base method (its hyper-parameters and eval.limit): they
+# pick the base entry to compare with when the table holds several merges of the base method.
+SHARED_HYPER_PARAMETERS = ("k", "p", "scale", "combine", "eval_limit")
 AVERAGE = "average"  # the benchmark name of a comparison's row over all its benchmarks
 SIGNIFICANCE_COLUMNS = (
     "model_pair",
@@ -145,6 +185,7 @@ SIGNIFICANCE_COLUMNS = (
     "note",
 )
 NO_SAMPLES = "no per-question samples"
+NO_COMMON_BENCHMARK = "no benchmark evaluated on the same questions"
 
 
 def _same_setting(a: Any, b: Any) -> bool:
@@ -246,7 +287,7 @@ def significance_table(
             )
             records.append({**names, "benchmark": AVERAGE, **_comparison_cells(pooled)})
         else:
-            records.append({**names, "benchmark": AVERAGE, "note": NO_SAMPLES})
+            records.append({**names, "benchmark": AVERAGE, "note": NO_SAMPLES if benchmarks else NO_COMMON_BENCHMARK})
     if problems:
         log.warning(
             "significance: per-question samples missing or unreadable for %d benchmark comparison(s), "
@@ -308,7 +349,7 @@ def significance_display(frame: pd.DataFrame) -> pd.DataFrame:
         display["Model pair"] = frame["model_pair"]
     display["ACM"] = frame["acm"]
     display["Base"] = frame["base"]
-    display["Benchmark"] = [BENCHMARK_LABELS.get(b, "Avg." if b == AVERAGE else b) for b in frame["benchmark"]]
+    display["Benchmark"] = ["Avg." if b == AVERAGE else benchmark_label(b, None) for b in frame["benchmark"]]
     display["n"] = ["–" if pd.isna(n) else str(int(n)) for n in frame["n"]]
     display["ACM acc."] = [format_number(v, 1) for v in frame["acm_accuracy"]]
     display["Base acc."] = [format_number(v, 1) for v in frame["base_accuracy"]]
@@ -333,6 +374,6 @@ def write_significance(comparisons: pd.DataFrame, out_dir: Path) -> tuple[Path, 
     markdown = display.to_markdown(index=False, disable_numparse=True, colalign=alignment)
     return (
         write_csv(frame, out_dir / "significance.csv"),
-        write_text(out_dir / "significance.md", markdown + "\n"),
-        write_text(out_dir / "significance.tex", to_latex(display, text_columns)),
+        write_text(out_dir / "significance.md", f"{SIGNIFICANCE_FORMAT}\n\n{markdown}\n"),
+        write_text(out_dir / "significance.tex", latex_comment(SIGNIFICANCE_FORMAT) + to_latex(display, text_columns)),
     )
