@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 from typing import Union as _Union
 
-from acm_exp import _API_NAMES
-from acm_exp import overrides as _overrides
-from acm_exp import stages as _stages
+import acm_exp.overrides as _overrides
+import acm_exp.stages as _stages
+from acm_exp.api_names import API_NAMES as _API_NAMES
 from acm_exp.config import AcmConfig as _AcmConfig
 from acm_exp.config import CalibrationConfig as _CalibrationConfig
 from acm_exp.config import EvalConfig as _EvalConfig
@@ -289,7 +289,7 @@ def _plan_from(
     coefficients: Coefficients, cfg: "DictConfig", method, merge_params: _Mapping[str, _Any]
 ) -> "CoefficientPlan":
     """The CLI's coefficient plan for ``method`` from coefficients computed earlier."""
-    from acm_exp import merge_parameters
+    import acm_exp.merge_parameters as merge_parameters
     from acm_exp.acm.provider import CoefficientPlan
 
     if method.coefficients != "acm":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from acm_exp import costs
+import acm_exp.costs as costs
 from acm_exp.needs import check_resolvable
 from acm_exp.paths import resolve_results_dir
 from acm_exp.stages import Steps, evaluate_configured, merge_configured, merged_output_dir, validate, write_costs

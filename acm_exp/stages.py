@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from acm_exp import costs
+import acm_exp.costs as costs
 from acm_exp.acm.provider import CoefficientPlan, CoefficientRequest, get_provider
 from acm_exp.costs import measure, note_cache_hit
 from acm_exp.errors import ConfigError

@@ -393,7 +393,7 @@ class WandbLogger:
         """The run of a job: named by its method and swept values (``run_name``; ``overrides``: the
         job's, default Hydra's), grouped by logger.wandb.group or the sweep id, with the results
         table's ``run_id`` (default: the config's) in its config."""
-        from acm_exp import run_identity  # not the table (pandas): a merge-only run has none
+        import acm_exp.run_identity as run_identity  # not the table (pandas): a merge-only run has none
 
         hash_ = run_identity.config_hash(cfg)
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)

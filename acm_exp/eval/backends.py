@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from acm_exp import devices
+import acm_exp.devices as devices
 from acm_exp.devices import free_accelerator_memory
 from acm_exp.errors import ConfigError
 from acm_exp.eval.loglikelihood import ScoredTokens, encode_pair, score_batch, sum_prompt_logprobs

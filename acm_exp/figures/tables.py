@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from acm_exp import significance
+import acm_exp.significance as significance
 from acm_exp.errors import ConfigError
 from acm_exp.figures.entries import (
     Entries,
