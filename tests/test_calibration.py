@@ -337,49 +337,6 @@ def test_unloadable_embedding_model_is_a_config_error(jsonl_corpus, tmp_path, mo
         select_calibration(cfg, cache_dir=tmp_path)
 
 
-def test_answer_examples_give_each_model_its_answer_style():
-    from acm_exp.config import SensConfig
-
-    records = [
-        {"question": "What is 2+3?", "solution": "2 plus 3 is $\\boxed{5}$."},
-        {"question": "What is 7-1?", "solution": "Seven minus one: the answer is 6"},
-    ]
-    selected = CalibrationSet(
-        name="c",
-        texts=[r["question"] for r in records],
-        indices=[0, 1],
-        selection_hash="h",
-        spec="s",
-        corpus_size=2,
-        records=records,
-    )
-    cfg = CalibrationConfig(name="c", source="local.jsonl")
-    sens = SensConfig()
-    long = calibration.answer_examples(selected, cfg, sens, "long")
-    assert long == [("What is 2+3?\n\n", records[0]["solution"]), ("What is 7-1?\n\n", records[1]["solution"])]
-    short = calibration.answer_examples(selected, cfg, sens, "short")
-    assert [answer for _, answer in short] == ["The final answer is $\\boxed{5}$.", "The final answer is $\\boxed{6}$."]
-    with pytest.raises(ConfigError, match="sens.answer_field='gold' is not a field"):
-        calibration.answer_examples(selected, cfg, replace(sens, answer_field="gold"), "short")
-    with pytest.raises(ConfigError, match="no solution_field; long answers need one"):
-        calibration.answer_examples(selected, replace(cfg, solution_field=None), sens, "long")
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "message"),
-    [
-        ("base_answers", "medium", "sens.base_answers='medium'; expected one of"),
-        ("long_answer_template", "{steps}", "is not a template with only {solution}"),
-        ("short_answer_template", "no placeholder", "expected a template containing {answer}"),
-    ],
-)
-def test_answer_templates_are_validated(field, value, message):
-    from acm_exp.config import SensConfig
-
-    with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
-        calibration.validate_answer_templates(replace(SensConfig(), **{field: value}))
-
-
 # --- the ACM reference script's pick -------------------------------------------------------------
 
 
@@ -517,70 +474,6 @@ def test_calibration_record_names_the_source_rows_and_settings(tmp_path, counted
 
 
 # --- Sens-Merging texts in the L2S code's format -----------------------------------------------
-
-
-def _sens_calibration(records):
-    return CalibrationSet(
-        name="c",
-        texts=[r["question"] for r in records],
-        indices=list(range(len(records))),
-        selection_hash="h",
-        spec="s",
-        corpus_size=len(records),
-        records=records,
-    )
-
-
-def test_l2s_texts_score_the_base_on_the_short_solution_and_the_finetuned_model_on_its_response():
-    from acm_exp.config import SensConfig
-
-    records = [
-        {
-            "question": " What is 2+3? ",
-            "solution": "2 plus 3 is $\\boxed{5}$.\n",
-            "dpsk_res": "<think>\nTwo and three make five.\n</think>\n\n**5**  ",
-        }
-    ]
-    selected, cfg, sens = _sens_calibration(records), CalibrationConfig(name="c", source="x.jsonl"), SensConfig()
-    base, base_texts = calibration.sens_examples(selected, cfg, sens, "base")
-    # layer_sensitivity_sens.py, prompt_format "question_cot" / "question_dpsk" (the EOS is added when tokenizing)
-    assert base == [("<|question|>\nWhat is 2+3?\n\n<|cot_solution|>\n", "2 plus 3 is $\\boxed{5}$.")]
-    finetuned, finetuned_texts = calibration.sens_examples(selected, cfg, sens, "finetuned")
-    assert finetuned == [
-        ("<|question|>\nWhat is 2+3?\n\n<|dpsk_res|>\n", "<think>\nTwo and three make five.\n</think>\n\n**5**")
-    ]
-    assert base_texts == "l2s (solution)" and finetuned_texts == "l2s (dpsk_res)"
-
-
-def test_l2s_texts_fall_back_to_the_templates_without_a_response_and_say_so(caplog):
-    from acm_exp.config import SensConfig
-
-    records = [
-        {"question": "What is 2+3?", "solution": "so $\\boxed{5}$"},
-        {"question": "What is 7-1?", "solution": "so $\\boxed{6}$", "dpsk_res": "6"},
-    ]
-    selected, cfg, sens = _sens_calibration(records), CalibrationConfig(name="c", source="x.jsonl"), SensConfig()
-    with caplog.at_level("WARNING", logger="acm_exp.calibration"):
-        examples, texts = calibration.sens_examples(selected, cfg, sens, "finetuned")
-    assert examples == calibration.answer_examples(selected, cfg, sens, "short")
-    assert texts == "template (short answers)"
-    assert "1 of 2 calibration records of 'c' have no 'dpsk_res'" in caplog.text
-    # The base keeps the L2S format: its solution is there.
-    assert calibration.sens_examples(selected, cfg, sens, "base")[1] == "l2s (solution)"
-
-
-def test_template_format_keeps_the_templates_for_both_models():
-    from acm_exp.config import SensConfig
-
-    records = [{"question": "What is 2+3?", "solution": "so $\\boxed{5}$", "dpsk_res": "5"}]
-    selected, cfg = _sens_calibration(records), CalibrationConfig(name="c", source="x.jsonl")
-    sens = SensConfig(format="template")
-    assert calibration.sens_examples(selected, cfg, sens, "base") == (
-        calibration.answer_examples(selected, cfg, sens, "long"),
-        "template (long answers)",
-    )
-    with pytest.raises(ConfigError, match="sens.format='mixed'"):
-        calibration.validate_answer_templates(SensConfig(format="mixed"))
 
 
 # The 100 rows (in pick order) that the reference script (project_new/ACM/methods/acm.py) feeds on

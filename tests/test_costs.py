@@ -206,3 +206,21 @@ def test_paper_sizes_have_their_published_parameter_counts():
 def test_readme_memory_table_is_the_computed_one():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert costs.memory_table() in readme
+
+
+def test_stage_predictions_are_the_runtime_plus_each_stages_parts():
+    shape = costs.PAPER_SHAPES[0]
+    base = costs.HOST_RUNTIME_BYTES
+    capture = costs.stage_prediction("capture", shape, tokens=512)
+    assert capture == base + costs.QWEN_TOKENIZER_BYTES + costs.capture_memory(shape, 512, compared_tied=False)["total"]
+    assert costs.stage_prediction("capture", shape, tokens=2048) > capture
+    assert costs.stage_prediction("merge", shape) == base + costs.merge_memory(shape)
+    assert costs.merge_memory(shape) == shape.vocab * shape.hidden * (2 * 2 + 2 + 2 * 4 + 1)
+    assert costs.merge_memory(shape, models=3) > costs.merge_memory(shape)
+    one = costs.stage_prediction("generation", shape, tokens=100, batch=1)
+    assert one > base + shape.parameters * 2
+    kv_per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * 2
+    assert costs.stage_prediction("generation", shape, tokens=200, batch=1) - one == 100 * kv_per_token
+    assert 1 * costs.GIB < costs.stage_prediction("calibration", shape) < 1.5 * costs.GIB
+    with pytest.raises(ValueError, match="stage='train'"):
+        costs.stage_prediction("train", shape)

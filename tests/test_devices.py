@@ -60,3 +60,24 @@ def test_devices_with_gpus(two_gpus):
 def test_unknown_devices_name_the_setting_and_the_accepted_forms(value):
     with pytest.raises(ConfigError, match=f"acm.device={value!r}; expected auto, cpu, cuda or cuda:<index>"):
         resolve_device(value, "acm.device")
+
+
+@pytest.mark.parametrize("setting", ["acm", "sens"])
+def test_statistics_default_to_every_gpu_when_there_are_any(setting, two_gpus):
+    from acm_exp.config import AcmConfig, SensConfig
+    from acm_exp.devices import placement_of
+
+    section = {"acm": AcmConfig, "sens": SensConfig}[setting]()
+    assert section.device == "auto"
+    placement = placement_of(section, setting)
+    assert placement.devices == (torch.device("cuda:0"), torch.device("cuda:1")) and placement.dispatched
+
+
+@pytest.mark.parametrize("setting", ["acm", "sens"])
+def test_statistics_default_to_the_cpu_without_a_gpu(setting, monkeypatch):
+    from acm_exp.config import AcmConfig, SensConfig
+    from acm_exp.devices import placement_of
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    placement = placement_of({"acm": AcmConfig, "sens": SensConfig}[setting](), setting)
+    assert placement.devices == (torch.device("cpu"),) and not placement.dispatched

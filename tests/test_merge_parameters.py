@@ -162,7 +162,8 @@ def test_a_choice_reads_as_its_string():
 
 # Computed with the code before the declarations and enums (plain str fields), from these very
 # overrides: config hash, merge fingerprint, and the sha256 of the resolved YAML and JSON of the
-# groups the change touched.
+# groups the change touched (recomputed, with plain-string configs, when merge.tied_embedding was added,
+# and when calibration.response_template was added and sens.device became auto: hash and fingerprint kept).
 SAMPLES = {
     (
         "merge=aim",
@@ -176,18 +177,18 @@ SAMPLES = {
         "calibration.cluster_pick=random",
         "sens.format=template",
         "eval.code_grading=lenient",
-    ): ("3c05919e5e01aee7", "fb39dc9ad791973c", "8e3e5f3991af815c", "61dc5c36fe9043d9"),
+    ): ("f523e8e18b138342", "272ea7c2c9d48a67", "6b029dc0365c8e25", "30295ef5ddf82d34"),
     ("merge=acm_dare", "merge.reduce=sigmoid_of_mean", "merge.shift=global_max"): (
         "f7cfcd8ca8c65cb4",
         "c2bcc96a28d2c818",
-        "1065723aed9b01ba",
-        "2ec0eacacabd1b16",
+        "03fbcd4a94056675",
+        "24166a00e4af9f5d",
     ),
     ("merge=sens", "sens.format=template"): (
         "c54b308e009561bf",
         "a067fe24e4c845a4",
-        "06e419d2bb8fdd5f",
-        "6b9b40f1e0eaa65d",
+        "6dffe93c9cb157f5",
+        "6ae7358a36fd9780",
     ),
 }
 

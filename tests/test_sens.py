@@ -98,6 +98,30 @@ def test_truncation_that_leaves_no_answer_token_is_an_error(tokenizer, max_token
         answer_only_example(tokenizer, "1+1=", "2", max_tokens)
 
 
+def test_unscorable_examples_are_skipped_and_counted(tokenizer):
+    pairs = [("1+1=", "2"), ("a much longer prompt than the budget allows: 1+1=", "2"), ("2+2=", "")]
+    examples, skipped = sens.tokenize_examples(tokenizer, pairs, 8)
+    assert examples == [answer_only_example(tokenizer, "1+1=", "2", 8)]
+    assert skipped == {"too_long": 1, "empty_answer": 1}
+    with pytest.raises(sens.UnscorableExample) as error:
+        answer_only_example(tokenizer, *pairs[1], 8)
+    assert error.value.reason == "too_long"
+
+
+def test_compute_skips_what_cannot_be_scored_and_fails_in_one_line_when_nothing_can(model_dir, tmp_path):
+    long_prompt = "a much longer prompt than the budget allows: " * 4
+    pairs = [*PAIRS, (long_prompt, "42.")]
+    options = {"device": "cpu", "dtype": "float32", "cache_dir": tmp_path, "progress": False, "max_tokens": 24}
+    kept = compute_layer_sensitivity(model_dir, pairs, **options)
+    assert kept.num_samples == len(PAIRS)
+    assert kept.metadata["skipped"] == {"too_long": 1} and kept.metadata["num_examples"] == len(pairs)
+    np.testing.assert_array_equal(kept.raw, compute_layer_sensitivity(model_dir, PAIRS, **options).raw)
+    with pytest.raises(
+        DataError, match=r"none of the 2 examples .* can be scored \(2 too long for sens.max_tokens=24\)"
+    ):
+        compute_layer_sensitivity(model_dir, [(long_prompt, "1"), (long_prompt, "2")], **options)
+
+
 @pytest.mark.parametrize(
     "prompt, answer, max_tokens, message",
     [

@@ -1,6 +1,7 @@
 """Sens-Merging: per-layer sensitivity of each model, and the layer-wise merge weights it gives.
 
-Sensitivity (DESIGN.md §2). For one model with parameters θ and its own calibration pairs
+Sensitivity (Sens-Merging; the L2S code's ``layer_sensitivity_sens.py``). For one model with parameters θ
+and its own calibration pairs
 (prompt, answer), the loss L of a sample is the causal-LM cross-entropy over the *answer* tokens
 only (prompt positions carry the label -100). The sensitivity of decoder layer l sums, over the
 samples and over every parameter of that layer (attention, MLP, both norms, biases), the first-order
@@ -21,7 +22,7 @@ every other tensor (embeddings, final norm, lm_head) is plain task arithmetic θ
 engine computes Δ = α · τ (task arithmetic with scale α) and ``SensCoefficients.adjustment_for``
 supplies (base_factor, delta_factor) = (c_base[l], c_ft[l]) for it.
 
-The paper's α and T per model size live in conf/paper_defaults/ (DESIGN.md §2).
+The paper's α and T per model size live in conf/paper_defaults/.
 
 Memory: gradients are reduced as soon as autograd has accumulated them (a post-accumulate-grad
 hook adds |θ ⊙ ∇θ L| to its layer's sum and drops the gradient), and the parameters outside the
@@ -41,6 +42,7 @@ import hashlib
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,7 @@ from tqdm.auto import tqdm
 from acm_exp.acm.cache import StatisticsCache, model_identity
 from acm_exp.acm.coefficients import point_for_parameter, save_line_plot
 from acm_exp.acm.modeling import decoder_layers, input_device, load_causal_lm, load_tokenizer
+from acm_exp.acm.sens_texts import describe_skipped
 from acm_exp.coefficients_file import SensCoefficientsFile, read_coefficients, write_coefficients
 from acm_exp.devices import dtype_name, free_accelerator_memory, resolve_dtype, resolve_placement
 from acm_exp.errors import ConfigError, DataError
@@ -144,6 +147,15 @@ def l2_normalize(values: np.ndarray) -> np.ndarray:
 # Examples: token ids with the loss restricted to the answer
 
 
+class UnscorableExample(ConfigError):
+    """An example that leaves no answer token to score: its answer is empty (``reason`` "empty_answer")
+    or its prompt fills ``max_tokens`` ("too_long"). Such calibration samples are skipped and counted."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def answer_only_example(
     tokenizer, prompt: str, answer: str, max_tokens: int | None = None
 ) -> tuple[list[int], list[int]]:
@@ -164,7 +176,9 @@ def answer_only_example(
     prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
     answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
     if not answer_ids:
-        raise ConfigError(f"the answer {answer[:40]!r} tokenizes to no tokens; expected a non-empty answer")
+        raise UnscorableExample(
+            f"the answer {answer[:40]!r} tokenizes to no tokens; expected a non-empty answer", "empty_answer"
+        )
     if tokenizer.eos_token_id is not None:
         answer_ids.append(int(tokenizer.eos_token_id))
     input_ids = prompt_ids + answer_ids
@@ -172,12 +186,30 @@ def answer_only_example(
     if max_tokens is not None:
         input_ids, labels = input_ids[:max_tokens], labels[:max_tokens]
     if not _has_answer_target(labels):
-        raise ConfigError(
+        raise UnscorableExample(
             f"the example with prompt {prompt[:40]!r} keeps no predictable answer token "
             f"(prompt {len(prompt_ids)} tokens, max_tokens={max_tokens}); expected max_tokens above the "
-            "prompt length"
+            "prompt length",
+            "too_long",
         )
     return input_ids, labels
+
+
+def tokenize_examples(
+    tokenizer, examples_text: Sequence[tuple[str, str]], max_tokens: int | None
+) -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
+    """(the scorable examples as ``answer_only_example`` pairs, how many were skipped and why).
+
+    The L2S code truncates each text to 2,048 tokens and skips a sample that fails; here a sample
+    whose prompt leaves no answer token within ``max_tokens`` ("too_long") or whose answer is empty
+    ("empty_answer") is skipped and counted, and a longer answer is truncated from the right."""
+    examples, skipped = [], Counter()
+    for prompt, answer in examples_text:
+        try:
+            examples.append(answer_only_example(tokenizer, prompt, answer, max_tokens))
+        except UnscorableExample as error:
+            skipped[error.reason] += 1
+    return examples, dict(skipped)
 
 
 def check_max_tokens(max_tokens: int | None) -> None:
@@ -487,7 +519,21 @@ def compute_layer_sensitivity(
 
     def compute() -> LayerSensitivity:
         tokenizer = load_tokenizer(model_path, trust_remote_code)
-        examples = [answer_only_example(tokenizer, prompt, answer, max_tokens) for prompt, answer in examples_text]
+        examples, skipped = tokenize_examples(tokenizer, examples_text, max_tokens)
+        if not examples:
+            raise DataError(
+                f"Sens-Merging: none of the {len(examples_text)} examples of {model_path} can be scored "
+                f"({describe_skipped(skipped, max_tokens)}); expected at least one with an answer token "
+                "within sens.max_tokens"
+            )
+        if skipped:
+            log.info(
+                "Sens-Merging: %s scored on %d of %d examples; skipped %s",
+                model_path,
+                len(examples),
+                len(examples_text),
+                describe_skipped(skipped, max_tokens),
+            )
         log.info(
             "layer sensitivity of %s: %d examples (%d tokens), %s on %s%s",
             model_path,
@@ -509,7 +555,12 @@ def compute_layer_sensitivity(
         finally:
             del model
             free_accelerator_memory()
-        sensitivity.metadata = {**sensitivity.metadata, "model": str(model_path)}
+        sensitivity.metadata = {
+            **sensitivity.metadata,
+            "model": str(model_path),
+            "num_examples": len(examples_text),
+            "skipped": skipped,
+        }
         return sensitivity
 
     sensitivity = cache.get_or_compute(compute)

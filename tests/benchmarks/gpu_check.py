@@ -11,7 +11,14 @@ One run, sized for a lent H200 (an estimated 2-3 minutes there, never run on one
 4. activations captured and MI computed on the device and on CPU for ``--samples`` calibration
    samples (random token ids), and the ACM λ (t=0.7) from each: the forward passes differ by bf16
    rounding, so the MI and λ may differ; the largest differences are printed;
-5. greedy generation with the hf backend on the device from the device's merge: tokens per second.
+5. greedy generation with the hf backend on the device from the device's merge: tokens per second;
+6. the real-shape rehearsal (``--rehearsal``, on by default): the full-depth stand-ins of
+   Qwen2.5-Math-1.5B and DeepSeek-R1-Distill-Qwen-1.5B (``acm_exp.stand_in``: the real config and
+   tokenizer, random weights), then ACM's capture + MI of the reference 100 s1K samples and
+   Sens-Merging's gradients of both models on the device, timed beside what the ACM paper reports at
+   1.5B (about 40 s for ACM, 90 s for Sens-Merging) and their peak device memory beside
+   ``acm_exp.costs``. The 100 samples are picked here, where sentence-transformers is installed
+   (``--prepare-calibration FILE``), and travel to the GPU machine as that file (``--calibration FILE``).
 
 It also runs on CPU at a tiny size, which is how CI runs it (tests/test_gpu_check.py):
 
@@ -219,6 +226,109 @@ def generate(model: Path, device: str, max_new_tokens: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# 6. The real-shape rehearsal: the 1.5B stand-ins, ACM and Sens-Merging statistics of 100 s1K samples
+
+# The ACM paper's cost of the statistics at 1.5B (its efficiency comparison), in seconds.
+PAPER_SECONDS = {"ACM capture + MI": 40, "Sens-Merging gradients": 90}
+
+
+def prepare_calibration(path: Path, per_cluster: int) -> None:
+    """Pick the reference s1K samples (MiniLM + K-means, as ``calibration=s1k``) and write what the GPU
+    machine needs of them, which has neither sentence-transformers nor the graders: the questions (ACM)
+    and each model's Sens-Merging (prompt, answer) pairs as ``merge=sens`` builds them."""
+    from acm_exp.acm.sens_texts import sens_texts
+    from acm_exp.calibration import select_calibration
+    from acm_exp.config import CalibrationConfig, SensConfig
+
+    cfg = CalibrationConfig(name="s1k", source="simplescaling/s1K", cluster_pick="reference", per_cluster=per_cluster)
+    selected = select_calibration(cfg)
+    sens = {}
+    for role in ("base", "finetuned"):
+        chosen = sens_texts(selected.records, cfg, SensConfig(), role)
+        sens[role] = {"examples": chosen.examples, "description": chosen.description, "skipped": chosen.skipped}
+    payload = {"spec": selected.spec, "selection_hash": selected.selection_hash, "texts": selected.texts, "sens": sens}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, ensure_ascii=False))
+    figure("calibration written", f"{len(selected.texts)} samples ({selected.spec}) to {path}")
+
+
+def rehearse(work_dir: Path, device: str, layers: int | None, calibration: Path, max_tokens: int | None) -> None:
+    from acm_exp import costs
+    from acm_exp.acm.capture import compute_mi_statistics
+    from acm_exp.acm.modeling import tokenize_texts
+    from acm_exp.acm.sensitivity import compute_layer_sensitivity
+    from acm_exp.config import AcmConfig, SensConfig
+    from acm_exp.model_facts import MODELS
+    from acm_exp.stand_in import build_stand_in
+
+    chosen = json.loads(calibration.read_text())
+    (stand_in, seconds) = timed(lambda: build_stand_in(work_dir / "stand_in", "qwen2.5-1.5b", layers=layers))
+    how = "reused" if all(model.reused for model in stand_in.models) else f"built in {seconds:.0f} s"
+    figure("stand-in qwen2.5-1.5b", f"{stand_in.layers} layers, {stand_in.bytes / 1e9:.2f} GB ({how})")
+    shape = costs.ModelShape.from_config(
+        "1.5B", {**MODELS["Qwen/Qwen2.5-Math-1.5B"].config, "num_hidden_layers": stand_in.layers}
+    )
+    cache = work_dir / f"rehearsal-cache-{time.time_ns()}"  # fresh: the statistics are computed, not read
+    reset_peak()
+    statistics, acm_seconds = timed(
+        lambda: compute_mi_statistics(
+            stand_in.base,
+            stand_in.finetuned,
+            chosen["texts"],
+            acm_cfg=AcmConfig(device=device),
+            max_tokens=max_tokens,
+            cache_dir=cache,
+            model_names=["finetuned"],
+            progress=False,
+        )
+    )
+    token_ids = tokenize_texts(stand_in.base, chosen["texts"], max_tokens)
+    longest = max(len(ids) for ids in token_ids)
+    predicted = costs.placement_needs(shape, 1, calibration_tokens=longest)["capture_gb"]
+    what = f"{statistics.mi.shape[-1]} samples ({sum(map(len, token_ids))} tokens, longest {longest})"
+    report(f"ACM capture + MI ({device})", acm_seconds, what, predicted)
+
+    sens = SensConfig(device=device, **({"max_tokens": max_tokens} if max_tokens else {}))
+    total = 0.0
+    reset_peak()
+    for role, model in (("base", stand_in.base), ("finetuned", stand_in.finetuned[0])):
+        examples = [tuple(pair) for pair in chosen["sens"][role]["examples"]]
+        sensitivity, seconds = timed(
+            lambda model=model, examples=examples: compute_layer_sensitivity(
+                model,
+                examples,
+                device=sens.device,
+                dtype=sens.dtype,
+                max_tokens=sens.max_tokens,
+                cache_dir=cache,
+                progress=False,
+            )
+        )
+        total += seconds
+        scored = sensitivity.num_samples
+        described = chosen["sens"][role]["description"]
+        figure(f"  Sens-Merging {role}", f"{scored} of {len(examples)} examples ({described}) in {seconds:.1f} s")
+    # acm_exp.costs models the gradients with gradient checkpointing; the L2S setting (timed here) runs without.
+    predicted = costs.placement_needs(shape, 1, sens_tokens=sens.max_tokens or 2048)["sensitivity_fp32_gb"]
+    report(f"Sens-Merging gradients ({device})", total, "both models, float32", predicted)
+
+
+def reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def report(label: str, seconds: float, what: str, predicted_gb: float) -> None:
+    paper = next((value for key, value in PAPER_SECONDS.items() if label.startswith(key)), None)
+    peak = (
+        f"; peak CUDA memory {torch.cuda.max_memory_allocated() / 1e9:.1f} GB (acm_exp.costs: {predicted_gb} GB)"
+        if torch.cuda.is_available()
+        else f"; acm_exp.costs predicts {predicted_gb} GB on one device"
+    )
+    figure(label, f"{what} in {seconds:.1f} s (the ACM paper: about {paper} s at 1.5B){peak}")
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -231,14 +341,30 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample-tokens", default="32,96", help="shortest,longest calibration sample (tokens)")
     parser.add_argument("--mi-tokens", type=int, default=33, help="tokens of the lm_head-sized MI kernel check")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--rehearsal", action=argparse.BooleanOptionalAction, default=True, help="run step 6 (default: on)"
+    )
+    parser.add_argument("--calibration", type=Path, default=None, help="step 6's samples (--prepare-calibration)")
+    parser.add_argument(
+        "--prepare-calibration", type=Path, default=None, help="pick the reference s1K samples, write them, exit"
+    )
+    parser.add_argument("--per-cluster", type=int, default=5, help="s1K samples per cluster (5: the reference 100)")
+    parser.add_argument("--rehearsal-layers", type=int, default=None, help="stand-in depth (default: the real 28)")
+    parser.add_argument("--rehearsal-max-tokens", type=int, default=None, help="tokens per sample (default: none)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    if arguments.prepare_calibration is not None:
+        prepare_calibration(arguments.prepare_calibration, arguments.per_cluster)
+        return 0
     device = arguments.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         print(f"--device {device}, but CUDA is not available; run with --tiny --device cpu for the CPU check")
+        return 2
+    if arguments.rehearsal and (arguments.calibration is None or not arguments.calibration.is_file()):
+        print("--rehearsal needs --calibration FILE (written by --prepare-calibration FILE); or --no-rehearsal")
         return 2
     shape = TINY if arguments.tiny else QWEN25_15B
     work_dir = arguments.work_dir or Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -279,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if merged_on_device is not None:
         generate(merged_on_device, device, arguments.max_new_tokens)
+    if arguments.rehearsal:
+        rehearse(work_dir, device, arguments.rehearsal_layers, arguments.calibration, arguments.rehearsal_max_tokens)
     figure("total", f"{time.perf_counter() - started:.1f} s")
     if not kernels_agree:
         print("FAILED: the MI kernels disagree on identical tensors")
