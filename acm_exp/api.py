@@ -65,6 +65,7 @@ _PAIR_SETTINGS = (
     "finetuned_revisions",
     "tokenizer_from",
     "tied_head",
+    "vocabulary",
     "trust_remote_code",
     "allow_pickle",
 )
@@ -357,7 +358,7 @@ def merge_models(
     ``params``: the method's hyper-parameters and merge settings (``scale``, ``k``, ``p``, ``combine``,
     ``gamma``, ``t``, ``omega``, ``base_method``, ``alpha``, ``temperature``, ``dtype``, ``device``,
     ``shard_size``, ``seed``, ``overwrite``, ...) and the pair's ``tokenizer_from``, ``tied_head``,
-    ``allow_pickle``, ``trust_remote_code``, revisions. ``out``: the output directory (default
+    ``vocabulary``, ``allow_pickle``, ``trust_remote_code``, revisions. ``out``: the output directory (default
     ``<run_dir>/merged``). ``coefficients``: ACM coefficients from ``acm_coefficients`` (default: computed
     here, like AIM's and Sens-Merging's statistics, from ``calibration``). An identical earlier merge in
     ``out`` is reused.

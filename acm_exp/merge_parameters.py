@@ -50,6 +50,13 @@ class Relax(Choice):
     linear = "linear"
 
 
+class TiedEmbedding(Choice):
+    """What AIM does to an embedding the merge keeps tied to lm_head (acm_exp.acm.importance)."""
+
+    head = "head"
+    unrelaxed = "unrelaxed"
+
+
 @dataclass(frozen=True)
 class Parameter:
     """One merge hyper-parameter: a number within bounds, a choice of an enum, or free text.
@@ -126,10 +133,17 @@ SHIFT = Parameter(
     "shift",
     Shift.per_point_max,
     "shift",
-    "ACM: what MI is shifted by before the sigmoid (DESIGN.md §1 item 4)",
+    "ACM: what MI is shifted by before the sigmoid, λ = 1 − mean σ(t·(MI − shift)): each capture point's maximum "
+    "over the samples, one global maximum, or none",
     Shift,
 )
-REDUCE = Parameter("reduce", Reduce.mean_of_sigmoids, "reduce", "ACM: sigmoid/mean order (DESIGN.md §1 item 4)", Reduce)
+REDUCE = Parameter(
+    "reduce",
+    Reduce.mean_of_sigmoids,
+    "reduce",
+    "ACM: over the samples, the mean of the sigmoids (the paper's λ) or the sigmoid of the mean MI",
+    Reduce,
+)
 OMEGA = Parameter("omega", 0.4, "ω", "AIM: relaxation floor", low=0.0, high=1.0)
 BASE_METHOD = Parameter("base_method", "ties", "base method", "AIM: the plain method whose merge AIM relaxes", str)
 RELAX = Parameter(
@@ -139,6 +153,15 @@ RELAX = Parameter(
     "AIM: 'all' relaxes every weight but the embeddings (norms included, as the official AIM code does), "
     "'linear' the linear layers only",
     Relax,
+)
+TIED_EMBEDDING = Parameter(
+    "tied_embedding",
+    TiedEmbedding.head,
+    "tied embedding",
+    "AIM on a merge that keeps lm_head tied to the embedding: 'head' relaxes the shared matrix by lm_head's "
+    "input importance (the official AIM code writes the relaxed lm_head into the shared parameter), "
+    "'unrelaxed' leaves it as the base method merged it",
+    TiedEmbedding,
 )
 ALPHA = Parameter(
     "alpha",
@@ -161,7 +184,23 @@ TEMPERATURE = Parameter(
 
 # Every declared parameter, in the order of the config schema and the results columns.
 MERGE_PARAMETERS: dict[str, Parameter] = {
-    p.name: p for p in (SCALE, K, P, COMBINE, GAMMA, T, SHIFT, REDUCE, OMEGA, BASE_METHOD, RELAX, ALPHA, TEMPERATURE)
+    p.name: p
+    for p in (
+        SCALE,
+        K,
+        P,
+        COMBINE,
+        GAMMA,
+        T,
+        SHIFT,
+        REDUCE,
+        OMEGA,
+        BASE_METHOD,
+        RELAX,
+        TIED_EMBEDDING,
+        ALPHA,
+        TEMPERATURE,
+    )
 }
 
 

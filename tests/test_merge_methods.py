@@ -152,3 +152,15 @@ def test_magnitude_trim_keeps_exactly_the_largest():
 def test_unknown_method_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown merge method 'slerpy'"):
         get_method("slerpy")
+
+
+@pytest.mark.parametrize("numel", [3_000, 1_000_003])
+def test_every_kth_largest_selection_is_exact(numel):
+    """numpy's selection (CPU), the sampled one (accelerators) and torch's agree, ties and misses included."""
+    from acm_exp.merge import sparsify
+
+    values = (torch.randn(numel, generator=torch.Generator().manual_seed(numel)) * 8).round().abs()
+    for k in (1, numel // 5, numel // 2, numel):
+        expected = torch.kthvalue(values, numel - k + 1).values
+        assert sparsify.kth_largest(values, k) == expected
+        assert sparsify.sampled_kth_largest(values, k) == expected

@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerFast
 
 from acm_exp.config import MergeConfig
 from acm_exp.errors import ConfigError, RuntimeFailure
-from acm_exp.merge import MergeSettings, engine, get_method, open_inputs, run_merge
+from acm_exp.merge import MergeSettings, engine, get_method, open_inputs, publish, run_merge
 from acm_exp.merge import checkpoint as checkpoint_module
 from acm_exp.merge.engine import MANIFEST_NAME, TOKENIZER_FILES
 from acm_exp.pipeline import run
@@ -224,7 +224,7 @@ def test_overwrite_says_where_a_replaced_output_that_cannot_be_deleted_is_kept(t
     def refuse(path):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(engine, "_remove", refuse)
+    monkeypatch.setattr(publish, "_remove", refuse)
     with caplog.at_level("WARNING"):
         merge(base, finetuned, output, overwrite=True)
     kept = [p for p in tmp_path.iterdir() if ".old-" in p.name]

@@ -1,14 +1,43 @@
-"""Merging: the streaming engine and the methods behind a registry (one module per method)."""
+"""Merging: the streaming engine and the methods behind a registry (one module per method).
+
+``inputs`` opens and checks the models (``vocabulary``: their embedding rows), ``publish`` places
+the output, ``engine`` streams the merge and writes its manifest; ``checkpoint`` reads and writes
+safetensors.
+
+Importing the package registers every method without loading torch (``validation`` needs only the
+registry, so a bad value is reported in well under two seconds); the engine's names are imported on
+first use.
+"""
+
+import importlib
 
 from acm_exp.merge import aim, average, breadcrumbs, dare, sens, task_arithmetic, ties  # noqa: F401  (registers)
-from acm_exp.merge.engine import Adjustment, MergeInputs, MergeResult, MergeSettings, open_inputs, run_merge
 from acm_exp.merge.registry import METHODS, MergeMethod, get_method, used_parameters
+
+# name -> the module that defines it (these modules import torch).
+_ON_FIRST_USE = {
+    "Adjustment": "acm_exp.merge.engine",
+    "MergeOutput": "acm_exp.merge.engine",
+    "MergeResult": "acm_exp.merge.engine",
+    "run_merge": "acm_exp.merge.engine",
+    "MergeInputs": "acm_exp.merge.inputs",
+    "MergeSettings": "acm_exp.merge.inputs",
+    "open_inputs": "acm_exp.merge.inputs",
+}
+
+
+def __getattr__(name: str):
+    if name in _ON_FIRST_USE:
+        return getattr(importlib.import_module(_ON_FIRST_USE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "METHODS",
     "Adjustment",
     "MergeInputs",
     "MergeMethod",
+    "MergeOutput",
     "MergeResult",
     "MergeSettings",
     "get_method",

@@ -1,12 +1,12 @@
 """Average: (θ0 + Σ θi) / (N + 1) = θ0 + Σ wi·τi / (N + 1)."""
 
 from acm_exp.merge.registry import MergeMethod, register
-from acm_exp.merge.sparsify import weighted_sum
+from acm_exp.merge.sparsify import weighted_sum_
 from acm_exp.merge_parameters import ACM_PARAMETERS
 
 
 def average_delta(task_vectors, weights, params, generator):
-    return weighted_sum(task_vectors, weights).div_(len(task_vectors) + 1)
+    return weighted_sum_(task_vectors, weights).div_(len(task_vectors) + 1)
 
 
 register(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from acm_exp.errors import ConfigError
 from acm_exp.merge_parameters import MERGE_PARAMETERS, Parameter
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MethodParameters:
@@ -48,7 +49,10 @@ class MethodParameters:
 
 
 # (task_vectors, weights, params, generator) -> delta; params holds the method's declared parameters.
-DeltaFunction = Callable[[Sequence[torch.Tensor], Sequence[float], MethodParameters, torch.Generator], torch.Tensor]
+# The task vectors are the caller's float32 temporaries: a method may compute its delta in their memory.
+DeltaFunction = Callable[
+    [Sequence["torch.Tensor"], Sequence[float], MethodParameters, "torch.Generator"], "torch.Tensor"
+]
 
 
 @dataclass(frozen=True)

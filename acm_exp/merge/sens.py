@@ -6,12 +6,12 @@ then turns each decoder layer's tensors into c_base·θ0 + c_ft·α·τ, with pe
 """
 
 from acm_exp.merge.registry import MergeMethod, register
-from acm_exp.merge.sparsify import weighted_sum
+from acm_exp.merge.sparsify import weighted_sum_
 from acm_exp.merge_parameters import ALPHA, TEMPERATURE
 
 
 def sens_delta(task_vectors, weights, params, generator):
-    return weighted_sum(task_vectors, [params.alpha * w for w in weights])
+    return weighted_sum_(task_vectors, [params.alpha * w for w in weights])
 
 
 register(

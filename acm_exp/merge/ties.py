@@ -6,7 +6,7 @@ from acm_exp.merge_parameters import ACM_PARAMETERS, SCALE, K
 
 
 def ties_delta(task_vectors, weights, params, generator):
-    trimmed = [magnitude_trim(vector, params.k) for vector in task_vectors]
+    trimmed = [magnitude_trim(vector, params.k, in_place=True) for vector in task_vectors]
     return sign_consensus_mean(trimmed, weights).mul_(params.scale)
 
 
