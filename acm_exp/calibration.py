@@ -39,7 +39,8 @@ import numpy as np
 
 from acm_exp.config import CalibrationConfig, ClusterPick
 from acm_exp.errors import ConfigError
-from acm_exp.paths import atomic_write, cache_root, iter_jsonl, shared_data_dir
+from acm_exp.paths import atomic_write, cache_root, iter_jsonl
+from acm_exp.paths import data_dir as resolve_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def load_corpus(cfg: CalibrationConfig, data_dir: str | os.PathLike | None = Non
     if cfg.source == TOY_SOURCE:
         records = _load_toy(cfg.split, cfg.corpus_size or TOY_CORPUS_SIZE)
     else:
-        data_root = shared_data_dir(data_dir)
+        data_root = resolve_data_dir(data_dir)
         local = _local_path(cfg.source, data_root)
         offline_copy = OFFLINE_COPIES.get((cfg.source.lower(), cfg.split))
         if local is not None:

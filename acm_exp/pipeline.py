@@ -164,16 +164,15 @@ def _label_pair(cfg: DictConfig) -> None:
 
 
 def summary_table(rows: list[dict]) -> str:
-    """Accuracy and mean response tokens per model and benchmark (seed means when several)."""
+    """Accuracy and mean response tokens per model and benchmark (seed means when several), each with
+    the number of questions it rests on, as the sweep summary shows them."""
     import pandas as pd
 
-    frame = pd.DataFrame([row for row in rows if row.get("seed") is not None])
-    if frame.empty:
+    from acm_exp.sweep import headline, headline_cell
+
+    entries = headline(rows)
+    if not entries:
         return ""
-    grouped = frame.groupby(["model", "benchmark"], sort=False)[["accuracy", "mean_tokens"]].mean().reset_index()
-    grouped["cell"] = [
-        f"{acc:5.1f}% / {tokens:6.1f} tok" for acc, tokens in zip(grouped.accuracy, grouped.mean_tokens, strict=True)
-    ]
-    table = grouped.pivot(index="model", columns="benchmark", values="cell")
-    order = list(dict.fromkeys(frame["model"]))
-    return table.loc[order].to_string()
+    cells = pd.DataFrame([{**entry, "cell": headline_cell(entry)} for entry in entries])
+    table = cells.pivot(index="model", columns="benchmark", values="cell").fillna("-")
+    return table.loc[list(dict.fromkeys(cells["model"]))].to_string()

@@ -30,7 +30,8 @@ from acm_exp.errors import ConfigError
 from acm_exp.failures import stage
 from acm_exp.merge.validation import TIED_HEAD_MODES, check_output_location, validate_merge_config
 from acm_exp.models import ModelRef, check_model_id, model_refs, resolve_model
-from acm_exp.paths import atomic_write, cache_root, check_writable_dir, resolve_results_dir, shared_data_dir
+from acm_exp.paths import atomic_write, cache_root, check_writable_dir, resolve_results_dir
+from acm_exp.paths import data_dir as resolve_data_dir
 
 if TYPE_CHECKING:
     # The merge engine imports torch: the stages import it when they run, so validation stays light.
@@ -110,7 +111,7 @@ def validate(cfg: DictConfig) -> MergeMethod:
 
 
 def data_dir(cfg: DictConfig) -> Path | None:
-    return shared_data_dir(cfg.data_dir)
+    return resolve_data_dir(cfg.data_dir)
 
 
 # ---------------------------------------------------------------------------------------------

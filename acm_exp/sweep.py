@@ -199,9 +199,16 @@ def swept_keys(points: Sequence[Sequence[str]]) -> list[str]:
     return keys
 
 
-def _cell(entry: Mapping[str, Any]) -> str:
-    n = f" (n={entry['n']})" if entry.get("n") is not None else ""
-    return f"{entry['accuracy']:.1f}% / {entry['mean_tokens']:.1f} tok{n}"
+def headline_cell(entry: Mapping[str, Any]) -> str:
+    """``84.0% / 42.9 tok (n=50)``: a headline entry's accuracy, mean tokens and the questions it rests
+    on (with the number of seeds when several were averaged); a multiple-choice benchmark generates no
+    tokens, so its cell has none."""
+    seeds = entry.get("seeds") or 1
+    rests_on = [f"n={entry['n']}"] if entry.get("n") is not None else []
+    rests_on += [f"{seeds} seeds"] if seeds > 1 else []
+    tokens = entry.get("mean_tokens")
+    spent = f" / {tokens:.1f} tok" if tokens is not None and tokens == tokens else ""
+    return f"{entry['accuracy']:.1f}%{spent}" + (f" ({', '.join(rests_on)})" if rests_on else "")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -253,7 +260,7 @@ class Summary:
             cells = [values.get(key, "-") for key in keys] if keys != ["point"] else [" ".join(point) or "-"]
             numbers = {e["benchmark"]: e for e in (record.headline if record else []) if e["model"] == "merged"}
             cells.append(record.status if record else NO_RESULT)
-            cells += [_cell(numbers[b]) if b in numbers else "-" for b in merged_benchmarks]
+            cells += [headline_cell(numbers[b]) if b in numbers else "-" for b in merged_benchmarks]
             cells.append(_note(record))
             rows.append(cells)
         parts = [self.headline_line(), _table(header, rows)]
@@ -265,7 +272,7 @@ class Summary:
     def input_models(self) -> list[str]:
         """The base and fine-tuned models' numbers, each distinct result once (usually one per model)."""
         cells = [
-            f"{entry['model']} {entry['benchmark']} {_cell(entry)}"
+            f"{entry['model']} {entry['benchmark']} {headline_cell(entry)}"
             for record in self.records
             for entry in (record.headline if record else [])
             if entry["model"] != "merged"

@@ -224,7 +224,7 @@ def check_scripted_generation(stand_in, tmp_path: Path, backend: str) -> None:
     from acm_exp.eval import evaluate_model
     from acm_exp.eval.backends import eos_token_ids
     from acm_exp.eval.prompts import stop_strings
-    from acm_exp.paths import shared_data_dir as data_dir
+    from acm_exp.paths import data_dir
 
     qwen = AutoTokenizer.from_pretrained(stand_in.base)
     r1 = AutoTokenizer.from_pretrained(stand_in.finetuned[0])

@@ -156,3 +156,26 @@ def test_a_failing_point_is_recorded_the_sweep_goes_on_and_a_rerun_redoes_only_i
     # Only the failed point ran again (it alone got as far as the merge).
     assert (second.stdout + second.stderr).count("merging ") == 1
     assert second.stdout.count("skipped: complete results") == 2
+
+
+def test_a_runs_table_says_what_each_number_rests_on():
+    from acm_exp.pipeline import summary_table
+
+    rows = [
+        {"model": "base", "benchmark": "toy", "seed": 0, "accuracy": 16.0, "mean_tokens": 14.2, "n": 100},
+        {"model": "merged", "benchmark": "toy", "seed": 0, "accuracy": 81.0, "mean_tokens": 42.9, "n": 100},
+        {"model": "merged", "benchmark": "toy", "seed": 1, "accuracy": 83.0, "mean_tokens": 40.9, "n": 100},
+        {"model": "merged", "benchmark": "toy", "seed": None, "accuracy": 82.0, "mean_tokens": 41.9, "n": 100},
+        {
+            "model": "merged",
+            "benchmark": "hellaswag",
+            "seed": 0,
+            "accuracy": 70.0,
+            "mean_tokens": float("nan"),
+            "n": 20,
+        },
+    ]
+    lines = summary_table(rows).splitlines()
+    assert lines[2].split()[0] == "base" and "16.0% / 14.2 tok (n=100)" in lines[2]
+    # Two seeds averaged (the seed-summary row is not counted again); a multiple-choice cell has no tokens.
+    assert "82.0% / 41.9 tok (n=100, 2 seeds)" in lines[3] and "70.0% (n=20)" in lines[3]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from acm_exp.costs import measure
 from acm_exp.errors import ConfigError
-from acm_exp.paths import shared_data_dir
+from acm_exp.paths import data_dir as resolve_data_dir
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -105,7 +105,7 @@ def select_calibration(cfg: DictConfig, run_dir: Path) -> CalibrationSet:
     from acm_exp.calibration import write_calibration_record
 
     with measure("calibration"):
-        calibration = select(cfg.calibration, data_dir=shared_data_dir(cfg.data_dir), cache_dir=cfg.cache_dir)
+        calibration = select(cfg.calibration, data_dir=resolve_data_dir(cfg.data_dir), cache_dir=cfg.cache_dir)
     record_path = write_calibration_record(calibration, cfg.calibration, run_dir)
     log.info(
         "calibration: %s, %d samples (selection %s), recorded in %s",

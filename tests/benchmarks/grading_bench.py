@@ -38,7 +38,7 @@ sys.path.insert(0, str(TESTS_DIR))
 from test_grading import DATASETS, _golds, _perturbed, _response  # noqa: E402
 
 from acm_exp.eval.grading import grade_gsm8k, grade_math, is_equiv  # noqa: E402
-from acm_exp.paths import shared_data_dir  # noqa: E402
+from acm_exp.paths import data_dir as shipped_or_configured_data_dir  # noqa: E402
 
 ADVERSARIAL = [
     ("\\boxed{10^{10^{10}}}", "1"),
@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=8000, help="length of each batch response, in characters")
     parser.add_argument("--batch-only", action="store_true", help="only the MATH500 batch")
     args = parser.parse_args()
-    data_dir = shared_data_dir(args.data_dir)
+    data_dir = shipped_or_configured_data_dir(args.data_dir)
 
     start = time.perf_counter()
     is_equiv("1", "1")

@@ -50,10 +50,10 @@ def s1k_token_ids(tokenizer_dir: Path, tokens: int, samples: int) -> list[list[i
     """``samples`` samples of exactly ``tokens`` tokens of s1K question text (questions concatenated)."""
     from transformers import AutoTokenizer
 
-    from acm_exp.paths import shared_data_dir
+    from acm_exp.paths import data_dir
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    rows = [json.loads(line) for line in (shared_data_dir() / "s1k" / "train.jsonl").open(encoding="utf-8")]
+    rows = [json.loads(line) for line in (data_dir() / "s1k" / "train.jsonl").open(encoding="utf-8")]
     stream: list[int] = []
     for row in rows:
         stream += tokenizer(row["question"] + "\n\n", add_special_tokens=False)["input_ids"]

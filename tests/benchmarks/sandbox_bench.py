@@ -24,7 +24,7 @@ from pathlib import Path
 from acm_exp.eval import sandbox
 from acm_exp.eval.code import extract_code
 from acm_exp.eval.tasks.humaneval_pro import grade_humaneval_pro, humaneval_pro_program, humaneval_pro_response_prefix
-from acm_exp.paths import shared_data_dir
+from acm_exp.paths import data_dir as shipped_or_configured_data_dir
 
 
 def canonical_programs(data_dir: Path) -> list[str]:
@@ -74,7 +74,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
 
-    data_dir = shared_data_dir(args.data)
+    data_dir = shipped_or_configured_data_dir(args.data)
     programs = canonical_programs(data_dir)
     print(f"{len(programs)} HumanEval-Pro canonical programs, {os.cpu_count()} CPUs, parallel workers={args.workers}")
     ok = True
