@@ -141,7 +141,7 @@ def _coefficients_of(
     settings_overrides: _Sequence[str],
 ) -> Coefficients:
     """The ACM provider's plan: λ per point and model, and the calibration."""
-    from acm_exp.acm import Coefficients as LayerCoefficients
+    from acm_exp.acm import LayerCoefficients
 
     return Coefficients(
         base=str(cfg.model_pair.base),

@@ -1,7 +1,7 @@
 """The published facts of the paper's models: their ``config.json``, tokenizer and generation settings.
 
 One table, :data:`MODELS`, keyed by hub id; every entry names where its values were read. The
-real-shape stand-ins (``acm_exp.stand_in``) write these files, and the cost model (``acm_exp.costs``)
+real-shape stand-ins (``acm_exp.stand_in``) write these files, and the cost model (``acm_exp.memory``)
 computes the paper sizes' memory needs from the same shapes, so the two never disagree.
 
 Sources, read with the hub's file views and copies that reproduce the original files:

@@ -113,7 +113,7 @@ def has_tokenizer(directory: str | Path) -> bool:
 
 
 @dataclass(frozen=True)
-class Vocabulary:
+class TokenizerVocabulary:
     """A tokenizer's token ids: its model's own vocabulary and the tokens added on top of it."""
 
     regular: dict[int, str]
@@ -122,6 +122,10 @@ class Vocabulary:
 
     def token(self, token_id: int) -> str | None:
         return self.added.get(token_id, self.regular.get(token_id))
+
+
+# The earlier name (acm_exp.config.Vocabulary is the model_pair.vocabulary choice).
+Vocabulary = TokenizerVocabulary
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ class TokenDifference:
         return f"id {self.token_id}: {self.base!r} vs {self.other!r}"
 
 
-def load_vocabulary(directory: str | Path) -> Vocabulary | None:
+def load_vocabulary(directory: str | Path) -> TokenizerVocabulary | None:
     """The vocabulary of the tokenizer saved in ``directory``; None when it holds no tokenizer."""
     directory = Path(directory)
     try:
@@ -154,16 +158,16 @@ def load_vocabulary(directory: str | Path) -> Vocabulary | None:
     return None
 
 
-def _vocabulary_from_tokenizer_json(path: Path) -> Vocabulary:
+def _vocabulary_from_tokenizer_json(path: Path) -> TokenizerVocabulary:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(path))
     regular = {index: token for token, index in tokenizer.get_vocab(with_added_tokens=False).items()}
     added = {index: token.content for index, token in tokenizer.get_added_tokens_decoder().items()}
-    return Vocabulary(regular, added)
+    return TokenizerVocabulary(regular, added)
 
 
-def _vocabulary_from_vocab_json(directory: Path) -> Vocabulary:
+def _vocabulary_from_vocab_json(directory: Path) -> TokenizerVocabulary:
     # A slow BPE tokenizer: vocab.json is its model vocabulary; added tokens live in
     # added_tokens.json (token -> id) and in tokenizer_config.json's added_tokens_decoder.
     regular = {index: token for token, index in _json_object(directory / "vocab.json").items()}
@@ -173,16 +177,16 @@ def _vocabulary_from_vocab_json(directory: Path) -> Vocabulary:
     if (directory / "tokenizer_config.json").is_file():
         decoder = _json_object(directory / "tokenizer_config.json").get("added_tokens_decoder") or {}
         added.update({int(index): entry["content"] for index, entry in decoder.items()})
-    return Vocabulary(regular, added)
+    return TokenizerVocabulary(regular, added)
 
 
-def _vocabulary_from_transformers(directory: Path) -> Vocabulary:
+def _vocabulary_from_transformers(directory: Path) -> TokenizerVocabulary:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(directory)
     added = {index: token.content for index, token in tokenizer.added_tokens_decoder.items()}
     regular = {index: token for token, index in tokenizer.get_vocab().items() if index not in added}
-    return Vocabulary(regular, added)
+    return TokenizerVocabulary(regular, added)
 
 
 def _json_object(path: Path) -> dict:
@@ -195,7 +199,9 @@ def _json_object(path: Path) -> dict:
     return value
 
 
-def vocabulary_differences(base: Vocabulary, other: Vocabulary) -> tuple[list[TokenDifference], list[TokenDifference]]:
+def vocabulary_differences(
+    base: TokenizerVocabulary, other: TokenizerVocabulary
+) -> tuple[list[TokenDifference], list[TokenDifference]]:
     """(regular, added) differences by token id, each sorted by id.
 
     An id that is an added token in either tokenizer counts as added: fine-tuned releases rename

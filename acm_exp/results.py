@@ -650,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("filters", nargs="*", metavar="column=value")
     parser.add_argument("--columns", help="comma-separated columns to show, or 'all'")
     parser.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         filters, options = parse_assignments(args.filters)
         columns = parse_columns(args.columns)

@@ -663,5 +663,11 @@ def test_command_line_include_subsets(with_smoke_test, tmp_path):
     )
     assert included.returncode == 0 and "left out" not in included.stderr
     assert "| toy (eval.limit=3) | ACM-TIES " in (tmp_path / "b" / "main_table.md").read_text()
+    # Options and assignments in any order, as users type them.
+    after_option = run_cli(
+        f"results_dir={with_smoke_test}", "--only", "main_table", f"out={tmp_path / 'c'}", "include_subsets=true"
+    )
+    assert after_option.returncode == 0, after_option.stderr
+    assert "| toy (eval.limit=3) | ACM-TIES " in (tmp_path / "c" / "main_table.md").read_text()
     bad = run_cli(f"results_dir={with_smoke_test}", "include_subsets=yes")
     assert bad.returncode == 2 and "include_subsets='yes'; expected true or false" in bad.stderr

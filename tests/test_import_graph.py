@@ -121,6 +121,7 @@ LAYERS = (
         "foundation",
         (
             "acm_exp.errors",
+            "acm_exp.registry",
             "acm_exp.choices",
             "acm_exp.version",
             "acm_exp.paths",
@@ -136,6 +137,7 @@ LAYERS = (
             "acm_exp.config",
             "acm_exp.slurm",
             "acm_exp.devices",
+            "acm_exp.memory",
             "acm_exp.costs",
             "acm_exp.failures",
             "acm_exp.coefficients_file",
@@ -169,7 +171,6 @@ LAYERS = (
             "acm_exp.needs",
             "acm_exp.figures",
             "acm_exp.figures.*",
-            "acm_exp.memory",
         ),
     ),
     ("stages", ("acm_exp.stages", "acm_exp.overrides", "acm_exp.sweep", "acm_exp.prefetch", "acm_exp.cli_help")),

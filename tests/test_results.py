@@ -291,6 +291,8 @@ def test_command_line_prints_filters_and_rejects_unknown_columns(tmp_path):
     shown = run_cli(f"results_dir={tmp_path}", "method=acm_ties", "benchmark=gsm8k", "--columns", "run_id,accuracy")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.split() == ["run_id", "accuracy", "b", "61.25"]
+    interleaved = run_cli(f"results_dir={tmp_path}", "--columns", "run_id,accuracy", "method=acm_ties")
+    assert interleaved.returncode == 0 and interleaved.stdout.split() == ["run_id", "accuracy", "b", "61.25"]
     markdown = run_cli(f"results_dir={tmp_path}", "--format", "markdown")
     assert markdown.returncode == 0 and markdown.stdout.count("| ties") == 2
     unknown = run_cli(f"results_dir={tmp_path}", "methd=ties")

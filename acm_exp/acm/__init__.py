@@ -8,12 +8,12 @@ The config checks (``validate_acm_config``, ``check_estimator``) live here and n
 value is reported before torch loads; every other name is imported from its module on first use.
 """
 
-import importlib
 import numbers
 
 from acm_exp.config import Against, Binning, Estimator
 from acm_exp.devices import check_placement, dtype_name
 from acm_exp.errors import ConfigError
+from acm_exp.registry import lazy_attributes
 
 AGAINST = Against.values()
 ESTIMATORS = Estimator.values()
@@ -29,6 +29,7 @@ _ON_FIRST_USE = {
     "collect_mi_statistics": "acm_exp.acm.capture",
     "compute_mi_statistics": "acm_exp.acm.capture",
     "Coefficients": "acm_exp.acm.coefficients",
+    "LayerCoefficients": "acm_exp.acm.coefficients",
     "compute_coefficients": "acm_exp.acm.coefficients",
     "layer_coefficients": "acm_exp.acm.coefficients",
     "point_for_parameter": "acm_exp.acm.coefficients",
@@ -36,11 +37,7 @@ _ON_FIRST_USE = {
     "MIStatistics": "acm_exp.acm.stats",
 }
 
-
-def __getattr__(name: str):
-    if name in _ON_FIRST_USE:
-        return getattr(importlib.import_module(_ON_FIRST_USE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _ON_FIRST_USE)
 
 
 def check_estimator(estimator: str, bins: int | None, binning: str) -> None:
@@ -73,6 +70,7 @@ __all__ = [
     "BINNINGS",
     "ESTIMATORS",
     "Coefficients",
+    "LayerCoefficients",
     "MICache",
     "MIStatistics",
     "capture_modules",

@@ -16,7 +16,7 @@ from acm_exp.acm.provider import (
 log = logging.getLogger("acm_exp")
 
 
-class Provider(CalibratedProvider):
+class ACMProvider(CalibratedProvider):
     name = "acm"
 
     def plan(self, request: CoefficientRequest) -> CoefficientPlan:
@@ -74,3 +74,7 @@ class Provider(CalibratedProvider):
             },
         }
         return CoefficientPlan(final_method, adjust, manifest, coefficients_path, calibration)
+
+
+# The name every provider class had before the registry named each one (acm_exp.acm.provider.PROVIDERS).
+Provider = ACMProvider

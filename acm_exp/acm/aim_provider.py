@@ -17,7 +17,7 @@ from acm_exp.merge_parameters import TiedEmbedding
 log = logging.getLogger("acm_exp")
 
 
-class Provider(CalibratedProvider):
+class AIMProvider(CalibratedProvider):
     name = "aim"
 
     def plan(self, request: CoefficientRequest) -> CoefficientPlan:
@@ -84,3 +84,7 @@ class Provider(CalibratedProvider):
             },
         }
         return CoefficientPlan(request.method, adjust, manifest, calibration=calibration)
+
+
+# The name every provider class had before the registry named each one (acm_exp.acm.provider.PROVIDERS).
+Provider = AIMProvider

@@ -73,7 +73,7 @@ def point_for_parameter(name: str) -> str:
 
 
 @dataclass
-class Coefficients:
+class LayerCoefficients:
     """λ[model, point] for every compared model, with the MI statistics they came from."""
 
     lambdas: np.ndarray
@@ -125,7 +125,7 @@ class Coefficients:
         return write_coefficients(path, self.to_file())
 
     @classmethod
-    def from_json(cls, path: str | Path) -> Coefficients:
+    def from_json(cls, path: str | Path) -> LayerCoefficients:
         stored = read_coefficients(path, AcmCoefficientsFile)
         statistics = MIStatistics(
             mi=stored.mi_per_sample,
@@ -178,6 +178,10 @@ class Coefficients:
         return save_line_plot(figure, axis, path)
 
 
+# The name this class had before the API's result type took it (acm_exp.outcomes.Coefficients).
+Coefficients = LayerCoefficients
+
+
 def save_line_plot(figure, axis, path: Path) -> Path:
     """Grid, legend, tight layout, PNG at 150 dpi; closes the figure (the coefficient plots' finish)."""
     import matplotlib.pyplot as plt
@@ -196,7 +200,7 @@ def compute_coefficients(
     shift: str = "per_point_max",
     reduce: str = "mean_of_sigmoids",
     metadata: dict[str, Any] | None = None,
-) -> Coefficients:
+) -> LayerCoefficients:
     """λ for every compared model of ``statistics``."""
     lambdas = np.stack(
         [layer_coefficients(statistics.for_model(i), t, shift, reduce) for i in range(len(statistics.model_names))]
@@ -212,6 +216,6 @@ def compute_coefficients(
             row.max(),
             row.mean(),
         )
-    return Coefficients(
+    return LayerCoefficients(
         lambdas=lambdas, statistics=statistics, t=float(t), shift=shift, reduce=reduce, metadata=dict(metadata or {})
     )

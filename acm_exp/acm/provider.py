@@ -7,12 +7,11 @@ stage, selects the calibration set, computes or loads its cached statistics and 
 records, and the ``coefficients.json`` it wrote.
 
 A new weighted method goes beside its math in ``acm_exp/acm/``: a module with a class following
-``CoefficientProvider``, listed in ``PROVIDER_MODULES``.
+``CoefficientProvider``, declared in ``PROVIDERS`` (``"module:Class"``: imported only when a run uses it).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from acm_exp.costs import measure
 from acm_exp.errors import ConfigError
 from acm_exp.paths import data_dir as resolve_data_dir
+from acm_exp.registry import Registry
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -32,12 +32,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("acm_exp")
 
-# provider name -> the module holding its class ``Provider``.
-PROVIDER_MODULES = {
-    "acm": "acm_exp.acm.acm_provider",
-    "aim": "acm_exp.acm.aim_provider",
-    "sens": "acm_exp.acm.sens_provider",
-}
+# provider name -> its class, imported on the name's first lookup.
+PROVIDERS: Registry[type[CoefficientProvider]] = Registry(
+    "coefficient provider",
+    declared={
+        "acm": "acm_exp.acm.acm_provider:ACMProvider",
+        "aim": "acm_exp.acm.aim_provider:AIMProvider",
+        "sens": "acm_exp.acm.sens_provider:SensProvider",
+    },
+    error=ConfigError,
+)
+# provider name -> the module holding its class.
+PROVIDER_MODULES = {name: location.partition(":")[0] for name, location in PROVIDERS.declared.items()}
 
 
 @dataclass
@@ -76,13 +82,7 @@ class CoefficientProvider(Protocol):
 
 
 def get_provider(name: str) -> CoefficientProvider:
-    try:
-        module = PROVIDER_MODULES[name]
-    except KeyError:
-        raise ConfigError(
-            f"coefficient provider {name!r} is unknown; expected one of {tuple(PROVIDER_MODULES)}"
-        ) from None
-    return importlib.import_module(module).Provider()
+    return PROVIDERS.get(name)()
 
 
 class CalibratedProvider:

@@ -105,14 +105,14 @@ _PYTHON_TAGS = frozenset({"python", "py", "python3", ""})
 
 
 @dataclass(frozen=True)
-class _Block:
+class _FencedBlock:
     tag: str
     body: str
 
 
-def _fenced_blocks(text: str) -> list[_Block]:
+def _fenced_blocks(text: str) -> list[_FencedBlock]:
     """Markdown code blocks in order; an unclosed last block runs to the end of the text."""
-    blocks: list[_Block] = []
+    blocks: list[_FencedBlock] = []
     tag: str | None = None
     lines: list[str] = []
     for line in text.splitlines():
@@ -122,12 +122,12 @@ def _fenced_blocks(text: str) -> list[_Block]:
                 tag, lines = fence.group(1).lower(), []
             continue
         if fence:
-            blocks.append(_Block(tag, "\n".join(lines)))
+            blocks.append(_FencedBlock(tag, "\n".join(lines)))
             tag = None
             continue
         lines.append(line)
     if tag is not None:
-        blocks.append(_Block(tag, "\n".join(lines)))
+        blocks.append(_FencedBlock(tag, "\n".join(lines)))
     return blocks
 
 

@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("filters", nargs="*", metavar="column=value")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(FIGURES)}")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         filters, options = parse_assignments(args.filters, special=("results_dir", "out", "include_subsets"))
         include_subsets = parse_flag("include_subsets", options.get("include_subsets"))

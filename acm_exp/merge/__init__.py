@@ -9,10 +9,9 @@ registry, so a bad value is reported in well under two seconds); the engine's na
 first use.
 """
 
-import importlib
-
 from acm_exp.merge import aim, average, breadcrumbs, dare, sens, task_arithmetic, ties  # noqa: F401  (registers)
 from acm_exp.merge.registry import METHODS, MergeMethod, get_method, used_parameters
+from acm_exp.registry import lazy_attributes
 
 # name -> the module that defines it (these modules import torch).
 _ON_FIRST_USE = {
@@ -25,11 +24,7 @@ _ON_FIRST_USE = {
     "open_inputs": "acm_exp.merge.inputs",
 }
 
-
-def __getattr__(name: str):
-    if name in _ON_FIRST_USE:
-        return getattr(importlib.import_module(_ON_FIRST_USE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _ON_FIRST_USE)
 
 
 __all__ = [

@@ -410,7 +410,7 @@ def _merge_elementwise(
 
 
 @dataclass(frozen=True)
-class _Block:
+class _StreamedBlock:
     """One tensor, or one block of its rows, as the merge streams it: read, merged, written."""
 
     file: str
@@ -428,7 +428,7 @@ class _Block:
         return shape if self.rows is None else (self.rows[1] - self.rows[0], *shape[1:])
 
 
-def _blocks(plan: ShardPlan, method: MergeMethod, adjust: AdjustmentProvider | None) -> Iterator[_Block]:
+def _blocks(plan: ShardPlan, method: MergeMethod, adjust: AdjustmentProvider | None) -> Iterator[_StreamedBlock]:
     """Every block to merge, in write order; a tensor's adjustment is computed when it is reached."""
     for file, tensors in plan.files.items():
         for position, tensor in enumerate(tensors):
@@ -437,7 +437,7 @@ def _blocks(plan: ShardPlan, method: MergeMethod, adjust: AdjustmentProvider | N
             for index, rows in enumerate(rows_list):
                 block_adjustment = _adjustment_rows(adjustment, tensor.shape, rows) if rows else adjustment
                 last = position == len(tensors) - 1 and index == len(rows_list) - 1
-                yield _Block(file, tensor, block_adjustment, rows, index == 0, last)
+                yield _StreamedBlock(file, tensor, block_adjustment, rows, index == 0, last)
 
 
 # A read made for a block: which model, which tensor, which rows (None: all).
@@ -445,7 +445,7 @@ _Read = tuple[Checkpoint, str, "tuple[int, int] | None"]
 
 
 def _read_block(
-    inputs: MergeInputs, block: _Block, hasher: _ContentHasher
+    inputs: MergeInputs, block: _StreamedBlock, hasher: _ContentHasher
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[_Read]]:
     """θ0 and every θi of a block, added to the content hashes as stored (blocks arrive in order), and
     the reads made (released once the block is written).
@@ -472,7 +472,7 @@ def _read_block(
 
 def _merge_block(
     inputs: MergeInputs,
-    block: _Block,
+    block: _StreamedBlock,
     base: torch.Tensor,
     finetuned: list[torch.Tensor],
     method: MergeMethod,
@@ -530,7 +530,7 @@ def _merge_block(
 
 
 def _write_block(
-    writers: dict[str, StreamingSafetensorsWriter], plan: ShardPlan, directory: Path, block: _Block, merged
+    writers: dict[str, StreamingSafetensorsWriter], plan: ShardPlan, directory: Path, block: _StreamedBlock, merged
 ) -> None:
     """Append a merged block to its shard file, opened at its first block and closed after its last."""
     writer = writers.get(block.file)
@@ -598,7 +598,7 @@ def _stream_merge(
         ThreadPoolExecutor(1, thread_name_prefix="merge-write") as writer,
     ):
 
-        def read_next() -> tuple[_Block, Future] | None:
+        def read_next() -> tuple[_StreamedBlock, Future] | None:
             block = next(blocks, None)
             return None if block is None else (block, reader.submit(_read_block, inputs, block, hasher))
 

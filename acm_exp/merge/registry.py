@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from acm_exp.errors import ConfigError
 from acm_exp.merge_parameters import MERGE_PARAMETERS, Parameter
+from acm_exp.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -77,17 +78,23 @@ class MergeMethod:
     wraps_base_method: bool = False
 
 
+# name -> method; complete once the package is imported (its __init__ imports every method's module).
 METHODS: dict[str, MergeMethod] = {}
 
 
+def method_registry() -> Registry[MergeMethod]:
+    """The merge methods as a Registry, over METHODS as this module holds it now (a test may put a
+    copy in its place to register methods of its own)."""
+    return Registry(
+        "merge method", error=ConfigError, unknown="unknown {kind} {name!r}; expected one of {known}", entries=METHODS
+    )
+
+
 def register(method: MergeMethod) -> MergeMethod:
-    if method.name in METHODS:
-        raise RuntimeError(f"merge method {method.name!r} registered twice")
     for parameter in method.parameters:
         if MERGE_PARAMETERS.get(parameter.name) is not parameter:
             raise RuntimeError(f"merge method {method.name!r}: parameter {parameter.name!r} is not declared")
-    METHODS[method.name] = method
-    return method
+    return method_registry().add(method.name, method)
 
 
 def registered_methods() -> dict[str, MergeMethod]:
@@ -96,10 +103,7 @@ def registered_methods() -> dict[str, MergeMethod]:
 
 
 def get_method(name: str) -> MergeMethod:
-    try:
-        return registered_methods()[name]
-    except KeyError:
-        raise ConfigError(f"unknown merge method {name!r}; expected one of {sorted(METHODS)}") from None
+    return method_registry().get(name)
 
 
 def used_parameters(method: MergeMethod, base_method: str | None = None) -> tuple[str, ...]:

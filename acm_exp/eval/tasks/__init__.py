@@ -1,10 +1,10 @@
 """Benchmark families: one module each, registering how its benchmarks load, prompt and grade.
 
-The registry and the types the families share live in ``acm_exp.eval.tasks.base`` (re-exported
-here); the generic code (acm_exp.eval.benchmarks, graders, prompts, runner) only looks families up.
-Built-in families: ``math`` (the boxed-answer benchmarks), ``gsm8k``, ``humaneval_pro`` and
-``mbpp_pro`` (CodeEval-Pro), ``livecodebench``, ``hellaswag`` (multiple choice by log-likelihood)
-and ``toy``.
+The registry (``FAMILIES``, an ``acm_exp.registry.Registry``) and the types the families share live in
+``acm_exp.eval.tasks.base`` (re-exported here); the generic code (acm_exp.eval.benchmarks, graders,
+prompts, runner) only looks families up. Built-in families: ``math`` (the boxed-answer benchmarks),
+``gsm8k``, ``humaneval_pro`` and ``mbpp_pro`` (CodeEval-Pro), ``livecodebench``, ``hellaswag``
+(multiple choice by log-likelihood) and ``toy``.
 
 Adding a benchmark: a module that calls ``register(TaskFamily(...))`` (named in
 ``BUILTIN_MODULES`` or imported by the caller before the run) plus a YAML naming it in ``task``;
@@ -15,6 +15,7 @@ from acm_exp.eval.tasks.base import (
     BUILTIN_MODULES,
     CODE_PROMPTS,
     DEFAULT_FEWSHOT_SET,
+    FAMILIES,
     FEWSHOT_EXEMPLARS,
     GRADERS,
     SOURCE_FAMILIES,
@@ -45,6 +46,7 @@ __all__ = [
     "BUILTIN_MODULES",
     "CODE_PROMPTS",
     "DEFAULT_FEWSHOT_SET",
+    "FAMILIES",
     "FEWSHOT_EXEMPLARS",
     "GRADERS",
     "SOURCE_FAMILIES",

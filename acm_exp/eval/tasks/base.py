@@ -15,14 +15,16 @@ above it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from acm_exp.errors import ConfigError
+from acm_exp.registry import Registry
 
+# The built-in families, each registered by the module of its name (imported on the name's first lookup:
+# the family modules import the generic modules, which import this registry).
 BUILTIN_MODULES = ("math", "gsm8k", "humaneval_pro", "mbpp_pro", "livecodebench", "hellaswag", "toy")
 # Configs without ``task``: a source that names a family (the embedded toy task) selects it.
 SOURCE_FAMILIES = {"toy": "toy"}
@@ -30,8 +32,9 @@ SOURCE_FAMILIES = {"toy": "toy"}
 # (the schema's default before ``fewshot_set`` could be left null).
 DEFAULT_FEWSHOT_SET = "math"
 
-_FAMILIES: dict[str, TaskFamily] = {}
-_builtins_loaded = False
+FAMILIES: Registry[TaskFamily] = Registry(
+    "task family", declared={name: f"acm_exp.eval.tasks.{name}" for name in BUILTIN_MODULES}, error=ConfigError
+)
 
 
 @dataclass(frozen=True)
@@ -138,29 +141,22 @@ class TaskFamily:
 
 def register(family: TaskFamily) -> TaskFamily:
     """Add ``family`` under its name; a second family of the same name is a programming error."""
-    if family.name in _FAMILIES and _FAMILIES[family.name] is not family:
-        raise ValueError(f"task family {family.name!r} is already registered")
-    _FAMILIES[family.name] = family
-    return family
+    return FAMILIES.add(family.name, family)
 
 
 def unregister(name: str) -> None:
     """Remove a family (tests that register one of their own)."""
-    _FAMILIES.pop(name, None)
+    FAMILIES.remove(name)
 
 
 def families() -> dict[str, TaskFamily]:
     """Every registered family by name, in alphabetical order (registration order depends on
     which module was imported first)."""
-    _load_builtins()
-    return dict(sorted(_FAMILIES.items()))
+    return FAMILIES.as_dict()
 
 
 def get_task(name: str | None) -> TaskFamily:
-    known = families()
-    if name not in known:
-        raise ConfigError(f"task family {name!r} is unknown; expected one of {tuple(known)}")
-    return known[name]
+    return FAMILIES.get(name)  # type: ignore[arg-type]
 
 
 def task_name(benchmark_cfg: Mapping) -> str | None:
@@ -242,13 +238,3 @@ class FamilyParts(Mapping[str, Any]):
 GRADERS: Mapping[str, Grader] = FamilyParts("grader")
 FEWSHOT_EXEMPLARS: Mapping[str, tuple[tuple[str, str], ...]] = FamilyParts("exemplars")
 CODE_PROMPTS: Mapping[str, CodePrompt] = FamilyParts("code_prompt")
-
-
-def _load_builtins() -> None:
-    # Imported on first use, not with the package: the family modules import the generic
-    # modules, which import this registry.
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        for module in BUILTIN_MODULES:
-            importlib.import_module(f"acm_exp.eval.tasks.{module}")
