@@ -25,8 +25,12 @@
    prediction (target: within 10 %); then, with the models loaded, it times the plain forward
    passes (base and compared model, no hooks) against ``collect_mi_statistics`` on the same samples,
    alternating (target: captured <= 1.3x plain), and says where the MI time goes (per capture
-   point kind, on the worker thread). Threads: torch's default unless ``--threads`` is given.
+   point kind, summed over the threads that ran it) and how many page faults each pass took (the
+   weights are mapped files; held activations can make the allocator fault its heap in again).
+   Threads: torch's default unless ``--threads`` is given.
    ``--device cuda``: the same on a GPU, its peak memory read as torch's own (no CUDA context).
+   ``--before-commit REV``: first the same child on the ``acm_exp`` of git revision REV (``git
+   archive``, first on PYTHONPATH), then on this checkout's; a closing line compares both ratios.
 
 Every ratio is against a baseline measured in the same run (best of several repeats, alternating).
 The load average (``uptime``) is printed beside the timings: the machine is shared.
@@ -35,6 +39,7 @@ The load average (``uptime``) is printed beside the timings: the machine is shar
     .venv/bin/python tests/benchmarks/acm_bench.py --samples 6 --repeats 1   # smoke run
     .venv/bin/python tests/benchmarks/acm_bench.py --shape 1.5b --layers 2 --samples 2 --keep   # reduced depth
     .venv/bin/python tests/benchmarks/acm_bench.py --shape 1.5b --samples 2      # full depth (~7 GB of weights)
+    .venv/bin/python tests/benchmarks/acm_bench.py --shape 1.5b --samples 2 --before-commit HEAD   # before/after
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -362,7 +368,7 @@ class ResidentSampler:
 
 
 class TimedMI:
-    """Wraps capture's MI function: seconds of MI per capture point kind (on the worker thread)."""
+    """Wraps capture's MI function: seconds of MI per capture point kind (summed over threads)."""
 
     def __init__(self, function):
         self.function, self.seconds, self.calls = function, {}, {}
@@ -466,14 +472,17 @@ def shape_child(args: argparse.Namespace) -> None:
         captured_statistics = capture.collect_mi_statistics(base, [compared], token_ids, progress=False)
         synchronize()
 
-    plain_times, captured_times = [], []
+    plain_times, captured_times, faults = [], [], {}
     for repeat in range(args.repeats):
         for function, times in ((plain, plain_times), (captured, captured_times)):
+            faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             started = time.perf_counter()
             function()
             times.append(time.perf_counter() - started)
+            faults[function.__name__] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
         print(
-            f"  repeat {repeat + 1}: plain {plain_times[-1]:.1f} s, captured {captured_times[-1]:.1f} s "
+            f"  repeat {repeat + 1}: plain {plain_times[-1]:.1f} s ({faults['plain'] / 1e6:.2f}M page faults), "
+            f"captured {captured_times[-1]:.1f} s ({faults['captured'] / 1e6:.2f}M page faults) "
             f"({load_average()})",
             flush=True,
         )
@@ -488,10 +497,29 @@ def shape_child(args: argparse.Namespace) -> None:
         f"capture + MI vs plain forwards at the 1.5B shape on {device} ({shape['layers']} layers, vocab "
         f"{shape['vocab']}, {args.samples} x {args.tokens} tokens, bf16, {torch.get_num_threads()} threads): plain "
         f"{min(plain_times):.1f} s, captured {min(captured_times):.1f} s = {ratio:.2f}x (target <= "
-        f"{OVERHEAD_TARGET:g}x); MI per run on the worker thread: {mi_seconds}; {load_average()}",
+        f"{OVERHEAD_TARGET:g}x); MI per run (summed over threads): {mi_seconds}; {load_average()}",
         flush=True,
     )
     print(f"lm_head MI per sample: {', '.join(f'{v:.4f}' for v in lm_head_mi)}")
+    if args.result:
+        result = {
+            "plain_s": min(plain_times),
+            "captured_s": min(captured_times),
+            "ratio": ratio,
+            "peak_ratio": own / predicted["total"],
+            "mi": captured_statistics.mi.tolist(),
+        }
+        Path(args.result).write_text(json.dumps(result))
+
+
+def before_source(revision: str, directory: Path) -> Path:
+    """``acm_exp`` as of git ``revision``, extracted under ``directory``."""
+    repository = Path(__file__).resolve().parents[2]
+    archive = subprocess.run(
+        ["git", "-C", str(repository), "archive", revision, "acm_exp"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory
 
 
 def shape_benchmark(args: argparse.Namespace) -> None:
@@ -523,7 +551,30 @@ def shape_benchmark(args: argparse.Namespace) -> None:
     ]
     print(f"1.5B shape, {args.layers} layers: {base.parent} ({load_average()})", flush=True)
     try:
-        subprocess.run(command, check=True)
+        with tempfile.TemporaryDirectory(prefix="acm-bench-") as scratch:
+            runs = {}
+            if args.before_commit:
+                source = before_source(args.before_commit, Path(scratch))
+                print(f"before: acm_exp at {args.before_commit}", flush=True)
+                environment = {
+                    **os.environ,
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")])),
+                }
+                runs["before"] = Path(scratch) / "before.json"
+                subprocess.run([*command, "--result", str(runs["before"])], check=True, env=environment)
+                print("after: this checkout's acm_exp", flush=True)
+            runs["after"] = Path(scratch) / "after.json"
+            subprocess.run([*command, "--result", str(runs["after"])], check=True)
+            results = {label: json.loads(path.read_text()) for label, path in runs.items()}
+        if "before" in results:
+            before, after = results["before"], results["after"]
+            print(
+                f"before/after ({args.before_commit} / this checkout): captured / plain {before['ratio']:.2f}x -> "
+                f"{after['ratio']:.2f}x (target <= {OVERHEAD_TARGET:g}x); captured {before['captured_s']:.1f} s -> "
+                f"{after['captured_s']:.1f} s, plain {before['plain_s']:.1f} s -> {after['plain_s']:.1f} s (a ratio "
+                f"that falls with a slower baseline is no gain); peak / predicted {before['peak_ratio']:.3f}x "
+                f"-> {after['peak_ratio']:.3f}x; MI equal: {before['mi'] == after['mi']}; {load_average()}"
+            )
     finally:
         if not args.keep:
             shutil.rmtree(base.parent, ignore_errors=True)
@@ -561,7 +612,11 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="--shape: keep the random pair for the next run")
     parser.add_argument("--device", default="cpu", help="--shape: cpu, or cuda (peak memory: the GPU's own)")
+    parser.add_argument(
+        "--before-commit", help="--shape: also run the capture of acm_exp at this git revision first (before/after)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     parser.add_argument("--compared", help=argparse.SUPPRESS)
     args = parser.parse_args()
