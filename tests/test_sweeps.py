@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -145,7 +146,11 @@ def test_a_failing_point_is_recorded_the_sweep_goes_on_and_a_rerun_redoes_only_i
     assert any(str(broken) in override for override in failed["overrides"])
     # The unchanged base model's row is printed by the first point only (the second fine-tuned model
     # is another model: its row is printed again).
-    printed = [line.split()[0] for line in first.stdout.splitlines() if "% /" in line and "(n=" not in line]
+    printed = [
+        line.split()[0]
+        for line in first.stdout.splitlines()
+        if re.match(r"(base|finetuned|merged) +[0-9.]+% / ", line)  # the runs' tables, not the summary
+    ]
     assert printed == ["base", "finetuned", "merged", "finetuned", "merged"], first.stdout[-3000:]
 
     second = run_sweep(tmp_path, cache, finetuned, tmp_path / "sweep2")
