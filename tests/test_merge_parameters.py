@@ -48,13 +48,13 @@ def reads_k_undeclared_delta(task_vectors, weights, params, generator):
 
 
 @pytest.fixture
-def temporary_registry(monkeypatch):
+def temporary_registry():
     """Methods and parameters registered inside a test are gone after it."""
-    monkeypatch.setattr(registry, "METHODS", dict(registered_methods()))
-    declared = dict(MERGE_PARAMETERS)
+    methods, declared = dict(registered_methods()), dict(MERGE_PARAMETERS)
     yield
-    MERGE_PARAMETERS.clear()
-    MERGE_PARAMETERS.update(declared)
+    for table, saved in ((registry.METHODS, methods), (MERGE_PARAMETERS, declared)):
+        table.clear()
+        table.update(saved)
 
 
 def merge_config(method: str, **values) -> OmegaConf:

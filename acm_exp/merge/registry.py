@@ -82,19 +82,16 @@ class MergeMethod:
 METHODS: dict[str, MergeMethod] = {}
 
 
-def method_registry() -> Registry[MergeMethod]:
-    """The merge methods as a Registry, over METHODS as this module holds it now (a test may put a
-    copy in its place to register methods of its own)."""
-    return Registry(
-        "merge method", error=ConfigError, unknown="unknown {kind} {name!r}; expected one of {known}", entries=METHODS
-    )
+METHOD_REGISTRY: Registry[MergeMethod] = Registry(
+    "merge method", error=ConfigError, unknown="unknown {kind} {name!r}; expected one of {known}", entries=METHODS
+)
 
 
 def register(method: MergeMethod) -> MergeMethod:
     for parameter in method.parameters:
         if MERGE_PARAMETERS.get(parameter.name) is not parameter:
             raise RuntimeError(f"merge method {method.name!r}: parameter {parameter.name!r} is not declared")
-    return method_registry().add(method.name, method)
+    return METHOD_REGISTRY.add(method.name, method)
 
 
 def registered_methods() -> dict[str, MergeMethod]:
@@ -103,7 +100,7 @@ def registered_methods() -> dict[str, MergeMethod]:
 
 
 def get_method(name: str) -> MergeMethod:
-    return method_registry().get(name)
+    return METHOD_REGISTRY.get(name)
 
 
 def used_parameters(method: MergeMethod, base_method: str | None = None) -> tuple[str, ...]:
