@@ -328,10 +328,7 @@ CASES = [
 ]
 
 
-check_correctness = None  # lcb_runner's, set by main()
-
-
-def lcb_verdict(kind: str, tests, fn_name, code: str) -> bool:
+def lcb_verdict(check_correctness, kind: str, tests, fn_name, code: str) -> bool:
     sample = {
         "input_output": json.dumps(
             {
@@ -384,12 +381,14 @@ def main() -> None:
     parser.add_argument("--lcb", required=True, help="a checkout of LiveCodeBench/LiveCodeBench")
     args = parser.parse_args()
     checkout = os.path.abspath(args.lcb)
-    global check_correctness
     check_correctness = load_lcb_runner(checkout)
     agree = 0
     start = time.time()
     for name, kind, tests, fn_name, code in CASES:
-        theirs, ours = lcb_verdict(kind, tests, fn_name, code), our_verdict(kind, tests, fn_name, code)
+        theirs, ours = (
+            lcb_verdict(check_correctness, kind, tests, fn_name, code),
+            our_verdict(kind, tests, fn_name, code),
+        )
         agree += theirs == ours
         print(f"{'ok ' if theirs == ours else 'DIFF'} lcb_runner={theirs!s:5} ours={ours!s:5}  {name}", flush=True)
     print(f"{agree}/{len(CASES)} verdicts agree ({time.time() - start:.0f} s)")
