@@ -64,6 +64,9 @@ import torch
 from acm_exp.acm import collect_mi_statistics, mutual_information
 from acm_exp.acm import mi as mi_module
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from merge_bench import extract_revision  # noqa: E402
+
 HIDDEN = 1536
 VOCABULARY = 151936
 HEAD_TARGET = 30.0
@@ -512,16 +515,6 @@ def shape_child(args: argparse.Namespace) -> None:
         Path(args.result).write_text(json.dumps(result))
 
 
-def before_source(revision: str, directory: Path) -> Path:
-    """``acm_exp`` as of git ``revision``, extracted under ``directory``."""
-    repository = Path(__file__).resolve().parents[2]
-    archive = subprocess.run(
-        ["git", "-C", str(repository), "archive", revision, "acm_exp"], capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
-    return directory
-
-
 def shape_benchmark(args: argparse.Namespace) -> None:
     if args.shape != "1.5b":
         raise SystemExit(f"--shape {args.shape!r}; expected 1.5b")
@@ -554,7 +547,7 @@ def shape_benchmark(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory(prefix="acm-bench-") as scratch:
             runs = {}
             if args.before_commit:
-                source = before_source(args.before_commit, Path(scratch))
+                source = extract_revision(args.before_commit, Path(scratch), ("acm_exp",))
                 print(f"before: acm_exp at {args.before_commit}", flush=True)
                 environment = {
                     **os.environ,

@@ -682,10 +682,14 @@ def before_source(arguments: argparse.Namespace, work_dir: Path) -> Path | None:
     target = work_dir / "before-src"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
+    return extract_revision(arguments.before_commit, target, ("acm_exp", "conf"))
+
+
+def extract_revision(revision: str, target: Path, paths: tuple[str, ...]) -> Path:
+    """``paths`` of this repository as of git ``revision``, extracted under ``target`` (a benchmark's
+    "before" code, put first on a child's PYTHONPATH)."""
     archive = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "archive", arguments.before_commit, "acm_exp", "conf"],
-        capture_output=True,
-        check=True,
+        ["git", "-C", str(REPO_ROOT), "archive", revision, *paths], capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     return target
